@@ -1,0 +1,66 @@
+//! What the coordinator asks of an agent, and what an agent reports back.
+//!
+//! The coordinator publishes the *desired* instances of each node; the agent diffs
+//! them against what its runtime holds and turns the difference into
+//! `AgentCommand`s, so a lost or repeated message never leaves a host wrong.
+
+use crate::clock::Timestamp;
+use crate::ids::{FunctionName, InstanceId, NodeId};
+use crate::instance::{Endpoint, InstanceState};
+use crate::node::Resources;
+use crate::spec::FunctionSpec;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Whether a desired instance should be running or frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Paused,
+}
+
+/// One instance a node should hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredInstance {
+    pub id: InstanceId,
+    pub spec: FunctionSpec,
+    pub state: DesiredState,
+}
+
+/// The full desired set of a node at a revision; newer revisions replace older ones.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DesiredSet {
+    pub revision: u64,
+    pub instances: Vec<DesiredInstance>,
+}
+
+/// One action on one container, as planned by the agent's reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Create, start and wait for the health check.
+    Start(DesiredInstance),
+    Stop { id: InstanceId, grace: Duration },
+    Pause { id: InstanceId },
+    Unpause { id: InstanceId },
+}
+
+/// An agent's view of one of its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub id: InstanceId,
+    pub function: FunctionName,
+    pub state: InstanceState,
+    pub endpoint: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Everything an agent tells the coordinator in one report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: NodeId,
+    pub capacity: Resources,
+    pub instances: Vec<InstanceReport>,
+    pub at: Timestamp,
+}

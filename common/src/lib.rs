@@ -1,0 +1,20 @@
+//! Sluice's shared vocabulary: the types every part of the system speaks.
+//!
+//! Nothing here does I/O or needs an async runtime; the crate is plain data,
+//! validation and the `Clock` trait, so that decision code built on it stays pure.
+
+pub mod clock;
+pub mod command;
+pub mod ids;
+pub mod instance;
+pub mod node;
+pub mod spec;
+pub mod validation;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use command::{AgentCommand, DesiredInstance, DesiredSet, DesiredState, InstanceReport, NodeReport};
+pub use ids::{FunctionName, InstanceId, NodeId};
+pub use instance::{Endpoint, Instance, InstanceState};
+pub use node::{NodeInfo, Resources};
+pub use spec::{FunctionSpec, ImageRef, Limits};
+pub use validation::ValidationError;

@@ -1,0 +1,405 @@
+//! `FunctionSpec`: what a user deploys, with the bounds Sluice enforces on it.
+
+use crate::ids::{truncate, FunctionName};
+use crate::validation::ValidationError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything Sluice needs to run a function. Unknown fields are refused, so a
+/// request for `privileged` or host mounts fails loudly instead of being ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub name: FunctionName,
+    pub image: ImageRef,
+    /// TCP port the function serves HTTP on inside its container.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub min_instances: u32,
+    #[serde(default = "default_max")]
+    pub max_instances: u32,
+    /// Requests one instance serves at once; more wait or go to another instance.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// An instance idle this long is stopped (down to `min_instances`).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u32,
+    /// How long a cold start may take before waiting requests get 503.
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_secs: u32,
+    /// Requests that may wait for an instance; beyond it the gateway answers 429.
+    #[serde(default = "default_queue_limit")]
+    pub queue_limit: u32,
+    /// `GET` on this path answers 2xx when the function is ready.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+}
+
+/// Per-instance resource limits, enforced by the container runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Thousandths of a core.
+    #[serde(default = "default_cpu")]
+    pub cpu_millis: u32,
+    #[serde(default = "default_memory")]
+    pub memory_mb: u32,
+    #[serde(default = "default_pids")]
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { cpu_millis: default_cpu(), memory_mb: default_memory(), pids: default_pids() }
+    }
+}
+
+fn default_port() -> u16 {
+    8080
+}
+fn default_max() -> u32 {
+    10
+}
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_idle_timeout() -> u32 {
+    60
+}
+fn default_start_timeout() -> u32 {
+    30
+}
+fn default_queue_limit() -> u32 {
+    100
+}
+fn default_health_path() -> String {
+    "/_/health".into()
+}
+fn default_cpu() -> u32 {
+    1000
+}
+fn default_memory() -> u32 {
+    128
+}
+fn default_pids() -> u32 {
+    256
+}
+
+/// Bounds on a spec; chosen so one function cannot exhaust a small edge host.
+pub mod bounds {
+    pub const MAX_INSTANCES: u32 = 1000;
+    pub const MAX_CONCURRENCY: u32 = 1000;
+    pub const CPU_MILLIS: (u32, u32) = (10, 64_000);
+    pub const MEMORY_MB: (u32, u32) = (6, 65_536);
+    pub const PIDS: (u32, u32) = (4, 32_768);
+    pub const IDLE_TIMEOUT_SECS: (u32, u32) = (1, 86_400);
+    pub const START_TIMEOUT_SECS: (u32, u32) = (1, 600);
+    pub const QUEUE_LIMIT: (u32, u32) = (0, 10_000);
+    pub const ENV_ENTRIES: usize = 64;
+    pub const ENV_KEY_LEN: usize = 128;
+    pub const ENV_VALUE_LEN: usize = 4096;
+    pub const HEALTH_PATH_LEN: usize = 256;
+}
+
+fn in_range(field: &str, value: u32, (lo, hi): (u32, u32)) -> Result<(), ValidationError> {
+    if value < lo || value > hi {
+        return Err(ValidationError::new(field, format!("{value} is out of range: use a value from {lo} to {hi}")));
+    }
+    Ok(())
+}
+
+impl FunctionSpec {
+    /// A spec with defaults for everything but the name and image.
+    pub fn new(name: FunctionName, image: ImageRef) -> Self {
+        Self {
+            name,
+            image,
+            port: default_port(),
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            min_instances: 0,
+            max_instances: default_max(),
+            concurrency: default_concurrency(),
+            idle_timeout_secs: default_idle_timeout(),
+            start_timeout_secs: default_start_timeout(),
+            queue_limit: default_queue_limit(),
+            health_path: default_health_path(),
+        }
+    }
+
+    /// Checks every bound; the name and image were checked when parsed.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        use bounds::*;
+        if self.port == 0 {
+            return Err(ValidationError::new("port", "0 is not a port: use the TCP port your function listens on, 1-65535"));
+        }
+        in_range("max_instances", self.max_instances, (1, MAX_INSTANCES))?;
+        if self.min_instances > self.max_instances {
+            return Err(ValidationError::new(
+                "min_instances",
+                format!("{} is above max_instances ({}): lower min_instances or raise max_instances", self.min_instances, self.max_instances),
+            ));
+        }
+        in_range("concurrency", self.concurrency, (1, MAX_CONCURRENCY))?;
+        in_range("idle_timeout_secs", self.idle_timeout_secs, IDLE_TIMEOUT_SECS)?;
+        in_range("start_timeout_secs", self.start_timeout_secs, START_TIMEOUT_SECS)?;
+        in_range("queue_limit", self.queue_limit, QUEUE_LIMIT)?;
+        self.limits.validate().map_err(|e| e.within("limits"))?;
+        self.validate_env()?;
+        self.validate_health_path()
+    }
+
+    fn validate_env(&self) -> Result<(), ValidationError> {
+        use bounds::*;
+        if self.env.len() > ENV_ENTRIES {
+            return Err(ValidationError::new("env", format!("{} entries: use at most {ENV_ENTRIES}", self.env.len())));
+        }
+        for (key, value) in &self.env {
+            let field = format!("env.{}", truncate(key));
+            let key_ok = !key.is_empty()
+                && key.len() <= ENV_KEY_LEN
+                && !key.as_bytes()[0].is_ascii_digit()
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !key_ok {
+                return Err(ValidationError::new(
+                    field,
+                    format!("variable names use letters, digits and '_', do not start with a digit, and have at most {ENV_KEY_LEN} characters"),
+                ));
+            }
+            if value.len() > ENV_VALUE_LEN || value.contains('\0') {
+                return Err(ValidationError::new(field, format!("values have at most {ENV_VALUE_LEN} bytes and no NUL character")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_health_path(&self) -> Result<(), ValidationError> {
+        let p = &self.health_path;
+        let ok = p.starts_with('/') && p.len() <= bounds::HEALTH_PATH_LEN && p.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(ValidationError::new(
+                "health_path",
+                format!("{:?} is invalid: use an absolute URL path such as /_/health (printable ASCII, no spaces, at most {} characters)", truncate(p), bounds::HEALTH_PATH_LEN),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.into())
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_secs.into())
+    }
+}
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        in_range("cpu_millis", self.cpu_millis, bounds::CPU_MILLIS)?;
+        in_range("memory_mb", self.memory_mb, bounds::MEMORY_MB)?;
+        in_range("pids", self.pids, bounds::PIDS)
+    }
+}
+
+/// A Docker image reference: `[registry[:port]/]repo/path[:tag][@sha256:digest]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ImageRef(String);
+
+impl ImageRef {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
+        let value = value.into();
+        check_image(&value).map_err(|why| {
+            ValidationError::new(
+                "image",
+                format!("{:?} is not a valid image reference ({why}): use [registry[:port]/]name[:tag], e.g. 127.0.0.1:5000/sluice/hello:latest", truncate(&value)),
+            )
+        })?;
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(String::deserialize(d)?).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
+/// Follows the grammar of distribution/reference, without regular expressions.
+fn check_image(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("empty");
+    }
+    if value.len() > ImageRef::MAX_LEN {
+        return Err("too long");
+    }
+    let (rest, digest) = match value.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (value, None),
+    };
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").ok_or("digest must be sha256:<64 hex>")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err("digest must be sha256:<64 hex>");
+        }
+    }
+    // A tag follows the last ':' only if no '/' comes after it (else it is a registry port).
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err("bad tag");
+        }
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    let has_registry = parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_registry {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            return Err("bad registry host");
+        }
+        if let Some(p) = port {
+            if p.parse::<u16>().map_or(true, |n| n == 0) {
+                return Err("bad registry port");
+            }
+        }
+        parts.remove(0);
+    }
+    if parts.is_empty() {
+        return Err("missing repository name");
+    }
+    for component in parts {
+        if !path_component_ok(component) {
+            return Err("repository names use lowercase letters, digits and single separators . _ __ -");
+        }
+    }
+    Ok(())
+}
+
+fn path_component_ok(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !is_alnum_lower(b[0]) || !is_alnum_lower(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_alnum_lower(b[i]) {
+            i += 1;
+            continue;
+        }
+        // separators: '.', '_', '__', or one or more '-'
+        let start = i;
+        while i < b.len() && !is_alnum_lower(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = matches!(sep, "." | "_" | "__") || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_alnum_lower(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FunctionSpec {
+        FunctionSpec::new(FunctionName::new("hello").unwrap(), ImageRef::parse("sluice/hello:latest").unwrap())
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "hello",
+            "sluice/hello:latest",
+            "127.0.0.1:5000/sluice/hello:v1.2",
+            "localhost/x",
+            "registry.example.com/a/b__c/d-e.f:1",
+            "a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(ImageRef::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Hello", "a//b", "a:", "a:-x", "/a", "a/", "a b", "a;rm", "1.2.3.4:99999/a", "a@sha256:zz", "a..b"] {
+            let e = ImageRef::parse(bad).unwrap_err();
+            assert_eq!(e.field, "image", "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        spec().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bound_names_its_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut FunctionSpec)>)> = vec![
+            ("port", Box::new(|s| s.port = 0)),
+            ("max_instances", Box::new(|s| s.max_instances = 0)),
+            ("max_instances", Box::new(|s| s.max_instances = 1001)),
+            ("min_instances", Box::new(|s| s.min_instances = 11)),
+            ("concurrency", Box::new(|s| s.concurrency = 0)),
+            ("idle_timeout_secs", Box::new(|s| s.idle_timeout_secs = 0)),
+            ("start_timeout_secs", Box::new(|s| s.start_timeout_secs = 601)),
+            ("queue_limit", Box::new(|s| s.queue_limit = 10_001)),
+            ("limits.memory_mb", Box::new(|s| s.limits.memory_mb = 1)),
+            ("limits.cpu_millis", Box::new(|s| s.limits.cpu_millis = 1_000_000)),
+            ("limits.pids", Box::new(|s| s.limits.pids = 0)),
+            ("env.1X", Box::new(|s| {
+                s.env.insert("1X".into(), "v".into());
+            })),
+            ("env.A", Box::new(|s| {
+                s.env.insert("A".into(), "\0".into());
+            })),
+            ("health_path", Box::new(|s| s.health_path = "health".into())),
+            ("health_path", Box::new(|s| s.health_path = "/a b".into())),
+        ];
+        for (field, mutate) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let e = s.validate().unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<FunctionSpec>(r#"{"name":"a","image":"b","privileged":true}"#).unwrap_err();
+        assert!(err.to_string().contains("privileged"), "{err}");
+    }
+}
