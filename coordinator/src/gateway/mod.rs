@@ -1,0 +1,233 @@
+//! The gateway: `/function/{name}[/{path}]` routed to a ready instance.
+//!
+//! A request takes a slot on the least busy ready instance. With none free it
+//! waits in the function's bounded queue while the controller starts one (the
+//! gateway wakes the controller at once rather than waiting for its tick); a full
+//! queue answers 429 and a start that outlasts the start timeout 503, both with
+//! `Retry-After`.
+
+mod proxy;
+mod route;
+
+pub use route::{Backend, Refusal, Route, RouteLimits};
+
+use crate::http::{self, ApiError, Body};
+use crate::load::{FunctionLoad, InstanceLoad, LoadSnapshot};
+use crate::metrics;
+use crate::state::ClusterState;
+use crate::store::Store;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use sluice_common::{Clock, InstanceState};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+/// Response header naming the instance that served a request.
+pub const INSTANCE_HEADER: &str = "x-sluice-instance";
+
+pub struct Gateway {
+    routes: RwLock<HashMap<String, Arc<Route>>>,
+    client: proxy::Client,
+    clock: Arc<dyn Clock>,
+    /// Woken when a request has to wait, so capacity is decided without delay.
+    demand: Arc<Notify>,
+}
+
+impl Gateway {
+    pub fn new(clock: Arc<dyn Clock>, demand: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), client: proxy::client(), clock, demand })
+    }
+
+    /// Brings the routing table in line with the cluster state.
+    pub fn sync(&self, state: &ClusterState) {
+        let now = self.clock.now();
+        let mut ready: HashMap<&str, Vec<_>> = HashMap::new();
+        for i in state.instances.values().filter(|i| i.state == InstanceState::Ready) {
+            if let Some(ep) = &i.endpoint {
+                ready.entry(i.function.as_str()).or_default().push((i.id, ep.clone()));
+            }
+        }
+        let mut routes = self.routes.write().expect("routes lock");
+        routes.retain(|name, route| {
+            let keep = state.functions.keys().any(|f| f.as_str() == name);
+            if !keep {
+                route.remove();
+            }
+            keep
+        });
+        for spec in state.functions.values() {
+            let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
+            route.set_backends(spec.into(), ready.get(spec.name.as_str()).map_or(&[][..], |v| v), now);
+        }
+    }
+
+    /// What the scaler reads: requests in flight and queued, per function and instance.
+    pub fn load(&self) -> LoadSnapshot {
+        let mut snap = LoadSnapshot::default();
+        for route in self.routes.read().expect("routes lock").values() {
+            snap.functions.insert(
+                route.name.clone(),
+                FunctionLoad { in_flight: route.in_flight.load(Ordering::Relaxed), queued: route.queued.load(Ordering::Relaxed) },
+            );
+            for b in route.backends() {
+                snap.instances.insert(
+                    b.id,
+                    InstanceLoad { outstanding: b.outstanding.load(Ordering::Relaxed), last_active: sluice_common::Timestamp(b.last_active.load(Ordering::Relaxed)) },
+                );
+            }
+        }
+        snap
+    }
+
+    /// Every function's route, for reporting.
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        self.routes.read().expect("routes lock").values().cloned().collect()
+    }
+
+    fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes.read().expect("routes lock").get(name).cloned()
+    }
+
+    /// Serves one gateway request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix("/function/") {
+            let (name, below) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let forward = match req.uri().query() {
+                Some(q) => format!("{below}?{q}"),
+                None => below.to_string(),
+            };
+            let name = name.to_string();
+            return self.invoke(&name, &forward, req).await.unwrap_or_else(ApiError::into_response);
+        }
+        match (req.method(), path) {
+            (&Method::GET, "/metrics") => {
+                let mut resp = Response::new(http::full(self.render_metrics()));
+                resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+                resp
+            }
+            (&Method::GET, "/healthz") => http::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            _ => ApiError::not_found(format!("no route for {path}: invoke functions at /function/<name>[/<path>]")).into_response(),
+        }
+    }
+
+    async fn invoke(&self, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let route = self.route(name).ok_or_else(|| {
+            let name_err = sluice_common::FunctionName::new(name).err();
+            match name_err {
+                Some(e) => ApiError::from(e),
+                None => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
+            }
+        })?;
+        let started = Instant::now();
+        route.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let clock = self.clock.clone();
+        let backend = route
+            .acquire(
+                || clock.now(),
+                |cold| {
+                    debug!(function = %route.name, cold, "request waits for an instance");
+                    self.demand.notify_one();
+                },
+            )
+            .await
+            .map_err(|refusal| {
+                let err = refusal_error(&route, refusal);
+                proxy::record(&route, err.status, &route.counters.latency, started);
+                err
+            })?;
+        let release = proxy::Release { route: route.clone(), backend: backend.clone(), clock: self.clock.clone(), started, status: StatusCode::OK };
+        let upstream = proxy::to_upstream(req, &backend.authority, forward)
+            .map_err(|e| ApiError::invalid("path", format!("cannot forward {forward:?}: {e}")))?;
+        match self.client.request(upstream).await {
+            Ok(resp) => Ok(proxy::from_upstream(resp, release)),
+            Err(e) => {
+                route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(function = %route.name, instance = %backend.id, error = %e, "instance did not answer");
+                let mut release = release;
+                release.status = StatusCode::BAD_GATEWAY;
+                drop(release);
+                Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "instance_failed",
+                    format!("instance {} of {} did not answer ({e}); it may have crashed: retry, and check `sluice ls`", backend.id, route.name),
+                ))
+            }
+        }
+    }
+
+    /// Per-function counters in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let routes = self.routes();
+        let mut out = String::new();
+        type Get = fn(&Route) -> u64;
+        let counters: [(&str, &str, Get); 6] = [
+            ("sluice_gateway_requests_total", "Invocations received.", |r| r.counters.requests.load(Ordering::Relaxed)),
+            ("sluice_gateway_cold_starts_total", "Invocations that waited for an instance to start.", |r| r.counters.cold_starts.load(Ordering::Relaxed)),
+            ("sluice_gateway_shed_total", "Invocations refused with 429 because the queue was full.", |r| r.counters.shed.load(Ordering::Relaxed)),
+            ("sluice_gateway_start_timeouts_total", "Invocations answered 503 after waiting the start timeout.", |r| r.counters.timeouts.load(Ordering::Relaxed)),
+            ("sluice_gateway_upstream_errors_total", "Invocations whose instance failed to answer.", |r| r.counters.upstream_errors.load(Ordering::Relaxed)),
+            ("sluice_gateway_in_flight", "Invocations being served now.", |r| r.in_flight.load(Ordering::Relaxed).into()),
+        ];
+        for (name, help, get) in counters {
+            metrics::header(&mut out, name, if name.ends_with("_total") { "counter" } else { "gauge" }, help);
+            for r in &routes {
+                metrics::sample(&mut out, name, &format!("function=\"{}\"", r.name), get(r));
+            }
+        }
+        metrics::header(&mut out, "sluice_gateway_queued", "gauge", "Invocations waiting for an instance.");
+        for r in &routes {
+            metrics::sample(&mut out, "sluice_gateway_queued", &format!("function=\"{}\"", r.name), r.queued.load(Ordering::Relaxed));
+        }
+        metrics::header(&mut out, "sluice_gateway_responses_total", "counter", "Responses by status class.");
+        for r in &routes {
+            for (class, c) in [("2xx", &r.counters.responses_2xx), ("4xx", &r.counters.responses_4xx), ("5xx", &r.counters.responses_5xx)] {
+                metrics::sample(&mut out, "sluice_gateway_responses_total", &format!("function=\"{}\",class=\"{class}\"", r.name), c.load(Ordering::Relaxed));
+            }
+        }
+        metrics::header(&mut out, "sluice_gateway_request_duration_seconds", "histogram", "Time from request to the end of the response.");
+        for r in &routes {
+            r.counters.latency.write(&mut out, "sluice_gateway_request_duration_seconds", &format!("function=\"{}\"", r.name));
+        }
+        out
+    }
+}
+
+fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::QueueFull => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!("function {} is at capacity and its queue ({} requests) is full: retry after the Retry-After delay, or raise max_instances or queue_limit", route.name, route.limits().queue_limit),
+        )
+        .retry_after(1),
+        Refusal::StartTimedOut => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "start_timed_out",
+            format!("no instance of {} became ready within {:?}: retry later, and check `sluice ls` for failed instances", route.name, route.limits().start_timeout),
+        )
+        .retry_after(2),
+        Refusal::Removed => ApiError::not_found(format!("function {} was removed while the request waited", route.name)),
+    }
+}
+
+/// Keeps the gateway's routing table in step with the store until `shutdown`.
+pub async fn follow_store(gateway: Arc<Gateway>, store: Arc<Store>, shutdown: impl Future<Output = ()>) {
+    let mut applied = store.watch_applied();
+    tokio::pin!(shutdown);
+    loop {
+        store.read(|s| gateway.sync(s));
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = &mut shutdown => return,
+        }
+    }
+}

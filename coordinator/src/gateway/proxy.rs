@@ -1,0 +1,151 @@
+//! Forwarding one request to one instance over a pooled keep-alive connection,
+//! and releasing the instance's slot when the response body ends.
+
+use super::route::{Backend, Route};
+use crate::http::Body;
+use crate::metrics::Histogram;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sluice_common::Clock;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
+
+/// A pooled HTTP/1.1 client; idle connections to instances are kept for reuse.
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(512)
+        .build(connector)
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Points `req` at `authority` with `path_and_query`, keeping method, headers and body.
+pub fn to_upstream(mut req: Request<Incoming>, authority: &str, path_and_query: &str) -> Result<Request<Incoming>, hyper::http::Error> {
+    let uri = Uri::builder().scheme("http").authority(authority).path_and_query(path_and_query).build()?;
+    *req.uri_mut() = uri;
+    strip_hop_by_hop(req.headers_mut());
+    Ok(req)
+}
+
+/// Returns the slot and records the outcome when the response is done.
+pub struct Release {
+    pub route: Arc<Route>,
+    pub backend: Arc<Backend>,
+    pub clock: Arc<dyn Clock>,
+    pub started: Instant,
+    pub status: StatusCode,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.route.release(&self.backend, self.clock.now());
+        record(&self.route, self.status, &self.route.counters.latency, self.started);
+    }
+}
+
+/// Counts a finished request by status class and latency.
+pub fn record(route: &Route, status: StatusCode, latency: &Histogram, started: Instant) {
+    let c = &route.counters;
+    let counter = match status.as_u16() {
+        500..=599 => &c.responses_5xx,
+        400..=499 => &c.responses_4xx,
+        _ => &c.responses_2xx,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    latency.observe(started.elapsed().as_secs_f64());
+}
+
+/// The instance's response body, holding its slot until the last byte is sent
+/// (or the client goes away and the body is dropped).
+pub struct TrackedBody {
+    inner: Incoming,
+    release: Option<Release>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.release.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps an instance's response: hop-by-hop headers out, the instance id in.
+pub fn from_upstream(resp: Response<Incoming>, mut release: Release) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&release.backend.id.to_string()) {
+        parts.headers.insert(super::INSTANCE_HEADER, v);
+    }
+    release.status = parts.status;
+    let body = if body.is_end_stream() {
+        drop(release);
+        body.boxed()
+    } else {
+        TrackedBody { inner: body, release: Some(release) }.boxed()
+    };
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

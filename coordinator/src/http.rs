@@ -1,0 +1,179 @@
+//! HTTP plumbing shared by the API and the gateway: the accept loop with graceful
+//! drain, bodies, and JSON errors that name the problem and the fix.
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long in-flight requests get to finish after shutdown is asked for.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":{{\"message\":\"serialising failed: {e}\"}}}}").into_bytes());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// An error answered to a client: a status and a JSON body
+/// `{"error":{"code":..., "field":..., "message":...}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub field: Option<String>,
+    pub message: String,
+    /// Seconds to put in `Retry-After`, for load shedding.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, field: None, message: message.into(), retry_after: None }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: Some(field.into()), ..Self::new(StatusCode::BAD_REQUEST, "invalid_input", message) }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<&'a str>,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Outer<'a> {
+            error: Inner<'a>,
+        }
+        let body = Outer { error: Inner { code: self.code, field: self.field.as_deref(), message: &self.message } };
+        let mut resp = json(self.status, &body);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<sluice_common::ValidationError> for ApiError {
+    fn from(e: sluice_common::ValidationError) -> Self {
+        ApiError::invalid(e.field, e.message)
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is over {limit} bytes: send a smaller body"),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {e}"))),
+    }
+}
+
+/// Parses JSON into `T`, naming the offending field on failure.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+                let field = if path == "." || path == "?" { "body".to_string() } else { path };
+        let fix = if msg.starts_with("unknown field") { "; remove it (see the API reference for accepted fields)" } else { "" };
+        ApiError::invalid(field, format!("{msg}{fix}"))
+    })
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` fires, then drains open
+/// connections for up to `DRAIN_GRACE`.
+pub async fn serve<H, Fut>(name: &'static str, listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.keep_alive(true);
+    tokio::pin!(shutdown);
+    info!(server = name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let fut = handler(req);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(server = name, %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    info!(server = name, "draining");
+    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown()).await.is_err() {
+        warn!(server = name, "drain grace passed with connections still open");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_common::FunctionSpec;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<FunctionSpec>(br#"{"name":"Bad Name","image":"x"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = parse_json::<FunctionSpec>(br#"{"name":"ok","image":"x","privileged":true}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("privileged"));
+        let e = parse_json::<FunctionSpec>(br#"{"name":"ok","image":"x","limits":{"memory_mb":"lots"}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("limits.memory_mb"));
+        let e = parse_json::<FunctionSpec>(b"{not json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+}
