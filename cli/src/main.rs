@@ -1,1 +1,92 @@
-fn main() {}
+//! `sluice`: run a Sluice node, and deploy, invoke, list and remove functions.
+//!
+//! `main` only parses arguments, sets up tracing and hands over to a command.
+
+mod client;
+mod commands;
+use sluice_cli::node;
+mod table;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Run functions and containers on your own hosts")]
+struct Cli {
+    /// Coordinator API address, for client commands.
+    #[arg(long, env = "SLUICE_API", default_value = "http://127.0.0.1:7070", global = false)]
+    api: String,
+    /// Gateway address, for `invoke`.
+    #[arg(long, env = "SLUICE_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// Output format of client commands.
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a single-node Sluice: coordinator, gateway and agent in one process, on local Docker.
+    Up(node::UpArgs),
+    /// Run a coordinator (state, decisions, API and gateway) without an agent.
+    Coordinator(node::CoordinatorArgs),
+    /// Run an agent that drives this host's containers for a coordinator.
+    Agent(node::AgentArgs),
+    /// Create or update a function.
+    Deploy(commands::DeployArgs),
+    /// Call a function through the gateway and print its answer.
+    Invoke(commands::InvokeArgs),
+    /// List functions and their instances.
+    Ls,
+    /// Remove a function and stop its instances.
+    Rm {
+        /// Function name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => {
+                node::init_tracing();
+                node::up(args).await
+            }
+            Command::Coordinator(args) => {
+                node::init_tracing();
+                node::coordinator(args).await
+            }
+            Command::Agent(args) => {
+                node::init_tracing();
+                node::agent(args).await
+            }
+            Command::Deploy(args) => commands::deploy(&cli.api, cli.output, args).await,
+            Command::Invoke(args) => commands::invoke(&cli.gateway, args).await,
+            Command::Ls => commands::ls(&cli.api, cli.output).await,
+            Command::Rm { name } => commands::rm(&cli.api, cli.output, &name).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,192 @@
-//! End-to-end tests live in tests/tests/.
+//! The harness for Sluice's end-to-end tests: a real single-node Sluice in the
+//! test process, the real Docker Engine, and an HTTP client.
+//!
+//! Tests need the example images (`scripts/build-images.sh`) and a registry
+//! (`scripts/registry.sh start`); `scripts/test.sh` sets both up. A test whose
+//! service is missing fails with a message saying which script to run.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+pub use hyper::Method;
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use sluice_agent::runtime::{ContainerInfo, ContainerRuntime, ContainerStatus, DockerConfig, DockerRuntime};
+use sluice_cli::node::{CoordinatorArgs, HostArgs, Node, UpArgs};
+use sluice_common::NodeId;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The registry the test script starts, and the images it pushes there.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+pub fn hello_image() -> String {
+    format!("{REGISTRY}/sluice/hello:latest")
+}
+pub fn sleep_image() -> String {
+    format!("{REGISTRY}/sluice/sleep:latest")
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A single-node Sluice on ephemeral ports, with its own node name so that tests
+/// never see each other's containers.
+pub struct Cluster {
+    pub node: Node,
+    pub node_id: NodeId,
+    pub docker: DockerRuntime,
+    pub http: Http,
+}
+
+impl Cluster {
+    pub async fn start(node_name: &str) -> Result<Cluster> {
+        init_logs();
+        let docker = DockerRuntime::connect(DockerConfig::default())
+            .await
+            .context("Docker is not reachable: start the Docker daemon")?;
+        let node_id = NodeId::new(node_name)?;
+        remove_containers(&docker, &node_id).await?;
+        let args = UpArgs {
+            coordinator: CoordinatorArgs { api_addr: "127.0.0.1:0".parse()?, gateway_addr: "127.0.0.1:0".parse()?, tick_secs: 0.25 },
+            host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None },
+        };
+        let node = Node::start(args).await?;
+        Ok(Cluster { node, node_id, docker, http: Http::new() })
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.node.api_url())
+    }
+
+    pub fn function_url(&self, name: &str, rest: &str) -> String {
+        format!("{}/function/{name}{rest}", self.node.gateway_url())
+    }
+
+    /// Deploys a function from a JSON spec and expects success.
+    pub async fn deploy(&self, spec: Value) -> Result<()> {
+        let r = self.http.json(Method::POST, &self.api("/v1/functions"), &spec).await?;
+        if !r.status.is_success() {
+            bail!("deploy failed: {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
+    pub async fn instances(&self, function: &str) -> Result<Vec<Value>> {
+        let r = self.http.get(&self.api(&format!("/v1/instances?function={function}"))).await?;
+        Ok(r.json()?.as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn function(&self, name: &str) -> Result<Value> {
+        let r = self.http.get(&self.api(&format!("/v1/functions/{name}"))).await?;
+        r.json()
+    }
+
+    /// Sluice containers of this node for `function`, as Docker sees them.
+    pub async fn containers(&self, function: &str) -> Result<Vec<ContainerInfo>> {
+        let all = self.docker.list(&self.node_id).await?;
+        Ok(all.into_iter().filter(|c| c.function.as_str() == function).collect())
+    }
+
+    pub async fn running_containers(&self, function: &str) -> Result<Vec<ContainerInfo>> {
+        Ok(self.containers(function).await?.into_iter().filter(|c| c.status == ContainerStatus::Running).collect())
+    }
+
+    /// Stops Sluice and removes every container it left.
+    pub async fn stop(self) -> Result<()> {
+        self.node.shutdown().await;
+        remove_containers(&self.docker, &self.node_id).await
+    }
+}
+
+async fn remove_containers(docker: &DockerRuntime, node: &NodeId) -> Result<()> {
+    for c in docker.list(node).await? {
+        docker.stop(&c.id, Duration::from_secs(1)).await?;
+        docker.remove(&c.id).await?;
+    }
+    Ok(())
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An HTTP/1.1 client with pooled connections.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body).with_context(|| format!("not JSON: {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http() }
+    }
+
+    pub async fn send(&self, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Result<Reply> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.client.request(req.body(Full::new(body.into()))?).await.with_context(|| format!("request to {url}"))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Reply> {
+        self.send(Method::GET, url, Bytes::new(), &[]).await
+    }
+
+    pub async fn json(&self, method: Method, url: &str, body: &Value) -> Result<Reply> {
+        self.send(method, url, body.to_string(), &[("content-type", "application/json")]).await
+    }
+}

@@ -1,1 +1,95 @@
-fn main() {}
+//! `hello`: echoes the request body as `hello, <body>` (or `hello, world`), for tests and benchmarks.
+//!
+//! Response headers: `x-hello-method` (the method), `x-hello-uri` (path and query as received),
+//! and `x-hello-answer` echoing the request's `x-hello-ask` when present.
+//! `?status=NNN` (100-599) picks the response status; bodies over 1 MiB get 413.
+
+use hyper::header::HeaderValue;
+use hyper::{Request, StatusCode};
+use sluice_example_functions::{
+    body_error_response, greeting, parse_status, read_body, run, text, Resp, MAX_BODY,
+};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    run("hello", hello)
+}
+
+async fn hello<B>(req: Request<B>) -> Resp
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    let status = match parse_status(parts.uri.query()) {
+        Ok(status) => status,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    let body = match read_body(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => return body_error_response(e),
+    };
+    let mut resp = text(status, greeting(&body));
+    let headers = resp.headers_mut();
+    let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // A method or a received URI is always a valid header value.
+    if let Ok(method) = HeaderValue::from_str(parts.method.as_str()) {
+        headers.insert("x-hello-method", method);
+    }
+    if let Ok(uri) = HeaderValue::from_str(uri) {
+        headers.insert("x-hello-uri", uri);
+    }
+    if let Some(ask) = parts.headers.get("x-hello-ask") {
+        headers.insert("x-hello-answer", ask.clone());
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    async fn call(req: Request<Full<Bytes>>) -> (StatusCode, hyper::HeaderMap, Bytes) {
+        let resp = hello(req).await;
+        let (parts, body) = resp.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    #[tokio::test]
+    async fn echoes_body_method_uri_and_answer() {
+        let req = Request::post("/greet/x?status=201&a=%20b")
+            .header("x-hello-ask", "42")
+            .body(Full::new(Bytes::from_static(b"sluice")))
+            .unwrap();
+        let (status, headers, body) = call(req).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body, "hello, sluice");
+        assert_eq!(headers["x-hello-method"], "POST");
+        assert_eq!(headers["x-hello-uri"], "/greet/x?status=201&a=%20b");
+        assert_eq!(headers["x-hello-answer"], "42");
+    }
+
+    #[tokio::test]
+    async fn empty_body_is_world_and_no_answer_without_ask() {
+        let (status, headers, body) = call(Request::get("/").body(Full::default()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "hello, world");
+        assert!(headers.get("x-hello-answer").is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_status_is_400_and_big_body_is_413() {
+        let (status, _, _) =
+            call(Request::get("/?status=700").body(Full::default()).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let big = Full::new(Bytes::from(vec![b'x'; MAX_BODY + 1]));
+        let (status, _, _) = call(Request::post("/").body(big).unwrap()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+#! b3_hot_path.sh — benchmark B3: hot-path throughput and latency of one warm `hello` instance,
+#! called three ways in the same run:
+#!   direct   wrk -> the function container's published port
+#!   nginx    wrk -> Debian nginx (2 workers, upstream keepalive 64) -> the same container
+#!   gateway  wrk -> the Sluice gateway (/function/NAME) -> the same container
+#! Rounds are interleaved (direct, nginx, gateway per round) and medians are reported, plus the
+#! ratios gateway/nginx and gateway/direct. Results go to bench/results/b3.json.
+#!
+#! Usage: bench/b3_hot_path.sh
+#! Env:
+#!   DURATION=10   seconds per wrk run          ROUNDS=3     rounds (median over them)
+#!   THREADS=2 CONNECTIONS=32                  WARMUP=2     warm-up seconds per target
+#!   IMAGE=sluice/hello:latest (build it with scripts/build-images.sh)   FUNCTION=hello
+#!   SLUICE=path   sluice binary (default $CARGO_TARGET_DIR/release/sluice, built if absent)
+#!   API_ADDR=127.0.0.1:7070 GATEWAY_ADDR=127.0.0.1:8080 NGINX_PORT=18080
+#!   MODE=no-gateway ENDPOINT=127.0.0.1:PORT   skip Sluice: benchmark direct and nginx against a
+#!                                             container you started yourself, e.g.
+#!     docker run -d -p 127.0.0.1::8080 sluice/hello:latest   (then: docker port <id>)
+#!   OUT=bench/results/b3.json
+#! Everything it starts (sluice, nginx, the deployed function) is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
+THREADS="${THREADS:-2}"
+CONNECTIONS="${CONNECTIONS:-32}"
+WARMUP="${WARMUP:-2}"
+IMAGE="${IMAGE:-sluice/hello:latest}"
+FUNCTION="${FUNCTION:-hello}"
+MODE="${MODE:-full}"
+ENDPOINT="${ENDPOINT:-}"
+API_ADDR="${API_ADDR:-127.0.0.1:7070}"
+GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
+NGINX_PORT="${NGINX_PORT:-18080}"
+OUT="${OUT:-$ROOT/bench/results/b3.json}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+SLUICE="${SLUICE:-$CARGO_TARGET_DIR/release/sluice}"
+API="http://$API_ADDR"
+
+die() { echo "b3: error: $*" >&2; exit 1; }
+say() { echo "b3: $*" >&2; }
+
+for v in DURATION ROUNDS THREADS CONNECTIONS WARMUP NGINX_PORT; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+{ [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ]; } || die "ROUNDS and DURATION must be at least 1"
+case "$MODE" in
+    full) [ -z "$ENDPOINT" ] || die "ENDPOINT is only used with MODE=no-gateway" ;;
+    no-gateway) [[ "$ENDPOINT" =~ ^[^:]+:[0-9]+$ ]] ||
+        die "MODE=no-gateway needs ENDPOINT=host:port of a running hello container (docker run -d -p 127.0.0.1::8080 $IMAGE; docker port <id>)" ;;
+    *) die "MODE must be 'full' or 'no-gateway', got '$MODE'" ;;
+esac
+
+# --- tools -------------------------------------------------------------------------------------
+apt_install() {
+    [ "$(id -u)" = 0 ] || die "$1 is not installed; run: sudo apt-get update && sudo apt-get install -y $1"
+    say "installing Debian package $1"
+    apt-get update -qq || die "apt-get update failed; check the apt sources"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null || die "apt-get install $1 failed"
+}
+command -v wrk >/dev/null || apt_install wrk
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+command -v curl >/dev/null || apt_install curl
+command -v python3 >/dev/null || apt_install python3
+
+WORK="$(mktemp -d -t sluice-b3.XXXXXX)"
+NGINX_PID=""
+SLUICE_PID=""
+WRK_PID=""
+DEPLOYED=""
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$WRK_PID" ]; then kill -TERM "$WRK_PID" 2>/dev/null; fi
+    if [ -n "$DEPLOYED" ]; then
+        "$SLUICE" --api "$API" rm "$FUNCTION" >/dev/null 2>&1 || say "could not remove function $FUNCTION (sluice rm)"
+    fi
+    for pid in $NGINX_PID $SLUICE_PID; do
+        kill -TERM "$pid" 2>/dev/null || continue
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "pid $pid did not stop within 10 s of SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+    if [ -n "$DEPLOYED" ] && [ -n "$ENDPOINT" ] && curl -fsS -m 1 -o /dev/null "http://$ENDPOINT/_/health" 2>/dev/null; then
+        say "warning: the instance at $ENDPOINT still answers after sluice stopped; check 'docker ps'"
+    fi
+    if [ "$rc" -ne 0 ] && [ -f "$WORK/sluice.log" ]; then
+        say "--- last lines of the sluice log ---"; tail -n 20 "$WORK/sluice.log" >&2
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs wrk in the background and waits, so that SIGTERM/SIGINT reach the traps at once.
+run_wrk() {
+    local rc=0
+    wrk "$@" &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    return "$rc"
+}
+
+answers() { curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null; }
+port_busy() { curl -sS -m 1 -o /dev/null "http://$1/" 2>/dev/null || [ $? -ne 7 ]; }
+
+# Polls until "$@" succeeds, for at most $1 seconds.
+wait_for() {
+    local limit="$1" what="$2"; shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$what did not happen within ${limit}s"
+        sleep 0.2
+    done
+}
+
+# --- sluice: start, deploy, find the instance ---------------------------------------------------
+# Prints host:port of a ready instance of $FUNCTION, or fails.
+ready_endpoint() {
+    "$SLUICE" --api "$API" ls --output json 2>/dev/null | FUNCTION="$FUNCTION" python3 -c '
+import json, os, sys
+for i in json.load(sys.stdin).get("instances") or []:
+    ep = i.get("endpoint") or {}
+    if i.get("function") == os.environ["FUNCTION"] and i.get("state") == "ready" and ep.get("host"):
+        print("%s:%s" % (ep["host"], ep["port"]))
+        sys.exit(0)
+sys.exit(1)'
+}
+
+if [ "$MODE" = full ]; then
+    command -v docker >/dev/null || die "docker not found; B3 needs Docker Engine"
+    docker image inspect "$IMAGE" >/dev/null 2>&1 || die "image $IMAGE not found; run scripts/build-images.sh first"
+    if [ ! -x "$SLUICE" ]; then
+        say "building the sluice CLI ($SLUICE not found)"
+        (cd "$ROOT" && cargo build --release -p sluice-cli) || die "cargo build -p sluice-cli failed"
+        [ -x "$SLUICE" ] || die "built sluice-cli but $SLUICE does not exist; set SLUICE=/path/to/sluice"
+    fi
+    ! port_busy "$API_ADDR" || die "something already listens on $API_ADDR; stop it or set API_ADDR"
+    ! port_busy "$GATEWAY_ADDR" || die "something already listens on $GATEWAY_ADDR; stop it or set GATEWAY_ADDR"
+    say "starting sluice up (api $API_ADDR, gateway $GATEWAY_ADDR; log in $WORK/sluice.log)"
+    "$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" >"$WORK/sluice.log" 2>&1 &
+    SLUICE_PID=$!
+    wait_for 30 "sluice API answering at $API" "$SLUICE" --api "$API" ls --output json >/dev/null 2>&1
+    say "deploying $FUNCTION ($IMAGE, min 1, max 1)"
+    "$SLUICE" --api "$API" deploy "$FUNCTION" --image "$IMAGE" --port 8080 --min 1 --max 1 --concurrency 1000 \
+        >"$WORK/deploy.out" 2>&1 || die "sluice deploy failed: $(cat "$WORK/deploy.out")"
+    DEPLOYED=1
+    wait_for 60 "a ready instance of $FUNCTION" ready_endpoint >/dev/null
+    ENDPOINT="$(ready_endpoint)"
+    say "instance ready at $ENDPOINT"
+fi
+
+# --- nginx ----------------------------------------------------------------------------------------
+! port_busy "127.0.0.1:$NGINX_PORT" || die "something already listens on 127.0.0.1:$NGINX_PORT; stop it or set NGINX_PORT"
+mkdir -p "$WORK/nginx"
+chmod 0755 "$WORK"  # nginx workers run as nobody when started as root
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream fn {
+        server $ENDPOINT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://fn;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$NGINX" -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
+    die "nginx rejected its config ($WORK/nginx/nginx.conf)"
+"$NGINX" -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!
+
+# --- targets ---------------------------------------------------------------------------------------
+declare -A URL=(
+    [direct]="http://$ENDPOINT/"
+    [nginx]="http://127.0.0.1:$NGINX_PORT/"
+    [gateway]="http://$GATEWAY_ADDR/function/$FUNCTION"
+)
+TARGETS=(direct nginx)
+[ "$MODE" = full ] && TARGETS+=(gateway)
+
+for t in "${TARGETS[@]}"; do
+    wait_for 10 "$t (${URL[$t]}) answering" answers "${URL[$t]}"
+    body="$(curl -fsS -m 2 "${URL[$t]}")"
+    [ "$body" = "hello, world" ] || die "$t (${URL[$t]}) answered '$body', expected 'hello, world'"
+done
+
+# Prints "rps p50_ms p99_ms errors requests" from wrk --latency output on stdin.
+parse_wrk() {
+    awk '
+    function ms(v) {
+        if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+        if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+        if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+        if (v ~ /m$/)  return substr(v, 1, length(v) - 1) * 60000
+        return v + 0
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    / requests in / { reqs = $1 }
+    /Non-2xx or 3xx responses:/ { errs += $NF }
+    /Socket errors:/ { gsub(",", ""); errs += $4 + $6 + $8 + $10 }
+    END {
+        if (rps == "" || p50 == "" || p99 == "") exit 1
+        printf "%s %.4f %.4f %d %d\n", rps, p50, p99, errs, reqs
+    }'
+}
+
+if [ "$WARMUP" -gt 0 ]; then
+    for t in "${TARGETS[@]}"; do
+        run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${URL[$t]}" >/dev/null ||
+            die "wrk warm-up against $t failed"
+    done
+fi
+
+ROWS="$WORK/rows.tsv"
+: >"$ROWS"
+say "running $ROUNDS round(s) of ${DURATION}s per target: ${TARGETS[*]} (wrk -t$THREADS -c$CONNECTIONS)"
+for round in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+        raw="$WORK/wrk-$t-$round.txt"
+        run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${URL[$t]}" >"$raw" 2>&1 ||
+            die "wrk against $t failed: $(cat "$raw")"
+        fig="$(parse_wrk <"$raw")" || die "could not parse wrk output for $t: $(cat "$raw")"
+        printf '%s\t%s\t%s\n' "$t" "$round" "${fig// /$'\t'}" >>"$ROWS"
+        read -r rps p50 p99 errs _ <<<"$fig"
+        say "round $round $t: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs"
+    done
+done
+kill -0 "$NGINX_PID" 2>/dev/null || die "nginx died during the run; see its error log above"
+
+mkdir -p "$(dirname "$OUT")"
+ROWS="$ROWS" OUT="$OUT" MODE="$MODE" ENDPOINT="$ENDPOINT" IMAGE="$IMAGE" DURATION="$DURATION" \
+    ROUNDS="$ROUNDS" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" python3 - <<'EOF'
+import json, os, statistics, time, platform
+rows = {}
+for line in open(os.environ["ROWS"]):
+    t, rnd, rps, p50, p99, errs, reqs = line.split("\t")
+    rows.setdefault(t, []).append({"round": int(rnd), "rps": float(rps), "p50_ms": float(p50),
+                                   "p99_ms": float(p99), "errors": int(errs), "requests": int(reqs)})
+results = {}
+for t, rs in rows.items():
+    med = lambda k: statistics.median(r[k] for r in rs)
+    results[t] = {"rps": round(med("rps"), 1), "p50_ms": round(med("p50_ms"), 4),
+                  "p99_ms": round(med("p99_ms"), 4), "errors": sum(r["errors"] for r in rs), "rounds": rs}
+def ratio(a, b):
+    if a not in results or b not in results:
+        return None
+    return {"rps": round(results[a]["rps"] / results[b]["rps"], 3),
+            "p50": round(results[a]["p50_ms"] / results[b]["p50_ms"], 3)}
+ratios = {"gateway_over_nginx": ratio("gateway", "nginx"), "gateway_over_direct": ratio("gateway", "direct"),
+          "nginx_over_direct": ratio("nginx", "direct")}
+env = os.environ
+doc = {"bench": "b3_hot_path", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": env["MODE"],
+       "config": {"image": env["IMAGE"], "endpoint": env["ENDPOINT"], "duration_s": int(env["DURATION"]),
+                  "rounds": int(env["ROUNDS"]), "wrk_threads": int(env["THREADS"]),
+                  "wrk_connections": int(env["CONNECTIONS"]), "nginx_workers": 2, "nginx_upstream_keepalive": 64},
+       "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
+       "results": results, "ratios": ratios}
+with open(env["OUT"], "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+print(f"B3 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s:")
+for t in ("direct", "nginx", "gateway"):
+    if t in results:
+        r = results[t]
+        print(f"  {t:<8} {r['rps']:>10.0f} req/s   p50 {r['p50_ms']:7.3f} ms   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}")
+for name, r in ratios.items():
+    if r:
+        print(f"  {name.replace('_over_', '/'):<16} throughput {r['rps']:.2f}x   p50 {r['p50']:.2f}x")
+print(f"  written to {env['OUT']}")
+EOF

@@ -1,0 +1,3 @@
+//! The pieces of the `sluice` binary that tests reuse: starting nodes.
+
+pub mod node;

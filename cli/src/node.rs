@@ -1,0 +1,205 @@
+//! Running Sluice processes: `up` (everything on one host), `coordinator`, `agent`.
+//!
+//! The agent always reaches its coordinator through the HTTP API, even inside
+//! `sluice up`: one code path, exercised by every single-node run.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sluice_agent::agent::{Agent, AgentConfig};
+use sluice_agent::control::HttpControlPlane;
+use sluice_agent::runtime::{DockerConfig, DockerRuntime};
+use sluice_common::{Clock, NodeId, Resources, SystemClock};
+use sluice_coordinator::controller::ControllerConfig;
+use sluice_coordinator::node::{Coordinator, CoordinatorConfig};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorArgs {
+    /// Address of the JSON API.
+    #[arg(long = "api", default_value = "127.0.0.1:7070")]
+    pub api_addr: SocketAddr,
+    /// Address of the gateway that serves /function/<name>.
+    #[arg(long = "gateway", default_value = "127.0.0.1:8080")]
+    pub gateway_addr: SocketAddr,
+    /// Seconds between decision ticks (demand wakes decisions sooner).
+    #[arg(long, default_value_t = 1.0)]
+    pub tick_secs: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HostArgs {
+    /// This host's node name in the cluster.
+    #[arg(long, default_value = "local")]
+    pub node: String,
+    /// Address that function containers' ports are published on; the gateway must reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub publish_host: String,
+    /// CPU offered to functions, in thousandths of a core (default: cores x 1000 x overcommit).
+    #[arg(long)]
+    pub cpu_millis: Option<u64>,
+    /// How many times the cores CPU limits may add up to; limits are ceilings, not reservations.
+    #[arg(long, default_value_t = 4.0)]
+    pub cpu_overcommit: f64,
+    /// Memory offered to functions in MiB (default: 90% of the host's).
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Coordinator API URLs, comma separated; the agent follows the one that answers.
+    #[arg(long, env = "SLUICE_COORDINATORS", default_value = "http://127.0.0.1:7070", value_delimiter = ',')]
+    pub coordinator: Vec<String>,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutdown requested");
+}
+
+impl CoordinatorArgs {
+    pub fn config(&self) -> Result<CoordinatorConfig> {
+        anyhow::ensure!(self.tick_secs > 0.0 && self.tick_secs <= 60.0, "--tick-secs {}: use a value above 0 and at most 60", self.tick_secs);
+        Ok(CoordinatorConfig {
+            api_addr: self.api_addr,
+            gateway_addr: self.gateway_addr,
+            controller: ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), ..ControllerConfig::default() },
+        })
+    }
+}
+
+impl HostArgs {
+    pub fn node_id(&self) -> Result<NodeId> {
+        NodeId::new(self.node.clone()).map_err(|e| anyhow::anyhow!("--node: {}", e.message))
+    }
+
+    /// What this host offers to function instances.
+    pub fn capacity(&self) -> Resources {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Resources {
+            cpu_millis: self.cpu_millis.unwrap_or((cores * 1000.0 * self.cpu_overcommit.max(1.0)) as u64),
+            memory_mb: self.memory_mb.unwrap_or_else(|| host_memory_mb() * 9 / 10),
+        }
+    }
+}
+
+/// Total memory from /proc/meminfo; 1 GiB if it cannot be read.
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(1024, |kb| kb / 1024)
+}
+
+/// Starts an agent for `host` that talks to `coordinators`.
+pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dyn Clock>) -> Result<Agent> {
+    let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() })
+        .await
+        .context("connecting to Docker")?;
+    let control = HttpControlPlane::new(coordinators).context("coordinator addresses")?;
+    Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, AgentConfig::default()))
+}
+
+/// A single-node Sluice in this process: coordinator, gateway and agent.
+pub struct Node {
+    pub coordinator: Coordinator,
+    host: HostArgs,
+    clock: Arc<dyn Clock>,
+    agent_stop: watch::Sender<bool>,
+    agent_task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    pub async fn start(args: UpArgs) -> Result<Node> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let coordinator = Coordinator::start(args.coordinator.config()?, clock.clone()).await?;
+        let (agent_stop, agent_task) = spawn_agent(&args.host, &coordinator, clock.clone()).await?;
+        info!(api = %format!("http://{}", coordinator.api_addr), gateway = %format!("http://{}", coordinator.gateway_addr), "sluice is up");
+        Ok(Node { coordinator, host: args.host, clock, agent_stop, agent_task })
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.coordinator.api_addr)
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.coordinator.gateway_addr)
+    }
+
+    /// Stops the agent and starts a fresh one, as after a crash of the agent
+    /// alone: its containers keep running and must be adopted.
+    pub async fn restart_agent(&mut self) -> Result<()> {
+        let _ = self.agent_stop.send(true);
+        (&mut self.agent_task).await.context("agent task")?;
+        let (stop, task) = spawn_agent(&self.host, &self.coordinator, self.clock.clone()).await?;
+        self.agent_stop = stop;
+        self.agent_task = task;
+        Ok(())
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.agent_stop.send(true);
+        let _ = self.agent_task.await;
+        self.coordinator.shutdown().await;
+    }
+}
+
+async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
+    let agent = start_agent(host, vec![format!("http://{}", coordinator.api_addr)], clock).await?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(agent.run(async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    Ok((stop, task))
+}
+
+pub async fn up(args: UpArgs) -> Result<ExitCode> {
+    let node = Node::start(args).await?;
+    signal().await;
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
+    let coordinator = Coordinator::start(args.config()?, Arc::new(SystemClock)).await?;
+    coordinator.run_until(signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
+    let agent = start_agent(&args.host, args.coordinator, Arc::new(SystemClock)).await?;
+    agent.run(signal()).await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,213 @@
+//! Single-host Sluice end to end, against the real Docker Engine and registry:
+//! cold start, warm reuse, bursts, scale to zero, agent restarts, crashes,
+//! bad input and load shedding.
+
+use anyhow::Result;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use sluice_tests::{eventually, hello_image, sleep_image, Cluster};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const START: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn first_call_is_a_cold_start_and_the_second_is_warm() -> Result<()> {
+    let c = Cluster::start("t-cold-warm").await?;
+    c.deploy(json!({"name": "hello", "image": hello_image(), "port": 8080, "min_instances": 0, "max_instances": 3, "concurrency": 4})).await?;
+    assert!(c.instances("hello").await?.is_empty(), "min 0 starts nothing before the first call");
+
+    let first = c.http.send(Method::POST, &c.function_url("hello", "/greet?x=1"), "world", &[("x-hello-ask", "42")]).await?;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(first.text(), "hello, world");
+    // The gateway forwards method, the path below the function, query and headers.
+    assert_eq!(first.header("x-hello-method").as_deref(), Some("POST"));
+    assert_eq!(first.header("x-hello-uri").as_deref(), Some("/greet?x=1"));
+    assert_eq!(first.header("x-hello-answer").as_deref(), Some("42"));
+    let served_by = first.header("x-sluice-instance").expect("instance header");
+
+    let second = c.http.get(&c.function_url("hello", "")).await?;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.text(), "hello, world");
+    assert_eq!(second.header("x-sluice-instance"), Some(served_by), "served warm by the same instance");
+    // The function's own status comes back unchanged.
+    let teapot = c.http.get(&c.function_url("hello", "/?status=418")).await?;
+    assert_eq!(teapot.status.as_u16(), 418);
+
+    let f = c.function("hello").await?;
+    assert_eq!(f["function"]["cold_starts"], 1, "{f}");
+    assert_eq!(f["function"]["requests"], 3, "{f}");
+    assert_eq!(c.instances("hello").await?.len(), 1);
+    c.stop().await
+}
+
+#[tokio::test]
+async fn fifty_concurrent_calls_to_a_cold_function_start_only_what_concurrency_needs() -> Result<()> {
+    let c = Cluster::start("t-burst").await?;
+    c.deploy(json!({"name": "sleepy", "image": sleep_image(), "min_instances": 0, "max_instances": 20, "concurrency": 10, "queue_limit": 100})).await?;
+    let calls = (0..50).map(|_| {
+        let (http, url) = (c.http.clone(), c.function_url("sleepy", "?ms=300"));
+        tokio::spawn(async move { http.get(&url).await })
+    });
+    let mut served_by = HashSet::new();
+    for call in calls {
+        let r = call.await??;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.text(), "slept 300 ms");
+        served_by.insert(r.header("x-sluice-instance").unwrap());
+    }
+    let started = c.instances("sleepy").await?.len();
+    // 50 requests at concurrency 10 need 5 instances; never more.
+    assert!(started <= 5, "started {started} instances for 50 requests at concurrency 10");
+    assert!(served_by.len() <= 5);
+    assert_eq!(c.containers("sleepy").await?.len(), started, "one container per instance");
+    c.stop().await
+}
+
+#[tokio::test]
+async fn idle_instances_stop_and_the_function_scales_to_zero() -> Result<()> {
+    let c = Cluster::start("t-zero").await?;
+    c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 0, "idle_timeout_secs": 1})).await?;
+    let r = c.http.get(&c.function_url("hello", "")).await?;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(c.running_containers("hello").await?.len(), 1);
+    eventually("scale to zero", Duration::from_secs(20), || async {
+        let live = c.instances("hello").await?.iter().filter(|i| i["state"] != "gone").count();
+        let containers = c.containers("hello").await?.len();
+        Ok((live == 0 && containers == 0).then_some(()))
+    })
+    .await?;
+    // And it comes back on demand.
+    let r = c.http.get(&c.function_url("hello", "")).await?;
+    assert_eq!(r.status, StatusCode::OK);
+    c.stop().await
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_containers_without_duplicates() -> Result<()> {
+    let mut c = Cluster::start("t-adopt").await?;
+    c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 2, "max_instances": 4})).await?;
+    let before = eventually("two ready instances", START, || async {
+        let ready: Vec<String> = c.instances("hello").await?.iter().filter(|i| i["state"] == "ready").map(|i| i["id"].to_string()).collect();
+        Ok((ready.len() == 2).then_some(ready))
+    })
+    .await?;
+    let containers_before: HashSet<String> = c.containers("hello").await?.into_iter().map(|c| c.id.0).collect();
+
+    c.node.restart_agent().await?;
+    // Give the new agent several reconcile rounds to do something wrong.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let containers_after: HashSet<String> = c.containers("hello").await?.into_iter().map(|c| c.id.0).collect();
+    assert_eq!(containers_after, containers_before, "same containers, none added or recreated");
+    let ready: Vec<String> = c.instances("hello").await?.iter().filter(|i| i["state"] == "ready").map(|i| i["id"].to_string()).collect();
+    assert_eq!(ready, before);
+    let r = c.http.get(&c.function_url("hello", "")).await?;
+    assert_eq!(r.status, StatusCode::OK);
+    c.stop().await
+}
+
+#[tokio::test]
+async fn a_crashed_container_is_replaced() -> Result<()> {
+    let c = Cluster::start("t-crash").await?;
+    c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 1})).await?;
+    let first = eventually("a ready instance", START, || async {
+        Ok(c.instances("hello").await?.into_iter().find(|i| i["state"] == "ready").map(|i| i["id"].clone()))
+    })
+    .await?;
+    let container = c.running_containers("hello").await?.pop().expect("a running container");
+    let killed = std::process::Command::new("docker").args(["kill", &container.id.0]).output()?;
+    assert!(killed.status.success(), "docker kill: {}", String::from_utf8_lossy(&killed.stderr));
+
+    let replacement = eventually("a replacement instance", START, || async {
+        let insts = c.instances("hello").await?;
+        let old_gone = insts.iter().any(|i| i["id"] == first && i["state"] == "gone");
+        let new_ready = insts.iter().find(|i| i["id"] != first && i["state"] == "ready").map(|i| i["id"].clone());
+        Ok(if old_gone { new_ready } else { None })
+    })
+    .await?;
+    assert_ne!(replacement, first);
+    eventually("exactly one running container", Duration::from_secs(10), || async { Ok((c.running_containers("hello").await?.len() == 1).then_some(())) }).await?;
+    let r = c.http.get(&c.function_url("hello", "")).await?;
+    assert_eq!(r.status, StatusCode::OK);
+    c.stop().await
+}
+
+#[tokio::test]
+async fn bad_specs_and_names_are_refused_and_reach_docker_never() -> Result<()> {
+    let c = Cluster::start("t-bad").await?;
+    let long = "a".repeat(64);
+    let cases = vec![
+        (json!({"name": "Foo_1", "image": hello_image()}), "name"),
+        (json!({"name": "../x", "image": hello_image()}), "name"),
+        (json!({"name": "a;rm -rf /", "image": hello_image()}), "name"),
+        (json!({"name": "héllo", "image": hello_image()}), "name"),
+        (json!({"name": long, "image": hello_image()}), "name"),
+        (json!({"name": "", "image": hello_image()}), "name"),
+        (json!({"name": "ok", "image": "Not An Image"}), "image"),
+        (json!({"name": "ok", "image": hello_image(), "privileged": true}), "privileged"),
+        (json!({"name": "ok", "image": hello_image(), "max_instances": 0}), "max_instances"),
+        (json!({"name": "ok", "image": hello_image(), "min_instances": 5, "max_instances": 2}), "min_instances"),
+        (json!({"name": "ok", "image": hello_image(), "limits": {"memory_mb": 1}}), "limits.memory_mb"),
+        (json!({"name": "ok", "image": hello_image(), "limits": {"pids": -1}}), "limits.pids"),
+        (json!({"name": "ok", "image": hello_image(), "env": {"1BAD": "x"}}), "env.1BAD"),
+        (json!({"name": "ok", "image": hello_image(), "port": 0}), "port"),
+        (json!(["not", "an", "object"]), "body"),
+    ];
+    for (spec, field) in cases {
+        let r = c.http.json(Method::POST, &c.api("/v1/functions"), &spec).await?;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{spec}: {}", r.text());
+        let body = r.json()?;
+        assert_eq!(body["error"]["field"], field, "{spec}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let malformed = c.http.send(Method::POST, &c.api("/v1/functions"), "{\"name\": ", &[]).await?;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let huge = c.http.send(Method::POST, &c.api("/v1/functions"), vec![b' '; 200_000], &[]).await?;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let bad_path = c.http.get(&c.api("/v1/functions/..%2Fx")).await?;
+    assert_eq!(bad_path.status, StatusCode::BAD_REQUEST);
+    let bad_invoke = c.http.get(&c.function_url("Bad_Name", "")).await?;
+    assert_eq!(bad_invoke.status, StatusCode::BAD_REQUEST);
+    let unknown = c.http.get(&c.function_url("nope", "")).await?;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    let functions = c.http.get(&c.api("/v1/functions")).await?.json()?;
+    assert_eq!(functions, json!([]), "nothing stored");
+    assert!(c.docker.list(&c.node_id).await?.is_empty(), "Docker was never asked");
+    c.stop().await
+}
+
+#[tokio::test]
+async fn beyond_the_queue_bound_requests_get_429_and_a_stuck_start_503() -> Result<()> {
+    let c = Cluster::start("t-shed").await?;
+    c.deploy(json!({"name": "slow", "image": sleep_image(), "max_instances": 1, "concurrency": 1, "queue_limit": 2})).await?;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url) = (c.http.clone(), c.function_url("slow", "?ms=1000"));
+            tokio::spawn(async move { http.get(&url).await })
+        })
+        .collect();
+    let (mut ok, mut shed) = (0, 0);
+    for call in calls {
+        let r = call.await??;
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                shed += 1;
+                assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+                assert_eq!(r.json()?["error"]["code"], "queue_full");
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    // One instance at concurrency 1 plus a queue of 2 holds at most 3 at once.
+    assert!(ok >= 1 && ok <= 3, "ok={ok}");
+    assert_eq!(ok + shed, 8);
+
+    // A function that never becomes ready: waiting requests get 503 at the start timeout.
+    c.deploy(json!({"name": "never", "image": hello_image(), "health_path": "/x?status=503", "start_timeout_secs": 2})).await?;
+    let r = c.http.get(&c.function_url("never", "")).await?;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    c.stop().await
+}
