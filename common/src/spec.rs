@@ -83,7 +83,7 @@ fn default_health_path() -> String {
     "/_/health".into()
 }
 fn default_cpu() -> u32 {
-    1000
+    250
 }
 fn default_memory() -> u32 {
     128

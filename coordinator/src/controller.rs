@@ -120,11 +120,11 @@ mod tests {
         spec.concurrency = 2;
         apply(&mut st, &Command::PutFunction { spec });
         let n = NodeId::new("n1").unwrap();
-        apply(&mut st, &Command::NodeSeen { node: n.clone(), capacity: Resources { cpu_millis: 2000, memory_mb: 4096 }, at: Timestamp(0) });
+        apply(&mut st, &Command::NodeSeen { node: n.clone(), capacity: Resources { cpu_millis: 500, memory_mb: 4096 }, at: Timestamp(0) });
         let mut load = LoadSnapshot::default();
         load.functions.insert(f.clone(), FunctionLoad { in_flight: 0, queued: 5 });
         let cmds = plan(&st, &load, Timestamp(10), &ControllerConfig::default());
-        // 5 requests at concurrency 2 want 3 instances; the node's 2 cores hold 2.
+        // 5 requests at concurrency 2 want 3 instances; half a core holds 2 at 250 millis each.
         assert_eq!(
             cmds,
             vec![

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod node;
 pub mod placer;
 pub mod scaler;
 pub mod state;

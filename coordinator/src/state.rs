@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(set.instances[0].id, id);
         assert_eq!(set.revision, 1);
         assert!(st.desired_for(&node("n2")).instances.is_empty());
-        assert_eq!(st.reserved_on(&node("n1")), Resources { cpu_millis: 1000, memory_mb: 128 });
+        assert_eq!(st.reserved_on(&node("n1")), Resources { cpu_millis: 250, memory_mb: 128 });
     }
 
     #[test]
