@@ -7,12 +7,19 @@ use async_trait::async_trait;
 use sluice_common::{DesiredSet, NodeId, NodeReport};
 use std::time::Duration;
 
+pub mod http;
+
+pub use http::{HttpControlConfig, HttpControlPlane, InvalidBaseUrl};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("coordinator unreachable at {addr}: {reason}; the agent keeps its containers and retries")]
     Unreachable { addr: String, reason: String },
     #[error("coordinator refused the request: {0}")]
     Refused(String),
+    /// The coordinator answered, but not with what the API promises.
+    #[error("coordinator sent a malformed message ({0}); check that the agent and coordinator run the same Sluice version")]
+    Malformed(String),
 }
 
 #[async_trait]

@@ -1,8 +1,17 @@
 //! Sluice's host agent: runs the containers the coordinator wants on this host.
 //!
-//! The agent fetches its node's desired instances, plans the difference against
-//! what the container runtime holds (`reconcile::plan`, a pure function), carries
-//! the plan out, and reports each instance's state back.
+//! The agent (`agent::Agent`) fetches its node's desired instances through a
+//! `control::ControlPlane`, plans the difference against what the container
+//! runtime holds (`reconcile::plan`, a pure function), carries the plan out on a
+//! `runtime::ContainerRuntime` (Docker, or an in-memory fake for tests), and
+//! reports each instance's state back.
 
+pub mod agent;
+pub mod backoff;
 pub mod control;
+pub mod reconcile;
 pub mod runtime;
+
+pub use agent::{Agent, AgentConfig};
+pub use control::{ControlError, ControlPlane};
+pub use runtime::{ContainerRuntime, DockerRuntime, FakeRuntime};

@@ -14,13 +14,13 @@ use std::process::ExitCode;
 #[command(name = "sluice", version, about = "Run functions and containers on your own hosts")]
 struct Cli {
     /// Coordinator API address, for client commands.
-    #[arg(long, env = "SLUICE_API", default_value = "http://127.0.0.1:7070", global = false)]
+    #[arg(long, env = "SLUICE_API", default_value = "http://127.0.0.1:7070")]
     api: String,
     /// Gateway address, for `invoke`.
     #[arg(long, env = "SLUICE_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
     /// Output format of client commands.
-    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     #[command(subcommand)]
     command: Command,

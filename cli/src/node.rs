@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use sluice_agent::agent::{Agent, AgentConfig};
-use sluice_agent::control::HttpControlPlane;
+use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
@@ -127,7 +127,7 @@ pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<
     let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() })
         .await
         .context("connecting to Docker")?;
-    let control = HttpControlPlane::new(coordinators).context("coordinator addresses")?;
+    let control = HttpControlPlane::new(coordinators, HttpControlConfig::default()).context("coordinator addresses")?;
     Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, AgentConfig::default()))
 }
 

@@ -101,14 +101,17 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
     }
 }
 
-/// Parses JSON into `T`, naming the offending field on failure.
+/// Parses a JSON object into `T`, naming the offending field on failure.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", format!("not valid JSON ({e}): send a JSON object")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "expected a JSON object: send {\"field\": value, ...}"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = inner.to_string();
-                let field = if path == "." || path == "?" { "body".to_string() } else { path };
+        let msg = e.into_inner().to_string();
+        let field = if path == "." || path == "?" { "body".to_string() } else { path };
         let fix = if msg.starts_with("unknown field") { "; remove it (see the API reference for accepted fields)" } else { "" };
         ApiError::invalid(field, format!("{msg}{fix}"))
     })
@@ -173,6 +176,8 @@ mod tests {
         let e = parse_json::<FunctionSpec>(br#"{"name":"ok","image":"x","limits":{"memory_mb":"lots"}}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("limits.memory_mb"));
         let e = parse_json::<FunctionSpec>(b"{not json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+        let e = parse_json::<FunctionSpec>(br#"["not", "an", "object"]"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("body"));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }

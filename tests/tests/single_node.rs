@@ -5,6 +5,7 @@
 use anyhow::Result;
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use sluice_agent::runtime::ContainerRuntime;
 use sluice_tests::{eventually, hello_image, sleep_image, Cluster};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -2,7 +2,8 @@
 //!
 //! `DockerRuntime` drives the real Docker Engine through bollard; `FakeRuntime`
 //! keeps containers in memory, records calls and can be told to fail. Both pass
-//! the suite in `conformance`.
+//! the suite in `conformance`. `probe` is the HTTP readiness check behind
+//! `DockerRuntime::wait_ready`.
 
 use async_trait::async_trait;
 use sluice_common::{DesiredInstance, Endpoint, FunctionName, ImageRef, InstanceId, NodeId};
@@ -11,8 +12,9 @@ use std::time::Duration;
 pub mod conformance;
 pub mod docker;
 pub mod fake;
+pub mod probe;
 
-pub use docker::DockerRuntime;
+pub use docker::{DockerConfig, DockerRuntime, PullPolicy};
 pub use fake::FakeRuntime;
 
 /// Labels that tie a container to Sluice; listing by them is how an agent adopts
@@ -22,6 +24,13 @@ pub mod labels {
     pub const NODE: &str = "io.sluice.node";
     pub const FUNCTION: &str = "io.sluice.function";
     pub const INSTANCE: &str = "io.sluice.instance";
+}
+
+/// The name of an instance's container, `sluice-<function>-<instance>` (e.g.
+/// `sluice-hello-i3`): readable in `docker ps`, and unique because instance ids
+/// are never reused.
+pub fn container_name(function: &FunctionName, instance: InstanceId) -> String {
+    format!("sluice-{function}-{instance}")
 }
 
 /// The runtime's own id of a container (Docker's container id).
@@ -61,6 +70,10 @@ pub enum RuntimeError {
     NotReady { id: InstanceId, timeout: Duration, last_error: String },
     #[error("container runtime failed: {0}; check that the Docker daemon is running and reachable")]
     Backend(String),
+    /// The container exists but is in a state that does not allow the operation
+    /// (removing a running container, pausing a stopped one, a taken name).
+    #[error("container {id} cannot do that now: {reason}; the agent retries on its next pass")]
+    Conflict { id: String, reason: String },
 }
 
 /// Operations on the containers of one node. Every method is idempotent where its

@@ -1,0 +1,315 @@
+//! The node agent: keeps this host's containers matching what the coordinator wants.
+//!
+//! One loop owns all state. A poller task long-polls for the desired set; on each
+//! new set and on every resync tick the loop lists the containers, plans with
+//! `reconcile::plan` and hands slow steps to tasks (`tasks`). Every state change
+//! is reported at once through a reporter task, and each tick sends a heartbeat.
+//! Nothing here stops a container because the coordinator is unreachable, and
+//! shutting the agent down leaves containers running for the next agent to adopt.
+
+mod config;
+mod poller;
+mod reporter;
+mod table;
+mod tasks;
+
+pub use config::AgentConfig;
+
+use crate::backoff::{self, Backoff};
+use crate::control::ControlPlane;
+use crate::reconcile::{self, Action};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use sluice_common::{Clock, DesiredSet, FunctionName, InstanceId, InstanceState, NodeId, Resources};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use table::ReportTable;
+use tasks::{Event, EventKind, Task, Worker};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::{interval, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+/// Longest a container listing may take; past it the pass is skipped, so a hung
+/// daemon cannot hold up the loop (and the Ready reports it sends).
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent of one node. Build it with `new`, then drive it with `run`.
+pub struct Agent {
+    node: NodeId,
+    capacity: Resources,
+    runtime: Arc<dyn ContainerRuntime>,
+    control: Arc<dyn ControlPlane>,
+    clock: Arc<dyn Clock>,
+    config: AgentConfig,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("node", &self.node).field("capacity", &self.capacity).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent for `node`, offering `capacity` to function instances.
+    pub fn new(
+        node: NodeId,
+        capacity: Resources,
+        runtime: Arc<dyn ContainerRuntime>,
+        control: Arc<dyn ControlPlane>,
+        clock: Arc<dyn Clock>,
+        config: AgentConfig,
+    ) -> Self {
+        Self { node, capacity, runtime, control, clock, config }
+    }
+
+    /// Runs until `shutdown` completes. Containers are left running on return;
+    /// the next agent on this node adopts them.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let cfg = &self.config;
+        let seed = backoff::seed(&[self.node.as_str().as_bytes(), &self.clock.now().millis().to_le_bytes()]);
+        let (desired_tx, mut desired_rx) = watch::channel(None);
+        let poller = tokio::spawn(poller::run(
+            self.control.clone(),
+            self.node.clone(),
+            cfg.poll_wait,
+            Backoff::new(cfg.retry_base, cfg.retry_cap, seed),
+            desired_tx,
+        ));
+        let (reports_tx, reports_rx) = watch::channel(None);
+        let (delivered_tx, delivered_rx) = watch::channel(0);
+        let reporter = tokio::spawn(reporter::run(self.control.clone(), reports_rx, delivered_tx, Backoff::new(cfg.retry_base, cfg.retry_cap, seed.rotate_left(32))));
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let worker = Worker { runtime: self.runtime.clone(), node: self.node.clone(), events: events_tx };
+        let mut state = LoopState {
+            desired: None,
+            table: ReportTable::new(),
+            inflight: HashMap::new(),
+            next_serial: 0,
+            reconciled: false,
+            list_failing: false,
+            worker,
+            reports: reports_tx,
+            delivered: delivered_rx,
+            agent: &self,
+        };
+
+        let mut tick = interval(cfg.resync_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        info!(node = %self.node, cpu_millis = self.capacity.cpu_millis, memory_mb = self.capacity.memory_mb, "agent started");
+        loop {
+            let (mut resync, mut heartbeat) = (false, false);
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(event) = events_rx.recv() => {
+                    resync |= state.apply(event);
+                    while let Ok(event) = events_rx.try_recv() {
+                        resync |= state.apply(event);
+                    }
+                }
+                Ok(()) = desired_rx.changed() => {
+                    state.desired = desired_rx.borrow_and_update().clone();
+                    resync = true;
+                }
+                _ = tick.tick() => (resync, heartbeat) = (true, true),
+            }
+            // Report before reconciling: a Ready must not wait for a container listing.
+            state.publish(heartbeat);
+            if resync {
+                state.reconcile().await;
+                state.publish(false);
+            }
+        }
+        poller.abort();
+        reporter.abort();
+        state.abort_all();
+        info!(node = %self.node, "agent stopped; containers left running");
+    }
+}
+
+/// Whether an operation may be abandoned when its instance stops being wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Start or adopt: abandoning it loses nothing, the container is retired next pass.
+    Launch,
+    /// Pause, unpause, stop: short, and cut off midway they help no one.
+    Other,
+}
+
+/// An operation in flight on one instance.
+struct InFlight {
+    serial: u64,
+    function: FunctionName,
+    kind: Kind,
+    /// Revision of the desired set when the operation began.
+    revision: u64,
+    abort: AbortHandle,
+}
+
+/// Everything the loop owns while it runs.
+struct LoopState<'a> {
+    agent: &'a Agent,
+    /// None until the first desired set arrives; until then no container is touched.
+    desired: Option<DesiredSet>,
+    table: ReportTable,
+    inflight: HashMap<InstanceId, InFlight>,
+    next_serial: u64,
+    /// Whether a pass has listed the containers yet; reports wait for it.
+    reconciled: bool,
+    list_failing: bool,
+    worker: Worker,
+    reports: watch::Sender<Option<reporter::Numbered>>,
+    delivered: watch::Receiver<u64>,
+}
+
+impl LoopState<'_> {
+    fn revision(&self) -> u64 {
+        self.desired.as_ref().map_or(0, |d| d.revision)
+    }
+
+    /// Applies a task's event; returns whether a resync is due (the desired set
+    /// moved on while the task ran, so something may have been deferred).
+    fn apply(&mut self, event: Event) -> bool {
+        let Some(op) = self.inflight.get(&event.instance).filter(|op| op.serial == event.serial) else {
+            return false; // from an aborted task
+        };
+        match event.kind {
+            EventKind::State { state, endpoint, reason } => {
+                let function = op.function.clone();
+                self.table.set(event.instance, &function, state, endpoint, reason);
+                false
+            }
+            EventKind::Done => {
+                let revision = op.revision;
+                self.inflight.remove(&event.instance);
+                revision != self.revision()
+            }
+        }
+    }
+
+    /// Sends the report if a state changed, or always when `heartbeat`. Nothing is
+    /// sent before the first pass: until then the table does not hold the
+    /// containers already running, and a report without them would read as losses.
+    fn publish(&mut self, heartbeat: bool) {
+        if !self.reconciled || (!heartbeat && !self.table.changed()) {
+            return;
+        }
+        let a = self.agent;
+        let numbered = self.table.build(&a.node, a.capacity, a.clock.now());
+        self.reports.send_replace(Some(numbered));
+    }
+
+    /// Lists, plans and executes one pass.
+    async fn reconcile(&mut self) {
+        let Some(desired) = self.desired.clone() else { return };
+        let wanted: HashSet<InstanceId> = desired.instances.iter().map(|d| d.id).collect();
+        self.abandon_unwanted_launches(&wanted);
+        let a = self.agent;
+        let listed = tokio::time::timeout(LIST_TIMEOUT, a.runtime.list(&a.node)).await;
+        let observed = match listed.unwrap_or_else(|_| Err(RuntimeError::Backend(format!("listing containers took over {LIST_TIMEOUT:?}")))) {
+            Ok(observed) => {
+                if std::mem::take(&mut self.list_failing) {
+                    info!(node = %a.node, "container runtime reachable again");
+                }
+                observed
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.list_failing, true) {
+                    warn!(node = %a.node, error = %e, "cannot list containers; leaving them as they are");
+                }
+                return;
+            }
+        };
+        self.reconciled = true;
+        let busy: HashSet<InstanceId> = self.inflight.keys().copied().collect();
+        let actions = reconcile::plan(&desired.instances, &observed, &self.table.states(), &busy, a.config.stop_grace);
+        if !actions.is_empty() {
+            debug!(node = %a.node, revision = desired.revision, actions = actions.len(), "reconciling");
+        }
+        for action in actions {
+            self.execute(action, desired.revision);
+        }
+        self.table.prune(&wanted, *self.delivered.borrow());
+    }
+
+    /// A start still in flight for an instance no longer wanted is cut short: the
+    /// instance is reported Gone now, and its container, if it got one, is retired
+    /// on this or the next pass.
+    fn abandon_unwanted_launches(&mut self, wanted: &HashSet<InstanceId>) {
+        let unwanted: Vec<InstanceId> = self.inflight.iter().filter(|(id, op)| op.kind == Kind::Launch && !wanted.contains(id)).map(|(id, _)| *id).collect();
+        for id in unwanted {
+            if let Some(op) = self.inflight.remove(&id) {
+                op.abort.abort();
+                info!(instance = %id, function = %op.function, "start abandoned: instance no longer wanted");
+                self.table.set(id, &op.function, InstanceState::Gone, None, Some("no longer wanted while it was starting".into()));
+            }
+        }
+    }
+
+    fn execute(&mut self, action: Action, revision: u64) {
+        match action {
+            Action::Start(d) => {
+                info!(instance = %d.id, function = %d.spec.name, image = %d.spec.image, "starting instance");
+                self.table.set(d.id, &d.spec.name, InstanceState::Starting, None, None);
+                let (id, function) = (d.id, d.spec.name.clone());
+                self.spawn(id, function, Kind::Launch, revision, |task| tasks::start(task, d));
+            }
+            Action::Adopt { desired, container, endpoint } => {
+                // Ready at once: the coordinator most likely knew it Ready before the
+                // agent restarted, and a report must not drop it. The health check
+                // runs behind and reports Gone if it fails.
+                let (id, function) = (desired.id, desired.spec.name.clone());
+                info!(instance = %id, function = %function, endpoint = %endpoint, "adopting running container");
+                self.table.set(id, &function, InstanceState::Ready, Some(endpoint.clone()), None);
+                self.spawn(id, function, Kind::Launch, revision, |task| tasks::adopt(task, desired, container, endpoint));
+            }
+            Action::MarkPaused { instance, function, endpoint } => {
+                info!(instance = %instance, function = %function, "adopted paused container");
+                self.table.set(instance, &function, InstanceState::Paused, endpoint, None);
+            }
+            Action::Pause { instance, function, container, endpoint } => {
+                self.spawn(instance, function, Kind::Other, revision, |task| tasks::pause(task, container, endpoint));
+            }
+            Action::Unpause { instance, function, container, endpoint } => {
+                self.spawn(instance, function, Kind::Other, revision, |task| tasks::unpause(task, container, endpoint));
+            }
+            Action::Retire { instance, function, containers, grace } => {
+                info!(instance = %instance, function = %function, grace_ms = grace.as_millis() as u64, "stopping instance");
+                // Gone stays Gone: a retired leftover of a lost instance is not "stopping".
+                self.table.set(instance, &function, InstanceState::Stopping, None, None);
+                let reason = Some("stopped: no longer wanted on this node".to_string());
+                self.spawn(instance, function, Kind::Other, revision, |task| tasks::teardown(task, containers, grace, reason));
+            }
+            Action::Reap { instance, function, containers, reason } => {
+                warn!(instance = %instance, function = %function, reason = %reason, "instance lost");
+                self.table.set(instance, &function, InstanceState::Gone, None, Some(reason));
+                if !containers.is_empty() {
+                    self.spawn(instance, function, Kind::Other, revision, |task| tasks::teardown(task, containers, Duration::ZERO, None));
+                }
+            }
+            Action::Discard { instance, function, containers, grace } => {
+                info!(instance = %instance, containers = containers.len(), "removing extra containers");
+                self.spawn(instance, function, Kind::Other, revision, |task| tasks::teardown(task, containers, grace, None));
+            }
+        }
+    }
+
+    fn spawn<F>(&mut self, instance: InstanceId, function: FunctionName, kind: Kind, revision: u64, work: impl FnOnce(Task) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let handle = tokio::spawn(work(Task::new(self.worker.clone(), instance, serial)));
+        self.inflight.insert(instance, InFlight { serial, function, kind, revision, abort: handle.abort_handle() });
+    }
+
+    fn abort_all(&mut self) {
+        for (_, op) in self.inflight.drain() {
+            op.abort.abort();
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! `DockerRuntime`: the container runtime on the local Docker Engine, through bollard.
+
+mod audit;
+mod body;
+mod convert;
+mod images;
+
+pub use audit::{check_secure_defaults, violations as secure_defaults_violations, SecureDefaultsError};
+
+use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, RuntimeError};
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use sluice_common::{DesiredInstance, Endpoint, ImageRef, InstanceId, NodeId};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// What to do when an instance's image is not on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull it from its registry.
+    #[default]
+    IfMissing,
+    /// Fail the start: for hosts where images are loaded by other means.
+    Never,
+}
+
+/// How the agent uses the local Docker Engine.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Host address container ports are published on; the gateway connects here.
+    /// Keep the loopback default unless the gateway runs on another host.
+    pub publish_host: String,
+    pub pull: PullPolicy,
+    /// How long a confirmed-present image is trusted without asking Docker again.
+    pub image_cache_ttl: Duration,
+    /// Size at which a container's json-file log is rotated, in Docker's syntax (`10m`).
+    pub log_max_size: String,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self { publish_host: "127.0.0.1".into(), pull: PullPolicy::IfMissing, image_cache_ttl: Duration::from_secs(60), log_max_size: "10m".into() }
+    }
+}
+
+/// The Docker Engine API version Sluice is written against (Engine 20.10); newer
+/// engines still serve it, older ones are refused at connect.
+const API_VERSION: bollard::ClientVersion = bollard::ClientVersion { major_version: 1, minor_version: 41 };
+
+/// Where the local engine listens unless `DOCKER_HOST` names another unix socket.
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Seconds bollard waits for any one Docker API call; a pull may take this long.
+const REQUEST_TIMEOUT_SECS: u64 = 300;
+
+/// Containers on the local Docker Engine.
+pub struct DockerRuntime {
+    docker: Docker,
+    config: DockerConfig,
+    images: images::ImageCache,
+}
+
+impl std::fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntime").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`/var/run/docker.sock`, or `DOCKER_HOST` if it
+    /// names a unix socket) and checks that it speaks API 1.41 or newer.
+    pub async fn connect(config: DockerConfig) -> Result<Self, RuntimeError> {
+        let socket = std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://"));
+        let socket = socket.as_deref().unwrap_or(DEFAULT_SOCKET);
+        let docker = Docker::connect_with_unix(socket, REQUEST_TIMEOUT_SECS, &API_VERSION)
+            .map_err(|e| RuntimeError::Backend(format!("cannot use Docker socket {socket}: {e}")))?;
+        let version = docker.version().await.map_err(|e| RuntimeError::Backend(format!("Docker at {socket} does not answer: {e}")))?;
+        let api = version.api_version.unwrap_or_default();
+        if !api_at_least(&api, &API_VERSION) {
+            return Err(RuntimeError::Backend(format!("Docker at {socket} speaks API {api:?}; Sluice needs 1.41 or newer (Docker Engine 20.10+), upgrade Docker")));
+        }
+        info!(socket, api = %api, engine = version.version.as_deref().unwrap_or("?"), "connected to docker");
+        let images = images::ImageCache::new(config.image_cache_ttl);
+        Ok(Self { docker, config, images })
+    }
+
+    /// The configuration it was connected with.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// The bollard client, for checks beyond the `ContainerRuntime` trait (audits, tests).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Where the gateway reaches published ports: the publish host, or loopback
+    /// when ports are published on every address.
+    fn endpoint_host(&self) -> &str {
+        match self.config.publish_host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1",
+            h => h,
+        }
+    }
+
+    async fn pull(&self, image: &ImageRef) -> Result<(), RuntimeError> {
+        let (from_image, tag) = images::pull_params(image);
+        let options = CreateImageOptionsBuilder::default().from_image(&from_image).tag(&tag).build();
+        let started = Instant::now();
+        info!(image = %image, "pulling image");
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            item.map_err(|e| RuntimeError::Image { image: image.to_string(), reason: format!("pull failed: {}", docker_message(&e)) })?;
+        }
+        info!(image = %image, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
+        Ok(())
+    }
+}
+
+fn api_at_least(api: &str, want: &bollard::ClientVersion) -> bool {
+    let mut parts = api.split('.').map(|p| p.parse::<usize>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (want.major_version, want.minor_version),
+        _ => false,
+    }
+}
+
+/// The daemon's own message when it sent one; it says more than bollard's wrapper.
+fn docker_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn status_code(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Maps a Docker failure on container `what` to the runtime's error kinds.
+pub(crate) fn map_error(e: DockerError, what: &str) -> RuntimeError {
+    match status_code(&e) {
+        Some(404) => RuntimeError::NotFound(what.to_string()),
+        Some(409) => RuntimeError::Conflict { id: what.to_string(), reason: docker_message(&e) },
+        _ => RuntimeError::Backend(format!("{what}: {}", docker_message(&e))),
+    }
+}
+
+fn millis(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn ensure_image(&self, image: &ImageRef) -> Result<(), RuntimeError> {
+        if self.images.is_fresh(image) {
+            return Ok(());
+        }
+        match self.docker.inspect_image(image.as_str()).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => match self.config.pull {
+                PullPolicy::IfMissing => self.pull(image).await?,
+                PullPolicy::Never => {
+                    return Err(RuntimeError::Image { image: image.to_string(), reason: "not on this host and pulling is disabled".into() });
+                }
+            },
+            Err(e) => return Err(RuntimeError::Backend(format!("inspecting image {image}: {}", docker_message(&e)))),
+        }
+        self.images.remember(image);
+        Ok(())
+    }
+
+    async fn create(&self, node: &NodeId, instance: &DesiredInstance) -> Result<ContainerId, RuntimeError> {
+        let name = container_name(&instance.spec.name, instance.id);
+        let place = body::Placement { publish_host: &self.config.publish_host, log_max_size: &self.config.log_max_size };
+        let request = body::create_body(node, instance, &place);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let started = Instant::now();
+        let created = self.docker.create_container(Some(options), request).await.map_err(|e| match status_code(&e) {
+            // On create, 404 means the image is gone (removed since ensure_image).
+            Some(404) => RuntimeError::Image { image: instance.spec.image.to_string(), reason: docker_message(&e) },
+            _ => map_error(e, &name),
+        })?;
+        for warning in &created.warnings {
+            warn!(instance = %instance.id, container = %name, warning = %warning, "docker warned on create");
+        }
+        debug!(instance = %instance.id, container = %name, elapsed_ms = millis(started), "container created");
+        Ok(ContainerId(created.id))
+    }
+
+    async fn start(&self, id: &ContainerId) -> Result<Endpoint, RuntimeError> {
+        let started = Instant::now();
+        self.docker.start_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
+        let started_ms = millis(started);
+        // The ephemeral host port is only known once Docker has bound it.
+        let inspect = self.docker.inspect_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
+        let port = convert::port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())).ok_or_else(|| {
+            RuntimeError::Backend(format!("container {} started but publishes no port; check that nothing else changed its port bindings", id.0))
+        })?;
+        debug!(container = %id.0, start_ms = started_ms, elapsed_ms = millis(started), port, "container started");
+        Ok(Endpoint { host: self.endpoint_host().to_string(), port })
+    }
+
+    async fn wait_ready(&self, instance: InstanceId, endpoint: &Endpoint, health_path: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        probe::wait_healthy(instance, endpoint, health_path, timeout).await
+    }
+
+    async fn stop(&self, id: &ContainerId, grace: Duration) -> Result<(), RuntimeError> {
+        // Docker counts grace in whole seconds; round up so a grace is never cut short.
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptionsBuilder::default().t(i32::try_from(secs).unwrap_or(i32::MAX)).build();
+        match self.docker.stop_container(&id.0, Some(options)).await {
+            // bollard maps 304 (already stopped) to Ok.
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(map_error(e, &id.0)),
+        }
+    }
+
+    async fn remove(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        // force=false: removing a running container is a bug in the caller, not
+        // something to paper over. v=true: anonymous volumes go with the container.
+        let options = RemoveContainerOptionsBuilder::default().force(false).v(true).build();
+        match self.docker.remove_container(&id.0, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(map_error(e, &id.0)),
+        }
+    }
+
+    async fn pause(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        match self.docker.pause_container(&id.0).await {
+            Ok(()) => Ok(()),
+            // Engine 20.10 answers these with 500, newer ones with 409: match the message.
+            Err(e) if docker_message(&e).contains("is already paused") => Ok(()),
+            Err(e) => Err(map_error(e, &id.0)),
+        }
+    }
+
+    async fn unpause(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        match self.docker.unpause_container(&id.0).await {
+            Ok(()) => Ok(()),
+            // The goal is "not paused": a container that is not paused already meets it.
+            Err(e) if docker_message(&e).contains("is not paused") => Ok(()),
+            Err(e) => Err(map_error(e, &id.0)),
+        }
+    }
+
+    async fn list(&self, node: &NodeId) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![format!("{}=true", super::labels::MANAGED), format!("{}={node}", super::labels::NODE)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let summaries = self.docker.list_containers(Some(options)).await.map_err(|e| RuntimeError::Backend(format!("listing containers: {}", docker_message(&e))))?;
+        let host = self.endpoint_host();
+        let mut found = Vec::with_capacity(summaries.len());
+        for summary in &summaries {
+            match convert::from_summary(summary, host) {
+                Ok(info) => found.push(info),
+                Err(why) => {
+                    let id = summary.id.as_deref().unwrap_or("?");
+                    warn!(container = id, reason = %why, "skipping container with bad sluice labels; remove it by hand");
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError> {
+        let inspect = self.docker.inspect_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
+        // A container without Sluice's labels is not one of ours: as far as Sluice goes, it does not exist.
+        convert::from_inspect(&inspect, self.endpoint_host()).map_err(|why| RuntimeError::NotFound(format!("{} (not a Sluice container: {why})", id.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions() {
+        assert!(api_at_least("1.41", &API_VERSION));
+        assert!(api_at_least("1.53", &API_VERSION));
+        assert!(api_at_least("2.0", &API_VERSION));
+        assert!(!api_at_least("1.40", &API_VERSION));
+        assert!(!api_at_least("", &API_VERSION));
+    }
+
+    #[test]
+    fn docker_errors_map_to_runtime_errors() {
+        let server = |status_code, message: &str| DockerError::DockerResponseServerError { status_code, message: message.into() };
+        assert!(matches!(map_error(server(404, "No such container"), "c1"), RuntimeError::NotFound(id) if id == "c1"));
+        assert!(matches!(map_error(server(409, "is running"), "c1"), RuntimeError::Conflict { reason, .. } if reason == "is running"));
+        let backend = map_error(server(500, "boom"), "c1");
+        assert!(matches!(&backend, RuntimeError::Backend(m) if m.contains("boom")), "{backend}");
+    }
+}

@@ -1,0 +1,176 @@
+//! Reading Docker's answers back into `ContainerInfo`: labels, status, published port.
+
+use crate::runtime::{labels, ContainerId, ContainerInfo, ContainerStatus};
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, PortMap, PortSummary, PortSummaryTypeEnum};
+use sluice_common::{Endpoint, FunctionName, InstanceId};
+use std::collections::HashMap;
+
+/// The instance and function a container's labels name, or why they do not.
+pub fn identity(labels: Option<&HashMap<String, String>>) -> Result<(InstanceId, FunctionName), String> {
+    let labels = labels.ok_or("no labels")?;
+    let instance = labels.get(labels::INSTANCE).ok_or_else(|| format!("label {} missing", labels::INSTANCE))?;
+    let function = labels.get(labels::FUNCTION).ok_or_else(|| format!("label {} missing", labels::FUNCTION))?;
+    let instance = instance.parse().map_err(|e| format!("label {}: {e}", labels::INSTANCE))?;
+    let function = FunctionName::new(function.as_str()).map_err(|e| format!("label {}: {e}", labels::FUNCTION))?;
+    Ok((instance, function))
+}
+
+/// Status from `GET /containers/json`, whose exit code only appears in the
+/// human-readable `Status` text ("Exited (137) 2 seconds ago").
+pub fn summary_status(state: Option<ContainerSummaryStateEnum>, status_text: Option<&str>) -> ContainerStatus {
+    use ContainerSummaryStateEnum as S;
+    match state {
+        Some(S::CREATED) => ContainerStatus::Created,
+        Some(S::RUNNING) => ContainerStatus::Running,
+        Some(S::PAUSED) => ContainerStatus::Paused,
+        Some(S::EXITED) => ContainerStatus::Exited { code: status_text.and_then(exit_code_from_text) },
+        _ => ContainerStatus::Other,
+    }
+}
+
+fn exit_code_from_text(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix("Exited (")?;
+    rest.split(')').next()?.parse().ok()
+}
+
+/// Status from `GET /containers/{id}/json`.
+pub fn inspect_status(state: Option<ContainerStateStatusEnum>, exit_code: Option<i64>) -> ContainerStatus {
+    use ContainerStateStatusEnum as S;
+    match state {
+        Some(S::CREATED) => ContainerStatus::Created,
+        Some(S::RUNNING) => ContainerStatus::Running,
+        Some(S::PAUSED) => ContainerStatus::Paused,
+        Some(S::EXITED) => ContainerStatus::Exited { code: exit_code },
+        _ => ContainerStatus::Other,
+    }
+}
+
+/// The first published TCP port in a listing; Sluice publishes exactly one.
+pub fn summary_port(ports: Option<&[PortSummary]>) -> Option<u16> {
+    ports?.iter().find(|p| matches!(p.typ, Some(PortSummaryTypeEnum::TCP) | None) && p.public_port.is_some())?.public_port
+}
+
+/// The first published TCP port in an inspect answer's port map.
+pub fn port_map_port(ports: Option<&PortMap>) -> Option<u16> {
+    let mut entries: Vec<_> = ports?.iter().filter(|(key, _)| key.ends_with("/tcp")).collect();
+    // Deterministic choice should a container ever expose several ports.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+        .into_iter()
+        .filter_map(|(_, bindings)| bindings.as_ref())
+        .flatten()
+        .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
+}
+
+fn endpoint(host: &str, port: Option<u16>, status: ContainerStatus) -> Option<Endpoint> {
+    // Docker keeps stale bindings on stopped containers; only a live one is reachable.
+    let live = matches!(status, ContainerStatus::Running | ContainerStatus::Paused);
+    port.filter(|_| live).map(|port| Endpoint { host: host.to_string(), port })
+}
+
+/// A listing entry as `ContainerInfo`; `host` is where published ports are reached.
+pub fn from_summary(summary: &ContainerSummary, host: &str) -> Result<ContainerInfo, String> {
+    let id = summary.id.clone().ok_or("no container id")?;
+    let (instance, function) = identity(summary.labels.as_ref())?;
+    let status = summary_status(summary.state, summary.status.as_deref());
+    let endpoint = endpoint(host, summary_port(summary.ports.as_deref()), status);
+    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint })
+}
+
+/// An inspect answer as `ContainerInfo`.
+pub fn from_inspect(inspect: &ContainerInspectResponse, host: &str) -> Result<ContainerInfo, String> {
+    let id = inspect.id.clone().ok_or("no container id")?;
+    let (instance, function) = identity(inspect.config.as_ref().and_then(|c| c.labels.as_ref()))?;
+    let state = inspect.state.as_ref();
+    let status = inspect_status(state.and_then(|s| s.status), state.and_then(|s| s.exit_code));
+    let port = port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
+    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint: endpoint(host, port, status) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::PortBinding;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn identity_needs_valid_labels() {
+        let ok = labels(&[(labels::INSTANCE, "i3"), (labels::FUNCTION, "hello")]);
+        assert_eq!(identity(Some(&ok)).unwrap(), (InstanceId(3), FunctionName::new("hello").unwrap()));
+        let cases = [
+            (labels(&[(labels::FUNCTION, "hello")]), "missing"),
+            (labels(&[(labels::INSTANCE, "3"), (labels::FUNCTION, "hello")]), "instance"),
+            (labels(&[(labels::INSTANCE, "i3"), (labels::FUNCTION, "Bad Name")]), "function"),
+        ];
+        for (l, want) in cases {
+            let err = identity(Some(&l)).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
+        assert!(identity(None).is_err());
+    }
+
+    #[test]
+    fn statuses_from_listing() {
+        use ContainerSummaryStateEnum as S;
+        let table = [
+            (Some(S::CREATED), None, ContainerStatus::Created),
+            (Some(S::RUNNING), Some("Up 3 seconds"), ContainerStatus::Running),
+            (Some(S::PAUSED), Some("Up 3 seconds (Paused)"), ContainerStatus::Paused),
+            (Some(S::EXITED), Some("Exited (137) 2 seconds ago"), ContainerStatus::Exited { code: Some(137) }),
+            (Some(S::EXITED), Some("Exited (0) About a minute ago"), ContainerStatus::Exited { code: Some(0) }),
+            (Some(S::EXITED), Some("weird"), ContainerStatus::Exited { code: None }),
+            (Some(S::DEAD), None, ContainerStatus::Other),
+            (Some(S::RESTARTING), None, ContainerStatus::Other),
+            (None, None, ContainerStatus::Other),
+        ];
+        for (state, text, want) in table {
+            assert_eq!(summary_status(state, text), want, "{state:?} {text:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_from_inspect() {
+        use ContainerStateStatusEnum as S;
+        assert_eq!(inspect_status(Some(S::EXITED), Some(3)), ContainerStatus::Exited { code: Some(3) });
+        assert_eq!(inspect_status(Some(S::RUNNING), Some(0)), ContainerStatus::Running);
+        assert_eq!(inspect_status(Some(S::REMOVING), None), ContainerStatus::Other);
+    }
+
+    #[test]
+    fn ports_from_listing_and_inspect() {
+        let summary = [
+            PortSummary { ip: Some("127.0.0.1".into()), private_port: 8080, public_port: None, typ: Some(PortSummaryTypeEnum::TCP) },
+            PortSummary { ip: Some("127.0.0.1".into()), private_port: 8080, public_port: Some(49153), typ: Some(PortSummaryTypeEnum::TCP) },
+        ];
+        assert_eq!(summary_port(Some(&summary)), Some(49153));
+        assert_eq!(summary_port(Some(&[])), None);
+
+        let binding = |p: &str| Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.into()) }]);
+        let map: PortMap = HashMap::from([("53/udp".to_string(), binding("1")), ("8080/tcp".to_string(), binding("49154"))]);
+        assert_eq!(port_map_port(Some(&map)), Some(49154));
+        let unbound: PortMap = HashMap::from([("8080/tcp".to_string(), None)]);
+        assert_eq!(port_map_port(Some(&unbound)), None);
+    }
+
+    #[test]
+    fn stopped_containers_have_no_endpoint() {
+        let summary = ContainerSummary {
+            id: Some("abc".into()),
+            labels: Some(labels(&[(labels::INSTANCE, "i1"), (labels::FUNCTION, "f")])),
+            state: Some(ContainerSummaryStateEnum::EXITED),
+            status: Some("Exited (1) 1 second ago".into()),
+            ports: Some(vec![PortSummary { ip: None, private_port: 8080, public_port: Some(4000), typ: None }]),
+            ..Default::default()
+        };
+        let info = from_summary(&summary, "127.0.0.1").unwrap();
+        assert_eq!(info.status, ContainerStatus::Exited { code: Some(1) });
+        assert_eq!(info.endpoint, None);
+
+        let running = ContainerSummary { state: Some(ContainerSummaryStateEnum::RUNNING), ..summary };
+        let info = from_summary(&running, "127.0.0.1").unwrap();
+        assert_eq!(info.endpoint, Some(Endpoint { host: "127.0.0.1".into(), port: 4000 }));
+    }
+}
