@@ -1,19 +1,16 @@
 //! `DockerRuntime` against the local Docker Engine: the conformance suite and the
-//! secure-defaults audit. Needs a running daemon and an image answering 2xx on
-//! its health path, so these are ignored by default; run them with
-//! `SLUICE_TEST_IMAGE=sluice/hello:latest cargo test -p sluice-agent --test docker -- --ignored`.
-//! The workspace's tests/ crate runs the same suite end to end.
+//! secure-defaults audit, and the whole agent on real containers. Needs a running
+//! daemon and an image answering 2xx on its health path: `scripts/test.sh` builds
+//! `sluice/hello:latest` first (override with SLUICE_TEST_IMAGE). Without them
+//! these tests fail, loudly; they never skip.
 
 mod support;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use sluice_agent::runtime::conformance::{self, ConformanceContext};
 use sluice_agent::runtime::docker::{check_secure_defaults, DockerConfig, DockerRuntime};
 use sluice_agent::runtime::{probe, ContainerRuntime};
 use sluice_agent::{Agent, AgentConfig};
-use sluice_common::{DesiredInstance, DesiredState, Endpoint, FunctionName, FunctionSpec, ImageRef, InstanceId, InstanceState, NodeId, Resources, SystemClock};
-use std::collections::HashMap;
+use sluice_common::{DesiredInstance, DesiredState, FunctionName, FunctionSpec, ImageRef, InstanceId, InstanceState, NodeId, Resources, SystemClock};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::FakeControl;
@@ -32,7 +29,6 @@ fn template(id: u64) -> DesiredInstance {
 }
 
 #[tokio::test]
-#[ignore = "needs Docker and SLUICE_TEST_IMAGE (default sluice/hello:latest); run with --ignored"]
 async fn docker_runtime_conforms() {
     let rt = DockerRuntime::connect(DockerConfig::default()).await.unwrap();
     let ctx = ConformanceContext::new(NodeId::new("agent-docker-test").unwrap(), template(900_000), true);
@@ -40,7 +36,6 @@ async fn docker_runtime_conforms() {
 }
 
 #[tokio::test]
-#[ignore = "needs Docker and SLUICE_TEST_IMAGE (default sluice/hello:latest); run with --ignored"]
 async fn docker_containers_carry_secure_defaults() {
     let rt = DockerRuntime::connect(DockerConfig::default()).await.unwrap();
     let node = NodeId::new("agent-docker-test").unwrap();
@@ -78,7 +73,6 @@ async fn wait_state(control: &FakeControl, id: u64, want: InstanceState, within:
 
 /// The whole agent on Docker: start, serve, adopt after a restart, notice a crash, stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Docker and SLUICE_TEST_IMAGE (default sluice/hello:latest); run with --ignored"]
 async fn docker_agent_lifecycle() {
     let rt = Arc::new(DockerRuntime::connect(DockerConfig::default()).await.unwrap());
     let node = NodeId::new("agent-docker-lifecycle").unwrap();
@@ -125,100 +119,4 @@ async fn docker_agent_lifecycle() {
     }
     let _ = stop.send(());
     handle.await.unwrap();
-}
-
-/// Raw create+start+first response, straight on bollard with no limits, the way a
-/// benchmark baseline would do it; returns the milliseconds it took.
-async fn raw_cold_start(docker: &bollard::Docker, image: &str, name: &str) -> f64 {
-    let began = Instant::now();
-    let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) };
-    let body = ContainerCreateBody {
-        image: Some(image.into()),
-        exposed_ports: Some(vec!["8080/tcp".into()]),
-        host_config: Some(HostConfig { port_bindings: Some(HashMap::from([("8080/tcp".to_string(), Some(vec![binding]))])), ..Default::default() }),
-        ..Default::default()
-    };
-    let id = docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await.unwrap().id;
-    docker.start_container(&id, None).await.unwrap();
-    let inspect = docker.inspect_container(&id, None).await.unwrap();
-    let port: u16 = inspect.network_settings.unwrap().ports.unwrap()["8080/tcp"].as_ref().unwrap()[0].host_port.as_ref().unwrap().parse().unwrap();
-    let endpoint = Endpoint { host: "127.0.0.1".into(), port };
-    while !matches!(probe::get_status(&endpoint, "/", probe::TRY_TIMEOUT).await, Ok(200..=299)) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let ms = began.elapsed().as_secs_f64() * 1000.0;
-    docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await.unwrap();
-    ms
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Cold start through the runtime and through the whole agent, against the raw
-/// baseline. Prints the numbers; fails only if the agent is grossly slower.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Docker and SLUICE_TEST_IMAGE (default sluice/hello:latest); run with --ignored --nocapture"]
-async fn docker_cold_start_timings() {
-    let rounds: u64 = std::env::var("SLUICE_TEST_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(10);
-    let rt = Arc::new(DockerRuntime::connect(DockerConfig::default()).await.unwrap());
-    let node = NodeId::new("agent-docker-timing").unwrap();
-    let image = template(0).spec.image;
-    rt.ensure_image(&image).await.unwrap();
-
-    // What the image cache saves: one inspect round trip per cold start.
-    let fresh = DockerRuntime::connect(DockerConfig::default()).await.unwrap();
-    let t = Instant::now();
-    fresh.ensure_image(&image).await.unwrap();
-    let uncached = t.elapsed();
-    let t = Instant::now();
-    fresh.ensure_image(&image).await.unwrap();
-    eprintln!("ensure_image: {:.2} ms uncached, {:.3} ms cached", uncached.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
-
-    let control = FakeControl::new();
-    let (stop, handle) = spawn_agent(rt.clone(), control.clone(), &node);
-    control.want(vec![]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let (mut raw, mut runtime, mut agent) = (vec![], vec![], vec![]);
-    let mut steps: [Vec<f64>; 3] = Default::default();
-    for round in 0..rounds {
-        raw.push(raw_cold_start(rt.client(), image.as_str(), &format!("sluice-raw-timing-{round}")).await);
-
-        let inst = template(902_000 + round);
-        let t = Instant::now();
-        rt.ensure_image(&inst.spec.image).await.unwrap();
-        let id = rt.create(&NodeId::new("agent-docker-timing-rt").unwrap(), &inst).await.unwrap();
-        let created = t.elapsed();
-        let ep = rt.start(&id).await.unwrap();
-        let started = t.elapsed();
-        rt.wait_ready(inst.id, &ep, &inst.spec.health_path, Duration::from_secs(30)).await.unwrap();
-        runtime.push(t.elapsed().as_secs_f64() * 1e3);
-        steps[0].push(created.as_secs_f64() * 1e3);
-        steps[1].push((started - created).as_secs_f64() * 1e3);
-        steps[2].push((t.elapsed() - started).as_secs_f64() * 1e3);
-        rt.stop(&id, Duration::ZERO).await.unwrap();
-        rt.remove(&id).await.unwrap();
-
-        let inst = template(903_000 + round);
-        let t = Instant::now();
-        control.want(vec![inst.clone()]);
-        wait_state(&control, inst.id.0, InstanceState::Ready, Duration::from_secs(30)).await;
-        agent.push(t.elapsed().as_secs_f64() * 1e3);
-        control.want(vec![]);
-        wait_state(&control, inst.id.0, InstanceState::Gone, Duration::from_secs(30)).await;
-        // Let the removal finish so rounds do not overlap.
-        while !rt.list(&node).await.unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    let _ = stop.send(());
-    handle.await.unwrap();
-    eprintln!("raw     create+start+first 2xx: median {:.1} ms  all {raw:.0?}", median(raw.clone()));
-    eprintln!("runtime ensure+create+start+ready: median {:.1} ms  all {runtime:.0?}", median(runtime.clone()));
-    let [create, start, ready] = steps.map(median);
-    eprintln!("runtime steps (median): ensure+create {create:.1} ms, start+inspect {start:.1} ms, health check {ready:.1} ms");
-    eprintln!("agent   desired -> Ready reported: median {:.1} ms  all {agent:.0?}", median(agent.clone()));
-    assert!(median(agent) < 3.0 * median(raw), "the agent is far slower than raw Docker");
 }

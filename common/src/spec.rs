@@ -366,9 +366,11 @@ mod tests {
         spec().validate().unwrap();
     }
 
+    type Mutation = Box<dyn Fn(&mut FunctionSpec)>;
+
     #[test]
     fn each_bound_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut FunctionSpec)>)> = vec![
+        let cases: Vec<(&str, Mutation)> = vec![
             ("port", Box::new(|s| s.port = 0)),
             ("max_instances", Box::new(|s| s.max_instances = 0)),
             ("max_instances", Box::new(|s| s.max_instances = 1001)),

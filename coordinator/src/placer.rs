@@ -92,6 +92,9 @@ mod tests {
         st
     }
 
+    /// (what, nodes, count, expected nodes, expected unplaced)
+    type Case<'a> = (&'a str, Vec<(&'a str, u64, u64, u64, u32)>, u32, Vec<&'a str>, u32);
+
     fn ids(v: &[&str]) -> Vec<NodeId> {
         v.iter().map(|n| NodeId::new(*n).unwrap()).collect()
     }
@@ -99,7 +102,7 @@ mod tests {
     #[test]
     fn placements_table() {
         let s = spec(1000, 256);
-        let cases: Vec<(&str, Vec<(&str, u64, u64, u64, u32)>, u32, Vec<&str>, u32)> = vec![
+        let cases: Vec<Case> = vec![
             ("no nodes: nothing placed", vec![], 2, vec![], 2),
             ("single node takes what fits", vec![("a", 2000, 4096, NOW.0, 0)], 3, vec!["a", "a"], 1),
             ("least loaded first, then spread", vec![("a", 4000, 4096, NOW.0, 2), ("b", 4000, 4096, NOW.0, 0)], 3, vec!["b", "b", "a"], 0),

@@ -202,7 +202,7 @@ async fn beyond_the_queue_bound_requests_get_429_and_a_stuck_start_503() -> Resu
         }
     }
     // One instance at concurrency 1 plus a queue of 2 holds at most 3 at once.
-    assert!(ok >= 1 && ok <= 3, "ok={ok}");
+    assert!((1..=3).contains(&ok), "ok={ok}");
     assert_eq!(ok + shed, 8);
 
     // A function that never becomes ready: waiting requests get 503 at the start timeout.
@@ -211,4 +211,33 @@ async fn beyond_the_queue_bound_requests_get_429_and_a_stuck_start_503() -> Resu
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert!(r.header("retry-after").is_some());
     c.stop().await
+}
+
+/// Runs `docker` with `args`, failing with its stderr.
+fn docker(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("docker").args(args).output()?;
+    anyhow::ensure!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test]
+async fn images_are_pulled_from_the_registry_and_containers_run_locked_down() -> Result<()> {
+    let c = Cluster::start("t-secure").await?;
+    // An image that exists only in the registry, so the agent must pull it.
+    let image = format!("{}/sluice/pulled:t{}", sluice_tests::REGISTRY, std::process::id());
+    docker(&["tag", "sluice/hello:latest", &image])?;
+    docker(&["push", &image])?;
+    docker(&["rmi", &image])?;
+
+    c.deploy(json!({"name": "locked", "image": image, "min_instances": 1, "limits": {"memory_mb": 64, "cpu_millis": 300, "pids": 50}})).await?;
+    eventually("a ready instance", START, || async { Ok(c.instances("locked").await?.iter().any(|i| i["state"] == "ready").then_some(())) }).await?;
+    docker(&["image", "inspect", &image]).map_err(|e| e.context("the agent did not pull the image"))?;
+
+    let container = c.running_containers("locked").await?.pop().expect("a running container");
+    let limits = sluice_common::Limits { memory_mb: 64, cpu_millis: 300, pids: 50 };
+    sluice_agent::runtime::docker::check_secure_defaults(&c.docker, &container.id, &limits).await?;
+    let r = c.http.get(&c.function_url("locked", "")).await?;
+    assert_eq!(r.status, StatusCode::OK);
+    c.stop().await?;
+    docker(&["rmi", &image])
 }
