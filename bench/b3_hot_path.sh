@@ -150,7 +150,7 @@ if [ "$MODE" = full ]; then
     SLUICE_PID=$!
     wait_for 30 "sluice API answering at $API" "$SLUICE" --api "$API" ls --output json >/dev/null 2>&1
     say "deploying $FUNCTION ($IMAGE, min 1, max 1)"
-    "$SLUICE" --api "$API" deploy "$FUNCTION" --image "$IMAGE" --port 8080 --min 1 --max 1 --concurrency 1000 \
+    "$SLUICE" --api "$API" deploy "$FUNCTION" --image "$IMAGE" --port 8080 --min 1 --max 1 --concurrency 1000 --cpu-millis 2000 \
         >"$WORK/deploy.out" 2>&1 || die "sluice deploy failed: $(cat "$WORK/deploy.out")"
     DEPLOYED=1
     wait_for 60 "a ready instance of $FUNCTION" ready_endpoint >/dev/null

@@ -29,6 +29,9 @@ pub struct CoordinatorArgs {
     /// Seconds between decision ticks (demand wakes decisions sooner).
     #[arg(long, default_value_t = 1.0)]
     pub tick_secs: f64,
+    /// Threads serving the gateway (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub gateway_threads: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -94,6 +97,7 @@ impl CoordinatorArgs {
         Ok(CoordinatorConfig {
             api_addr: self.api_addr,
             gateway_addr: self.gateway_addr,
+            gateway_threads: self.gateway_threads,
             controller: ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), ..ControllerConfig::default() },
         })
     }

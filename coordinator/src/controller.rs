@@ -50,7 +50,7 @@ pub fn plan(state: &ClusterState, load: &LoadSnapshot, now: Timestamp, config: &
                 let Some(spec) = state.functions.get(&function) else { continue };
                 let placement = place(state, spec, count, now, config.lost_after);
                 if placement.unplaced > 0 {
-                    warn!(function = %function, wanted = count, unplaced = placement.unplaced, "no node has room; add nodes or lower the function's limits");
+                    warn!(function = %function, wanted = count, unplaced = placement.unplaced, "no live node has room; retrying on the next decision (add nodes or lower the function's limits if this lasts)");
                 }
                 for node in placement.nodes {
                     commands.push(Command::StartInstance { function: function.clone(), node, at: now });

@@ -53,7 +53,7 @@ impl Cluster {
         let node_id = NodeId::new(node_name)?;
         remove_containers(&docker, &node_id).await?;
         let args = UpArgs {
-            coordinator: CoordinatorArgs { api_addr: "127.0.0.1:0".parse()?, gateway_addr: "127.0.0.1:0".parse()?, tick_secs: 0.25 },
+            coordinator: CoordinatorArgs { api_addr: "127.0.0.1:0".parse()?, gateway_addr: "127.0.0.1:0".parse()?, tick_secs: 0.25, gateway_threads: 2 },
             host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None },
         };
         let node = Node::start(args).await?;

@@ -9,6 +9,8 @@
 mod proxy;
 mod route;
 
+pub use proxy::{client, Client};
+
 pub use route::{Backend, Refusal, Route, RouteLimits};
 
 use crate::http::{self, ApiError, Body};
@@ -32,7 +34,6 @@ pub const INSTANCE_HEADER: &str = "x-sluice-instance";
 
 pub struct Gateway {
     routes: RwLock<HashMap<String, Arc<Route>>>,
-    client: proxy::Client,
     clock: Arc<dyn Clock>,
     /// Woken when a request has to wait, so capacity is decided without delay.
     demand: Arc<Notify>,
@@ -40,7 +41,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(clock: Arc<dyn Clock>, demand: Arc<Notify>) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), client: proxy::client(), clock, demand })
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), clock, demand })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -93,8 +94,9 @@ impl Gateway {
         self.routes.read().expect("routes lock").get(name).cloned()
     }
 
-    /// Serves one gateway request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    /// Serves one gateway request, forwarding through `client` (one per serving
+    /// thread, so a request and its upstream connection stay on one thread).
+    pub async fn handle(self: Arc<Self>, client: Client, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix("/function/") {
             let (name, below) = match rest.find('/') {
@@ -106,7 +108,7 @@ impl Gateway {
                 None => below.to_string(),
             };
             let name = name.to_string();
-            return self.invoke(&name, &forward, req).await.unwrap_or_else(ApiError::into_response);
+            return self.invoke(&client, &name, &forward, req).await.unwrap_or_else(ApiError::into_response);
         }
         match (req.method(), path) {
             (&Method::GET, "/metrics") => {
@@ -119,7 +121,7 @@ impl Gateway {
         }
     }
 
-    async fn invoke(&self, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn invoke(&self, client: &Client, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let route = self.route(name).ok_or_else(|| {
             let name_err = sluice_common::FunctionName::new(name).err();
             match name_err {
@@ -147,7 +149,7 @@ impl Gateway {
         let release = proxy::Release { route: route.clone(), backend: backend.clone(), clock: self.clock.clone(), started, status: StatusCode::OK };
         let upstream = proxy::to_upstream(req, &backend.authority, forward)
             .map_err(|e| ApiError::invalid("path", format!("cannot forward {forward:?}: {e}")))?;
-        match self.client.request(upstream).await {
+        match client.request(upstream).await {
             Ok(resp) => Ok(proxy::from_upstream(resp, release)),
             Err(e) => {
                 route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
