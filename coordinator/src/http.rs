@@ -11,7 +11,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use std::future::Future;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -117,10 +118,45 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` fires, then drains open
-/// connections for up to `DRAIN_GRACE`.
-pub async fn serve<H, Fut>(name: &'static str, listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
+/// Where a server gets its connections: a listener, or a channel fed by an
+/// acceptor on another thread.
+pub trait Acceptor: Send {
+    /// The next connection; `None` when no more will come.
+    fn next(&mut self) -> impl Future<Output = Option<TcpStream>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    async fn next(&mut self) -> Option<TcpStream> {
+        loop {
+            match self.accept().await {
+                Ok((stream, _)) => return Some(stream),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Acceptor for mpsc::UnboundedReceiver<std::net::TcpStream> {
+    async fn next(&mut self) -> Option<TcpStream> {
+        loop {
+            let stream = self.recv().await?;
+            match TcpStream::from_std(stream) {
+                Ok(s) => return Some(s),
+                Err(e) => warn!(error = %e, "cannot adopt a connection"),
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on the connections `acceptor` yields until `shutdown` fires,
+/// then drains open connections for up to `DRAIN_GRACE`.
+pub async fn serve<A, H, Fut>(name: &'static str, mut acceptor: A, handler: H, shutdown: impl Future<Output = ()>)
 where
+    A: Acceptor,
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -128,17 +164,11 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true);
     tokio::pin!(shutdown);
-    info!(server = name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(server = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+        let stream = tokio::select! {
+            next = acceptor.next() => match next {
+                Some(s) => s,
+                None => break,
             },
             _ = &mut shutdown => break,
         };
@@ -148,11 +178,10 @@ where
             let fut = handler(req);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!(server = name, %peer, error = %e, "connection ended with an error");
+                debug!(server = name, error = %e, "connection ended with an error");
             }
         });
     }

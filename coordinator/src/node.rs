@@ -11,7 +11,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::info;
 use tokio::task::JoinSet;
 
 #[derive(Debug, Clone)]
@@ -20,8 +21,8 @@ pub struct CoordinatorConfig {
     pub api_addr: SocketAddr,
     /// Where the gateway listens (port 0 picks one).
     pub gateway_addr: SocketAddr,
-    /// Threads serving the gateway, each with its own listener (SO_REUSEPORT),
-    /// runtime and connection pool; 0 means one per core.
+    /// Threads serving the gateway, each with its own runtime and upstream
+    /// connection pool; 0 means one per core.
     pub gateway_threads: usize,
     pub controller: ControllerConfig,
 }
@@ -56,8 +57,8 @@ impl Coordinator {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let gateway_listeners = bind_shared(config.gateway_addr, threads).map_err(|source| BindError { what: "gateway", addr: config.gateway_addr, source })?;
-        let gateway_addr = gateway_listeners[0].local_addr().map_err(|source| BindError { what: "gateway", addr: config.gateway_addr, source })?;
+        let gateway_listener = bind("gateway", config.gateway_addr).await?;
+        let gateway_addr = gateway_listener.local_addr().map_err(|source| BindError { what: "gateway", addr: config.gateway_addr, source })?;
 
         let store = Store::new(clock.clone());
         let demand = Arc::new(Notify::new());
@@ -73,12 +74,16 @@ impl Coordinator {
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
         tasks.spawn(gateway::follow_store(gateway.clone(), store.clone(), stopped(stop.subscribe())));
         tasks.spawn(controller::run(store.clone(), gateway.clone(), demand, config.controller, stopped(stop.subscribe())));
-        let gateway_threads = gateway_listeners
-            .into_iter()
-            .enumerate()
-            .map(|(i, listener)| serve_gateway_thread(i, listener, gateway.clone(), stop.subscribe()))
-            .collect::<Result<_, _>>()
-            .map_err(|source| BindError { what: "gateway", addr: gateway_addr, source })?;
+        let mut workers = Vec::with_capacity(threads);
+        let mut gateway_threads = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = mpsc::unbounded_channel();
+            workers.push(tx);
+            let thread = serve_gateway_thread(i, rx, gateway.clone(), stop.subscribe()).map_err(|source| BindError { what: "gateway", addr: gateway_addr, source })?;
+            gateway_threads.push(thread);
+        }
+        info!(api = %api_addr, gateway = %gateway_addr, gateway_threads = threads, "coordinator listening");
+        tasks.spawn(deal_connections(gateway_listener, workers, stopped(stop.subscribe())));
         Ok(Self { store, gateway, api_addr, gateway_addr, stop, tasks, gateway_threads })
     }
 
@@ -97,40 +102,40 @@ impl Coordinator {
     }
 }
 
-/// Binds `count` listeners to one address with SO_REUSEPORT, so the kernel
-/// spreads connections over them; with port 0 they share the first one's port.
-fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let at = listeners.first().map_or(Ok(addr), |l| l.local_addr())?;
-        let socket = if at.is_ipv4() { socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)? } else { socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)? };
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&at.into())?;
-        socket.listen(1024)?;
-        listeners.push(socket.into());
+/// Accepts gateway connections and deals them round-robin to the gateway
+/// threads: even spreading, where SO_REUSEPORT's hashing can leave one thread
+/// with most of a few dozen keep-alive connections.
+async fn deal_connections(listener: TcpListener, workers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>, shutdown: impl Future<Output = ()>) {
+    let mut listener = listener;
+    tokio::pin!(shutdown);
+    for turn in 0.. {
+        let stream = tokio::select! {
+            next = http::Acceptor::next(&mut listener) => match next { Some(s) => s, None => return },
+            _ = &mut shutdown => return,
+        };
+        match stream.into_std() {
+            Ok(std_stream) => {
+                let _ = workers[turn % workers.len()].send(std_stream);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a gateway thread"),
+        }
     }
-    Ok(listeners)
 }
 
-/// One gateway thread: a single-threaded runtime serving its own listener with
-/// its own upstream pool. Like nginx's workers, a request never changes thread,
-/// which on a small machine saves the cross-thread wake-ups that dominate a proxy.
-fn serve_gateway_thread(index: usize, listener: std::net::TcpListener, gateway: Arc<Gateway>, stop: watch::Receiver<bool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// One gateway thread: a single-threaded runtime serving the connections dealt
+/// to it with its own upstream pool. Like nginx's workers, a request never
+/// changes thread, which on a small machine saves the cross-thread wake-ups
+/// that dominate a proxy's cost.
+fn serve_gateway_thread(index: usize, connections: mpsc::UnboundedReceiver<std::net::TcpStream>, gateway: Arc<Gateway>, stop: watch::Receiver<bool>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
         runtime.block_on(async move {
-            let listener = match TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => return tracing::error!(error = %e, "gateway listener unusable"),
-            };
-            let client = gateway::client();
+            let client = gateway::Client::new();
             let mut stop = stop;
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            http::serve("gateway", listener, move |req| gateway.clone().handle(client.clone(), req), stopped).await;
+            http::serve("gateway", connections, move |req| gateway.clone().handle(client.clone(), req), stopped).await;
         })
     })
 }

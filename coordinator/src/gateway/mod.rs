@@ -8,8 +8,9 @@
 
 mod proxy;
 mod route;
+mod upstream;
 
-pub use proxy::{client, Client};
+pub use upstream::Client;
 
 pub use route::{Backend, Refusal, Route, RouteLimits};
 
@@ -146,15 +147,22 @@ impl Gateway {
                 proxy::record(&route, err.status, &route.counters.latency, started);
                 err
             })?;
-        let release = proxy::Release { route: route.clone(), backend: backend.clone(), clock: self.clock.clone(), started, status: StatusCode::OK };
-        let upstream = proxy::to_upstream(req, &backend.authority, forward)
-            .map_err(|e| ApiError::invalid("path", format!("cannot forward {forward:?}: {e}")))?;
-        match client.request(upstream).await {
-            Ok(resp) => Ok(proxy::from_upstream(resp, release)),
+        let mut release = proxy::Release { route: route.clone(), backend: backend.clone(), clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
+        let upstream = match proxy::to_upstream(req, forward) {
+            Ok(r) => r,
+            Err(e) => {
+                release.status = StatusCode::BAD_REQUEST;
+                return Err(ApiError::invalid("path", format!("cannot forward {forward:?}: {e}; use a valid URL path")));
+            }
+        };
+        match client.send(&backend.authority, upstream).await {
+            Ok((resp, lease)) => {
+                release.lease = Some(lease);
+                Ok(proxy::from_upstream(resp, release))
+            }
             Err(e) => {
                 route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(function = %route.name, instance = %backend.id, error = %e, "instance did not answer");
-                let mut release = release;
                 release.status = StatusCode::BAD_GATEWAY;
                 drop(release);
                 Err(ApiError::new(

@@ -2,40 +2,32 @@
 //! and releasing the instance's slot when the response body ends.
 
 use super::route::{Backend, Route};
+use super::upstream::Lease;
 use crate::http::Body;
 use crate::metrics::Histogram;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use hyper::header::{HeaderMap, HeaderName, CONNECTION};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use sluice_common::Clock;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Incoming>;
-
-/// A pooled HTTP/1.1 client; idle connections to instances are kept for reuse.
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(512)
-        .build(connector)
-}
+use std::time::Instant;
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Most messages carry none, so one pass over the names decides whether to do
+/// any work at all: this runs twice per proxied request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let any = headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -51,10 +43,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Points `req` at `authority` with `path_and_query`, keeping method, headers and body.
-pub fn to_upstream(mut req: Request<Incoming>, authority: &str, path_and_query: &str) -> Result<Request<Incoming>, hyper::http::Error> {
-    let uri = Uri::builder().scheme("http").authority(authority).path_and_query(path_and_query).build()?;
-    *req.uri_mut() = uri;
+/// Rewrites `req` for the instance: origin-form `path_and_query`, hop-by-hop
+/// headers out; method, other headers and body kept.
+pub fn to_upstream(mut req: Request<Incoming>, path_and_query: &str) -> Result<Request<Incoming>, hyper::http::uri::InvalidUri> {
+    *req.uri_mut() = path_and_query.parse::<Uri>()?;
     strip_hop_by_hop(req.headers_mut());
     Ok(req)
 }
@@ -66,10 +58,13 @@ pub struct Release {
     pub clock: Arc<dyn Clock>,
     pub started: Instant,
     pub status: StatusCode,
+    /// The upstream connection, back to the pool once the body is read.
+    pub lease: Option<Lease>,
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
+        drop(self.lease.take());
         self.route.release(&self.backend, self.clock.now());
         record(&self.route, self.status, &self.route.counters.latency, self.started);
     }
@@ -119,9 +114,7 @@ impl hyper::body::Body for TrackedBody {
 pub fn from_upstream(resp: Response<Incoming>, mut release: Release) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&release.backend.id.to_string()) {
-        parts.headers.insert(super::INSTANCE_HEADER, v);
-    }
+    parts.headers.insert(super::INSTANCE_HEADER, release.backend.header.clone());
     release.status = parts.status;
     let body = if body.is_end_stream() {
         drop(release);
@@ -135,6 +128,8 @@ pub fn from_upstream(resp: Response<Incoming>, mut release: Release) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use hyper::header::HeaderValue;
 
     #[test]
     fn hop_by_hop_headers_are_stripped() {

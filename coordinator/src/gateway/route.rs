@@ -16,8 +16,10 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 pub struct Backend {
     pub id: InstanceId,
-    /// `host:port`, ready to put in a URI.
+    /// `host:port` to connect to.
     pub authority: String,
+    /// The `x-sluice-instance` value, built once.
+    pub header: hyper::header::HeaderValue,
     pub outstanding: AtomicU32,
     /// Milliseconds since the epoch of the last request start or end.
     pub last_active: AtomicU64,
@@ -108,6 +110,7 @@ impl Route {
                         added = true;
                         backends.push(Arc::new(Backend {
                             id: *id,
+                            header: hyper::header::HeaderValue::from_str(&id.to_string()).expect("instance ids are ASCII"),
                             authority,
                             outstanding: AtomicU32::new(0),
                             last_active: AtomicU64::new(now.0),

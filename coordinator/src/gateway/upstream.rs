@@ -1,0 +1,118 @@
+//! Keep-alive HTTP/1.1 connections to instances, pooled per serving thread.
+//!
+//! Each gateway thread owns one `Client`, so a request, its upstream connection
+//! and that connection's driver task all live on one thread. A connection goes
+//! back to the pool when its response body has been read to the end; one that
+//! the instance closed while idle is noticed on reuse and the request is sent on
+//! a fresh connection instead (safe: hyper hands back a request it did not send).
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Most idle connections kept per instance; more are closed when they come back.
+const MAX_IDLE_PER_INSTANCE: usize = 512;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Sender = SendRequest<Incoming>;
+
+#[derive(Clone, Default)]
+pub struct Client {
+    idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
+}
+
+/// A connection lent to one request; it returns to the pool when dropped.
+pub struct Lease {
+    client: Client,
+    authority: String,
+    sender: Option<Sender>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(sender) = self.sender.take() else { return };
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.client.idle.lock().expect("pool lock");
+        let list = idle.entry(std::mem::take(&mut self.authority)).or_default();
+        if list.len() < MAX_IDLE_PER_INSTANCE {
+            list.push(sender);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {authority}: {reason}")]
+    Connect { authority: String, reason: String },
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends `req` (origin-form URI) to `authority` and returns the response with
+    /// the connection's lease, to be dropped when the response body is done.
+    pub async fn send(&self, authority: &str, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.take_idle(authority) {
+                Some(s) => (s, true),
+                None => (connect(authority).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Connect { authority: authority.into(), reason: "connection closed at once".into() });
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Lease { client: self.clone(), authority: authority.to_string(), sender: Some(sender) })),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: a keep-alive connection the instance had closed. Try another.
+                    Some(unsent) if reused => {
+                        debug!(%authority, error = %e.error(), "stale pooled connection; retrying on another");
+                        req = unsent;
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    fn take_idle(&self, authority: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.get_mut(authority)?;
+        while let Some(s) = list.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+}
+
+async fn connect(authority: &str) -> Result<Sender, UpstreamError> {
+    let err = |reason: String| UpstreamError::Connect { authority: authority.into(), reason };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        .await
+        .map_err(|_| err(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| err(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| err(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
