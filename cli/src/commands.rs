@@ -1,6 +1,6 @@
 //! The client commands: deploy, invoke, ls, rm.
 
-use crate::client::{describe_error, Http};
+use sluice_cli::client::{describe_error, Http};
 use crate::table;
 use crate::Output;
 use anyhow::{bail, Context, Result};
@@ -80,7 +80,7 @@ impl DeployArgs {
 pub async fn deploy(api: &str, output: Output, args: DeployArgs) -> Result<ExitCode> {
     let spec = args.spec()?;
     let name = spec.name.clone();
-    let reply = Http::new().json(Method::POST, &format!("{api}/v1/functions"), Some(&serde_json::to_value(&spec)?)).await?;
+    let reply = Http::new().call(Method::POST, &format!("{api}/v1/functions"), Some(&serde_json::to_value(&spec)?)).await?;
     match output {
         Output::Json => println!("{reply}"),
         Output::Table => println!("deployed {name}: invoke it with `sluice invoke {name}`"),
@@ -122,7 +122,7 @@ pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
     let mut headers = Vec::new();
     for h in &args.headers {
         let (k, v) = h.split_once(':').with_context(|| format!("--header {h:?}: use \"Name: value\""))?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
+        headers.push((k.trim(), v.trim()));
     }
     let path = if args.path == "/" { String::new() } else { args.path.clone() };
     let url = format!("{gateway}/function/{name}{path}");
@@ -150,8 +150,8 @@ pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
 
 pub async fn ls(api: &str, output: Output) -> Result<ExitCode> {
     let http = Http::new();
-    let functions = http.json(Method::GET, &format!("{api}/v1/functions"), None).await?;
-    let instances = http.json(Method::GET, &format!("{api}/v1/instances"), None).await?;
+    let functions = http.call(Method::GET, &format!("{api}/v1/functions"), None).await?;
+    let instances = http.call(Method::GET, &format!("{api}/v1/instances"), None).await?;
     if output == Output::Json {
         println!("{}", json!({"functions": functions, "instances": instances}));
         return Ok(ExitCode::SUCCESS);
@@ -206,7 +206,7 @@ pub async fn ls(api: &str, output: Output) -> Result<ExitCode> {
 
 pub async fn rm(api: &str, output: Output, name: &str) -> Result<ExitCode> {
     let name = FunctionName::new(name)?;
-    let reply = Http::new().json(Method::DELETE, &format!("{api}/v1/functions/{name}"), None).await?;
+    let reply = Http::new().call(Method::DELETE, &format!("{api}/v1/functions/{name}"), None).await?;
     match output {
         Output::Json => println!("{reply}"),
         Output::Table => println!("removed {name}; its instances are stopping"),

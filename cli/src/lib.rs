@@ -1,3 +1,5 @@
-//! The pieces of the `sluice` binary that tests reuse: starting nodes.
+//! The pieces of the `sluice` binary that tests and benchmarks reuse: starting
+//! nodes, and the HTTP client.
 
+pub mod client;
 pub mod node;

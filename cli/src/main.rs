@@ -2,7 +2,6 @@
 //!
 //! `main` only parses arguments, sets up tracing and hands over to a command.
 
-mod client;
 mod commands;
 use sluice_cli::node;
 mod table;

@@ -6,13 +6,9 @@
 //! service is missing fails with a message saying which script to run.
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 pub use hyper::Method;
-use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+pub use sluice_cli::client::{Http, Reply};
 use sluice_agent::runtime::{ContainerInfo, ContainerRuntime, ContainerStatus, DockerConfig, DockerRuntime};
 use sluice_cli::node::{CoordinatorArgs, HostArgs, Node, UpArgs};
 use sluice_common::NodeId;
@@ -130,63 +126,5 @@ where
             bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// An HTTP/1.1 client with pooled connections.
-#[derive(Clone)]
-pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: hyper::HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> Result<Value> {
-        serde_json::from_slice(&self.body).with_context(|| format!("not JSON: {}", self.text()))
-    }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
-    }
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Http {
-    pub fn new() -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http() }
-    }
-
-    pub async fn send(&self, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Result<Reply> {
-        let mut req = Request::builder().method(method).uri(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self.client.request(req.body(Full::new(body.into()))?).await.with_context(|| format!("request to {url}"))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, headers, body })
-    }
-
-    pub async fn get(&self, url: &str) -> Result<Reply> {
-        self.send(Method::GET, url, Bytes::new(), &[]).await
-    }
-
-    pub async fn json(&self, method: Method, url: &str, body: &Value) -> Result<Reply> {
-        self.send(method, url, body.to_string(), &[("content-type", "application/json")]).await
     }
 }
