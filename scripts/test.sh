@@ -27,5 +27,8 @@ REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start
 say "building the example function images"
 scripts/build-images.sh
 
+say "checking the systemd units"
+scripts/verify-units.sh
+
 say "running the tests"
 cargo test --workspace --locked "$@" -- --test-threads 2
