@@ -1,8 +1,9 @@
 //! What the coordinator asks of an agent, and what an agent reports back.
 //!
-//! The coordinator publishes the *desired* instances of each node; the agent diffs
-//! them against what its runtime holds and turns the difference into
-//! `AgentCommand`s, so a lost or repeated message never leaves a host wrong.
+//! The coordinator publishes the *desired* instances of each node rather than
+//! one-off commands; the agent diffs them against what its runtime holds and
+//! plans its own actions (`sluice_agent::reconcile`), so a lost or repeated
+//! message never leaves a host wrong.
 
 use crate::clock::Timestamp;
 use crate::ids::{FunctionName, InstanceId, NodeId};
@@ -10,7 +11,6 @@ use crate::instance::{Endpoint, InstanceState};
 use crate::node::Resources;
 use crate::spec::FunctionSpec;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// Whether a desired instance should be running or frozen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,16 +33,6 @@ pub struct DesiredInstance {
 pub struct DesiredSet {
     pub revision: u64,
     pub instances: Vec<DesiredInstance>,
-}
-
-/// One action on one container, as planned by the agent's reconciler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentCommand {
-    /// Create, start and wait for the health check.
-    Start(DesiredInstance),
-    Stop { id: InstanceId, grace: Duration },
-    Pause { id: InstanceId },
-    Unpause { id: InstanceId },
 }
 
 /// An agent's view of one of its instances.

@@ -12,7 +12,7 @@ pub mod spec;
 pub mod validation;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use command::{AgentCommand, DesiredInstance, DesiredSet, DesiredState, InstanceReport, NodeReport};
+pub use command::{DesiredInstance, DesiredSet, DesiredState, InstanceReport, NodeReport};
 pub use ids::{FunctionName, InstanceId, NodeId};
 pub use instance::{Endpoint, Instance, InstanceState};
 pub use node::{NodeInfo, Resources};
