@@ -8,12 +8,14 @@
 //! shutting the agent down leaves containers running for the next agent to adopt.
 
 mod config;
+mod metrics;
 mod poller;
 mod reporter;
 mod table;
 mod tasks;
 
 pub use config::AgentConfig;
+pub use metrics::AgentMetrics;
 
 use crate::backoff::{self, Backoff};
 use crate::control::ControlPlane;
@@ -43,6 +45,7 @@ pub struct Agent {
     control: Arc<dyn ControlPlane>,
     clock: Arc<dyn Clock>,
     config: AgentConfig,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -61,7 +64,12 @@ impl Agent {
         clock: Arc<dyn Clock>,
         config: AgentConfig,
     ) -> Self {
-        Self { node, capacity, runtime, control, clock, config }
+        Self { node, capacity, runtime, control, clock, config, metrics: Arc::default() }
+    }
+
+    /// The agent's figures, live while it runs.
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
     }
 
     /// Runs until `shutdown` completes. Containers are left running on return;
@@ -179,7 +187,7 @@ impl LoopState<'_> {
         match event.kind {
             EventKind::State { state, endpoint, reason } => {
                 let function = op.function.clone();
-                self.table.set(event.instance, &function, state, endpoint, reason);
+                self.set_state(event.instance, &function, state, endpoint, reason);
                 false
             }
             EventKind::Done => {
@@ -198,8 +206,18 @@ impl LoopState<'_> {
             return;
         }
         let a = self.agent;
+        a.metrics.set_instances(self.table.states().into_values());
+        a.metrics.set_desired_revision(self.revision());
+        a.metrics.set_reports_delivered(*self.delivered.borrow());
         let numbered = self.table.build(&a.node, a.capacity, a.clock.now());
         self.reports.send_replace(Some(numbered));
+    }
+
+    /// Records a state in the report table, counting real changes.
+    fn set_state(&mut self, id: InstanceId, function: &FunctionName, state: InstanceState, endpoint: Option<sluice_common::Endpoint>, reason: Option<String>) {
+        if self.table.set(id, function, state, endpoint, reason) {
+            self.agent.metrics.transition(state);
+        }
     }
 
     /// Lists, plans and executes one pass.
@@ -211,12 +229,14 @@ impl LoopState<'_> {
         let listed = tokio::time::timeout(LIST_TIMEOUT, a.runtime.list(&a.node)).await;
         let observed = match listed.unwrap_or_else(|_| Err(RuntimeError::Backend(format!("listing containers took over {LIST_TIMEOUT:?}")))) {
             Ok(observed) => {
+                a.metrics.set_runtime_unreachable(false);
                 if std::mem::take(&mut self.list_failing) {
                     info!(node = %a.node, "container runtime reachable again");
                 }
                 observed
             }
             Err(e) => {
+                a.metrics.set_runtime_unreachable(true);
                 if !std::mem::replace(&mut self.list_failing, true) {
                     warn!(node = %a.node, error = %e, "cannot list containers; leaving them as they are");
                 }
@@ -244,7 +264,8 @@ impl LoopState<'_> {
             if let Some(op) = self.inflight.remove(&id) {
                 op.abort.abort();
                 info!(instance = %id, function = %op.function, "start abandoned: instance no longer wanted");
-                self.table.set(id, &op.function, InstanceState::Gone, None, Some("no longer wanted while it was starting".into()));
+                let function = op.function.clone();
+                self.set_state(id, &function, InstanceState::Gone, None, Some("no longer wanted while it was starting".into()));
             }
         }
     }
@@ -253,7 +274,7 @@ impl LoopState<'_> {
         match action {
             Action::Start(d) => {
                 info!(instance = %d.id, function = %d.spec.name, image = %d.spec.image, "starting instance");
-                self.table.set(d.id, &d.spec.name, InstanceState::Starting, None, None);
+                self.set_state(d.id, &d.spec.name, InstanceState::Starting, None, None);
                 let (id, function) = (d.id, d.spec.name.clone());
                 self.spawn(id, function, Kind::Launch, revision, |task| tasks::start(task, d));
             }
@@ -263,12 +284,12 @@ impl LoopState<'_> {
                 // runs behind and reports Gone if it fails.
                 let (id, function) = (desired.id, desired.spec.name.clone());
                 info!(instance = %id, function = %function, endpoint = %endpoint, "adopting running container");
-                self.table.set(id, &function, InstanceState::Ready, Some(endpoint.clone()), None);
+                self.set_state(id, &function, InstanceState::Ready, Some(endpoint.clone()), None);
                 self.spawn(id, function, Kind::Launch, revision, |task| tasks::adopt(task, desired, container, endpoint));
             }
             Action::MarkPaused { instance, function, endpoint } => {
                 info!(instance = %instance, function = %function, "adopted paused container");
-                self.table.set(instance, &function, InstanceState::Paused, endpoint, None);
+                self.set_state(instance, &function, InstanceState::Paused, endpoint, None);
             }
             Action::Pause { instance, function, container, endpoint } => {
                 self.spawn(instance, function, Kind::Other, revision, |task| tasks::pause(task, container, endpoint));
@@ -279,13 +300,13 @@ impl LoopState<'_> {
             Action::Retire { instance, function, containers, grace } => {
                 info!(instance = %instance, function = %function, grace_ms = grace.as_millis() as u64, "stopping instance");
                 // Gone stays Gone: a retired leftover of a lost instance is not "stopping".
-                self.table.set(instance, &function, InstanceState::Stopping, None, None);
+                self.set_state(instance, &function, InstanceState::Stopping, None, None);
                 let reason = Some("stopped: no longer wanted on this node".to_string());
                 self.spawn(instance, function, Kind::Other, revision, |task| tasks::teardown(task, containers, grace, reason));
             }
             Action::Reap { instance, function, containers, reason } => {
                 warn!(instance = %instance, function = %function, reason = %reason, "instance lost");
-                self.table.set(instance, &function, InstanceState::Gone, None, Some(reason));
+                self.set_state(instance, &function, InstanceState::Gone, None, Some(reason));
                 if !containers.is_empty() {
                     self.spawn(instance, function, Kind::Other, revision, |task| tasks::teardown(task, containers, Duration::ZERO, None));
                 }

@@ -11,7 +11,12 @@ use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
 use sluice_coordinator::node::{Coordinator, CoordinatorConfig};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use sluice_coordinator::http::{self, ApiError};
+use std::future::Future;
 use std::net::SocketAddr;
+use tokio::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +56,9 @@ pub struct HostArgs {
     /// Memory offered to functions in MiB (default: 90% of the host's).
     #[arg(long)]
     pub memory_mb: Option<u64>,
+    /// Where the agent serves its Prometheus `/metrics`.
+    #[arg(long = "agent-metrics", default_value = "127.0.0.1:9101")]
+    pub metrics_addr: SocketAddr,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -140,17 +148,16 @@ pub struct Node {
     pub coordinator: Coordinator,
     host: HostArgs,
     clock: Arc<dyn Clock>,
-    agent_stop: watch::Sender<bool>,
-    agent_task: tokio::task::JoinHandle<()>,
+    agent: AgentHandle,
 }
 
 impl Node {
     pub async fn start(args: UpArgs) -> Result<Node> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let coordinator = Coordinator::start(args.coordinator.config()?, clock.clone()).await?;
-        let (agent_stop, agent_task) = spawn_agent(&args.host, &coordinator, clock.clone()).await?;
+        let agent = spawn_agent(&args.host, &coordinator, clock.clone()).await?;
         info!(api = %format!("http://{}", coordinator.api_addr), gateway = %format!("http://{}", coordinator.gateway_addr), "sluice is up");
-        Ok(Node { coordinator, host: args.host, clock, agent_stop, agent_task })
+        Ok(Node { coordinator, host: args.host, clock, agent })
     }
 
     pub fn api_url(&self) -> String {
@@ -161,32 +168,69 @@ impl Node {
         format!("http://{}", self.coordinator.gateway_addr)
     }
 
+    pub fn agent_metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.agent.metrics_addr)
+    }
+
     /// Stops the agent and starts a fresh one, as after a crash of the agent
     /// alone: its containers keep running and must be adopted.
     pub async fn restart_agent(&mut self) -> Result<()> {
-        let _ = self.agent_stop.send(true);
-        (&mut self.agent_task).await.context("agent task")?;
-        let (stop, task) = spawn_agent(&self.host, &self.coordinator, self.clock.clone()).await?;
-        self.agent_stop = stop;
-        self.agent_task = task;
+        let _ = self.agent.stop.send(true);
+        (&mut self.agent.task).await.context("agent task")?;
+        self.agent = spawn_agent(&self.host, &self.coordinator, self.clock.clone()).await?;
         Ok(())
     }
 
     pub async fn shutdown(self) {
-        let _ = self.agent_stop.send(true);
-        let _ = self.agent_task.await;
+        let _ = self.agent.stop.send(true);
+        let _ = self.agent.task.await;
         self.coordinator.shutdown().await;
     }
 }
 
-async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
-    let agent = start_agent(host, vec![format!("http://{}", coordinator.api_addr)], clock).await?;
+/// A running in-process agent and how to stop it.
+struct AgentHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    metrics_addr: SocketAddr,
+}
+
+async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>) -> Result<AgentHandle> {
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(agent.run(async move {
-        let mut rx = rx;
+    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], clock, rx).await?;
+    Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
+}
+
+/// Starts an agent for `host` and its `/metrics` server; returns the metrics
+/// address and a future that runs both until `stop` turns true.
+pub async fn run_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<(SocketAddr, impl Future<Output = ()>)> {
+    let agent = start_agent(host, coordinators, clock).await?;
+    let listener = TcpListener::bind(host.metrics_addr)
+        .await
+        .with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
+    let metrics_addr = listener.local_addr()?;
+    info!(addr = %metrics_addr, "agent metrics at /metrics");
+    let metrics = agent.metrics();
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
-    }));
-    Ok((stop, task))
+    };
+    let server = http::serve(
+        "agent-metrics",
+        listener,
+        move |req: Request<Incoming>| {
+            let metrics = metrics.clone();
+            async move {
+                match (req.method(), req.uri().path()) {
+                    (&Method::GET, "/metrics") => http::text(metrics.render()),
+                    _ => ApiError::not_found("the agent serves only GET /metrics").into_response(),
+                }
+            }
+        },
+        stopped(stop.clone()),
+    );
+    Ok((metrics_addr, async move {
+        tokio::join!(agent.run(stopped(stop)), server);
+    }))
 }
 
 pub async fn up(args: UpArgs) -> Result<ExitCode> {
@@ -203,7 +247,12 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
 }
 
 pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
-    let agent = start_agent(&args.host, args.coordinator, Arc::new(SystemClock)).await?;
-    agent.run(signal()).await;
+    let (stop, rx) = watch::channel(false);
+    let (_, agent) = run_agent(&args.host, args.coordinator, Arc::new(SystemClock), rx).await?;
+    tokio::spawn(async move {
+        signal().await;
+        let _ = stop.send(true);
+    });
+    agent.await;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod command;
 pub mod ids;
 pub mod instance;
+pub mod metrics;
 pub mod node;
 pub mod spec;
 pub mod validation;

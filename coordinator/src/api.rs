@@ -6,7 +6,7 @@
 
 use crate::gateway::Gateway;
 use crate::http::{self, read_body, ApiError, Body};
-use crate::metrics;
+use sluice_common::metrics;
 use crate::state::{Command, Response as Applied};
 use crate::store::Store;
 use hyper::body::Incoming;
@@ -194,9 +194,7 @@ impl Api {
         });
         metrics::header(&mut out, "sluice_coordinator_commands_applied_total", "counter", "Commands applied to the state machine.");
         metrics::sample(&mut out, "sluice_coordinator_commands_applied_total", "", *self.store.watch_applied().borrow());
-        let mut resp = Response::new(http::full(out));
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
-        resp
+        http::text(out)
     }
 }
 

@@ -32,6 +32,13 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     resp
 }
 
+/// A Prometheus text-format response.
+pub fn text(body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp
+}
+
 /// An error answered to a client: a status and a JSON body
 /// `{"error":{"code":..., "field":..., "message":...}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

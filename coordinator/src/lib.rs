@@ -9,7 +9,6 @@ pub mod controller;
 pub mod gateway;
 pub mod http;
 pub mod load;
-pub mod metrics;
 pub mod node;
 pub mod placer;
 pub mod scaler;

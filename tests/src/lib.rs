@@ -50,7 +50,7 @@ impl Cluster {
         remove_containers(&docker, &node_id).await?;
         let args = UpArgs {
             coordinator: CoordinatorArgs { api_addr: "127.0.0.1:0".parse()?, gateway_addr: "127.0.0.1:0".parse()?, tick_secs: 0.25, gateway_threads: 2 },
-            host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None },
+            host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None, metrics_addr: "127.0.0.1:0".parse()? },
         };
         let node = Node::start(args).await?;
         Ok(Cluster { node, node_id, docker, http: Http::new() })

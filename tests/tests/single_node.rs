@@ -39,6 +39,15 @@ async fn first_call_is_a_cold_start_and_the_second_is_warm() -> Result<()> {
     assert_eq!(f["function"]["cold_starts"], 1, "{f}");
     assert_eq!(f["function"]["requests"], 3, "{f}");
     assert_eq!(c.instances("hello").await?.len(), 1);
+
+    // Every process part serves Prometheus metrics.
+    let gateway = c.http.get(&format!("{}/metrics", c.node.gateway_url())).await?.text();
+    assert!(gateway.contains("sluice_gateway_requests_total{function=\"hello\"} 3"), "{gateway}");
+    assert!(gateway.contains("sluice_gateway_cold_starts_total{function=\"hello\"} 1"), "{gateway}");
+    let api = c.http.get(&c.api("/metrics")).await?.text();
+    assert!(api.contains("sluice_coordinator_instances{state=\"ready\"} 1"), "{api}");
+    let agent = c.http.get(&c.node.agent_metrics_url()).await?.text();
+    assert!(agent.contains("sluice_agent_instances{state=\"ready\"} 1"), "{agent}");
     c.stop().await
 }
 

@@ -16,7 +16,7 @@ pub use route::{Backend, Refusal, Route, RouteLimits};
 
 use crate::http::{self, ApiError, Body};
 use crate::load::{FunctionLoad, InstanceLoad, LoadSnapshot};
-use crate::metrics;
+use sluice_common::metrics;
 use crate::state::ClusterState;
 use crate::store::Store;
 use hyper::body::Incoming;
@@ -112,11 +112,7 @@ impl Gateway {
             return self.invoke(&client, &name, &forward, req).await.unwrap_or_else(ApiError::into_response);
         }
         match (req.method(), path) {
-            (&Method::GET, "/metrics") => {
-                let mut resp = Response::new(http::full(self.render_metrics()));
-                resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
-                resp
-            }
+            (&Method::GET, "/metrics") => http::text(self.render_metrics()),
             (&Method::GET, "/healthz") => http::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             _ => ApiError::not_found(format!("no route for {path}: invoke functions at /function/<name>[/<path>]")).into_response(),
         }

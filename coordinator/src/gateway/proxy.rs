@@ -4,7 +4,7 @@
 use super::route::{Backend, Route};
 use super::upstream::Lease;
 use crate::http::Body;
-use crate::metrics::Histogram;
+use sluice_common::metrics::Histogram;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};

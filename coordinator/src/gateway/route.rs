@@ -5,7 +5,7 @@
 //! among those under the function's concurrency); waiting is a `Notify` woken
 //! when an instance frees a slot or a new one becomes ready.
 
-use crate::metrics::Histogram;
+use sluice_common::metrics::Histogram;
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,89 @@
+//! The agent's own figures, for `/metrics`: its instances by state, the state
+//! changes it made, and whether its container runtime and coordinator answer.
+
+use sluice_common::metrics::{header, sample};
+use sluice_common::InstanceState;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+const STATES: [InstanceState; 6] =
+    [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
+
+fn slot(state: InstanceState) -> usize {
+    STATES.iter().position(|s| *s == state).expect("every state is listed")
+}
+
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    /// Instances in each state, as of the last report.
+    instances: [AtomicU64; 6],
+    /// Changes into each state since the agent started.
+    transitions: [AtomicU64; 6],
+    desired_revision: AtomicU64,
+    reports_delivered: AtomicU64,
+    runtime_unreachable: AtomicBool,
+}
+
+impl AgentMetrics {
+    pub(super) fn transition(&self, to: InstanceState) {
+        self.transitions[slot(to)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_instances(&self, states: impl Iterator<Item = InstanceState>) {
+        let mut counts = [0u64; 6];
+        for s in states {
+            counts[slot(s)] += 1;
+        }
+        for (gauge, n) in self.instances.iter().zip(counts) {
+            gauge.store(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn set_desired_revision(&self, revision: u64) {
+        self.desired_revision.store(revision, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_reports_delivered(&self, n: u64) {
+        self.reports_delivered.store(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_runtime_unreachable(&self, down: bool) {
+        self.runtime_unreachable.store(down, Ordering::Relaxed);
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        header(&mut out, "sluice_agent_instances", "gauge", "Instances on this node by state.");
+        for (s, n) in STATES.iter().zip(&self.instances) {
+            sample(&mut out, "sluice_agent_instances", &format!("state=\"{s}\""), n.load(Ordering::Relaxed));
+        }
+        header(&mut out, "sluice_agent_transitions_total", "counter", "Instance state changes made by this agent.");
+        for (s, n) in STATES.iter().zip(&self.transitions) {
+            sample(&mut out, "sluice_agent_transitions_total", &format!("to=\"{s}\""), n.load(Ordering::Relaxed));
+        }
+        header(&mut out, "sluice_agent_desired_revision", "gauge", "Revision of the desired set last received.");
+        sample(&mut out, "sluice_agent_desired_revision", "", self.desired_revision.load(Ordering::Relaxed));
+        header(&mut out, "sluice_agent_reports_delivered", "gauge", "Sequence number of the last report the coordinator accepted.");
+        sample(&mut out, "sluice_agent_reports_delivered", "", self.reports_delivered.load(Ordering::Relaxed));
+        header(&mut out, "sluice_agent_runtime_unreachable", "gauge", "1 while the container runtime cannot be listed.");
+        sample(&mut out, "sluice_agent_runtime_unreachable", "", u8::from(self.runtime_unreachable.load(Ordering::Relaxed)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_by_state() {
+        let m = AgentMetrics::default();
+        m.set_instances([InstanceState::Ready, InstanceState::Ready, InstanceState::Starting].into_iter());
+        m.transition(InstanceState::Ready);
+        let text = m.render();
+        assert!(text.contains("sluice_agent_instances{state=\"ready\"} 2\n"), "{text}");
+        assert!(text.contains("sluice_agent_instances{state=\"starting\"} 1\n"), "{text}");
+        assert!(text.contains("sluice_agent_transitions_total{to=\"ready\"} 1\n"), "{text}");
+        assert!(text.contains("sluice_agent_runtime_unreachable 0\n"), "{text}");
+    }
+}
