@@ -12,15 +12,9 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 export REGISTRY="${REGISTRY:-127.0.0.1:5000}"
 
-die() { echo "test: error: $*" >&2; exit 1; }
 say() { echo "test: $*"; }
 
-command -v cargo >/dev/null || die "cargo not found; install Rust and re-run"
-docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable; start it (the end-to-end tests need it) and re-run"
-if ! command -v curl >/dev/null || ! command -v file >/dev/null; then
-    say "installing curl and file"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl file >/dev/null
-fi
+scripts/prereqs.sh
 
 say "starting the registry on $REGISTRY"
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start

@@ -11,7 +11,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
 export REGISTRY="${REGISTRY:-127.0.0.1:5000}"
 
-docker info >/dev/null 2>&1 || { echo "up: error: the Docker daemon is not reachable; start it and re-run" >&2; exit 1; }
+scripts/prereqs.sh
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start
 scripts/build-images.sh
 cargo build --release --locked -p sluice-cli

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# prereqs.sh — checks the tools the run and test commands need, and installs the
+# Debian packages that are missing (curl, file). Docker and Rust must be there.
+set -euo pipefail
+
+die() { echo "prereqs: error: $*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo not found; install Rust (rustup) and re-run"
+command -v docker >/dev/null || die "docker not found; install Docker Engine and re-run"
+docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable; start it and re-run"
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v file >/dev/null || missing+=(file)
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+    echo "prereqs: installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
