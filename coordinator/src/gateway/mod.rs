@@ -11,6 +11,7 @@ mod route;
 mod upstream;
 
 pub use upstream::Client;
+use upstream::SendError;
 
 pub use route::{Backend, Refusal, Route, RouteLimits};
 
@@ -151,21 +152,37 @@ impl Gateway {
                 return Err(ApiError::invalid("path", format!("cannot forward {forward:?}: {e}; use a valid URL path")));
             }
         };
-        match client.send(&backend.authority, upstream).await {
-            Ok((resp, lease)) => {
-                release.lease = Some(lease);
-                Ok(proxy::from_upstream(resp, release))
-            }
-            Err(e) => {
-                route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(function = %route.name, instance = %backend.id, error = %e, "instance did not answer");
-                release.status = StatusCode::BAD_GATEWAY;
-                drop(release);
-                Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "instance_failed",
-                    format!("instance {} of {} did not answer ({e}); it may have crashed: retry, and check `sluice ls`", backend.id, route.name),
-                ))
+        let mut upstream = upstream;
+        let mut retried = false;
+        loop {
+            let target = release.backend.clone();
+            let SendError { error, unsent } = match client.send(&target.authority, upstream).await {
+                Ok((resp, lease)) => {
+                    release.lease = Some(lease);
+                    return Ok(proxy::from_upstream(resp, release));
+                }
+                Err(e) => e,
+            };
+            route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(function = %route.name, instance = %target.id, error = %error, "instance did not answer");
+            // None of the request reached the instance, so another one may take it,
+            // whatever its method. Once: a second failure says more than one retry would.
+            let next = if retried { None } else { unsent.and_then(|req| Some((req, route.try_acquire_except(self.clock.now(), Some(target.id))?))) };
+            match next {
+                Some((req, backend)) => {
+                    debug!(function = %route.name, from = %target.id, to = %backend.id, "retrying on another instance");
+                    release.move_to(backend);
+                    upstream = req;
+                    retried = true;
+                }
+                None => {
+                    release.status = StatusCode::BAD_GATEWAY;
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "instance_failed",
+                        format!("instance {} of {} did not answer ({error}); it may have crashed: retry, and check `sluice ls`", target.id, route.name),
+                    ));
+                }
             }
         }
     }

@@ -62,6 +62,15 @@ pub struct Release {
     pub lease: Option<Lease>,
 }
 
+impl Release {
+    /// Moves the request to another instance: frees this one's slot without
+    /// counting a response; `next`'s slot is already taken.
+    pub fn move_to(&mut self, next: Arc<Backend>) {
+        self.route.release(&self.backend, self.clock.now());
+        self.backend = next;
+    }
+}
+
 impl Drop for Release {
     fn drop(&mut self) {
         drop(self.lease.take());

@@ -140,10 +140,16 @@ impl Route {
 
     /// Takes a slot on the least busy instance with one free, if any.
     pub fn try_acquire(&self, now: Timestamp) -> Option<Arc<Backend>> {
+        self.try_acquire_except(now, None)
+    }
+
+    /// As `try_acquire`, passing over instance `except` (one that just failed).
+    pub fn try_acquire_except(&self, now: Timestamp, except: Option<InstanceId>) -> Option<Arc<Backend>> {
         let concurrency = self.limits().concurrency;
         let backends = self.backends.lock().expect("backends lock");
         let best = backends
             .iter()
+            .filter(|b| Some(b.id) != except)
             .map(|b| (b.outstanding.load(Ordering::Relaxed), b))
             .filter(|(n, _)| *n < concurrency)
             .min_by_key(|(n, _)| *n)?
@@ -243,6 +249,15 @@ mod tests {
         assert!(r.try_acquire(T).is_none(), "both at concurrency 2");
         r.release(&a, T);
         assert_eq!(r.try_acquire(T).unwrap().id, a.id);
+    }
+
+    #[test]
+    fn a_failed_instance_can_be_passed_over() {
+        let r = route(4, 10, 30);
+        r.set_backends(r.limits(), &[(InstanceId(1), ep(1)), (InstanceId(2), ep(2))], T);
+        assert_eq!(r.try_acquire_except(T, Some(InstanceId(1))).unwrap().id, InstanceId(2));
+        r.set_backends(r.limits(), &[(InstanceId(1), ep(1))], T);
+        assert!(r.try_acquire_except(T, Some(InstanceId(1))).is_none());
     }
 
     #[test]

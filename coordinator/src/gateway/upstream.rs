@@ -48,6 +48,14 @@ impl Drop for Lease {
     }
 }
 
+/// A failed send, with the request back when none of it reached the instance,
+/// so the caller may send it to another instance whatever its method.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<Incoming>>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect to {authority}: {reason}")]
@@ -63,17 +71,21 @@ impl Client {
 
     /// Sends `req` (origin-form URI) to `authority` and returns the response with
     /// the connection's lease, to be dropped when the response body is done.
-    pub async fn send(&self, authority: &str, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    pub async fn send(&self, authority: &str, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),
-                None => (connect(authority).await?, false),
+                None => match connect(authority).await {
+                    Ok(s) => (s, false),
+                    Err(error) => return Err(SendError { error, unsent: Some(req) }),
+                },
             };
             if sender.ready().await.is_err() {
                 if reused {
                     continue;
                 }
-                return Err(UpstreamError::Connect { authority: authority.into(), reason: "connection closed at once".into() });
+                let error = UpstreamError::Connect { authority: authority.into(), reason: "connection closed at once".into() };
+                return Err(SendError { error, unsent: Some(req) });
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Lease { client: self.clone(), authority: authority.to_string(), sender: Some(sender) })),
@@ -83,7 +95,7 @@ impl Client {
                         debug!(%authority, error = %e.error(), "stale pooled connection; retrying on another");
                         req = unsent;
                     }
-                    _ => return Err(e.into_error().into()),
+                    unsent => return Err(SendError { unsent, error: e.into_error().into() }),
                 },
             }
         }
