@@ -156,7 +156,7 @@ pub async fn ls(api: &str, output: Output) -> Result<ExitCode> {
         println!("{}", json!({"functions": functions, "instances": instances}));
         return Ok(ExitCode::SUCCESS);
     }
-    let count = |f: &Value, state: &str| f["instances"][state].as_u64().unwrap_or(0).to_string();
+    let count = |f: &Value, state: &str| f["instances"][state].as_u64().unwrap_or(0);
     let rows: Vec<Vec<String>> = functions
         .as_array()
         .into_iter()
@@ -168,8 +168,8 @@ pub async fn ls(api: &str, output: Output) -> Result<ExitCode> {
                 text(&s["image"]),
                 format!("{}-{}", s["min_instances"], s["max_instances"]),
                 text(&s["concurrency"]),
-                count(f, "ready"),
-                count(f, "pending").parse::<u64>().unwrap_or(0).saturating_add(count(f, "starting").parse().unwrap_or(0)).to_string(),
+                count(f, "ready").to_string(),
+                (count(f, "pending") + count(f, "starting")).to_string(),
                 text(&f["requests"]),
                 text(&f["in_flight"]),
                 text(&f["queued"]),

@@ -10,7 +10,7 @@ use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
-use sluice_coordinator::node::{Coordinator, CoordinatorConfig};
+use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use sluice_coordinator::http::{self, ApiError};
@@ -211,9 +211,6 @@ pub async fn run_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dy
     let metrics_addr = listener.local_addr()?;
     info!(addr = %metrics_addr, "agent metrics at /metrics");
     let metrics = agent.metrics();
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let server = http::serve(
         "agent-metrics",
         listener,

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::info;
 use tokio::task::JoinSet;
+use tracing::info;
 
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -65,10 +65,6 @@ impl Coordinator {
         let gateway = Gateway::new(clock, demand.clone());
         let api = Api::new(store.clone(), gateway.clone());
         let (stop, _) = watch::channel(false);
-        let stopped = |rx: watch::Receiver<bool>| async move {
-            let mut rx = rx;
-            let _ = rx.wait_for(|s| *s).await;
-        };
 
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
@@ -131,11 +127,13 @@ fn serve_gateway_thread(index: usize, connections: mpsc::UnboundedReceiver<std::
     std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
         runtime.block_on(async move {
             let client = gateway::Client::new();
-            let mut stop = stop;
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            http::serve("gateway", connections, move |req| gateway.clone().handle(client.clone(), req), stopped).await;
+            http::serve("gateway", connections, move |req| gateway.clone().handle(client.clone(), req), stopped(stop)).await;
         })
     })
+}
+
+/// Resolves once `stop` turns true (or its sender is gone): the shutdown signal
+/// every long-running task of a node takes.
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

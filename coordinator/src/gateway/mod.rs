@@ -144,15 +144,14 @@ impl Gateway {
                 proxy::record(&route, err.status, &route.counters.latency, started);
                 err
             })?;
-        let mut release = proxy::Release { route: route.clone(), backend: backend.clone(), clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
-        let upstream = match proxy::to_upstream(req, forward) {
+        let mut release = proxy::Release { route: route.clone(), backend, clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
+        let mut upstream = match proxy::to_upstream(req, forward) {
             Ok(r) => r,
             Err(e) => {
                 release.status = StatusCode::BAD_REQUEST;
                 return Err(ApiError::invalid("path", format!("cannot forward {forward:?}: {e}; use a valid URL path")));
             }
         };
-        let mut upstream = upstream;
         let mut retried = false;
         loop {
             let target = release.backend.clone();
