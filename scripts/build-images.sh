@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-#! build-images.sh — builds the example functions (hello, sleep) as static binaries and packs
-#! each into a Docker image FROM scratch, tagged sluice/<name>:latest.
+#! build-images.sh — builds the example functions (hello, sleep) and the `sluice` binary itself as
+#! static binaries and packs each into a Docker image FROM scratch, tagged sluice/<name>:latest.
+#! sluice/sluice:latest is what the multi-coordinator tests (tests/src/docker_cluster.rs) run.
 #!
-#! Usage: scripts/build-images.sh [name...]        (default: hello sleep)
+#! Usage: scripts/build-images.sh [name...]        (default: hello sleep sluice)
 #! Env:
 #!   REGISTRY=127.0.0.1:5000   also tag $REGISTRY/sluice/<name>:latest and push it
 #!                             (start one with scripts/registry.sh start)
@@ -11,7 +12,9 @@
 #!                             normal CARGO_TARGET_DIR so the two builds do not thrash each other)
 #!   SMOKE=0                   skip the smoke test (run each image, probe it, stop it)
 #!
-#! Each image holds only /fn, runs as 65534:65534, exposes 8080. Safe to re-run.
+#! Each function image holds only /fn, runs as 65534:65534, exposes 8080. The sluice image holds
+#! /sluice (its ENTRYPOINT) and an empty /data for --data-dir; it runs as root so it may write
+#! there, and exposes 7070 (API), 7071 (Raft) and 8080 (gateway). Safe to re-run.
 set -euo pipefail
 
 die() { echo "build-images: error: $*" >&2; exit 1; }
@@ -21,15 +24,22 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET=x86_64-unknown-linux-gnu
 STATIC_TARGET_DIR="${STATIC_TARGET_DIR:-$HOME/.cache/sluice/target-static}"
 NAMES=("$@")
-[ ${#NAMES[@]} -gt 0 ] || NAMES=(hello sleep)
+[ ${#NAMES[@]} -gt 0 ] || NAMES=(hello sleep sluice)
 
 command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) and re-run"
 command -v docker >/dev/null || die "docker not found; install Docker Engine and re-run"
 command -v file >/dev/null || die "'file' not found; run: apt-get update && apt-get install -y file"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker daemon; is it running, and may this user use it?"
+# Only build the packages asked for: the sluice binary is by far the slowest to compile.
+PACKAGES=()
 for name in "${NAMES[@]}"; do
-    [ -f "$ROOT/examples/functions/src/bin/$name.rs" ] ||
-        die "no example function '$name' (expected examples/functions/src/bin/$name.rs)"
+    if [ "$name" = sluice ]; then
+        PACKAGES+=(-p sluice-cli --bin sluice)
+    else
+        [ -f "$ROOT/examples/functions/src/bin/$name.rs" ] ||
+            die "no example function '$name' (expected examples/functions/src/bin/$name.rs, or 'sluice')"
+        PACKAGES+=(-p sluice-example-functions --bin "$name")
+    fi
 done
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] ||
     die "static glibc (libc.a) missing; run: apt-get update && apt-get install -y libc6-dev"
@@ -38,7 +48,7 @@ say "building static binaries (target dir $STATIC_TARGET_DIR)"
 (
     cd "$ROOT"
     CARGO_TARGET_DIR="$STATIC_TARGET_DIR" RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --target "$TARGET" -p sluice-example-functions
+        cargo build --release --target "$TARGET" "${PACKAGES[@]}"
 ) || die "cargo build failed (see above)"
 
 CONTEXT="$(mktemp -d)"
@@ -75,6 +85,18 @@ smoke_test() {
     say "smoke test $image: answered on 127.0.0.1:$port, stopped in ${elapsed} ms"
 }
 
+# The coordinator needs flags and peers to do anything useful, so this only checks that the static
+# binary starts at all inside an empty image (no loader, no libc, no /etc).
+smoke_test_sluice() {
+    local image="$1" out
+    out="$(docker run --rm "$image" --version 2>&1)" || die "docker run $image --version failed: $out"
+    case "$out" in
+        "sluice "*) ;;
+        *) die "$image --version printed '$out', expected 'sluice <version>'" ;;
+    esac
+    say "smoke test $image: --version printed '$out'"
+}
+
 for name in "${NAMES[@]}"; do
     bin="$STATIC_TARGET_DIR/$TARGET/release/$name"
     [ -x "$bin" ] || die "expected binary $bin after the build; was it renamed?"
@@ -88,19 +110,34 @@ for name in "${NAMES[@]}"; do
     fi
 
     rm -rf "${CONTEXT:?}"/*
-    install -m 0755 "$bin" "$CONTEXT/fn"
-    cat >"$CONTEXT/Dockerfile" <<'EOF'
+    if [ "$name" = sluice ]; then
+        install -m 0755 "$bin" "$CONTEXT/sluice"
+        # FROM scratch has no shell to mkdir with; copying an empty directory creates /data.
+        mkdir "$CONTEXT/data"
+        cat >"$CONTEXT/Dockerfile" <<'EOF'
+FROM scratch
+COPY sluice /sluice
+COPY data /data
+EXPOSE 7070 7071 8080
+ENTRYPOINT ["/sluice"]
+EOF
+    else
+        install -m 0755 "$bin" "$CONTEXT/fn"
+        cat >"$CONTEXT/Dockerfile" <<'EOF'
 FROM scratch
 COPY fn /fn
 USER 65534:65534
 EXPOSE 8080
 ENTRYPOINT ["/fn"]
 EOF
+    fi
     image="sluice/$name:latest"
     out="$(docker build -t "$image" "$CONTEXT" 2>&1)" || die "docker build of $image failed: $out"
     say "built $image from $bin ($(du -k "$bin" | cut -f1) KiB, ${info%%, for GNU*})"
 
-    if [ "${SMOKE:-1}" != 0 ]; then smoke_test "$image" "$name"; fi
+    if [ "${SMOKE:-1}" != 0 ]; then
+        if [ "$name" = sluice ]; then smoke_test_sluice "$image"; else smoke_test "$image" "$name"; fi
+    fi
 
     if [ -n "${REGISTRY:-}" ]; then
         remote="$REGISTRY/sluice/$name:latest"

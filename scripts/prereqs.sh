@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # prereqs.sh — checks the tools the run and test commands need, and installs the
-# Debian packages that are missing (curl, file). Docker and Rust must be there.
+# Debian packages that are missing (curl, file, iptables: the fault tests cut
+# links between containers with it). Docker and Rust must be there.
 set -euo pipefail
 
 die() { echo "prereqs: error: $*" >&2; exit 1; }
@@ -11,6 +12,7 @@ docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable; start it
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
+command -v iptables >/dev/null || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
     echo "prereqs: installing ${missing[*]}"

@@ -11,6 +11,8 @@
 #! Docker already allows plain HTTP to registries on 127.0.0.0/8, so then e.g.
 #!   REGISTRY=127.0.0.1:5000 scripts/build-images.sh
 set -euo pipefail
+# shellcheck source=lib/daemon.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 ADDR="${REGISTRY_ADDR:-127.0.0.1:5000}"
 DIR="$HOME/.cache/sluice/registry"
@@ -26,15 +28,7 @@ say() { echo "registry: $*"; }
 # True when GET /v2/ answers 200 (an open registry; 401 would be someone else's, with auth).
 answering() { curl -fsS -m 2 -o /dev/null "http://$ADDR/v2/" 2>/dev/null; }
 
-# Prints the pid from the pidfile if that process is alive and is a docker-registry.
-our_pid() {
-    local pid
-    [ -f "$PIDFILE" ] || return 1
-    pid="$(cat "$PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = docker-registry ] || return 1
-    echo "$pid"
-}
+our_pid() { daemon_pid "$PIDFILE" docker-registry; }
 
 ensure_installed() {
     command -v docker-registry >/dev/null && return 0
@@ -98,13 +92,8 @@ start() {
         die "registry pid $pid is running but http://$ADDR/v2/ does not answer; run '$0 stop' then '$0 start' (log: $LOG)"
     fi
     write_config
-    : >"$LOG"
-    # setsid: detach from this shell's session so the registry outlives it and its Ctrl-C.
-    # The child writes its own pid before exec, which stays correct even if setsid forks.
     # REGISTRY_ADDR is ours; the registry would read REGISTRY_* variables as config overrides.
-    # shellcheck disable=SC2016 # $$ is for the child shell
-    env -u REGISTRY_ADDR setsid bash -c 'echo $$ >"$1"; exec docker-registry serve "$2"' _ "$PIDFILE" "$CONFIG" \
-        </dev/null >>"$LOG" 2>&1 &
+    daemon_launch "$PIDFILE" "$LOG" env -u REGISTRY_ADDR docker-registry serve "$CONFIG"
     until answering; do
         sleep 0.25
         waited=$((waited + 1))
@@ -124,22 +113,7 @@ start() {
 
 stop() {
     local pid
-    if ! pid="$(our_pid)"; then
-        rm -f "$PIDFILE"
-        say "not running"
-        return 0
-    fi
-    kill -TERM "$pid"
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$PIDFILE"
-    say "stopped (was pid $pid)"
+    if pid="$(daemon_stop "$PIDFILE" docker-registry)"; then say "stopped (was pid $pid)"; else say "not running"; fi
 }
 
 status() {

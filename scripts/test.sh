@@ -19,7 +19,7 @@ scripts/prereqs.sh
 say "starting the registry on $REGISTRY"
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start
 say "building the example function images"
-scripts/build-images.sh
+scripts/build-images.sh   # hello, sleep, and sluice (the coordinator image the cluster tests run)
 
 say "checking the systemd units"
 scripts/verify-units.sh

@@ -87,6 +87,7 @@ impl Agent {
         ));
         let (reports_tx, reports_rx) = watch::channel(None);
         let (delivered_tx, delivered_rx) = watch::channel(0);
+        let host_sampler = tokio::spawn(sample_host(self.metrics.clone(), cfg.host_sample_interval));
         let reporter = tokio::spawn(reporter::run(self.control.clone(), reports_rx, delivered_tx, Backoff::new(cfg.retry_base, cfg.retry_cap, seed.rotate_left(32))));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let worker = Worker { runtime: self.runtime.clone(), node: self.node.clone(), events: events_tx };
@@ -133,6 +134,7 @@ impl Agent {
         }
         poller.abort();
         reporter.abort();
+        host_sampler.abort();
         state.abort_all();
         info!(node = %self.node, "agent stopped; containers left running");
     }
@@ -332,5 +334,17 @@ impl LoopState<'_> {
         for (_, op) in self.inflight.drain() {
             op.abort.abort();
         }
+    }
+}
+
+/// Samples the host every `every` into `metrics`, until aborted. sysinfo reads
+/// /proc synchronously; a sample takes well under a millisecond.
+async fn sample_host(metrics: Arc<AgentMetrics>, every: Duration) {
+    let mut collector = crate::host::HostCollector::new();
+    let mut tick = interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        metrics.set_host(collector.sample());
     }
 }

@@ -52,12 +52,9 @@ pub fn seed(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// splitmix64's finaliser: turns nearby inputs into unrelated outputs.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// Turns nearby inputs into unrelated outputs (one splitmix64 step).
+fn mix(z: u64) -> u64 {
+    sluice_common::rng::SplitMix64::new(z).next_u64()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod backoff;
 pub mod control;
+pub mod host;
 pub mod reconcile;
 pub mod runtime;
 

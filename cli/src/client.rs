@@ -48,6 +48,17 @@ impl Http {
         Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http() }
     }
 
+    /// A client that opens a new connection per request and gives up connecting
+    /// after `connect_timeout`: for talking to servers that get killed. A pooled
+    /// connection to a host that vanished (no RST ever comes) would otherwise
+    /// hang the next request until its own timeout.
+    pub fn fresh_connections(connect_timeout: std::time::Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector) }
+    }
+
     pub async fn send(&self, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Result<Reply> {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
@@ -81,6 +92,66 @@ impl Http {
             bail!("{}", describe_error(reply.status, &value, &reply.body));
         }
         Ok(value)
+    }
+}
+
+/// The coordinator API at several addresses: a call goes to the one that
+/// answered last, and moves on when an address is unreachable, has no leader,
+/// or says the request belongs to the leader.
+#[derive(Clone)]
+pub struct Api {
+    bases: Vec<String>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    http: Http,
+}
+
+impl Api {
+    /// `bases`: one or more `http://host:port` addresses.
+    pub fn new(bases: &[String]) -> Result<Self> {
+        let bases: Vec<String> = bases.iter().map(|b| b.trim().trim_end_matches('/').to_string()).filter(|b| !b.is_empty()).collect();
+        if bases.is_empty() {
+            bail!("no coordinator API address: pass --api http://host:port (comma-separate several)");
+        }
+        for b in &bases {
+            if !b.starts_with("http://") {
+                bail!("--api {b:?}: write it as http://host:port");
+            }
+        }
+        Ok(Self { bases, current: Default::default(), http: Http::new() })
+    }
+
+    /// Calls `path` on the first coordinator that can serve it and returns its JSON.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let first = self.current.load(Relaxed);
+        let mut last_error = None;
+        for k in 0..self.bases.len() {
+            let i = (first + k) % self.bases.len();
+            let url = format!("{}{path}", self.bases[i]);
+            let reply = match body {
+                Some(b) => self.http.json(method.clone(), &url, b).await,
+                None => self.http.send(method.clone(), &url, Bytes::new(), &[]).await,
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let value: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+            let elsewhere = reply.status == StatusCode::MISDIRECTED_REQUEST || value["error"]["code"] == "no_leader";
+            if elsewhere && k + 1 < self.bases.len() {
+                last_error = Some(anyhow!("{}", describe_error(reply.status, &value, &reply.body)));
+                continue;
+            }
+            self.current.store(i, Relaxed);
+            if !reply.status.is_success() {
+                bail!("{}", describe_error(reply.status, &value, &reply.body));
+            }
+            return Ok(value);
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("no coordinator answered")))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The client commands: deploy, invoke, ls, rm.
 
-use sluice_cli::client::{describe_error, Http};
+use sluice_cli::client::{describe_error, Api, Http};
 use crate::table;
 use crate::Output;
 use anyhow::{bail, Context, Result};
@@ -77,10 +77,10 @@ impl DeployArgs {
     }
 }
 
-pub async fn deploy(api: &str, output: Output, args: DeployArgs) -> Result<ExitCode> {
+pub async fn deploy(api: &Api, output: Output, args: DeployArgs) -> Result<ExitCode> {
     let spec = args.spec()?;
     let name = spec.name.clone();
-    let reply = Http::new().call(Method::POST, &format!("{api}/v1/functions"), Some(&serde_json::to_value(&spec)?)).await?;
+    let reply = api.call(Method::POST, "/v1/functions", Some(&serde_json::to_value(&spec)?)).await?;
     match output {
         Output::Json => println!("{reply}"),
         Output::Table => println!("deployed {name}: invoke it with `sluice invoke {name}`"),
@@ -148,10 +148,9 @@ pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-pub async fn ls(api: &str, output: Output) -> Result<ExitCode> {
-    let http = Http::new();
-    let functions = http.call(Method::GET, &format!("{api}/v1/functions"), None).await?;
-    let instances = http.call(Method::GET, &format!("{api}/v1/instances"), None).await?;
+pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
+    let functions = api.call(Method::GET, "/v1/functions", None).await?;
+    let instances = api.call(Method::GET, "/v1/instances", None).await?;
     if output == Output::Json {
         println!("{}", json!({"functions": functions, "instances": instances}));
         return Ok(ExitCode::SUCCESS);
@@ -204,9 +203,9 @@ pub async fn ls(api: &str, output: Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn rm(api: &str, output: Output, name: &str) -> Result<ExitCode> {
+pub async fn rm(api: &Api, output: Output, name: &str) -> Result<ExitCode> {
     let name = FunctionName::new(name)?;
-    let reply = Http::new().call(Method::DELETE, &format!("{api}/v1/functions/{name}"), None).await?;
+    let reply = api.call(Method::DELETE, &format!("/v1/functions/{name}"), None).await?;
     match output {
         Output::Json => println!("{reply}"),
         Output::Table => println!("removed {name}; its instances are stopping"),

@@ -2,19 +2,22 @@
 //!
 //! `main` only parses arguments, sets up tracing and hands over to a command.
 
+mod cluster;
 mod commands;
 use sluice_cli::node;
 mod table;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sluice_cli::client::Api;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "Run functions and containers on your own hosts")]
 struct Cli {
-    /// Coordinator API address, for client commands.
-    #[arg(long, env = "SLUICE_API", default_value = "http://127.0.0.1:7070")]
-    api: String,
+    /// Coordinator API addresses for client commands, comma separated; any
+    /// coordinator serves, the next is tried when one is down.
+    #[arg(long, env = "SLUICE_API", default_value = "http://127.0.0.1:7070", value_delimiter = ',')]
+    api: Vec<String>,
     /// Gateway address, for `invoke`.
     #[arg(long, env = "SLUICE_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
@@ -50,6 +53,9 @@ enum Command {
         /// Function name.
         name: String,
     },
+    /// Coordinator cluster membership.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,10 +81,11 @@ fn main() -> ExitCode {
                 node::init_tracing();
                 node::agent(args).await
             }
-            Command::Deploy(args) => commands::deploy(&cli.api, cli.output, args).await,
+            Command::Deploy(args) => commands::deploy(&Api::new(&cli.api)?, cli.output, args).await,
             Command::Invoke(args) => commands::invoke(&cli.gateway, args).await,
-            Command::Ls => commands::ls(&cli.api, cli.output).await,
-            Command::Rm { name } => commands::rm(&cli.api, cli.output, &name).await,
+            Command::Ls => commands::ls(&Api::new(&cli.api)?, cli.output).await,
+            Command::Rm { name } => commands::rm(&Api::new(&cli.api)?, cli.output, &name).await,
+            Command::Cluster(command) => cluster::run(&Api::new(&cli.api)?, cli.output, command).await,
         }
     });
     match result {

@@ -11,6 +11,9 @@ use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
 use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig};
+use sluice_coordinator::raft::RaftConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use sluice_coordinator::http::{self, ApiError};
@@ -37,6 +40,37 @@ pub struct CoordinatorArgs {
     /// Threads serving the gateway (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub gateway_threads: usize,
+    /// This coordinator's Raft id: unique in its cluster, never reused.
+    #[arg(long, default_value_t = 1)]
+    pub id: u64,
+    /// Where Raft traffic from the other coordinators is received.
+    #[arg(long = "raft", default_value = "127.0.0.1:7071")]
+    pub raft_addr: SocketAddr,
+    /// Address the other coordinators reach --raft at (default: --raft itself).
+    #[arg(long)]
+    pub advertise_raft: Option<String>,
+    /// Founding members as id=host:port,... (the same on each of them); read only
+    /// when the data directory is empty. Default: a cluster of this coordinator alone.
+    #[arg(long, value_delimiter = ',', conflicts_with = "join")]
+    pub initial_cluster: Vec<String>,
+    /// Start empty and wait to be added by `sluice cluster join` on a running cluster.
+    #[arg(long)]
+    pub join: bool,
+    /// Where the Raft log and snapshots are kept (default: $XDG_DATA_HOME/sluice or ~/.local/share/sluice).
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Milliseconds between the leader's heartbeats.
+    #[arg(long, default_value_t = 150)]
+    pub heartbeat_ms: u64,
+    /// Minimum milliseconds without a leader before an election (randomised up to twice this).
+    #[arg(long, default_value_t = 1000)]
+    pub election_ms: u64,
+    /// Compact the log into a snapshot every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Most writes committed together per fsync (1 turns batching off; for benchmarks).
+    #[arg(long, default_value_t = sluice_coordinator::raft::DEFAULT_MAX_BATCH)]
+    pub raft_max_batch: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -59,6 +93,9 @@ pub struct HostArgs {
     /// Where the agent serves its Prometheus `/metrics`.
     #[arg(long = "agent-metrics", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
+    /// Seconds between samples of the host's CPU, memory, load, disk and network.
+    #[arg(long, default_value_t = 1.0)]
+    pub sample_secs: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -100,14 +137,79 @@ pub async fn signal() {
 }
 
 impl CoordinatorArgs {
+    /// A single coordinator on ports the OS picks, with its log in `data_dir`:
+    /// for tests and benchmarks that run several Sluices side by side.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            api_addr: any,
+            gateway_addr: any,
+            tick_secs: 0.25,
+            gateway_threads: 2,
+            id: 1,
+            raft_addr: any,
+            advertise_raft: None,
+            initial_cluster: Vec::new(),
+            join: false,
+            data_dir: Some(data_dir),
+            heartbeat_ms: 150,
+            election_ms: 1000,
+            snapshot_every: 10_000,
+            raft_max_batch: sluice_coordinator::raft::DEFAULT_MAX_BATCH,
+        }
+    }
+
     pub fn config(&self) -> Result<CoordinatorConfig> {
         anyhow::ensure!(self.tick_secs > 0.0 && self.tick_secs <= 60.0, "--tick-secs {}: use a value above 0 and at most 60", self.tick_secs);
+        anyhow::ensure!(self.id > 0, "--id 0: use a whole number from 1 up");
+        let initial = if self.join {
+            Some(BTreeMap::new())
+        } else if self.initial_cluster.is_empty() {
+            None
+        } else {
+            Some(parse_initial_cluster(&self.initial_cluster)?)
+        };
         Ok(CoordinatorConfig {
             api_addr: self.api_addr,
             gateway_addr: self.gateway_addr,
             gateway_threads: self.gateway_threads,
             controller: ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), ..ControllerConfig::default() },
+            raft: RaftConfig {
+                id: self.id,
+                listen: self.raft_addr,
+                advertise: self.advertise_raft.clone(),
+                initial,
+                data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
+                heartbeat: Duration::from_millis(self.heartbeat_ms),
+                election: Duration::from_millis(self.election_ms),
+                snapshot_every: self.snapshot_every,
+                request_timeout: Duration::from_secs(5),
+                max_batch: self.raft_max_batch,
+            },
         })
+    }
+}
+
+/// `1=10.0.0.1:7071,2=10.0.0.2:7071` as a map.
+fn parse_initial_cluster(items: &[String]) -> Result<BTreeMap<u64, String>> {
+    let mut members = BTreeMap::new();
+    for item in items {
+        let (id, addr) = item.split_once('=').with_context(|| format!("--initial-cluster item {item:?}: write it as id=host:port, e.g. 1=10.0.0.1:7071"))?;
+        let id: u64 = id.trim().parse().ok().filter(|n| *n > 0).with_context(|| format!("--initial-cluster item {item:?}: the id must be a whole number from 1 up"))?;
+        anyhow::ensure!(addr.contains(':'), "--initial-cluster item {item:?}: the address needs a port, e.g. {id}=10.0.0.1:7071");
+        anyhow::ensure!(members.insert(id, addr.trim().to_string()).is_none(), "--initial-cluster names id {id} twice");
+    }
+    Ok(members)
+}
+
+/// `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`, else `./sluice-data`.
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sluice");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/sluice"),
+        None => PathBuf::from("sluice-data"),
     }
 }
 
@@ -140,7 +242,9 @@ pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<
         .await
         .context("connecting to Docker")?;
     let control = HttpControlPlane::new(coordinators, HttpControlConfig::default()).context("coordinator addresses")?;
-    Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, AgentConfig::default()))
+    anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
+    let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
+    Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config))
 }
 
 /// A single-node Sluice in this process: coordinator, gateway and agent.

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod instance;
 pub mod metrics;
 pub mod node;
+pub mod rng;
 pub mod spec;
 pub mod validation;
 

@@ -2,12 +2,18 @@
 //! and the CLI, desired sets and reports for agents.
 //!
 //! Every input is validated before anything changes; errors are 4xx with a JSON
-//! body naming the field and the fix.
+//! body naming the field and the fix, or 503 with `Retry-After` when the cluster
+//! cannot commit or confirm right now.
+//!
+//! Any coordinator serves every route: writes are forwarded to the leader by
+//! Raft, and user-facing reads are linearizable (ReadIndex). Agents' long polls
+//! read the local state, which is enough for a reconciler.
 
 use crate::gateway::Gateway;
 use crate::http::{self, read_body, ApiError, Body};
-use sluice_common::metrics;
+use crate::raft::MemberChange;
 use crate::state::{Command, Response as Applied};
+use sluice_common::metrics;
 use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,6 +30,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Most instances one node report may carry.
 pub const MAX_REPORTED_INSTANCES: usize = 10_000;
+/// A live node's heartbeat is written to the log at most this often; the
+/// reports in between change nothing the cluster must remember.
+pub const HEARTBEAT_RECORD_EVERY: Duration = Duration::from_secs(5);
+/// How long adding a voter waits for it to catch up as a learner.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Api {
     store: Arc<Store>,
@@ -66,26 +77,41 @@ impl Api {
         match (method.clone(), segments.as_slice()) {
             (Method::GET, ["healthz"]) => Ok(http::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
             (Method::GET, ["metrics"]) => Ok(self.metrics()),
-            (Method::GET, ["v1", "functions"]) => Ok(http::json(StatusCode::OK, &self.functions(None))),
+            (Method::GET, ["v1", "functions"]) => {
+                self.barrier().await?;
+                Ok(http::json(StatusCode::OK, &self.functions(None)))
+            }
             (Method::POST, ["v1", "functions"]) => self.put_function(req).await,
             (Method::GET, ["v1", "functions", name]) => {
                 let name = FunctionName::new(*name)?;
+                self.barrier().await?;
                 let view = self.functions(Some(&name)).pop().ok_or_else(|| no_function(&name))?;
                 let instances = self.instances(Some(&name));
                 Ok(http::json(StatusCode::OK, &serde_json::json!({"function": view, "instances": instances})))
             }
             (Method::DELETE, ["v1", "functions", name]) => {
                 let name = FunctionName::new(*name)?;
-                match self.store.execute(Command::RemoveFunction { name: name.clone() }).await {
+                match self.execute(Command::RemoveFunction { name: name.clone() }).await? {
                     Applied::Ok => Ok(http::json(StatusCode::OK, &serde_json::json!({"removed": name}))),
                     _ => Err(no_function(&name)),
                 }
             }
             (Method::GET, ["v1", "instances"]) => {
                 let function = query_param(&req, "function").map(FunctionName::new).transpose()?;
+                self.barrier().await?;
                 Ok(http::json(StatusCode::OK, &self.instances(function.as_ref())))
             }
-            (Method::GET, ["v1", "nodes"]) => Ok(http::json(StatusCode::OK, &self.nodes())),
+            (Method::GET, ["v1", "nodes"]) => {
+                self.barrier().await?;
+                Ok(http::json(StatusCode::OK, &self.nodes()))
+            }
+            (Method::GET, ["v1", "cluster"]) => Ok(http::json(StatusCode::OK, &self.store.raft_status())),
+            (Method::POST, ["v1", "cluster", "members"]) => self.add_member(req).await,
+            (Method::DELETE, ["v1", "cluster", "members", id]) => {
+                let id = parse_member_id(id)?;
+                self.store.change_members(MemberChange::Remove { id }).await.map_err(|e| ApiError::unavailable(&e))?;
+                Ok(http::json(StatusCode::OK, &self.store.raft_status()))
+            }
             (Method::GET, ["v1", "nodes", node, "desired"]) => {
                 let node = NodeId::new(*node)?;
                 let after = parse_param::<u64>(&req, "after")?.unwrap_or(0);
@@ -96,12 +122,65 @@ impl Api {
                 let node = NodeId::new(*node)?;
                 self.report(node, req).await
             }
-            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes", ..]) => Err(ApiError::new(
+            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster", ..]) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{method} is not supported on {path}: see the API reference in README.md"),
             )),
-            _ => Err(ApiError::not_found(format!("no API route {path}: routes start with /v1/functions, /v1/instances or /v1/nodes"))),
+            _ => Err(ApiError::not_found(format!("no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes or /v1/cluster"))),
+        }
+    }
+
+    async fn execute(&self, cmd: Command) -> Result<Applied, ApiError> {
+        self.store.execute(cmd).await.map_err(|e| ApiError::unavailable(&e))
+    }
+
+    /// Waits until this coordinator's state includes every acknowledged write.
+    async fn barrier(&self) -> Result<(), ApiError> {
+        self.store.read_linearizable(|_| ()).await.map_err(|e| ApiError::unavailable(&e))
+    }
+
+    /// Adds a coordinator: as a learner, then, unless it stays one, as a voter
+    /// once it has caught up, so the quorum never waits on an empty log.
+    async fn add_member(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Join {
+            id: u64,
+            raft_addr: String,
+            #[serde(default)]
+            learner: bool,
+        }
+        let bytes = read_body(req.into_body(), MAX_BODY).await?;
+        let join: Join = http::parse_json(&bytes)?;
+        parse_member_id(&join.id.to_string())?;
+        validate_raft_addr(&join.raft_addr)?;
+        if !self.store.raft_status().members.iter().any(|m| m.id == join.id && m.role == "learner") {
+            self.store.change_members(MemberChange::AddLearner { id: join.id, raft_addr: join.raft_addr.clone() }).await.map_err(|e| ApiError::unavailable(&e))?;
+        }
+        if !join.learner {
+            self.wait_caught_up(join.id).await?;
+            self.store.change_members(MemberChange::Promote { id: join.id }).await.map_err(|e| ApiError::unavailable(&e))?;
+        }
+        Ok(http::json(StatusCode::OK, &self.store.raft_status()))
+    }
+
+    async fn wait_caught_up(&self, id: u64) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        let target = self.store.raft_status().commit;
+        loop {
+            let status = self.store.raft_status();
+            if status.members.iter().any(|m| m.id == id && m.matched.is_some_and(|m| m >= target)) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "not_caught_up",
+                    format!("coordinator {id} was added as a learner but has not caught up in {CATCH_UP_TIMEOUT:?}: check that it runs with --join and that its raft address is reachable, then repeat the join to promote it"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -109,7 +188,7 @@ impl Api {
         let bytes = read_body(req.into_body(), MAX_BODY).await?;
         let spec: FunctionSpec = http::parse_json(&bytes)?;
         spec.validate()?;
-        let status = match self.store.execute(Command::PutFunction { spec: spec.clone() }).await {
+        let status = match self.execute(Command::PutFunction { spec: spec.clone() }).await? {
             Applied::FunctionCreated => StatusCode::CREATED,
             _ => StatusCode::OK,
         };
@@ -125,7 +204,7 @@ impl Api {
         if report.instances.len() > MAX_REPORTED_INSTANCES {
             return Err(ApiError::invalid("instances", format!("{} instances in one report: send at most {MAX_REPORTED_INSTANCES}", report.instances.len())));
         }
-        apply_report(&self.store, report).await;
+        apply_report(&self.store, report).await.map_err(|e| ApiError::unavailable(&e))?;
         Ok(http::json(StatusCode::OK, &serde_json::json!({"accepted": true})))
     }
 
@@ -192,25 +271,76 @@ impl Api {
             metrics::header(&mut out, "sluice_coordinator_desired_revision", "gauge", "Revision of the nodes' desired sets.");
             metrics::sample(&mut out, "sluice_coordinator_desired_revision", "", s.desired_revision);
         });
-        metrics::header(&mut out, "sluice_coordinator_commands_applied_total", "counter", "Commands applied to the state machine.");
-        metrics::sample(&mut out, "sluice_coordinator_commands_applied_total", "", *self.store.watch_applied().borrow());
+        let raft = self.store.raft_status();
+        metrics::header(&mut out, "sluice_raft_term", "gauge", "Current Raft term.");
+        metrics::sample(&mut out, "sluice_raft_term", "", raft.term);
+        metrics::header(&mut out, "sluice_raft_is_leader", "gauge", "1 if this coordinator is the Raft leader.");
+        metrics::sample(&mut out, "sluice_raft_is_leader", "", u8::from(raft.role == "leader"));
+        metrics::header(&mut out, "sluice_raft_commit_index", "gauge", "Highest log index known committed.");
+        metrics::sample(&mut out, "sluice_raft_commit_index", "", raft.commit);
+        metrics::header(&mut out, "sluice_raft_applied_index", "gauge", "Highest log index applied to the state.");
+        metrics::sample(&mut out, "sluice_raft_applied_index", "", raft.applied);
+        metrics::header(&mut out, "sluice_raft_members", "gauge", "Cluster members by role.");
+        for role in ["voter", "learner"] {
+            metrics::sample(&mut out, "sluice_raft_members", &format!("role=\"{role}\""), raft.members.iter().filter(|m| m.role == role).count());
+        }
+        let counters = &self.store.raft().counters;
+        for (name, help, value) in [
+            ("sluice_raft_messages_sent_total", "Raft messages written to peers.", &counters.sent),
+            ("sluice_raft_messages_dropped_total", "Raft messages dropped (peer unreachable or queue full).", &counters.dropped),
+            ("sluice_raft_messages_received_total", "Raft messages received from peers.", &counters.received),
+        ] {
+            metrics::header(&mut out, name, "counter", help);
+            metrics::sample(&mut out, name, "", value.load(Ordering::Relaxed));
+        }
         http::text(out)
     }
 }
 
 /// Applies an agent's report: the node is alive, and each instance whose state
-/// changed is recorded. Unchanged instances cost nothing.
-pub async fn apply_report(store: &Store, report: NodeReport) {
+/// changed is recorded. Unchanged instances and repeated heartbeats cost nothing:
+/// a heartbeat reaches the log only when the node is new, its capacity changed,
+/// or its last recorded one is older than `HEARTBEAT_RECORD_EVERY`.
+pub async fn apply_report(store: &Store, report: NodeReport) -> Result<(), crate::raft::RaftError> {
     let at = store.now();
-    store.execute(Command::NodeSeen { node: report.node.clone(), capacity: report.capacity, at }).await;
+    let record = store.read(|s| match s.nodes.get(&report.node) {
+        Some(n) => n.capacity != report.capacity || at.since(n.last_seen) >= HEARTBEAT_RECORD_EVERY,
+        None => true,
+    });
+    if record {
+        store.execute(Command::NodeSeen { node: report.node.clone(), capacity: report.capacity, at }).await?;
+    }
     for r in report.instances {
         let changed = store.read(|s| match s.instances.get(&r.id) {
             Some(known) => known.state != r.state || (r.endpoint.is_some() && known.endpoint != r.endpoint),
             None => r.id.0 >= s.next_instance,
         });
         if changed {
-            store.execute(Command::ReportInstance { node: report.node.clone(), report: r, at }).await;
+            store.execute(Command::ReportInstance { node: report.node.clone(), report: r, at }).await?;
         }
+    }
+    Ok(())
+}
+
+fn parse_member_id(id: &str) -> Result<u64, ApiError> {
+    match id.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ApiError::invalid("id", format!("{id:?} is not a coordinator id: use a whole number from 1 up"))),
+    }
+}
+
+fn validate_raft_addr(addr: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| ApiError::invalid("raft_addr", format!("{addr:?} {why}: use host:port, e.g. 10.0.0.4:7071"));
+    if addr.len() > 260 {
+        return Err(bad("is too long"));
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')) {
+        return Err(bad("has an invalid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("has an invalid port")),
     }
 }
 

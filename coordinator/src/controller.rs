@@ -1,8 +1,13 @@
 //! The control loop: on every tick, on waiting requests and on lost instances, it
 //! runs the scaler and placer over one snapshot and commits their decisions.
+//!
+//! Only the Raft leader decides; its decisions go through the log like any
+//! write, so agents act only on committed decisions, and a new leader carries on
+//! from the same state. A follower's loop sends its gateway's load to the
+//! leader instead, so requests waiting on any coordinator's gateway count.
 
 use crate::gateway::Gateway;
-use crate::load::LoadSnapshot;
+use crate::load::{LoadReport, LoadSnapshot};
 use crate::placer::place;
 use crate::scaler::{decide, Action};
 use crate::state::{ClusterState, Command, Response};
@@ -30,6 +35,9 @@ impl Default for ControllerConfig {
     }
 }
 
+/// A follower's load report older than this is ignored: that gateway is gone or cut off.
+pub const PEER_LOAD_MAX_AGE: Duration = Duration::from_secs(3);
+
 /// Where the controller reads load from; the gateway in a real node.
 pub trait LoadSource: Send + Sync + 'static {
     fn load(&self) -> LoadSnapshot;
@@ -41,14 +49,15 @@ impl LoadSource for Gateway {
     }
 }
 
-/// Turns one snapshot into the commands to commit. Pure.
-pub fn plan(state: &ClusterState, load: &LoadSnapshot, now: Timestamp, config: &ControllerConfig) -> Vec<Command> {
+/// Turns one snapshot into the commands to commit. Pure. `leader_since` is when
+/// this coordinator became leader: the start of every node's failover grace.
+pub fn plan(state: &ClusterState, load: &LoadSnapshot, now: Timestamp, leader_since: Timestamp, config: &ControllerConfig) -> Vec<Command> {
     let mut commands = Vec::new();
     for action in decide(state, load, now) {
         match action {
             Action::Start { function, count } => {
                 let Some(spec) = state.functions.get(&function) else { continue };
-                let placement = place(state, spec, count, now, config.lost_after);
+                let placement = place(state, spec, count, now, config.lost_after, leader_since);
                 if placement.unplaced > 0 {
                     warn!(function = %function, wanted = count, unplaced = placement.unplaced, "no live node has room; retrying on the next decision (add nodes or lower the function's limits if this lasts)");
                 }
@@ -71,27 +80,47 @@ pub async fn run(store: Arc<Store>, load: Arc<dyn LoadSource>, demand: Arc<Notif
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut desired = store.watch_desired();
+    let mut leadership = store.watch_leadership();
+    let peer_loads = store.raft().peer_loads.clone();
+    let id = store.raft_status().id;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = demand.notified() => {}
+            _ = peer_loads.waiting.notified() => {}
             _ = desired.changed() => {}
+            _ = leadership.changed() => {}
             _ = &mut shutdown => return,
         }
+        let mut snapshot = load.load();
+        let Some(leader_since) = store.leadership().since else {
+            match serde_json::to_vec(&LoadReport { from: id, load: snapshot }) {
+                Ok(report) => store.raft().share_load(report.into()),
+                Err(e) => warn!(error = %e, "cannot encode this gateway's load for the leader"),
+            }
+            continue;
+        };
+        for peer in peer_loads.fresh(PEER_LOAD_MAX_AGE) {
+            snapshot.merge(&peer);
+        }
         let now = store.now();
-        let snapshot = load.load();
-        let commands = store.read(|s| plan(s, &snapshot, now, &config));
+        let commands = store.read(|s| plan(s, &snapshot, now, leader_since, &config));
         for cmd in commands {
             let what = describe(&cmd);
             match store.execute(cmd).await {
-                Response::InstanceStarted { id } => info!(instance = %id, decision = %what, "instance placed"),
-                Response::Ok => {
+                Ok(Response::InstanceStarted { id }) => info!(instance = %id, decision = %what, "instance placed"),
+                Ok(Response::Ok) => {
                     if !what.is_empty() {
                         info!(decision = %what, "applied");
                     }
                 }
-                other => warn!(decision = %what, response = ?other, "decision not applied"),
+                Ok(other) => warn!(decision = %what, response = ?other, "decision not applied"),
+                Err(e) => {
+                    // Leadership lost or the log is stuck: the next leader decides afresh.
+                    warn!(decision = %what, error = %e, "decision not committed; deciding again on the next round");
+                    break;
+                }
             }
         }
     }
@@ -123,7 +152,7 @@ mod tests {
         apply(&mut st, &Command::NodeSeen { node: n.clone(), capacity: Resources { cpu_millis: 500, memory_mb: 4096 }, at: Timestamp(0) });
         let mut load = LoadSnapshot::default();
         load.functions.insert(f.clone(), FunctionLoad { in_flight: 0, queued: 5 });
-        let cmds = plan(&st, &load, Timestamp(10), &ControllerConfig::default());
+        let cmds = plan(&st, &load, Timestamp(10), Timestamp(0), &ControllerConfig::default());
         // 5 requests at concurrency 2 want 3 instances; half a core holds 2 at 250 millis each.
         assert_eq!(
             cmds,

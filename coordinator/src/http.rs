@@ -64,6 +64,18 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// The answer to a write or read the cluster could not serve.
+    pub fn unavailable(e: &crate::raft::RaftError) -> Self {
+        use crate::raft::RaftError;
+        match e {
+            RaftError::NoLeader => Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", e.to_string()).retry_after(1),
+            RaftError::Unknown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_committed", e.to_string()).retry_after(1),
+            RaftError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()).retry_after(1),
+            RaftError::NotLeader { .. } => Self::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", e.to_string()),
+            RaftError::Rejected(_) => Self::new(StatusCode::CONFLICT, "rejected", e.to_string()),
+        }
+    }
+
     pub fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self

@@ -1,10 +1,12 @@
-//! A running coordinator: the store, the controller, the API server and the
-//! gateway server, wired together and stopped together.
+//! A running coordinator: the Raft loop, the store, the controller, the API
+//! server and the gateway server, wired together and stopped together.
 
 use crate::api::Api;
 use crate::controller::{self, ControllerConfig};
 use crate::gateway::{self, Gateway};
 use crate::http;
+use crate::machine::Machine;
+use crate::raft::{RaftConfig, RaftNode, StartError};
 use crate::store::Store;
 use sluice_common::Clock;
 use std::future::Future;
@@ -25,6 +27,7 @@ pub struct CoordinatorConfig {
     /// connection pool; 0 means one per core.
     pub gateway_threads: usize,
     pub controller: ControllerConfig,
+    pub raft: RaftConfig,
 }
 
 /// A started coordinator. Dropping it does not stop it: call `shutdown`.
@@ -33,38 +36,47 @@ pub struct Coordinator {
     pub gateway: Arc<Gateway>,
     pub api_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    raft: Option<RaftNode>,
     tasks: JoinSet<()>,
     gateway_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} for the {what}: {source}; pick a free address or stop what uses it")]
-pub struct BindError {
-    pub what: &'static str,
-    pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+pub enum BindError {
+    #[error("cannot listen on {addr} for the {what}: {source}; pick a free address or stop what uses it")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Raft(#[from] StartError),
 }
 
 impl Coordinator {
     /// Binds both servers and starts every task.
     pub async fn start(config: CoordinatorConfig, clock: Arc<dyn Clock>) -> Result<Self, BindError> {
-        let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| BindError { what, addr, source }) };
+        let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| BindError::Listen { what, addr, source }) };
         let api_listener = bind("API", config.api_addr).await?;
-        let api_addr = api_listener.local_addr().map_err(|source| BindError { what: "API", addr: config.api_addr, source })?;
+        let api_addr = api_listener.local_addr().map_err(|source| BindError::Listen { what: "API", addr: config.api_addr, source })?;
         let threads = match config.gateway_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let gateway_listener = bind("gateway", config.gateway_addr).await?;
-        let gateway_addr = gateway_listener.local_addr().map_err(|source| BindError { what: "gateway", addr: config.gateway_addr, source })?;
+        let gateway_addr = gateway_listener.local_addr().map_err(|source| BindError::Listen { what: "gateway", addr: config.gateway_addr, source })?;
 
-        let store = Store::new(clock.clone());
+        let (stop, _) = watch::channel(false);
+        let machine = Machine::new();
+        let raft = RaftNode::start(config.raft, machine.clone(), clock.clone(), stop.subscribe())?;
+        let raft_addr = raft.raft_addr;
+        let store = Store::new(machine, raft.handle.clone(), clock.clone());
         let demand = Arc::new(Notify::new());
         let gateway = Gateway::new(clock, demand.clone());
         let api = Api::new(store.clone(), gateway.clone());
-        let (stop, _) = watch::channel(false);
 
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
@@ -75,12 +87,12 @@ impl Coordinator {
         for i in 0..threads {
             let (tx, rx) = mpsc::unbounded_channel();
             workers.push(tx);
-            let thread = serve_gateway_thread(i, rx, gateway.clone(), stop.subscribe()).map_err(|source| BindError { what: "gateway", addr: gateway_addr, source })?;
+            let thread = serve_gateway_thread(i, rx, gateway.clone(), stop.subscribe()).map_err(|source| BindError::Listen { what: "gateway", addr: gateway_addr, source })?;
             gateway_threads.push(thread);
         }
-        info!(api = %api_addr, gateway = %gateway_addr, gateway_threads = threads, "coordinator listening");
+        info!(api = %api_addr, gateway = %gateway_addr, raft = %raft_addr, gateway_threads = threads, "coordinator listening");
         tasks.spawn(deal_connections(gateway_listener, workers, stopped(stop.subscribe())));
-        Ok(Self { store, gateway, api_addr, gateway_addr, stop, tasks, gateway_threads })
+        Ok(Self { store, gateway, api_addr, gateway_addr, raft_addr, stop, raft: Some(raft), tasks, gateway_threads })
     }
 
     /// Stops accepting, drains open requests and waits for every task.
@@ -88,7 +100,14 @@ impl Coordinator {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
         let threads = std::mem::take(&mut self.gateway_threads);
-        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+        let raft = self.raft.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            threads.into_iter().for_each(|t| drop(t.join()));
+            if let Some(raft) = raft {
+                raft.join();
+            }
+        })
+        .await;
     }
 
     /// Runs until `signal` fires, then shuts down.

@@ -18,12 +18,16 @@ pub struct Placement {
 }
 
 /// Places `count` instances of `spec`. Pure: reads no clock.
-pub fn place(state: &ClusterState, spec: &FunctionSpec, count: u32, now: Timestamp, lost_after: Duration) -> Placement {
+///
+/// A node counts as heard from at `grace_from` at the latest: a coordinator that
+/// has just become leader gives every node a full `lost_after` before calling it
+/// lost, as Nomad does, so a leader change never strands an agent.
+pub fn place(state: &ClusterState, spec: &FunctionSpec, count: u32, now: Timestamp, lost_after: Duration, grace_from: Timestamp) -> Placement {
     let need = reservation(spec);
     let mut used: BTreeMap<&NodeId, (Resources, Resources)> = state
         .nodes
         .values()
-        .filter(|n| now.since(n.last_seen) <= lost_after)
+        .filter(|n| now.since(n.last_seen.max(grace_from)) <= lost_after)
         .map(|n| (&n.id, (state.reserved_on(&n.id), n.capacity)))
         .collect();
     let mut nodes = Vec::new();
@@ -113,8 +117,18 @@ mod tests {
         ];
         for (what, nodes, count, expected, unplaced) in cases {
             let st = cluster(&s, &nodes);
-            let p = place(&st, &s, count, NOW, LOST);
+            let p = place(&st, &s, count, NOW, LOST, Timestamp(0));
             assert_eq!(p, Placement { nodes: ids(&expected), unplaced }, "{what}");
         }
+    }
+
+    #[test]
+    fn a_new_leader_gives_silent_nodes_a_grace_period() {
+        let s = spec(1000, 256);
+        let st = cluster(&s, &[("a", 4000, 4096, NOW.0 - 20_000, 0)]);
+        // Not heard from for 20 s: lost to a leader of long standing...
+        assert_eq!(place(&st, &s, 1, NOW, LOST, Timestamp(0)).nodes, vec![]);
+        // ...but not to one elected 5 s ago, which has not had the chance to hear from it.
+        assert_eq!(place(&st, &s, 1, NOW, LOST, Timestamp(NOW.0 - 5_000)).nodes, ids(&["a"]));
     }
 }

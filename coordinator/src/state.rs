@@ -60,10 +60,13 @@ pub enum Response {
     Rejected { reason: String },
 }
 
-/// Whether any node's desired set changed: cheap for callers to decide whom to wake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a command changed, so that callers wake only whom it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Effects {
+    /// Some node's desired set changed.
     pub desired_changed: bool,
+    /// The function whose route (spec or ready instances) may have changed.
+    pub route_of: Option<FunctionName>,
 }
 
 impl ClusterState {
@@ -110,6 +113,14 @@ fn is_serving_state(s: InstanceState) -> bool {
 /// Applies one command. Pure: the same state and command always give the same result.
 pub fn apply(state: &mut ClusterState, cmd: &Command) -> (Response, Effects) {
     let mut desired_changed = false;
+    let route_of = match cmd {
+        Command::PutFunction { spec } => Some(spec.name.clone()),
+        Command::RemoveFunction { name } => Some(name.clone()),
+        Command::StopInstance { id, .. } => state.instances.get(id).map(|i| i.function.clone()),
+        Command::ReportInstance { report, .. } => Some(report.function.clone()),
+        // Pending and gone instances take no requests: routes are unchanged.
+        Command::NodeSeen { .. } | Command::StartInstance { .. } | Command::PruneGone { .. } => None,
+    };
     let response = match cmd {
         Command::PutFunction { spec } => {
             let existed = state.functions.insert(spec.name.clone(), spec.clone()).is_some();
@@ -185,7 +196,7 @@ pub fn apply(state: &mut ClusterState, cmd: &Command) -> (Response, Effects) {
     if desired_changed {
         state.desired_revision += 1;
     }
-    (response, Effects { desired_changed })
+    (response, Effects { desired_changed, route_of })
 }
 
 fn set_state(inst: &mut Instance, to: InstanceState, at: Timestamp) {
@@ -279,6 +290,8 @@ mod tests {
         assert!(st.instances[&id].endpoint.is_some());
         let (_, e) = apply(&mut st, &Command::StopInstance { id, reason: "idle".into(), at: Timestamp(4) });
         assert!(e.desired_changed);
+        // Taking a ready instance out of service changes its function's route.
+        assert_eq!(e.route_of, Some(FunctionName::new("hello").unwrap()));
         // a stale Ready report must not bring it back
         apply(&mut st, &Command::ReportInstance { node: node("n1"), report: report(id, "hello", InstanceState::Ready), at: Timestamp(5) });
         assert_eq!(st.instances[&id].state, InstanceState::Stopping);

@@ -15,6 +15,11 @@ use sluice_common::NodeId;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod docker_cluster;
+pub mod linearizability;
+pub mod nemesis;
+pub mod workload;
+
 /// The registry the test script starts, and the images it pushes there.
 pub const REGISTRY: &str = "127.0.0.1:5000";
 pub fn hello_image() -> String {
@@ -38,6 +43,8 @@ pub struct Cluster {
     pub node_id: NodeId,
     pub docker: DockerRuntime,
     pub http: Http,
+    /// The coordinator's Raft log; removed when the cluster is dropped.
+    pub data_dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -48,12 +55,13 @@ impl Cluster {
             .context("Docker is not reachable: start the Docker daemon")?;
         let node_id = NodeId::new(node_name)?;
         remove_containers(&docker, &node_id).await?;
+        let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
         let args = UpArgs {
-            coordinator: CoordinatorArgs { api_addr: "127.0.0.1:0".parse()?, gateway_addr: "127.0.0.1:0".parse()?, tick_secs: 0.25, gateway_threads: 2 },
-            host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None, metrics_addr: "127.0.0.1:0".parse()? },
+            coordinator: CoordinatorArgs::ephemeral(data_dir.path().to_path_buf()),
+            host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None, metrics_addr: "127.0.0.1:0".parse()?, sample_secs: 1.0 },
         };
         let node = Node::start(args).await?;
-        Ok(Cluster { node, node_id, docker, http: Http::new() })
+        Ok(Cluster { node, node_id, docker, http: Http::new(), data_dir })
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -100,7 +108,8 @@ impl Cluster {
     }
 }
 
-async fn remove_containers(docker: &DockerRuntime, node: &NodeId) -> Result<()> {
+/// Removes every container the agent of `node` created (a clean slate for a test).
+pub async fn remove_containers(docker: &DockerRuntime, node: &NodeId) -> Result<()> {
     for c in docker.list(node).await? {
         docker.stop(&c.id, Duration::from_secs(1)).await?;
         docker.remove(&c.id).await?;

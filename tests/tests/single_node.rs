@@ -52,6 +52,8 @@ async fn first_call_is_a_cold_start_and_the_second_is_warm() -> Result<()> {
     assert!(api.contains("sluice_coordinator_instances{state=\"ready\"} 1"), "{api}");
     let agent = c.http.get(&c.node.agent_metrics_url()).await?.text();
     assert!(agent.contains("sluice_agent_instances{state=\"ready\"} 1"), "{agent}");
+    // ...and the agent's host figures, sampled every second.
+    assert!(agent.contains("sluice_host_memory_total_bytes ") && agent.contains("sluice_host_cpu_core_percent{core=\"0\"}"), "{agent}");
     c.stop().await
 }
 

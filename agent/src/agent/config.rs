@@ -16,6 +16,8 @@ pub struct AgentConfig {
     pub retry_base: Duration,
     /// Longest delay between retries.
     pub retry_cap: Duration,
+    /// How often host figures (CPU, memory, load, disk and network rates) are sampled.
+    pub host_sample_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -26,6 +28,7 @@ impl Default for AgentConfig {
             stop_grace: Duration::from_secs(10),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
+            host_sample_interval: Duration::from_secs(1),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The agent's own figures, for `/metrics`: its instances by state, the state
-//! changes it made, and whether its container runtime and coordinator answer.
+//! changes it made, whether its container runtime and coordinator answer, and
+//! the host's latest sample.
 
 use sluice_common::metrics::{header, sample};
 use sluice_common::InstanceState;
+use crate::host::{self, HostSample};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 const STATES: [InstanceState; 6] =
     [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
@@ -21,9 +24,19 @@ pub struct AgentMetrics {
     desired_revision: AtomicU64,
     reports_delivered: AtomicU64,
     runtime_unreachable: AtomicBool,
+    host: Mutex<Option<HostSample>>,
 }
 
 impl AgentMetrics {
+    pub(super) fn set_host(&self, sample: HostSample) {
+        *self.host.lock().expect("host sample lock poisoned") = Some(sample);
+    }
+
+    /// The latest host sample, if one was taken.
+    pub fn host(&self) -> Option<HostSample> {
+        self.host.lock().expect("host sample lock poisoned").clone()
+    }
+
     pub(super) fn transition(&self, to: InstanceState) {
         self.transitions[slot(to)].fetch_add(1, Ordering::Relaxed);
     }
@@ -67,6 +80,9 @@ impl AgentMetrics {
         sample(&mut out, "sluice_agent_reports_delivered", "", self.reports_delivered.load(Ordering::Relaxed));
         header(&mut out, "sluice_agent_runtime_unreachable", "gauge", "1 while the container runtime cannot be listed.");
         sample(&mut out, "sluice_agent_runtime_unreachable", "", u8::from(self.runtime_unreachable.load(Ordering::Relaxed)));
+        if let Some(h) = self.host() {
+            host::render(&h, &mut out);
+        }
         out
     }
 }

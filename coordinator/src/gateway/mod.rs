@@ -55,9 +55,10 @@ impl Gateway {
                 ready.entry(i.function.as_str()).or_default().push((i.id, ep.clone()));
             }
         }
+        let deployed: std::collections::HashSet<&str> = state.functions.keys().map(|f| f.as_str()).collect();
         let mut routes = self.routes.write().expect("routes lock");
         routes.retain(|name, route| {
-            let keep = state.functions.keys().any(|f| f.as_str() == name);
+            let keep = deployed.contains(name.as_str());
             if !keep {
                 route.remove();
             }
@@ -66,6 +67,28 @@ impl Gateway {
         for spec in state.functions.values() {
             let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             route.set_backends(spec.into(), ready.get(spec.name.as_str()).map_or(&[][..], |v| v), now);
+        }
+    }
+
+    /// Brings the routes of `names` in line with `state`, leaving the others alone.
+    pub fn sync_functions(&self, state: &ClusterState, names: &std::collections::BTreeSet<sluice_common::FunctionName>) {
+        let now = self.clock.now();
+        let mut routes = self.routes.write().expect("routes lock");
+        for name in names {
+            let Some(spec) = state.functions.get(name) else {
+                if let Some(route) = routes.remove(name.as_str()) {
+                    route.remove();
+                }
+                continue;
+            };
+            let ready: Vec<_> = state
+                .instances
+                .values()
+                .filter(|i| &i.function == name && i.state == InstanceState::Ready)
+                .filter_map(|i| Some((i.id, i.endpoint.clone()?)))
+                .collect();
+            let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
+            route.set_backends(spec.into(), &ready, now);
         }
     }
 
@@ -246,7 +269,12 @@ pub async fn follow_store(gateway: Arc<Gateway>, store: Arc<Store>, shutdown: im
     let mut applied = store.watch_applied();
     tokio::pin!(shutdown);
     loop {
-        store.read(|s| gateway.sync(s));
+        let dirty = store.take_dirty_routes();
+        if dirty.all {
+            store.read(|s| gateway.sync(s));
+        } else if !dirty.functions.is_empty() {
+            store.read(|s| gateway.sync_functions(s, &dirty.functions));
+        }
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
             _ = &mut shutdown => return,

@@ -1,0 +1,163 @@
+//! Host figures from `sysinfo`: CPU (total and per core), memory, swap, load,
+//! and disk and network rates. The agent samples them on an interval and shows
+//! the latest on its `/metrics`.
+//!
+//! Rates come from cumulative counters: each sample keeps the totals, and the
+//! next one divides the difference by the time between them (`rate`, pure), so a
+//! late or skipped sample gives a correct average instead of a spike.
+
+use serde::Serialize;
+use sluice_common::metrics::{header, sample};
+use std::time::{Duration, Instant};
+use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
+
+/// One reading of the host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostSample {
+    /// Busy share of all cores, 0-100.
+    pub cpu_percent: f32,
+    /// Busy share of each core, 0-100.
+    pub cpu_per_core: Vec<f32>,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub load: [f64; 3],
+    pub disk_read_bytes_per_sec: f64,
+    pub disk_write_bytes_per_sec: f64,
+    pub net_rx_bytes_per_sec: f64,
+    pub net_tx_bytes_per_sec: f64,
+}
+
+/// Cumulative I/O counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    disk_read: u64,
+    disk_written: u64,
+    net_rx: u64,
+    net_tx: u64,
+}
+
+pub struct HostCollector {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+    last: Option<(Totals, Instant)>,
+}
+
+impl Default for HostCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostCollector {
+    pub fn new() -> Self {
+        let refresh = RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing().with_cpu_usage()).with_memory(MemoryRefreshKind::everything());
+        Self { system: System::new_with_specifics(refresh), disks: Disks::new_with_refreshed_list(), networks: Networks::new_with_refreshed_list(), last: None }
+    }
+
+    /// Reads the host. CPU shares and rates cover the time since the previous
+    /// call (the first call's rates are 0: there is nothing to compare with).
+    pub fn sample(&mut self) -> HostSample {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        self.disks.refresh(true);
+        self.networks.refresh(true);
+        let now = Instant::now();
+        let totals = Totals {
+            disk_read: self.disks.list().iter().map(|d| d.usage().total_read_bytes).sum(),
+            disk_written: self.disks.list().iter().map(|d| d.usage().total_written_bytes).sum(),
+            net_rx: self.networks.list().values().map(|n| n.total_received()).sum(),
+            net_tx: self.networks.list().values().map(|n| n.total_transmitted()).sum(),
+        };
+        let elapsed = self.last.map(|(_, at)| now.duration_since(at)).unwrap_or_default();
+        let before = self.last.map_or(totals, |(t, _)| t);
+        self.last = Some((totals, now));
+        let load = System::load_average();
+        HostSample {
+            cpu_percent: self.system.global_cpu_usage(),
+            cpu_per_core: self.system.cpus().iter().map(|c| c.cpu_usage()).collect(),
+            memory_total_bytes: self.system.total_memory(),
+            memory_used_bytes: self.system.used_memory(),
+            swap_total_bytes: self.system.total_swap(),
+            swap_used_bytes: self.system.used_swap(),
+            load: [load.one, load.five, load.fifteen],
+            disk_read_bytes_per_sec: rate(before.disk_read, totals.disk_read, elapsed),
+            disk_write_bytes_per_sec: rate(before.disk_written, totals.disk_written, elapsed),
+            net_rx_bytes_per_sec: rate(before.net_rx, totals.net_rx, elapsed),
+            net_tx_bytes_per_sec: rate(before.net_tx, totals.net_tx, elapsed),
+        }
+    }
+}
+
+/// Per-second rate of a counter that went from `before` to `after` in `elapsed`.
+/// A counter that went down (an interface or disk went away, or wrapped) gives 0
+/// rather than a huge bogus rate.
+fn rate(before: u64, after: u64, elapsed: Duration) -> f64 {
+    if elapsed.is_zero() || after < before {
+        return 0.0;
+    }
+    (after - before) as f64 / elapsed.as_secs_f64()
+}
+
+/// Appends `s` in Prometheus text format.
+pub fn render(s: &HostSample, out: &mut String) {
+    header(out, "sluice_host_cpu_percent", "gauge", "Busy share of all cores (0-100).");
+    sample(out, "sluice_host_cpu_percent", "", s.cpu_percent);
+    header(out, "sluice_host_cpu_core_percent", "gauge", "Busy share of each core (0-100).");
+    for (i, c) in s.cpu_per_core.iter().enumerate() {
+        sample(out, "sluice_host_cpu_core_percent", &format!("core=\"{i}\""), c);
+    }
+    for (name, help, value) in [
+        ("sluice_host_memory_total_bytes", "Physical memory.", s.memory_total_bytes),
+        ("sluice_host_memory_used_bytes", "Physical memory in use.", s.memory_used_bytes),
+        ("sluice_host_swap_total_bytes", "Swap space.", s.swap_total_bytes),
+        ("sluice_host_swap_used_bytes", "Swap space in use.", s.swap_used_bytes),
+    ] {
+        header(out, name, "gauge", help);
+        sample(out, name, "", value);
+    }
+    header(out, "sluice_host_load", "gauge", "Load average over 1, 5 and 15 minutes.");
+    for (window, value) in ["1m", "5m", "15m"].iter().zip(s.load) {
+        sample(out, "sluice_host_load", &format!("window=\"{window}\""), value);
+    }
+    for (name, help, value) in [
+        ("sluice_host_disk_read_bytes_per_second", "Bytes read from disks per second.", s.disk_read_bytes_per_sec),
+        ("sluice_host_disk_write_bytes_per_second", "Bytes written to disks per second.", s.disk_write_bytes_per_sec),
+        ("sluice_host_network_receive_bytes_per_second", "Bytes received on all interfaces per second.", s.net_rx_bytes_per_sec),
+        ("sluice_host_network_transmit_bytes_per_second", "Bytes sent on all interfaces per second.", s.net_tx_bytes_per_sec),
+    ] {
+        header(out, name, "gauge", help);
+        sample(out, name, "", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_divide_the_growth_by_the_time_and_never_go_negative() {
+        assert_eq!(rate(1_000, 3_000, Duration::from_secs(2)), 1_000.0);
+        assert_eq!(rate(1_000, 1_000, Duration::from_millis(500)), 0.0);
+        assert_eq!(rate(5_000, 10, Duration::from_secs(1)), 0.0, "a counter reset is not a rate");
+        assert_eq!(rate(0, 10, Duration::ZERO), 0.0, "the first sample has nothing to compare with");
+    }
+
+    #[test]
+    fn a_real_sample_is_plausible_and_renders() {
+        let mut c = HostCollector::new();
+        let _ = c.sample();
+        std::thread::sleep(Duration::from_millis(250));
+        let s = c.sample();
+        assert!(s.memory_total_bytes > 0 && s.memory_used_bytes <= s.memory_total_bytes, "{s:?}");
+        assert!(!s.cpu_per_core.is_empty());
+        assert!((0.0..=100.0).contains(&s.cpu_percent), "{s:?}");
+        assert!(s.net_rx_bytes_per_sec >= 0.0 && s.disk_read_bytes_per_sec >= 0.0);
+        let mut text = String::new();
+        render(&s, &mut text);
+        assert!(text.contains("sluice_host_cpu_percent "), "{text}");
+        assert!(text.contains("sluice_host_load{window=\"1m\"}"), "{text}");
+    }
+}

@@ -1,0 +1,78 @@
+//! The applied state: the cluster state as of the last applied log entry, and
+//! the watches that wake whoever follows it (the gateway's routes, agents'
+//! long polls, the controller).
+//!
+//! Only the Raft replica writes it, by applying committed entries or restoring
+//! a snapshot; everyone else reads.
+
+use crate::state::ClusterState;
+use sluice_common::FunctionName;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::watch;
+
+pub struct Machine {
+    state: RwLock<ClusterState>,
+    /// The index of the last applied log entry.
+    applied: watch::Sender<u64>,
+    /// Mirrors `ClusterState::desired_revision`.
+    desired: watch::Sender<u64>,
+    /// Routes changed since the gateway last looked.
+    dirty: Mutex<DirtyRoutes>,
+}
+
+/// Which functions' routes need a look: the gateway syncs only these, so a
+/// write costs the gateway the same with ten functions or ten thousand.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirtyRoutes {
+    /// Everything (at start, and after a snapshot replaced the state).
+    pub all: bool,
+    pub functions: BTreeSet<FunctionName>,
+}
+
+impl Machine {
+    pub fn new() -> Arc<Self> {
+        let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new() });
+        Arc::new(Self { state: RwLock::new(ClusterState::default()), applied: watch::channel(0).0, desired: watch::channel(0).0, dirty })
+    }
+
+    /// Keep the guard short: the replica waits for it to apply.
+    pub fn read(&self) -> RwLockReadGuard<'_, ClusterState> {
+        self.state.read().expect("state lock poisoned")
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, ClusterState> {
+        self.state.write().expect("state lock poisoned")
+    }
+
+    /// Replaces the whole state (a snapshot was restored).
+    pub(crate) fn replace(&self, state: ClusterState) {
+        let revision = state.desired_revision;
+        *self.write() = state;
+        self.dirty.lock().expect("dirty routes lock poisoned").all = true;
+        self.desired.send_replace(revision);
+    }
+
+    /// Entries up to `index` are applied, changing the routes of `routes`; wakes followers.
+    pub(crate) fn applied(&self, index: u64, desired_changed: bool, routes: impl IntoIterator<Item = FunctionName>) {
+        self.dirty.lock().expect("dirty routes lock poisoned").functions.extend(routes);
+        self.applied.send_replace(index);
+        if desired_changed {
+            let revision = self.read().desired_revision;
+            self.desired.send_replace(revision);
+        }
+    }
+
+    /// The routes changed since the last call.
+    pub fn take_dirty_routes(&self) -> DirtyRoutes {
+        std::mem::take(&mut *self.dirty.lock().expect("dirty routes lock poisoned"))
+    }
+
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    pub fn watch_desired(&self) -> watch::Receiver<u64> {
+        self.desired.subscribe()
+    }
+}

@@ -1,0 +1,308 @@
+//! The Raft loop: one thread with its own runtime owns the replica, ticks it,
+//! feeds it peers' messages and local requests, and sends what it says.
+//!
+//! Requests that arrive while the loop is busy (usually in an fsync) queue up
+//! and are all handled before the next `Ready`, so one fsync commits a whole
+//! batch: throughput grows with load instead of latency. The thread is its own
+//! so that an fsync never stalls the API or the gateway.
+
+use super::replica::{MemberChange, RaftError, Replica, Reply};
+use super::transport::{self, LearntAddresses, LinkEvent, Sinks, Transport, TransportCounters};
+use crate::load::PeerLoads;
+use bytes::Bytes;
+use crate::state::{Command, Response};
+use raft::prelude::Message;
+use raft::StateRole;
+use serde::Serialize;
+use sluice_common::{Clock, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info};
+
+/// Requests queued for the Raft loop before callers are told to back off.
+const REQUEST_QUEUE: usize = 16 * 1024;
+/// Peer messages taken per loop turn before a `Ready` is handled: bounds latency.
+const MAX_BATCH: usize = 4096;
+
+enum Request {
+    Propose(Command, Reply<Response>),
+    Read(Reply<()>),
+    Change(MemberChange, Reply<u64>),
+    /// An encoded `LoadReport` for the leader.
+    ShareLoad(Bytes),
+}
+
+/// A member as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub raft_addr: Option<String>,
+    pub role: &'static str,
+    /// Highest log index known to be on that member (leader only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+}
+
+/// This coordinator's view of the cluster, republished after every loop turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub role: &'static str,
+    pub commit: u64,
+    pub applied: u64,
+    pub members: Vec<MemberView>,
+}
+
+/// Who leads, republished only when that changes: what the controller and the
+/// failover grace need, without waking on every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leadership {
+    pub leader: Option<u64>,
+    /// When this coordinator became leader; `None` unless it leads.
+    pub since: Option<Timestamp>,
+}
+
+/// How the rest of the coordinator talks to the Raft loop.
+#[derive(Clone)]
+pub struct RaftHandle {
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<RaftStatus>,
+    leadership: watch::Receiver<Leadership>,
+    pub counters: Arc<TransportCounters>,
+    /// Other coordinators' gateway load, as reported to this one while it leads.
+    pub peer_loads: Arc<PeerLoads>,
+}
+
+impl RaftHandle {
+    pub async fn propose(&self, command: Command) -> Result<Response, RaftError> {
+        self.call(|reply| Request::Propose(command, reply)).await
+    }
+
+    /// Resolves once the local state reflects every write committed before the call.
+    pub async fn read_barrier(&self) -> Result<(), RaftError> {
+        self.call(Request::Read).await
+    }
+
+    /// Commits one membership change; returns once `status()` shows it.
+    pub async fn change_members(&self, change: MemberChange) -> Result<(), RaftError> {
+        let index = self.call(|reply| Request::Change(change, reply)).await?;
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), status.wait_for(|s| s.applied >= index)).await;
+        Ok(())
+    }
+
+    /// Sends this coordinator's gateway load (an encoded `LoadReport`) to the leader.
+    pub fn share_load(&self, report: Bytes) {
+        let _ = self.requests.try_send(Request::ShareLoad(report));
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    async fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        let reply: Reply<T> = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        match self.requests.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(RaftError::Rejected("the coordinator is overloaded with writes; retry in a moment".into())),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(RaftError::Stopped),
+        }
+        // The replica answers every request (at the latest at its deadline).
+        rx.await.unwrap_or(Err(RaftError::Stopped))
+    }
+}
+
+/// Everything the loop needs, built by `RaftNode::start`.
+pub(super) struct Loop {
+    pub replica: Replica,
+    pub tick: Duration,
+    pub listener: std::net::TcpListener,
+    pub clock: Arc<dyn Clock>,
+    /// The address peers reach this coordinator at.
+    pub advertise: String,
+    /// Local requests taken per loop turn (1 turns batching off, for comparison).
+    pub max_batch: usize,
+}
+
+/// Starts the loop on its own thread; it runs until `stop` turns true.
+pub(super) fn spawn(parts: Loop, stop: watch::Receiver<bool>) -> std::io::Result<(RaftHandle, std::thread::JoinHandle<()>)> {
+    let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+    let (status_tx, status) = watch::channel(status_of(&parts.replica));
+    let (leadership_tx, leadership) = watch::channel(Leadership::default());
+    let counters = Arc::new(TransportCounters::default());
+    let peer_loads = Arc::new(PeerLoads::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outputs = Outputs { status: status_tx, leadership: leadership_tx, counters: counters.clone(), peer_loads: peer_loads.clone() };
+    let thread = std::thread::Builder::new().name(format!("raft-{}", parts.replica.id())).spawn(move || {
+        runtime.block_on(run(parts, requests, outputs, stop));
+    })?;
+    Ok((RaftHandle { requests: requests_tx, status, leadership, counters, peer_loads }, thread))
+}
+
+/// What the loop publishes.
+struct Outputs {
+    status: watch::Sender<RaftStatus>,
+    leadership: watch::Sender<Leadership>,
+    counters: Arc<TransportCounters>,
+    peer_loads: Arc<PeerLoads>,
+}
+
+async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Outputs, mut stop: watch::Receiver<bool>) {
+    let Loop { mut replica, tick, listener, clock, advertise, max_batch } = parts;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut transport = Transport::new(replica.id(), advertise, events_tx, outputs.counters.clone());
+    let addresses = Arc::new(LearntAddresses::default());
+    let (inbox_tx, mut inbox) = mpsc::channel::<Message>(MAX_BATCH);
+    let listener = match listener.set_nonblocking(true).and_then(|_| TcpListener::from_std(listener)) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "raft listener unusable; this coordinator cannot take part in the cluster");
+            return;
+        }
+    };
+    let sinks = Sinks { inbox: inbox_tx, loads: outputs.peer_loads.clone(), addresses: addresses.clone(), counters: outputs.counters.clone() };
+    let mut server_stop = stop.clone();
+    tokio::spawn(transport::serve(listener, sinks, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+    let mut peers = addresses.fill(replica.members());
+    transport.set_peers(replica.id(), &peers);
+    replica.campaign_if_alone();
+
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => replica.tick(),
+            Some(msg) = inbox.recv() => {
+                replica.step(msg);
+                for _ in 0..MAX_BATCH {
+                    match inbox.try_recv() { Ok(m) => replica.step(m), Err(_) => break }
+                }
+            }
+            Some(req) = requests.recv() => {
+                handle(&mut replica, &transport, req);
+                for _ in 1..max_batch {
+                    match requests.try_recv() { Ok(r) => handle(&mut replica, &transport, r), Err(_) => break }
+                }
+            }
+            Some(ev) = events.recv() => on_link_event(&mut replica, ev),
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        match replica.handle_ready() {
+            Ok(out) => transport.send(out.messages),
+            Err(e) => {
+                // A replica that cannot persist must not vote or acknowledge anything.
+                error!(error = %e, "raft storage failed; this coordinator stops taking part in the cluster (fix the disk or data directory and restart it)");
+                break;
+            }
+        }
+        let now_peers = addresses.fill(replica.members());
+        if now_peers != peers {
+            peers = now_peers;
+            transport.set_peers(replica.id(), &peers);
+        }
+        match (replica.role() == StateRole::Leader, since) {
+            (true, None) => {
+                since = Some(clock.now());
+                info!(term = replica.term(), "this coordinator is the leader");
+            }
+            (false, Some(_)) => since = None,
+            _ => {}
+        }
+        publish(&outputs.leadership, Leadership { leader: replica.leader(), since });
+        publish(&outputs.status, status_of(&replica));
+    }
+    replica.stop();
+    transport.close();
+    requests.close();
+    while let Ok(req) = requests.try_recv() {
+        handle_stopped(req);
+    }
+}
+
+fn publish<T: PartialEq>(tx: &watch::Sender<T>, next: T) {
+    tx.send_if_modified(|current| {
+        let changed = *current != next;
+        if changed {
+            *current = next;
+        }
+        changed
+    });
+}
+
+fn handle(replica: &mut Replica, transport: &Transport, req: Request) {
+    match req {
+        Request::Propose(cmd, reply) => replica.propose(cmd, reply),
+        Request::Read(reply) => replica.read(reply),
+        Request::Change(change, reply) => replica.change_members(change, reply),
+        Request::ShareLoad(report) => {
+            if let Some(leader) = replica.leader().filter(|l| *l != replica.id()) {
+                transport.send_load(leader, report);
+            }
+        }
+    }
+}
+
+fn handle_stopped(req: Request) {
+    match req {
+        Request::Propose(_, reply) => reply(Err(RaftError::Stopped)),
+        Request::Read(reply) => reply(Err(RaftError::Stopped)),
+        Request::Change(_, reply) => reply(Err(RaftError::Stopped)),
+        Request::ShareLoad(_) => {}
+    }
+}
+
+fn on_link_event(replica: &mut Replica, ev: LinkEvent) {
+    match ev {
+        LinkEvent::Unreachable(id) => replica.report_unreachable(id),
+        LinkEvent::Snapshot { to, delivered } => replica.report_snapshot(to, delivered),
+    }
+}
+
+fn status_of(replica: &Replica) -> RaftStatus {
+    let progress = replica.progress();
+    let conf = replica.conf_state();
+    let mut roles: BTreeMap<u64, &'static str> = conf.voters.iter().map(|id| (*id, "voter")).collect();
+    roles.extend(conf.learners.iter().map(|id| (*id, "learner")));
+    let members = roles
+        .into_iter()
+        .map(|(id, role)| MemberView {
+            id,
+            raft_addr: replica.members().get(&id).map(|m| m.raft_addr.clone()),
+            role,
+            matched: progress.as_ref().and_then(|p| p.get(&id).copied()),
+        })
+        .collect();
+    RaftStatus {
+        id: replica.id(),
+        leader: replica.leader(),
+        term: replica.term(),
+        role: match replica.role() {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre_candidate",
+        },
+        commit: replica.commit(),
+        applied: replica.applied(),
+        members,
+    }
+}

@@ -1,0 +1,158 @@
+//! The replicated log under the store: raft-rs (tikv) with a durable log,
+//! a TCP transport, and a loop on its own thread.
+//!
+//! - `log_store`: entries, hard state and snapshots in redb, fsynced per `Ready`.
+//! - `replica`: the I/O-free replica: proposals, ReadIndex reads, membership,
+//!   applying to the state machine, snapshots.
+//! - `transport`: framed protobuf over TCP, batched, bounded, reconnecting.
+//! - `driver`: the loop that ties them together, and the `RaftHandle` callers use.
+//! - `logger`: raft-rs's slog records into `tracing`.
+//!
+//! A single coordinator (`sluice up`) is a cluster of one on the same path.
+
+mod driver;
+mod log_store;
+mod logger;
+mod replica;
+#[cfg(test)]
+mod sim;
+mod transport;
+
+pub use driver::{Leadership, MemberView, RaftHandle, RaftStatus};
+pub use log_store::{LogError, LogStore};
+pub use replica::{Member, MemberChange, RaftError};
+pub use transport::TransportCounters;
+
+use crate::machine::Machine;
+use replica::{Replica, ReplicaConfig};
+use sluice_common::Clock;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Client requests batched into one `Ready` (one fsync) by default.
+pub const DEFAULT_MAX_BATCH: usize = 4096;
+
+/// Length of one Raft tick; timeouts are whole numbers of ticks.
+pub const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This coordinator's id, unique in the cluster and never reused.
+    pub id: u64,
+    /// Where peers' Raft traffic is received (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The address peers use to reach `listen`; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Founding members (id -> Raft address), used only when the data directory
+    /// is empty. Empty means "join": wait to be added by an existing cluster.
+    /// `None` means a cluster of just this coordinator.
+    pub initial: Option<BTreeMap<u64, String>>,
+    /// Where the log lives.
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    /// Minimum election timeout; raft-rs randomises it up to twice this.
+    pub election: Duration,
+    /// Compact the log into a snapshot every this many entries.
+    pub snapshot_every: u64,
+    /// How long a write or read may wait for the cluster before it is answered 503.
+    pub request_timeout: Duration,
+    /// Most client requests committed together per fsync; 1 turns batching off.
+    pub max_batch: usize,
+}
+
+impl RaftConfig {
+    /// A single coordinator with its log in `data_dir`.
+    pub fn single(data_dir: PathBuf) -> Self {
+        Self {
+            id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            initial: None,
+            data_dir,
+            heartbeat: Duration::from_millis(150),
+            election: Duration::from_millis(1000),
+            snapshot_every: 10_000,
+            request_timeout: Duration::from_secs(5),
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for Raft peers on {addr}: {source}; pick a free address with --raft")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create the data directory {dir}: {source}; choose a writable --data-dir")]
+    DataDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot open the Raft log in {dir}: {source} (is another coordinator using this --data-dir?)")]
+    Log { dir: PathBuf, source: LogError },
+    #[error("invalid Raft settings: {0}")]
+    Config(String),
+    #[error("cannot start the Raft thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A started Raft loop.
+pub struct RaftNode {
+    pub handle: RaftHandle,
+    /// The bound peer address.
+    pub raft_addr: SocketAddr,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RaftNode {
+    pub fn start(config: RaftConfig, machine: Arc<Machine>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
+        if config.id == 0 {
+            return Err(StartError::Config("--id must be 1 or more (0 means \"nobody\" in Raft)".into()));
+        }
+        if config.heartbeat < TICK || config.election < config.heartbeat * 3 {
+            return Err(StartError::Config(format!(
+                "heartbeat {:?} must be at least {TICK:?}, and the election timeout {:?} at least 3 heartbeats",
+                config.heartbeat, config.election
+            )));
+        }
+        let listener = std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let raft_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir { dir: config.data_dir.clone(), source })?;
+        let log_error = |source| StartError::Log { dir: config.data_dir.clone(), source };
+        let log = LogStore::open(&config.data_dir.join("raft.redb")).map_err(log_error)?;
+        if config.advertise.is_none() && raft_addr.ip().is_unspecified() {
+            return Err(StartError::Config(format!("--raft {raft_addr} listens on every interface: say which address peers reach it at with --advertise-raft host:port")));
+        }
+        let advertise = config.advertise.clone().unwrap_or_else(|| raft_addr.to_string());
+        let initial: BTreeMap<u64, Member> = match &config.initial {
+            None => BTreeMap::from([(config.id, Member { raft_addr: advertise.clone() })]),
+            Some(members) => members.iter().map(|(id, addr)| (*id, Member { raft_addr: addr.clone() })).collect(),
+        };
+        if !initial.is_empty() && !initial.contains_key(&config.id) {
+            return Err(StartError::Config(format!("the initial cluster does not include this coordinator's id {}: add {}=<its raft address>", config.id, config.id)));
+        }
+        let ticks = |d: Duration| (d.as_millis() / TICK.as_millis()).max(1) as usize;
+        let replica_config = ReplicaConfig {
+            id: config.id,
+            heartbeat_ticks: ticks(config.heartbeat),
+            election_ticks: ticks(config.election),
+            snapshot_every: config.snapshot_every.max(1),
+            request_ticks: ticks(config.request_timeout) as u64,
+        };
+        let replica = Replica::new(replica_config, log, &initial, machine, boot_nonce()).map_err(log_error)?;
+        let (handle, thread) = driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1) }, stop).map_err(StartError::Thread)?;
+        Ok(Self { handle, raft_addr, thread })
+    }
+
+    /// Waits for the loop's thread to end (after `stop`).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// A number that differs between runs of the same coordinator, so a restarted
+/// replica never mistakes an entry proposed by its earlier run for its own.
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}

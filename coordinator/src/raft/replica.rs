@@ -1,0 +1,601 @@
+//! One coordinator's Raft replica, without I/O: a raft-rs `RawNode` over the
+//! on-disk log, the state machine it feeds, and the requests waiting on both.
+//!
+//! Everything here is driven by calls (`tick`, `step`, `propose`, `read`,
+//! `change_members`, `handle_ready`) and answers by returning the messages to
+//! send and by calling each request's reply. The tokio driver (`driver.rs`) and
+//! the deterministic simulator (`sim.rs`) both drive the same code; time is the
+//! number of ticks.
+//!
+//! Proposals carry (origin, boot, seq), so the replica that took a request
+//! answers it when it applies that entry, wherever it was proposed from: a
+//! follower hands its proposals to the leader (raft-rs forwards `MsgProp`) and
+//! still answers its own client. A request that is not applied within its
+//! deadline is answered "outcome unknown", never guessed.
+
+use super::log_store::{LogError, LogStore, Persist};
+use crate::machine::Machine;
+use crate::state::{apply, ClusterState, Command, Response};
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Why a request did not get a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftError {
+    #[error("no coordinator leader is known right now (an election is under way or a majority is unreachable); retry in a moment")]
+    NoLeader,
+    #[error("the change was not committed in time (leader lost or majority unreachable); its outcome is unknown: read back before retrying if the change is not idempotent")]
+    Unknown,
+    #[error("membership changes are made by the leader (coordinator {leader:?} as far as this one knows); send it there")]
+    NotLeader { leader: Option<u64> },
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the coordinator is shutting down; retry on another coordinator")]
+    Stopped,
+}
+
+/// How a request is answered: called once, from inside the replica.
+pub type Reply<T> = Box<dyn FnOnce(Result<T, RaftError>) + Send>;
+
+/// A coordinator as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Where its peers reach its Raft port.
+    pub raft_addr: String,
+}
+
+/// A membership change, one at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MemberChange {
+    AddLearner { id: u64, raft_addr: String },
+    Promote { id: u64 },
+    Remove { id: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: u64,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Ticks without a leader before a follower campaigns (randomised up to 2x).
+    pub election_ticks: usize,
+    /// Take a snapshot and compact the log every this many applied entries.
+    pub snapshot_every: u64,
+    /// Ticks a proposal or read may wait before it is answered `Unknown`/`NoLeader`.
+    pub request_ticks: u64,
+}
+
+/// What the replica wants sent after handling a `Ready`.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub messages: Vec<Message>,
+}
+
+/// Entry payload of a normal proposal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Proposal {
+    origin: u64,
+    boot: u64,
+    seq: u64,
+    command: Command,
+}
+
+/// Context of a membership entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChangeContext {
+    origin: u64,
+    boot: u64,
+    seq: u64,
+    raft_addr: Option<String>,
+}
+
+/// The state machine as a snapshot holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotData {
+    state: ClusterState,
+    members: BTreeMap<u64, Member>,
+}
+
+struct Waiting<T> {
+    reply: Reply<T>,
+    deadline: u64,
+    /// The leader when the request was made.
+    leader: Option<u64>,
+}
+
+/// Ticks between re-asking for a read index: raft-rs drops the request silently
+/// when it reaches a leader that has not yet committed in its term, or is lost.
+const READ_RETRY_TICKS: u64 = 2;
+
+pub struct Replica {
+    raw: RawNode<LogStore>,
+    config: ReplicaConfig,
+    machine: Arc<Machine>,
+    members: BTreeMap<u64, Member>,
+    applied: u64,
+    /// Distinguishes this run's proposals from an earlier run's with the same seq.
+    boot: u64,
+    next_seq: u64,
+    now: u64,
+    proposals: HashMap<u64, Waiting<Response>>,
+    /// Membership changes, answered with the index they were applied at.
+    changes: HashMap<u64, Waiting<u64>>,
+    /// Reads waiting for the leader to confirm a read index.
+    reads: HashMap<u64, Waiting<()>>,
+    /// Reads with a confirmed index, waiting for it to be applied.
+    ready_reads: Vec<(u64, Waiting<()>)>,
+    /// The leader as of the last `Ready`.
+    seen_leader: Option<u64>,
+}
+
+impl Replica {
+    /// Opens the replica over `log`. An empty log is bootstrapped with `initial`
+    /// (the same on every founding member) unless `initial` is empty, which means
+    /// "wait to be added to an existing cluster".
+    pub fn new(config: ReplicaConfig, mut log: LogStore, initial: &BTreeMap<u64, Member>, machine: Arc<Machine>, boot: u64) -> Result<Self, LogError> {
+        if log.is_empty() && !initial.is_empty() {
+            log.persist(Persist { snapshot: Some(&bootstrap_snapshot(initial)?), ..Default::default() })?;
+        }
+        let snap = log.snapshot_ref().clone();
+        let (state, members) = decode_snapshot(&snap)?;
+        machine.replace(state);
+        let applied = snap.get_metadata().index;
+        let raft_config = raft::Config {
+            id: config.id,
+            heartbeat_tick: config.heartbeat_ticks,
+            election_tick: config.election_ticks,
+            applied,
+            pre_vote: true,
+            check_quorum: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        let logger = super::logger::tracing_logger(config.id);
+        let raw = RawNode::new(&raft_config, log, &logger).map_err(|e| LogError::Db(format!("raft refused the stored state: {e}")))?;
+        Ok(Self {
+            raw,
+            config,
+            machine,
+            members,
+            applied,
+            boot,
+            next_seq: 1,
+            now: 0,
+            proposals: HashMap::new(),
+            changes: HashMap::new(),
+            reads: HashMap::new(),
+            ready_reads: Vec::new(),
+            seen_leader: None,
+        })
+    }
+
+    /// A cluster of one elects itself at once instead of after an election timeout.
+    pub fn campaign_if_alone(&mut self) {
+        if self.conf_state().voters == [self.config.id] && self.role() != StateRole::Leader {
+            let _ = self.raw.campaign();
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    pub fn role(&self) -> StateRole {
+        self.raw.raft.state
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn commit(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn members(&self) -> &BTreeMap<u64, Member> {
+        &self.members
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        self.raw.store().conf_state()
+    }
+
+    /// What the leader knows of each member's log (`None` on a non-leader).
+    pub fn progress(&self) -> Option<BTreeMap<u64, u64>> {
+        (self.role() == StateRole::Leader).then(|| self.raw.raft.prs().iter().map(|(id, p)| (*id, p.matched)).collect())
+    }
+
+    /// The raft-rs node underneath, for the simulator (`sim.rs`) to inspect the log
+    /// and to draw election timeouts from its seed instead of raft-rs's thread RNG.
+    #[cfg(test)]
+    pub(super) fn raw(&self) -> &RawNode<LogStore> {
+        &self.raw
+    }
+
+    #[cfg(test)]
+    pub(super) fn raw_mut(&mut self) -> &mut RawNode<LogStore> {
+        &mut self.raw
+    }
+
+    /// Advances time by one tick and expires requests past their deadline.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.raw.tick();
+        let now = self.now;
+        if now.is_multiple_of(READ_RETRY_TICKS) && self.leader().is_some() {
+            let unconfirmed: Vec<u64> = self.reads.keys().copied().collect();
+            for seq in unconfirmed {
+                self.ask_read_index(seq);
+            }
+        }
+        expire(&mut self.proposals, now, RaftError::Unknown);
+        expire(&mut self.changes, now, RaftError::Unknown);
+        expire(&mut self.reads, now, RaftError::NoLeader);
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads).into_iter().partition(|(_, w)| w.deadline <= now);
+        self.ready_reads = waiting;
+        for (_, w) in late {
+            (w.reply)(Err(RaftError::Unknown));
+        }
+    }
+
+    pub fn step(&mut self, msg: Message) {
+        if let Err(e) = self.raw.step(msg) {
+            // Messages from removed or unknown peers, or stale ones: harmless.
+            tracing::debug!(error = %e, "raft message ignored");
+        }
+    }
+
+    /// Proposes `command`; `reply` gets its response once applied here.
+    pub fn propose(&mut self, command: Command, reply: Reply<Response>) {
+        if self.leader().is_none() {
+            return reply(Err(RaftError::NoLeader));
+        }
+        let seq = self.take_seq();
+        let data = match serde_json::to_vec(&Proposal { origin: self.config.id, boot: self.boot, seq, command }) {
+            Ok(d) => d,
+            Err(e) => return reply(Err(RaftError::Rejected(format!("command cannot be encoded: {e}")))),
+        };
+        match self.raw.propose(vec![], data) {
+            Ok(()) => {
+                self.proposals.insert(seq, Waiting { reply, deadline: self.now + self.config.request_ticks, leader: self.leader() });
+            }
+            Err(raft::Error::ProposalDropped) => reply(Err(RaftError::NoLeader)),
+            Err(e) => reply(Err(RaftError::Rejected(e.to_string()))),
+        }
+    }
+
+    /// Answers once this replica has applied everything committed when the read
+    /// was asked: reading the machine then is linearizable (ReadIndex).
+    pub fn read(&mut self, reply: Reply<()>) {
+        if self.leader().is_none() {
+            return reply(Err(RaftError::NoLeader));
+        }
+        let seq = self.take_seq();
+        self.ask_read_index(seq);
+        self.reads.insert(seq, Waiting { reply, deadline: self.now + self.config.request_ticks, leader: self.leader() });
+    }
+
+    fn ask_read_index(&mut self, seq: u64) {
+        let mut ctx = self.boot.to_be_bytes().to_vec();
+        ctx.extend_from_slice(&seq.to_be_bytes());
+        self.raw.read_index(ctx);
+    }
+
+    /// Proposes one membership change. Only the leader takes them, one at a time.
+    pub fn change_members(&mut self, change: MemberChange, reply: Reply<u64>) {
+        if self.role() != StateRole::Leader {
+            return reply(Err(RaftError::NotLeader { leader: self.leader() }));
+        }
+        if self.raw.raft.has_pending_conf() {
+            return reply(Err(RaftError::Rejected("another membership change is still being committed; retry when it is done".into())));
+        }
+        let voters = &self.conf_state().voters;
+        let learners = &self.conf_state().learners;
+        let (id, change_type, raft_addr) = match change {
+            MemberChange::AddLearner { id, raft_addr } => {
+                if voters.contains(&id) || learners.contains(&id) {
+                    return reply(Err(RaftError::Rejected(format!("coordinator {id} is already a member; remove it first to change its address"))));
+                }
+                (id, ConfChangeType::AddLearnerNode, Some(raft_addr))
+            }
+            MemberChange::Promote { id } => {
+                if !learners.contains(&id) {
+                    return reply(Err(RaftError::Rejected(format!("coordinator {id} is not a learner; add it first"))));
+                }
+                (id, ConfChangeType::AddNode, None)
+            }
+            MemberChange::Remove { id } => {
+                if !voters.contains(&id) && !learners.contains(&id) {
+                    return reply(Err(RaftError::Rejected(format!("coordinator {id} is not a member"))));
+                }
+                if voters.len() == 1 && voters.contains(&id) {
+                    return reply(Err(RaftError::Rejected("cannot remove the last voting coordinator".into())));
+                }
+                (id, ConfChangeType::RemoveNode, None)
+            }
+        };
+        let seq = self.take_seq();
+        let context = match serde_json::to_vec(&ChangeContext { origin: self.config.id, boot: self.boot, seq, raft_addr }) {
+            Ok(c) => c,
+            Err(e) => return reply(Err(RaftError::Rejected(e.to_string()))),
+        };
+        let cc = ConfChange { change_type, node_id: id, ..Default::default() };
+        match self.raw.propose_conf_change(context, cc) {
+            Ok(()) => {
+                self.changes.insert(seq, Waiting { reply, deadline: self.now + self.config.request_ticks, leader: self.leader() });
+            }
+            Err(e) => reply(Err(RaftError::Rejected(e.to_string()))),
+        }
+    }
+
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    pub fn report_snapshot(&mut self, id: u64, delivered: bool) {
+        self.raw.report_snapshot(id, if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure });
+    }
+
+    /// Persists, applies and collects messages: the raft-rs `Ready` cycle.
+    pub fn handle_ready(&mut self) -> Result<Outbox, LogError> {
+        let mut out = Outbox::default();
+        if !self.raw.has_ready() {
+            return Ok(out);
+        }
+        let mut ready = self.raw.ready();
+        // A leader may send before it persists (the paper's parallel append).
+        out.messages.extend(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            self.raw.mut_store().persist(Persist { snapshot: Some(&snap), ..Default::default() })?;
+            self.restore(&snap)?;
+        }
+        self.apply_committed(ready.take_committed_entries())?;
+        self.raw.mut_store().persist(Persist { entries: ready.entries(), hard_state: ready.hs(), ..Default::default() })?;
+        for rs in ready.take_read_states() {
+            self.read_confirmed(&rs.request_ctx, rs.index);
+        }
+        out.messages.extend(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        out.messages.extend(light.take_messages());
+        self.apply_committed(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.maybe_snapshot()?;
+        self.on_leader_change();
+        Ok(out)
+    }
+
+    /// When the leader changes, a write still waiting was proposed to, or by, a
+    /// leader that is gone: it may have been committed or lost, and nothing will
+    /// tell. Answering "unknown" now, rather than at its deadline, lets the
+    /// client retry against the new leader after an election instead of 5 s.
+    /// Reads keep waiting: they ask the new leader for a read index themselves.
+    fn on_leader_change(&mut self) {
+        let leader = self.leader();
+        if leader == self.seen_leader {
+            return;
+        }
+        self.seen_leader = leader;
+        abandon(&mut self.proposals, leader);
+        abandon(&mut self.changes, leader);
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), LogError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut desired_changed = false;
+        let mut routes = Vec::new();
+        for entry in entries {
+            self.applied = entry.index;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {} // a new leader's no-op
+                EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&entry.data) {
+                    Ok(p) => {
+                        // The lock is held per entry so that replies run without it.
+                        let (response, effects) = apply(&mut self.machine.write(), &p.command);
+                        desired_changed |= effects.desired_changed;
+                        routes.extend(effects.route_of);
+                        if p.origin == self.config.id && p.boot == self.boot {
+                            if let Some(w) = self.proposals.remove(&p.seq) {
+                                (w.reply)(Ok(response));
+                            }
+                        }
+                    }
+                    // Every replica skips the same entry, so they stay identical.
+                    Err(e) => warn!(index = entry.index, error = %e, "skipping an undecodable log entry (written by a newer version?)"),
+                },
+                EntryType::EntryConfChange => self.apply_conf_change(&entry)?,
+                EntryType::EntryConfChangeV2 => warn!(index = entry.index, "skipping a joint-consensus change: this version makes one change at a time"),
+            }
+        }
+        self.machine.applied(self.applied, desired_changed, routes);
+        self.release_reads();
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), LogError> {
+        let cc = match ConfChange::parse_from_bytes(&entry.data) {
+            Ok(cc) => cc,
+            Err(e) => {
+                warn!(index = entry.index, error = %e, "skipping an undecodable membership change");
+                return Ok(());
+            }
+        };
+        let ctx: Option<ChangeContext> = serde_json::from_slice(&entry.context).ok();
+        let outcome = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                self.raw.mut_store().persist(Persist { conf_state: Some(&cs), ..Default::default() })?;
+                match cc.get_change_type() {
+                    ConfChangeType::AddLearnerNode | ConfChangeType::AddNode => {
+                        if let Some(addr) = ctx.as_ref().and_then(|c| c.raft_addr.clone()) {
+                            self.members.insert(cc.node_id, Member { raft_addr: addr });
+                        }
+                    }
+                    ConfChangeType::RemoveNode => {
+                        self.members.remove(&cc.node_id);
+                        if cc.node_id == self.config.id {
+                            warn!("this coordinator was removed from the cluster: it takes no further part; stop it");
+                            self.step_down_if_leading();
+                        }
+                    }
+                }
+                info!(change = ?cc.get_change_type(), node = cc.node_id, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+                Ok(entry.index)
+            }
+            Err(e) => Err(RaftError::Rejected(format!("membership change refused: {e}"))),
+        };
+        if let Some(ctx) = ctx.filter(|c| c.origin == self.config.id && c.boot == self.boot) {
+            if let Some(w) = self.changes.remove(&ctx.seq) {
+                (w.reply)(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    /// A leader that removed itself stops leading at once. raft-rs 0.7 keeps it
+    /// leader without a progress entry of its own, and panics (`unwrap` on `None`
+    /// in `maybe_commit` or `on_persist_entries`) as soon as its commit or persisted
+    /// index moves again. This is etcd's `StepDownOnRemoval`; the remaining voters
+    /// elect a leader once their election timeout passes. It must not send anything
+    /// here (a transfer would): raft-rs refuses messages from a non-leader after `advance`.
+    fn step_down_if_leading(&mut self) {
+        if self.role() == StateRole::Leader {
+            let term = self.term();
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
+    }
+
+    fn read_confirmed(&mut self, ctx: &[u8], index: u64) {
+        let Some(seq) = ctx.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else { return };
+        if ctx[..8] != self.boot.to_be_bytes() {
+            return;
+        }
+        if let Some(w) = self.reads.remove(&seq) {
+            self.ready_reads.push((index, w));
+        }
+        self.release_reads();
+    }
+
+    fn release_reads(&mut self) {
+        let applied = self.applied;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads).into_iter().partition(|(i, _)| *i <= applied);
+        self.ready_reads = waiting;
+        for (_, w) in done {
+            (w.reply)(Ok(()));
+        }
+    }
+
+    /// Replaces the machine with a snapshot received from the leader.
+    fn restore(&mut self, snap: &Snapshot) -> Result<(), LogError> {
+        let (state, members) = decode_snapshot(snap)?;
+        self.machine.replace(state);
+        self.members = members;
+        self.applied = snap.get_metadata().index;
+        self.machine.applied(self.applied, true, None);
+        info!(index = self.applied, "state restored from the leader's snapshot");
+        self.release_reads();
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), LogError> {
+        let last = self.raw.store().snapshot_ref().get_metadata().index;
+        let wanted = self.raw.store().take_snapshot_wanted() && self.applied > last;
+        if self.applied < last + self.config.snapshot_every && !wanted {
+            return Ok(());
+        }
+        let term = self.raw.store().term(self.applied).map_err(|e| LogError::Db(format!("term of applied entry {}: {e}", self.applied)))?;
+        let data = SnapshotData { state: self.machine.read().clone(), members: self.members.clone() };
+        let mut snap = Snapshot { data: encode_snapshot(&data)?, ..Default::default() };
+        let meta = snap.mut_metadata();
+        meta.index = self.applied;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state().clone());
+        self.raw.mut_store().compact(snap)?;
+        tracing::debug!(index = self.applied, "log compacted into a snapshot");
+        Ok(())
+    }
+
+    /// Answers every waiting request with `Stopped`.
+    pub fn stop(&mut self) {
+        for (_, w) in self.proposals.drain() {
+            (w.reply)(Err(RaftError::Stopped));
+        }
+        for (_, w) in self.changes.drain() {
+            (w.reply)(Err(RaftError::Stopped));
+        }
+        for (_, w) in self.reads.drain() {
+            (w.reply)(Err(RaftError::Stopped));
+        }
+        for (_, w) in self.ready_reads.drain(..) {
+            (w.reply)(Err(RaftError::Stopped));
+        }
+    }
+}
+
+/// Answers "unknown" every request made under another leader than `leader`.
+fn abandon<T>(waiting: &mut HashMap<u64, Waiting<T>>, leader: Option<u64>) {
+    let stale: Vec<u64> = waiting.iter().filter(|(_, w)| w.leader != leader).map(|(k, _)| *k).collect();
+    for k in stale {
+        if let Some(w) = waiting.remove(&k) {
+            (w.reply)(Err(RaftError::Unknown));
+        }
+    }
+}
+
+fn expire<T>(waiting: &mut HashMap<u64, Waiting<T>>, now: u64, error: RaftError) {
+    let late: Vec<u64> = waiting.iter().filter(|(_, w)| w.deadline <= now).map(|(k, _)| *k).collect();
+    for k in late {
+        if let Some(w) = waiting.remove(&k) {
+            (w.reply)(Err(error.clone()));
+        }
+    }
+}
+
+/// The founding members' first snapshot: identical on each of them, so they
+/// start from the same configuration (index 1, term 1) without a log.
+fn bootstrap_snapshot(members: &BTreeMap<u64, Member>) -> Result<Snapshot, LogError> {
+    let data = SnapshotData { state: ClusterState::default(), members: members.clone() };
+    let mut snap = Snapshot { data: encode_snapshot(&data)?, ..Default::default() };
+    let meta = snap.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.mut_conf_state().voters = members.keys().copied().collect();
+    Ok(snap)
+}
+
+fn encode_snapshot(data: &SnapshotData) -> Result<bytes::Bytes, LogError> {
+    serde_json::to_vec(data).map(Into::into).map_err(|e| LogError::Corrupt { what: "snapshot", reason: e.to_string() })
+}
+
+fn decode_snapshot(snap: &Snapshot) -> Result<(ClusterState, BTreeMap<u64, Member>), LogError> {
+    if snap.data.is_empty() {
+        return Ok(Default::default());
+    }
+    let data: SnapshotData = serde_json::from_slice(&snap.data).map_err(|e| LogError::Corrupt { what: "snapshot", reason: e.to_string() })?;
+    Ok((data.state, data.members))
+}

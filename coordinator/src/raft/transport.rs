@@ -1,0 +1,360 @@
+//! Raft messages between coordinators: length-prefixed frames over one TCP
+//! connection per peer and direction. A frame is a protobuf Raft message, a
+//! follower's gateway load (JSON) for the leader's controller, or the hello that
+//! opens every connection (the sender's id and address), from which a new
+//! member learns where to answer before it has the cluster's configuration.
+//!
+//! Sending never blocks the Raft loop: each peer has a bounded queue drained by
+//! its own task, which writes everything queued in one go (batching), and
+//! reconnects with a capped backoff. A full queue or a dead link drops messages,
+//! which Raft tolerates by design (it retransmits); the replica is told the peer
+//! is unreachable so it probes gently instead of streaming into the void.
+//! Receiving is bounded too: a reader waits when the Raft loop is behind, which
+//! pushes back through TCP to the sender.
+
+use super::replica::Member;
+use crate::load::{LoadReport, PeerLoads};
+use bytes::Bytes;
+use bytes::{Buf, BytesMut};
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Largest frame accepted: a snapshot of a large cluster state fits.
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Bytes written per batch before the socket is flushed.
+const BATCH_BYTES: usize = 1024 * 1024;
+const KIND_RAFT: u8 = 0;
+const KIND_LOAD: u8 = 1;
+const KIND_HELLO: u8 = 2;
+
+/// The first frame on a connection.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Hello {
+    id: u64,
+    raft_addr: String,
+}
+
+/// Peers' addresses learnt from hellos, for peers the configuration does not
+/// (yet) name.
+#[derive(Debug, Default)]
+pub struct LearntAddresses(std::sync::Mutex<BTreeMap<u64, String>>);
+
+impl LearntAddresses {
+    fn learn(&self, id: u64, addr: String) {
+        self.0.lock().expect("addresses lock poisoned").insert(id, addr);
+    }
+
+    /// `members`, plus learnt peers it does not name.
+    pub fn fill(&self, members: &BTreeMap<u64, Member>) -> BTreeMap<u64, Member> {
+        let mut all = members.clone();
+        for (id, addr) in self.0.lock().expect("addresses lock poisoned").iter() {
+            all.entry(*id).or_insert_with(|| Member { raft_addr: addr.clone() });
+        }
+        all
+    }
+}
+
+/// What travels on a link.
+#[derive(Debug)]
+pub enum Frame {
+    Raft(Message),
+    /// An encoded `LoadReport`.
+    Load(Bytes),
+}
+
+impl Frame {
+    fn snapshot_to(&self) -> Option<u64> {
+        match self {
+            Frame::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot => Some(m.to),
+            _ => None,
+        }
+    }
+}
+
+/// What the links report back to the Raft loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    Unreachable(u64),
+    Snapshot { to: u64, delivered: bool },
+}
+
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    pub received: AtomicU64,
+}
+
+struct Link {
+    addr: String,
+    queue: mpsc::Sender<Frame>,
+    task: JoinHandle<()>,
+}
+
+/// The outbound side: one link per peer.
+pub struct Transport {
+    hello: Bytes,
+    links: HashMap<u64, Link>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    pub counters: Arc<TransportCounters>,
+}
+
+impl Transport {
+    /// Links from coordinator `me`, reachable at `raft_addr`.
+    pub fn new(me: u64, raft_addr: String, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) -> Self {
+        let hello = Bytes::from(serde_json::to_vec(&Hello { id: me, raft_addr }).unwrap_or_default());
+        Self { hello, links: HashMap::new(), events, counters }
+    }
+
+    /// Opens links to new members, closes links to removed ones, follows moves.
+    pub fn set_peers(&mut self, me: u64, members: &BTreeMap<u64, Member>) {
+        self.links.retain(|id, link| {
+            let keep = members.get(id).is_some_and(|m| m.raft_addr == link.addr) && *id != me;
+            if !keep {
+                link.task.abort();
+            }
+            keep
+        });
+        for (id, member) in members {
+            if *id == me || self.links.contains_key(id) {
+                continue;
+            }
+            let (queue, rx) = mpsc::channel(PEER_QUEUE);
+            let task = tokio::spawn(run_link(*id, member.raft_addr.clone(), self.hello.clone(), rx, self.events.clone(), self.counters.clone()));
+            info!(peer = id, addr = %member.raft_addr, "raft link opened");
+            self.links.insert(*id, Link { addr: member.raft_addr.clone(), queue, task });
+        }
+    }
+
+    pub fn send(&self, messages: Vec<Message>) {
+        for msg in messages {
+            let to = msg.to;
+            let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+            let Some(link) = self.links.get(&to) else {
+                // A peer we have no address for yet (e.g. added a moment ago).
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = self.events.send(LinkEvent::Unreachable(to));
+                continue;
+            };
+            if link.queue.try_send(Frame::Raft(msg)).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = self.events.send(LinkEvent::Unreachable(to));
+                if is_snapshot {
+                    let _ = self.events.send(LinkEvent::Snapshot { to, delivered: false });
+                }
+            }
+        }
+    }
+
+    /// Sends a gateway load report to `to`; dropped if the link is busy or down
+    /// (the next one follows within a tick).
+    pub fn send_load(&self, to: u64, report: Bytes) {
+        if let Some(link) = self.links.get(&to) {
+            let _ = link.queue.try_send(Frame::Load(report));
+        }
+    }
+
+    pub fn close(&mut self) {
+        for (_, link) in self.links.drain() {
+            link.task.abort();
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Keeps one outbound connection to `addr` alive and writes what is queued.
+async fn run_link(peer: u64, addr: String, hello: Bytes, mut queue: mpsc::Receiver<Frame>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut buf = BytesMut::new();
+    loop {
+        // Connect only when there is something to say: an idle link costs nothing.
+        let Some(first) = queue.recv().await else { return };
+        let mut stream = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                backoff = Duration::from_millis(50);
+                debug!(peer, addr = %addr, "raft link connected");
+                s
+            }
+            Ok(Err(e)) => {
+                fail(peer, &first, &events, &counters);
+                debug!(peer, addr = %addr, error = %e, "raft peer unreachable");
+                discard_queued(peer, &mut queue, &events, &counters);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(_) => {
+                fail(peer, &first, &events, &counters);
+                discard_queued(peer, &mut queue, &events, &counters);
+                continue;
+            }
+        };
+        let mut next = Some(first);
+        let mut greeted = false;
+        while let Some(msg) = next.take() {
+            // Batch: everything already queued goes out in one write.
+            let mut batch = vec![msg];
+            buf.clear();
+            if !greeted {
+                encode_raw(KIND_HELLO, &hello, &mut buf);
+                greeted = true;
+            }
+            encode(&batch[0], &mut buf);
+            while buf.len() < BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(m) => {
+                        encode(&m, &mut buf);
+                        batch.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&buf).await {
+                debug!(peer, addr = %addr, error = %e, "raft link broke; reconnecting");
+                for m in &batch {
+                    fail(peer, m, &events, &counters);
+                }
+                break;
+            }
+            counters.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for to in batch.iter().filter_map(Frame::snapshot_to) {
+                let _ = events.send(LinkEvent::Snapshot { to, delivered: true });
+            }
+            next = queue.recv().await;
+            if next.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+fn fail(peer: u64, frame: &Frame, events: &mpsc::UnboundedSender<LinkEvent>, counters: &TransportCounters) {
+    counters.dropped.fetch_add(1, Ordering::Relaxed);
+    let _ = events.send(LinkEvent::Unreachable(peer));
+    if frame.snapshot_to().is_some() {
+        let _ = events.send(LinkEvent::Snapshot { to: peer, delivered: false });
+    }
+}
+
+/// Drops what queued up while the peer was unreachable: Raft resends what matters.
+fn discard_queued(peer: u64, queue: &mut mpsc::Receiver<Frame>, events: &mpsc::UnboundedSender<LinkEvent>, counters: &TransportCounters) {
+    while let Ok(m) = queue.try_recv() {
+        fail(peer, &m, events, counters);
+    }
+}
+
+/// `[u32 length of what follows][u8 kind][payload]`.
+fn encode(frame: &Frame, buf: &mut BytesMut) {
+    let (kind, payload) = match frame {
+        Frame::Raft(msg) => match msg.write_to_bytes() {
+            Ok(bytes) => (KIND_RAFT, Bytes::from(bytes)),
+            Err(e) => return warn!(error = %e, "cannot encode a raft message; dropped"),
+        },
+        Frame::Load(bytes) => (KIND_LOAD, bytes.clone()),
+    };
+    encode_raw(kind, &payload, buf);
+}
+
+fn encode_raw(kind: u8, payload: &[u8], buf: &mut BytesMut) {
+    buf.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
+    buf.extend_from_slice(&[kind]);
+    buf.extend_from_slice(payload);
+}
+
+/// Where received frames go.
+#[derive(Clone)]
+pub struct Sinks {
+    pub inbox: mpsc::Sender<Message>,
+    pub loads: Arc<PeerLoads>,
+    pub addresses: Arc<LearntAddresses>,
+    pub counters: Arc<TransportCounters>,
+}
+
+/// Accepts peers' connections and feeds their frames to `sinks` until `shutdown`.
+pub async fn serve(listener: TcpListener, sinks: Sinks, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut readers = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    let _ = stream.set_nodelay(true);
+                    readers.spawn(read_frames(stream, from.to_string(), sinks.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "raft listener cannot accept; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = readers.join_next(), if !readers.is_empty() => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+async fn read_frames(mut stream: TcpStream, from: String, sinks: Sinks) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len == 0 || len > MAX_FRAME {
+                warn!(from = %from, len, "raft frame too large; closing the connection");
+                return;
+            }
+            if buf.len() < 4 + len {
+                buf.reserve(4 + len - buf.len());
+                break;
+            }
+            buf.advance(4);
+            let frame = buf.split_to(len);
+            match frame[0] {
+                KIND_RAFT => match Message::parse_from_bytes(&frame[1..]) {
+                    Ok(msg) => {
+                        sinks.counters.received.fetch_add(1, Ordering::Relaxed);
+                        if sinks.inbox.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(from = %from, error = %e, "undecodable raft frame; closing the connection");
+                        return;
+                    }
+                },
+                KIND_HELLO => match serde_json::from_slice::<Hello>(&frame[1..]) {
+                    Ok(hello) => sinks.addresses.learn(hello.id, hello.raft_addr),
+                    Err(e) => warn!(from = %from, error = %e, "undecodable hello; ignored"),
+                },
+                KIND_LOAD => match serde_json::from_slice::<LoadReport>(&frame[1..]) {
+                    Ok(report) => sinks.loads.record(report),
+                    Err(e) => warn!(from = %from, error = %e, "undecodable load report; ignored"),
+                },
+                other => {
+                    warn!(from = %from, kind = other, "unknown frame kind (a newer coordinator?); closing the connection");
+                    return;
+                }
+            }
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
