@@ -75,12 +75,12 @@ impl Coordinator {
         let raft_addr = raft.raft_addr;
         let store = Store::new(machine, raft.handle.clone(), clock.clone());
         let demand = Arc::new(Notify::new());
-        let gateway = Gateway::new(clock, demand.clone());
+        let gateway = Gateway::new(store.clone(), clock, demand.clone());
         let api = Api::new(store.clone(), gateway.clone());
 
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
-        tasks.spawn(gateway::follow_store(gateway.clone(), store.clone(), stopped(stop.subscribe())));
+        tasks.spawn(gateway.clone().follow_store(stopped(stop.subscribe())));
         tasks.spawn(controller::run(store.clone(), gateway.clone(), demand, config.controller, stopped(stop.subscribe())));
         let mut workers = Vec::with_capacity(threads);
         let mut gateway_threads = Vec::with_capacity(threads);

@@ -36,14 +36,16 @@ pub const INSTANCE_HEADER: &str = "x-sluice-instance";
 
 pub struct Gateway {
     routes: RwLock<HashMap<String, Arc<Route>>>,
+    /// The applied state the routes follow (see [`Gateway::follow_store`]).
+    store: Arc<Store>,
     clock: Arc<dyn Clock>,
     /// Woken when a request has to wait, so capacity is decided without delay.
     demand: Arc<Notify>,
 }
 
 impl Gateway {
-    pub fn new(clock: Arc<dyn Clock>, demand: Arc<Notify>) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), clock, demand })
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, demand: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), store, clock, demand })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -115,8 +117,18 @@ impl Gateway {
         self.routes.read().expect("routes lock").values().cloned().collect()
     }
 
+    /// The route of `name`. A miss is checked against the applied state before it
+    /// counts: [`Gateway::follow_store`] syncs just after each apply, and a deploy
+    /// acknowledged a moment ago must already be callable on the node that applied it.
     fn route(&self, name: &str) -> Option<Arc<Route>> {
-        self.routes.read().expect("routes lock").get(name).cloned()
+        if let Some(route) = self.routes.read().expect("routes lock").get(name).cloned() {
+            return Some(route);
+        }
+        let name = sluice_common::FunctionName::new(name).ok()?;
+        self.store.read(|s| {
+            s.functions.contains_key(&name).then(|| self.sync_functions(s, &std::collections::BTreeSet::from([name.clone()])))
+        })?;
+        self.routes.read().expect("routes lock").get(name.as_str()).cloned()
     }
 
     /// Serves one gateway request, forwarding through `client` (one per serving
@@ -264,20 +276,22 @@ fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {
     }
 }
 
-/// Keeps the gateway's routing table in step with the store until `shutdown`.
-pub async fn follow_store(gateway: Arc<Gateway>, store: Arc<Store>, shutdown: impl Future<Output = ()>) {
-    let mut applied = store.watch_applied();
-    tokio::pin!(shutdown);
-    loop {
-        let dirty = store.take_dirty_routes();
-        if dirty.all {
-            store.read(|s| gateway.sync(s));
-        } else if !dirty.functions.is_empty() {
-            store.read(|s| gateway.sync_functions(s, &dirty.functions));
-        }
-        tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
-            _ = &mut shutdown => return,
+impl Gateway {
+    /// Keeps the routing table in step with the store's applied state until `shutdown`.
+    pub async fn follow_store(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let mut applied = self.store.watch_applied();
+        tokio::pin!(shutdown);
+        loop {
+            let dirty = self.store.take_dirty_routes();
+            if dirty.all {
+                self.store.read(|s| self.sync(s));
+            } else if !dirty.functions.is_empty() {
+                self.store.read(|s| self.sync_functions(s, &dirty.functions));
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = &mut shutdown => return,
+            }
         }
     }
 }
