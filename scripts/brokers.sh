@@ -87,8 +87,14 @@ start_one() {
 # Written by scripts/brokers.sh; rewritten on every start.
 listener ${addr##*:} ${addr%:*}
 allow_anonymous true
+# Started as root, mosquitto would switch to the "mosquitto" user, which cannot write the
+# persistence directory below \$HOME: sessions would silently not survive a restart.
+user $(id -un)
 persistence true
 persistence_location $DIR/mqtt-data/
+# A subscription's session queues what arrives while it is away or behind; mosquitto's default
+# (1000 messages) silently drops the rest. Match the in-process bus's per-group bound.
+max_queued_messages 100000
 log_dest stdout
 EOF
         launch mqtt mosquitto -c "$DIR/mosquitto.conf"

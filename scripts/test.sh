@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test.sh — Sluice's whole test suite on a fresh machine: starts the local
-# registry, builds and pushes the example function images, then runs every
-# unit, conformance and end-to-end test against the real Docker Engine.
+# registry and the message brokers (tansu for Kafka, mosquitto for MQTT; the
+# first run builds tansu, ~20 minutes, cached after), builds and pushes the
+# example function images, then runs every unit, conformance and end-to-end test
+# against the real Docker Engine and brokers. The brokers are stopped at the end.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  build cache (default $HOME/.cache/sluice/target)
@@ -18,6 +20,9 @@ scripts/prereqs.sh
 
 say "starting the registry on $REGISTRY"
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start
+say "starting the message brokers"
+scripts/brokers.sh start
+trap 'scripts/brokers.sh stop || true' EXIT
 say "building the example function images"
 scripts/build-images.sh   # hello, sleep, and sluice (the coordinator image the cluster tests run)
 

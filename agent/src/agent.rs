@@ -11,22 +11,25 @@ mod config;
 mod metrics;
 mod poller;
 mod reporter;
+mod sampler;
 mod table;
 mod tasks;
 
 pub use config::AgentConfig;
 pub use metrics::AgentMetrics;
 
-use crate::backoff::{self, Backoff};
+use sluice_common::backoff::{self, Backoff};
 use crate::control::ControlPlane;
 use crate::reconcile::{self, Action};
-use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::runtime::{ContainerRuntime, ContainerStatus, RuntimeError};
+use sluice_bus::Publisher;
 use sluice_common::{Clock, DesiredSet, FunctionName, InstanceId, InstanceState, NodeId, Resources};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use table::ReportTable;
+use sluice_common::wire::EventKind as EventKindOut;
 use tasks::{Event, EventKind, Task, Worker};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -46,6 +49,8 @@ pub struct Agent {
     clock: Arc<dyn Clock>,
     config: AgentConfig,
     metrics: Arc<AgentMetrics>,
+    /// Where figures and instance events go; None when no metrics bus is set.
+    publisher: Option<Arc<Publisher>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -64,7 +69,15 @@ impl Agent {
         clock: Arc<dyn Clock>,
         config: AgentConfig,
     ) -> Self {
-        Self { node, capacity, runtime, control, clock, config, metrics: Arc::default() }
+        Self { node, capacity, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
+    }
+
+    /// Publishes host and container figures and instance events through `publisher`
+    /// (whose delivery to a bus the caller starts).
+    pub fn with_publisher(mut self, publisher: Arc<Publisher>) -> Self {
+        self.metrics.set_publisher(publisher.clone());
+        self.publisher = Some(publisher);
+        self
     }
 
     /// The agent's figures, live while it runs.
@@ -87,7 +100,8 @@ impl Agent {
         ));
         let (reports_tx, reports_rx) = watch::channel(None);
         let (delivered_tx, delivered_rx) = watch::channel(0);
-        let host_sampler = tokio::spawn(sample_host(self.metrics.clone(), cfg.host_sample_interval));
+        let (watched_tx, watched_rx) = watch::channel(Vec::new());
+        let sampler = tokio::spawn(sampler::run(self.metrics.clone(), self.publisher.clone(), self.clock.clone(), watched_rx, cfg.host_sample_interval));
         let reporter = tokio::spawn(reporter::run(self.control.clone(), reports_rx, delivered_tx, Backoff::new(cfg.retry_base, cfg.retry_cap, seed.rotate_left(32))));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let worker = Worker { runtime: self.runtime.clone(), node: self.node.clone(), events: events_tx };
@@ -99,6 +113,7 @@ impl Agent {
             reconciled: false,
             list_failing: false,
             worker,
+            watched: watched_tx,
             reports: reports_tx,
             delivered: delivered_rx,
             agent: &self,
@@ -134,7 +149,7 @@ impl Agent {
         }
         poller.abort();
         reporter.abort();
-        host_sampler.abort();
+        sampler.abort();
         state.abort_all();
         info!(node = %self.node, "agent stopped; containers left running");
     }
@@ -171,6 +186,8 @@ struct LoopState<'a> {
     reconciled: bool,
     list_failing: bool,
     worker: Worker,
+    /// The running containers, for the sampler.
+    watched: watch::Sender<Vec<crate::runtime::ContainerInfo>>,
     reports: watch::Sender<Option<reporter::Numbered>>,
     delivered: watch::Receiver<u64>,
 }
@@ -215,10 +232,15 @@ impl LoopState<'_> {
         self.reports.send_replace(Some(numbered));
     }
 
-    /// Records a state in the report table, counting real changes.
+    /// Records a state in the report table, counting real changes and publishing
+    /// them as events.
     fn set_state(&mut self, id: InstanceId, function: &FunctionName, state: InstanceState, endpoint: Option<sluice_common::Endpoint>, reason: Option<String>) {
-        if self.table.set(id, function, state, endpoint, reason) {
+        let before = self.table.state_of(id);
+        if self.table.set(id, function, state, endpoint, reason.clone()) {
             self.agent.metrics.transition(state);
+            if let (Some(publisher), Some(kind)) = (&self.agent.publisher, event_kind(before, state)) {
+                publisher.event(kind, id, function, reason);
+            }
         }
     }
 
@@ -246,6 +268,7 @@ impl LoopState<'_> {
             }
         };
         self.reconciled = true;
+        self.watched.send_replace(observed.iter().filter(|c| c.status == ContainerStatus::Running).cloned().collect());
         let busy: HashSet<InstanceId> = self.inflight.keys().copied().collect();
         let actions = reconcile::plan(&desired.instances, &observed, &self.table.states(), &busy, a.config.stop_grace);
         if !actions.is_empty() {
@@ -337,14 +360,15 @@ impl LoopState<'_> {
     }
 }
 
-/// Samples the host every `every` into `metrics`, until aborted. sysinfo reads
-/// /proc synchronously; a sample takes well under a millisecond.
-async fn sample_host(metrics: Arc<AgentMetrics>, every: Duration) {
-    let mut collector = crate::host::HostCollector::new();
-    let mut tick = interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        metrics.set_host(collector.sample());
-    }
+/// The event a state change is, if any. Gone after Stopping was asked for;
+/// Gone from anything else is a failure.
+fn event_kind(before: Option<InstanceState>, now: InstanceState) -> Option<EventKindOut> {
+    Some(match now {
+        InstanceState::Starting => EventKindOut::InstanceStarted,
+        InstanceState::Ready => EventKindOut::InstanceReady,
+        InstanceState::Paused => EventKindOut::InstancePaused,
+        InstanceState::Gone if before == Some(InstanceState::Stopping) => EventKindOut::InstanceStopped,
+        InstanceState::Gone => EventKindOut::InstanceFailed,
+        InstanceState::Pending | InstanceState::Stopping => return None,
+    })
 }

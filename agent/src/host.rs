@@ -6,28 +6,13 @@
 //! next one divides the difference by the time between them (`rate`, pure), so a
 //! late or skipped sample gives a correct average instead of a spike.
 
-use serde::Serialize;
 use sluice_common::metrics::{header, sample};
 use std::time::{Duration, Instant};
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
 
-/// One reading of the host.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HostSample {
-    /// Busy share of all cores, 0-100.
-    pub cpu_percent: f32,
-    /// Busy share of each core, 0-100.
-    pub cpu_per_core: Vec<f32>,
-    pub memory_total_bytes: u64,
-    pub memory_used_bytes: u64,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-    pub load: [f64; 3],
-    pub disk_read_bytes_per_sec: f64,
-    pub disk_write_bytes_per_sec: f64,
-    pub net_rx_bytes_per_sec: f64,
-    pub net_tx_bytes_per_sec: f64,
-}
+/// One reading of the host: the wire format's host figures, so what the agent
+/// shows on `/metrics` and what it publishes are the same numbers.
+pub use sluice_common::wire::HostFigures as HostSample;
 
 /// Cumulative I/O counters at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

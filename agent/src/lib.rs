@@ -7,7 +7,7 @@
 //! reports each instance's state back.
 
 pub mod agent;
-pub mod backoff;
+pub mod container_stats;
 pub mod control;
 pub mod host;
 pub mod reconcile;

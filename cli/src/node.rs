@@ -8,9 +8,11 @@ use clap::Args;
 use sluice_agent::agent::{Agent, AgentConfig};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
+use sluice_bus::{Publisher, PublisherConfig};
+use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
-use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig};
+use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig, MetricsConfig};
 use sluice_coordinator::raft::RaftConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +73,11 @@ pub struct CoordinatorArgs {
     /// Most writes committed together per fsync (1 turns batching off; for benchmarks).
     #[arg(long, default_value_t = sluice_coordinator::raft::DEFAULT_MAX_BATCH)]
     pub raft_max_batch: usize,
+    /// Metrics bus to read agents' figures from into the resource windows, and to publish the
+    /// gateway's figures to (kafka://..., mqtt://..., see docs/wire-format.md). Without it a
+    /// coordinator keeps no windows; `sluice up` then uses a bus inside the process.
+    #[arg(long, env = "SLUICE_BUS")]
+    pub bus: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -93,9 +100,15 @@ pub struct HostArgs {
     /// Where the agent serves its Prometheus `/metrics`.
     #[arg(long = "agent-metrics", default_value = "127.0.0.1:9101")]
     pub metrics_addr: SocketAddr,
-    /// Seconds between samples of the host's CPU, memory, load, disk and network.
+    /// Seconds between samples of the host's and its containers' CPU, memory, disk and network.
     #[arg(long, default_value_t = 1.0)]
     pub sample_secs: f64,
+    /// Most figure messages kept while the metrics bus is unreachable; past it the oldest are dropped (and counted).
+    #[arg(long, default_value_t = 20_000)]
+    pub bus_buffer_messages: usize,
+    /// Most KiB of figure messages kept while the metrics bus is unreachable.
+    #[arg(long, default_value_t = 8192)]
+    pub bus_buffer_kib: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +124,11 @@ pub struct AgentArgs {
     /// Coordinator API URLs, comma separated; the agent follows the one that answers.
     #[arg(long, env = "SLUICE_COORDINATORS", default_value = "http://127.0.0.1:7070", value_delimiter = ',')]
     pub coordinator: Vec<String>,
+    /// Metrics bus the agent publishes its figures and events to: kafka://host:port[,host:port][?prefix=..],
+    /// mqtt://[user:pass@]host:port[?client_id=..&prefix=..] or mqtts://... (docs/wire-format.md).
+    /// Without it the figures are only on the agent's /metrics.
+    #[arg(long, env = "SLUICE_BUS")]
+    pub bus: Option<String>,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -156,6 +174,7 @@ impl CoordinatorArgs {
             election_ms: 1000,
             snapshot_every: 10_000,
             raft_max_batch: sluice_coordinator::raft::DEFAULT_MAX_BATCH,
+            bus: None,
         }
     }
 
@@ -186,6 +205,8 @@ impl CoordinatorArgs {
                 request_timeout: Duration::from_secs(5),
                 max_batch: self.raft_max_batch,
             },
+            bus: None,
+            metrics: MetricsConfig::default(),
         })
     }
 }
@@ -252,16 +273,24 @@ pub struct Node {
     pub coordinator: Coordinator,
     host: HostArgs,
     clock: Arc<dyn Clock>,
+    /// The metrics bus the agent publishes to and the coordinator reads.
+    bus: Arc<dyn MetricsBus>,
     agent: AgentHandle,
 }
 
 impl Node {
     pub async fn start(args: UpArgs) -> Result<Node> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let coordinator = Coordinator::start(args.coordinator.config()?, clock.clone()).await?;
-        let agent = spawn_agent(&args.host, &coordinator, clock.clone()).await?;
-        info!(api = %format!("http://{}", coordinator.api_addr), gateway = %format!("http://{}", coordinator.gateway_addr), "sluice is up");
-        Ok(Node { coordinator, host: args.host, clock, agent })
+        let bus: Arc<dyn MetricsBus> = match &args.coordinator.bus {
+            Some(url) => connect_bus(url, &args.host.node).await?,
+            None => Arc::new(InProcessBus::new()),
+        };
+        let mut config = args.coordinator.config()?;
+        config.bus = Some(bus.clone());
+        let coordinator = Coordinator::start(config, clock.clone()).await?;
+        let agent = spawn_agent(&args.host, &coordinator, clock.clone(), bus.clone()).await?;
+        info!(api = %format!("http://{}", coordinator.api_addr), gateway = %format!("http://{}", coordinator.gateway_addr), bus = bus.name(), "sluice is up");
+        Ok(Node { coordinator, host: args.host, clock, bus, agent })
     }
 
     pub fn api_url(&self) -> String {
@@ -281,7 +310,7 @@ impl Node {
     pub async fn restart_agent(&mut self) -> Result<()> {
         let _ = self.agent.stop.send(true);
         (&mut self.agent.task).await.context("agent task")?;
-        self.agent = spawn_agent(&self.host, &self.coordinator, self.clock.clone()).await?;
+        self.agent = spawn_agent(&self.host, &self.coordinator, self.clock.clone(), self.bus.clone()).await?;
         Ok(())
     }
 
@@ -299,16 +328,34 @@ struct AgentHandle {
     metrics_addr: SocketAddr,
 }
 
-async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>) -> Result<AgentHandle> {
+async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>, bus: Arc<dyn MetricsBus>) -> Result<AgentHandle> {
     let (stop, rx) = watch::channel(false);
-    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], clock, rx).await?;
+    let bus = Some(bus);
+    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], clock, bus, rx).await?;
     Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
 }
 
 /// Starts an agent for `host` and its `/metrics` server; returns the metrics
 /// address and a future that runs both until `stop` turns true.
-pub async fn run_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<(SocketAddr, impl Future<Output = ()>)> {
-    let agent = start_agent(host, coordinators, clock).await?;
+/// With `bus`, the agent's figures and events are published there.
+pub async fn run_agent(
+    host: &HostArgs,
+    coordinators: Vec<String>,
+    clock: Arc<dyn Clock>,
+    bus: Option<Arc<dyn MetricsBus>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, impl Future<Output = ()>)> {
+    let mut agent = start_agent(host, coordinators, clock.clone()).await?;
+    let mut delivery = Vec::new();
+    if let Some(bus) = bus {
+        anyhow::ensure!(host.bus_buffer_messages >= 1 && host.bus_buffer_kib >= 1, "--bus-buffer-messages and --bus-buffer-kib: use at least 1");
+        let mut config = PublisherConfig::default();
+        config.samples = OutboxLimits { max_messages: host.bus_buffer_messages, max_bytes: host.bus_buffer_kib.saturating_mul(1024) };
+        let publisher = Publisher::new(host.node_id()?, clock, config);
+        delivery = publisher.deliver_to(bus.clone());
+        info!(bus = bus.name(), "agent publishes its figures and events on the metrics bus");
+        agent = agent.with_publisher(publisher);
+    }
     let listener = TcpListener::bind(host.metrics_addr)
         .await
         .with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
@@ -331,7 +378,17 @@ pub async fn run_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dy
     );
     Ok((metrics_addr, async move {
         tokio::join!(agent.run(stopped(stop)), server);
+        for task in delivery {
+            task.abort();
+        }
     }))
+}
+
+/// Opens the metrics bus `url` as `client` (a node name). An unreachable broker
+/// is not an error: publishing waits in the outbox until it answers.
+pub async fn connect_bus(url: &str, client: &str) -> Result<Arc<dyn MetricsBus>> {
+    let url = BusUrl::parse(url).map_err(|e| anyhow::anyhow!("--bus {url:?}: {e}"))?;
+    sluice_bus::connect(&url, client).await.map_err(|e| anyhow::anyhow!("--bus {url}: {e}"))
 }
 
 pub async fn up(args: UpArgs) -> Result<ExitCode> {
@@ -342,14 +399,22 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
-    let coordinator = Coordinator::start(args.config()?, Arc::new(SystemClock)).await?;
+    let mut config = args.config()?;
+    if let Some(url) = &args.bus {
+        config.bus = Some(connect_bus(url, &format!("coordinator-{}", args.id)).await?);
+    }
+    let coordinator = Coordinator::start(config, Arc::new(SystemClock)).await?;
     coordinator.run_until(signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
     let (stop, rx) = watch::channel(false);
-    let (_, agent) = run_agent(&args.host, args.coordinator, Arc::new(SystemClock), rx).await?;
+    let bus = match &args.bus {
+        Some(url) => Some(connect_bus(url, &args.host.node).await?),
+        None => None,
+    };
+    let (_, agent) = run_agent(&args.host, args.coordinator, Arc::new(SystemClock), bus, rx).await?;
     tokio::spawn(async move {
         signal().await;
         let _ = stop.send(true);

@@ -3,6 +3,7 @@
 //! Nothing here does I/O or needs an async runtime; the crate is plain data,
 //! validation and the `Clock` trait, so that decision code built on it stays pure.
 
+pub mod backoff;
 pub mod clock;
 pub mod command;
 pub mod ids;
@@ -12,6 +13,7 @@ pub mod node;
 pub mod rng;
 pub mod spec;
 pub mod validation;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use command::{DesiredInstance, DesiredSet, DesiredState, InstanceReport, NodeReport};

@@ -24,6 +24,11 @@ impl Histogram {
         self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
+    /// The counts so far, to compare with a later snapshot.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot { buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)), count: self.count.load(Ordering::Relaxed) }
+    }
+
     /// Writes the `_bucket`, `_sum` and `_count` series with `labels` (`k="v",...`).
     pub fn write(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
@@ -36,6 +41,32 @@ impl Histogram {
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// A histogram's counts at one moment (per bucket, not cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Every observation, including those above the last bucket.
+    count: u64,
+}
+
+impl HistogramSnapshot {
+    /// The `q` quantile (0-1) of what was observed between `earlier` and `self`,
+    /// as the upper bound of the bucket it falls in (+Inf past the last bucket, as
+    /// Prometheus does); None when nothing was observed in between.
+    pub fn quantile_since(&self, earlier: &HistogramSnapshot, q: f64) -> Option<f64> {
+        let total = self.count.checked_sub(earlier.count).filter(|n| *n > 0)?;
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            seen += self.buckets[i].saturating_sub(earlier.buckets[i]);
+            if seen >= rank {
+                return Some(*bound);
+            }
+        }
+        Some(f64::INFINITY)
     }
 }
 
@@ -57,6 +88,27 @@ pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantile_covers_only_the_interval() {
+        let h = Histogram::default();
+        for _ in 0..100 {
+            h.observe(0.2); // before the interval: must not count
+        }
+        let before = h.snapshot();
+        for _ in 0..94 {
+            h.observe(0.003);
+        }
+        for _ in 0..6 {
+            h.observe(0.7);
+        }
+        let now = h.snapshot();
+        assert_eq!(now.quantile_since(&before, 0.5), Some(0.005));
+        assert_eq!(now.quantile_since(&before, 0.95), Some(1.0));
+        assert_eq!(now.quantile_since(&now, 0.95), None);
+        h.observe(99.0);
+        assert_eq!(h.snapshot().quantile_since(&now, 0.95), Some(f64::INFINITY));
+    }
 
     #[test]
     fn histogram_is_cumulative() {

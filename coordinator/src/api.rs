@@ -11,6 +11,8 @@
 
 use crate::gateway::Gateway;
 use crate::http::{self, read_body, ApiError, Body};
+use crate::ingest::Telemetry;
+use crate::windows_api;
 use crate::raft::MemberChange;
 use crate::state::{Command, Response as Applied};
 use sluice_common::metrics;
@@ -18,7 +20,7 @@ use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use sluice_common::{FunctionName, FunctionSpec, Instance, InstanceState, NodeId, NodeInfo, NodeReport, Resources};
+use sluice_common::{FunctionName, FunctionSpec, Instance, InstanceId, InstanceState, NodeId, NodeInfo, NodeReport, Resources};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +41,7 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Api {
     store: Arc<Store>,
     gateway: Arc<Gateway>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// A function as `GET /v1/functions` shows it.
@@ -62,8 +65,8 @@ pub struct NodeView {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>) -> Arc<Self> {
-        Arc::new(Self { store, gateway })
+    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>) -> Arc<Self> {
+        Arc::new(Self { store, gateway, telemetry })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -122,12 +125,34 @@ impl Api {
                 let node = NodeId::new(*node)?;
                 self.report(node, req).await
             }
-            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster", ..]) => Err(ApiError::new(
+            (Method::GET, ["v1", "metrics", "nodes", node]) => {
+                let node = NodeId::new(*node)?;
+                let range = windows_api::parse_range(query_param(&req, "range"))?;
+                Ok(http::json(StatusCode::OK, &windows_api::node(&self.telemetry, &node, range, self.store.now())))
+            }
+            (Method::GET, ["v1", "metrics", "instances", id]) => {
+                let id: InstanceId = id.parse()?;
+                let range = windows_api::parse_range(query_param(&req, "range"))?;
+                Ok(http::json(StatusCode::OK, &windows_api::instance(&self.telemetry, id, range, self.store.now())))
+            }
+            (Method::GET, ["v1", "metrics", "functions", name]) => {
+                let name = FunctionName::new(*name)?;
+                let range = windows_api::parse_range(query_param(&req, "range"))?;
+                Ok(http::json(StatusCode::OK, &windows_api::function(&self.telemetry, &name, range, self.store.now())))
+            }
+            (Method::GET, ["v1", "metrics", "events"]) => {
+                let limit = parse_param::<usize>(&req, "limit")?.unwrap_or(100);
+                if limit == 0 || limit > windows_api::MAX_EVENTS {
+                    return Err(ApiError::invalid("limit", format!("use a number from 1 to {}", windows_api::MAX_EVENTS)));
+                }
+                Ok(http::json(StatusCode::OK, &self.telemetry.recent_events(limit)))
+            }
+            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster" | "metrics", ..]) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{method} is not supported on {path}: see the API reference in README.md"),
             )),
-            _ => Err(ApiError::not_found(format!("no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes or /v1/cluster"))),
+            _ => Err(ApiError::not_found(format!("no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/cluster or /v1/metrics"))),
         }
     }
 
@@ -271,6 +296,7 @@ impl Api {
             metrics::header(&mut out, "sluice_coordinator_desired_revision", "gauge", "Revision of the nodes' desired sets.");
             metrics::sample(&mut out, "sluice_coordinator_desired_revision", "", s.desired_revision);
         });
+        self.telemetry.render(&mut out);
         let raft = self.store.raft_status();
         metrics::header(&mut out, "sluice_raft_term", "gauge", "Current Raft term.");
         metrics::sample(&mut out, "sluice_raft_term", "", raft.term);

@@ -3,7 +3,12 @@
 
 use crate::api::Api;
 use crate::controller::{self, ControllerConfig};
-use crate::gateway::{self, Gateway};
+use crate::gateway::{self, FiguresTaker, Gateway};
+use crate::ingest::{self, Telemetry};
+use crate::windows::{Windows, WindowsConfig};
+use sluice_bus::{MetricsBus, Publisher, PublisherConfig};
+use sluice_common::NodeId;
+use std::time::Duration;
 use crate::http;
 use crate::machine::Machine;
 use crate::raft::{RaftConfig, RaftNode, StartError};
@@ -17,7 +22,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::info;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CoordinatorConfig {
     /// Where the JSON API listens (port 0 picks one).
     pub api_addr: SocketAddr,
@@ -28,6 +33,39 @@ pub struct CoordinatorConfig {
     pub gateway_threads: usize,
     pub controller: ControllerConfig,
     pub raft: RaftConfig,
+    /// Where agents' figures are read from and the gateway's published; without
+    /// one the windows stay empty.
+    pub bus: Option<Arc<dyn MetricsBus>>,
+    pub metrics: MetricsConfig,
+}
+
+impl std::fmt::Debug for CoordinatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorConfig")
+            .field("api_addr", &self.api_addr)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("raft", &self.raft)
+            .field("bus", &self.bus.as_ref().map(|b| b.name()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The metric windows and the gateway's publishing.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub windows: WindowsConfig,
+    /// How often the gateway publishes its per-function figures.
+    pub publish_every: PublishEvery,
+}
+
+/// A period of at least 100 ms (default 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishEvery(pub Duration);
+
+impl Default for PublishEvery {
+    fn default() -> Self {
+        Self(Duration::from_secs(1))
+    }
 }
 
 /// A started coordinator. Dropping it does not stop it: call `shutdown`.
@@ -71,17 +109,25 @@ impl Coordinator {
 
         let (stop, _) = watch::channel(false);
         let machine = Machine::new();
+        let raft_id = config.raft.id;
         let raft = RaftNode::start(config.raft, machine.clone(), clock.clone(), stop.subscribe())?;
         let raft_addr = raft.raft_addr;
         let store = Store::new(machine, raft.handle.clone(), clock.clone());
         let demand = Arc::new(Notify::new());
-        let gateway = Gateway::new(store.clone(), clock, demand.clone());
-        let api = Api::new(store.clone(), gateway.clone());
+        let gateway = Gateway::new(store.clone(), clock.clone(), demand.clone());
+        let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
+        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone());
 
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
         tasks.spawn(gateway.clone().follow_store(stopped(stop.subscribe())));
         tasks.spawn(controller::run(store.clone(), gateway.clone(), demand, config.controller, stopped(stop.subscribe())));
+        if let Some(bus) = &config.bus {
+            let group = format!("sluice-coordinator-{raft_id}");
+            tasks.spawn(ingest::run(bus.clone(), group, telemetry.clone(), clock.clone(), stopped(stop.subscribe())));
+            let publisher = Publisher::new(coordinator_node_id(raft_id), clock.clone(), PublisherConfig::default());
+            tasks.spawn(publish_gateway(gateway.clone(), publisher, bus.clone(), config.metrics.publish_every.0.max(Duration::from_millis(100)), stopped(stop.subscribe())));
+        }
         let mut workers = Vec::with_capacity(threads);
         let mut gateway_threads = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -114,6 +160,33 @@ impl Coordinator {
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         signal.await;
         self.shutdown().await;
+    }
+}
+
+/// The node id a coordinator publishes its gateway's figures under.
+pub fn coordinator_node_id(raft_id: u64) -> NodeId {
+    NodeId::new(format!("coordinator-{raft_id}")).expect("coordinator-<number> is a valid node id")
+}
+
+/// Publishes the gateway's per-function figures every `every` until `shutdown`.
+async fn publish_gateway(gateway: Arc<Gateway>, publisher: Arc<Publisher>, bus: Arc<dyn MetricsBus>, every: Duration, shutdown: impl Future<Output = ()>) {
+    let delivery = publisher.deliver_to(bus);
+    let mut taker = FiguresTaker::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut shutdown => break,
+        }
+        let batch = taker.take(&gateway);
+        if !batch.functions.is_empty() {
+            publisher.send(gateway.now().millis(), &batch);
+        }
+    }
+    for task in delivery {
+        task.abort();
     }
 }
 

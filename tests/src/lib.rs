@@ -49,6 +49,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(node_name: &str) -> Result<Cluster> {
+        Self::start_with(node_name, |_| {}).await
+    }
+
+    /// Starts a cluster after `adjust` has changed its arguments (the bus, sampling, buffers).
+    pub async fn start_with(node_name: &str, adjust: impl FnOnce(&mut UpArgs)) -> Result<Cluster> {
         init_logs();
         let docker = DockerRuntime::connect(DockerConfig::default())
             .await
@@ -58,8 +63,20 @@ impl Cluster {
         let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
         let args = UpArgs {
             coordinator: CoordinatorArgs::ephemeral(data_dir.path().to_path_buf()),
-            host: HostArgs { node: node_name.into(), publish_host: "127.0.0.1".into(), cpu_millis: None, cpu_overcommit: 8.0, memory_mb: None, metrics_addr: "127.0.0.1:0".parse()?, sample_secs: 1.0 },
+            host: HostArgs {
+                node: node_name.into(),
+                publish_host: "127.0.0.1".into(),
+                cpu_millis: None,
+                cpu_overcommit: 8.0,
+                memory_mb: None,
+                metrics_addr: "127.0.0.1:0".parse()?,
+                sample_secs: 1.0,
+                bus_buffer_messages: 20_000,
+                bus_buffer_kib: 8192,
+            },
         };
+        let mut args = args;
+        adjust(&mut args);
         let node = Node::start(args).await?;
         Ok(Cluster { node, node_id, docker, http: Http::new(), data_dir })
     }

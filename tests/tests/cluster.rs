@@ -113,6 +113,8 @@ async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> 
         memory_mb: None,
         metrics_addr: "127.0.0.1:0".parse()?,
         sample_secs: 1.0,
+        bus_buffer_messages: 20_000,
+        bus_buffer_kib: 8192,
     };
     let coordinators: Vec<String> = c.ids().into_iter().map(|i| c.api_url(i)).collect();
     let agent = sluice_cli::node::start_agent(&host, coordinators, Arc::new(SystemClock)).await?;

@@ -3,10 +3,12 @@
 //! the host's latest sample.
 
 use sluice_common::metrics::{header, sample};
+use sluice_common::wire::ContainerFigures;
 use sluice_common::InstanceState;
 use crate::host::{self, HostSample};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use sluice_bus::Publisher;
+use std::sync::{Arc, Mutex};
 
 const STATES: [InstanceState; 6] =
     [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
@@ -25,6 +27,8 @@ pub struct AgentMetrics {
     reports_delivered: AtomicU64,
     runtime_unreachable: AtomicBool,
     host: Mutex<Option<HostSample>>,
+    containers: Mutex<Vec<ContainerFigures>>,
+    publisher: std::sync::OnceLock<Arc<Publisher>>,
 }
 
 impl AgentMetrics {
@@ -35,6 +39,19 @@ impl AgentMetrics {
     /// The latest host sample, if one was taken.
     pub fn host(&self) -> Option<HostSample> {
         self.host.lock().expect("host sample lock poisoned").clone()
+    }
+
+    pub(super) fn set_containers(&self, figures: Vec<ContainerFigures>) {
+        *self.containers.lock().expect("container figures lock poisoned") = figures;
+    }
+
+    /// The latest figures of each running instance container.
+    pub fn containers(&self) -> Vec<ContainerFigures> {
+        self.containers.lock().expect("container figures lock poisoned").clone()
+    }
+
+    pub(super) fn set_publisher(&self, publisher: Arc<Publisher>) {
+        let _ = self.publisher.set(publisher);
     }
 
     pub(super) fn transition(&self, to: InstanceState) {
@@ -83,7 +100,37 @@ impl AgentMetrics {
         if let Some(h) = self.host() {
             host::render(&h, &mut out);
         }
+        render_containers(&self.containers(), &mut out);
+        if let Some(t) = self.publisher.get() {
+            t.render(&mut out);
+        }
         out
+    }
+}
+
+/// Each instance container's latest figures.
+fn render_containers(figures: &[ContainerFigures], out: &mut String) {
+    type Figure = fn(&ContainerFigures) -> Option<f64>;
+    let families: [(&str, &str, Figure); 8] = [
+        ("sluice_container_cpu_percent", "CPU in use, percent of one core.", |c| c.cpu_percent),
+        ("sluice_container_memory_used_bytes", "Memory in use, not counting reclaimable page cache.", |c| Some(c.memory_used_bytes as f64)),
+        ("sluice_container_memory_limit_bytes", "Memory limit.", |c| c.memory_limit_bytes.map(|b| b as f64)),
+        ("sluice_container_net_rx_bytes_per_second", "Network bytes received per second.", |c| Some(c.net_rx_bytes_per_sec)),
+        ("sluice_container_net_tx_bytes_per_second", "Network bytes sent per second.", |c| Some(c.net_tx_bytes_per_sec)),
+        ("sluice_container_block_read_bytes_per_second", "Block device bytes read per second.", |c| Some(c.block_read_bytes_per_sec)),
+        ("sluice_container_block_write_bytes_per_second", "Block device bytes written per second.", |c| Some(c.block_write_bytes_per_sec)),
+        ("sluice_container_pids", "Processes and threads.", |c| Some(c.pids as f64)),
+    ];
+    if figures.is_empty() {
+        return;
+    }
+    for (name, help, figure) in families {
+        header(out, name, "gauge", help);
+        for c in figures {
+            if let Some(v) = figure(c) {
+                sample(out, name, &format!("instance=\"{}\",function=\"{}\"", c.instance, c.function), v);
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Long-polls the coordinator for the node's desired set and hands each new one to the loop.
 
-use crate::backoff::Backoff;
+use sluice_common::backoff::Backoff;
 use crate::control::ControlPlane;
 use sluice_common::{DesiredSet, NodeId};
 use std::sync::Arc;

@@ -48,6 +48,11 @@ impl ReportTable {
         }
     }
 
+    /// The state last recorded for `id`.
+    pub fn state_of(&self, id: InstanceId) -> Option<InstanceState> {
+        self.entries.get(&id).map(|e| e.report.state)
+    }
+
     /// Every instance's state, as the reconciler wants it.
     pub fn states(&self) -> HashMap<InstanceId, InstanceState> {
         self.entries.iter().map(|(id, e)| (*id, e.report.state)).collect()

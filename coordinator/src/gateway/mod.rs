@@ -6,10 +6,12 @@
 //! queue answers 429 and a start that outlasts the start timeout 503, both with
 //! `Retry-After`.
 
+mod figures;
 mod proxy;
 mod route;
 mod upstream;
 
+pub use figures::FiguresTaker;
 pub use upstream::Client;
 use upstream::SendError;
 
@@ -110,6 +112,11 @@ impl Gateway {
             }
         }
         snap
+    }
+
+    /// The gateway's clock's current time.
+    pub fn now(&self) -> sluice_common::Timestamp {
+        self.clock.now()
     }
 
     /// Every function's route, for reporting.

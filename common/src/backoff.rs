@@ -1,4 +1,4 @@
-//! Capped exponential backoff with jitter, for retrying an unreachable coordinator.
+//! Capped exponential backoff with jitter, for retrying an unreachable coordinator or broker.
 //!
 //! Jitter keeps a fleet of agents from retrying in lockstep after a coordinator
 //! restart. It comes from a seed (the clock and the node id) mixed with the attempt
@@ -54,7 +54,7 @@ pub fn seed(parts: &[&[u8]]) -> u64 {
 
 /// Turns nearby inputs into unrelated outputs (one splitmix64 step).
 fn mix(z: u64) -> u64 {
-    sluice_common::rng::SplitMix64::new(z).next_u64()
+    crate::rng::SplitMix64::new(z).next_u64()
 }
 
 #[cfg(test)]

@@ -1,0 +1,94 @@
+//! What a message is about, and the wire names each broker uses for it.
+//!
+//! Kafka: `{prefix}.v1.{topic}`, keyed by the publisher's node id (which picks
+//! the partition). MQTT: `{prefix}/v1/{key}/{topic}`, the key a topic level so
+//! `mosquitto_sub -t 'sluice/v1/+/host'` follows one kind from every node. The
+//! `v1` is the wire format's version: a new format gets new topics.
+
+use std::fmt;
+
+/// The kinds of message on the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Host,
+    Container,
+    Gateway,
+    Event,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 4] = [Topic::Host, Topic::Container, Topic::Gateway, Topic::Event];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Host => "host",
+            Topic::Container => "container",
+            Topic::Gateway => "gateway",
+            Topic::Event => "event",
+        }
+    }
+
+    fn from_wire(s: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+const VERSION: &str = "v1";
+
+/// The Kafka topic name of `topic`.
+pub(crate) fn kafka_name(prefix: &str, topic: Topic) -> String {
+    format!("{prefix}.{VERSION}.{topic}")
+}
+
+/// The topic a Kafka topic name stands for, if it is one of ours.
+pub(crate) fn from_kafka_name(prefix: &str, name: &str) -> Option<Topic> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('.')?.strip_prefix(VERSION)?.strip_prefix('.')?;
+    Topic::from_wire(rest)
+}
+
+/// The MQTT topic a message of `topic` from `key` is published on.
+pub(crate) fn mqtt_name(prefix: &str, key: &str, topic: Topic) -> String {
+    format!("{prefix}/{VERSION}/{key}/{topic}")
+}
+
+/// The MQTT filter matching `topic` from every key.
+pub(crate) fn mqtt_filter(prefix: &str, topic: Topic) -> String {
+    format!("{prefix}/{VERSION}/+/{topic}")
+}
+
+/// The (topic, key) of an MQTT topic name, if it is one of ours.
+pub(crate) fn from_mqtt_name<'a>(prefix: &str, name: &'a str) -> Option<(Topic, &'a str)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('/')?.strip_prefix(VERSION)?.strip_prefix('/')?;
+    let (key, topic) = rest.split_once('/')?;
+    Some((Topic::from_wire(topic)?, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for t in Topic::ALL {
+            assert_eq!(from_kafka_name("sluice", &kafka_name("sluice", t)), Some(t));
+            assert_eq!(from_mqtt_name("sluice", &mqtt_name("sluice", "node-1", t)), Some((t, "node-1")));
+        }
+        assert_eq!(kafka_name("sluice", Topic::Host), "sluice.v1.host");
+        assert_eq!(mqtt_name("sluice", "n1", Topic::Container), "sluice/v1/n1/container");
+        assert_eq!(mqtt_filter("sluice", Topic::Gateway), "sluice/v1/+/gateway");
+    }
+
+    #[test]
+    fn foreign_names_are_not_ours() {
+        assert_eq!(from_kafka_name("sluice", "sluice.v2.host"), None);
+        assert_eq!(from_kafka_name("sluice", "sluicex.v1.host"), None);
+        assert_eq!(from_mqtt_name("sluice", "sluice/v1/n1/host/extra"), None);
+        assert_eq!(from_mqtt_name("sluice", "other/v1/n1/host"), None);
+    }
+}

@@ -1,0 +1,51 @@
+//! The gateway's per-function figures as wire messages (`GatewayBatch`), for the
+//! metrics bus: the counters as they stand, and the latency p95 of the requests
+//! answered since the previous batch.
+
+use super::Gateway;
+use sluice_common::metrics::{HistogramSnapshot, LATENCY_BUCKETS};
+use sluice_common::wire::{FunctionFigures, GatewayBatch};
+use sluice_common::FunctionName;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+/// JSON has no infinity: a p95 past the last bucket is sent as that bucket's bound.
+const LONGEST: f64 = LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1];
+
+/// Takes successive batches, remembering each function's latency histogram so
+/// the next batch's p95 covers only what came after.
+#[derive(Debug, Default)]
+pub struct FiguresTaker {
+    previous: HashMap<FunctionName, HistogramSnapshot>,
+}
+
+impl FiguresTaker {
+    pub fn take(&mut self, gateway: &Gateway) -> GatewayBatch {
+        let routes = gateway.routes();
+        let mut next = HashMap::with_capacity(routes.len());
+        let functions = routes
+            .iter()
+            .map(|r| {
+                let c = &r.counters;
+                let latency = c.latency.snapshot();
+                let before = self.previous.get(&r.name).copied().unwrap_or_default();
+                next.insert(r.name.clone(), latency);
+                FunctionFigures {
+                    function: r.name.clone(),
+                    requests_total: c.requests.load(Ordering::Relaxed),
+                    responses_2xx_total: c.responses_2xx.load(Ordering::Relaxed),
+                    responses_4xx_total: c.responses_4xx.load(Ordering::Relaxed),
+                    responses_5xx_total: c.responses_5xx.load(Ordering::Relaxed),
+                    cold_starts_total: c.cold_starts.load(Ordering::Relaxed),
+                    shed_total: c.shed.load(Ordering::Relaxed),
+                    in_flight: r.in_flight.load(Ordering::Relaxed),
+                    queued: r.queued.load(Ordering::Relaxed),
+                    latency_p95_seconds: latency.quantile_since(&before, 0.95).map(|s| s.min(LONGEST)),
+                }
+            })
+            .collect();
+        // Removed functions are forgotten with the swap.
+        self.previous = next;
+        GatewayBatch { functions }
+    }
+}
