@@ -92,8 +92,12 @@ impl Outbox {
         self.queue.lock().expect("outbox lock poisoned")
     }
 
+    /// Drops the oldest waiting messages past the limits. Messages in flight count
+    /// against the message limit too (they are held in memory until acknowledged)
+    /// but are never dropped: they may already be at the broker.
     fn trim(&self, q: &mut Queue) {
-        while q.messages.len() > self.limits.max_messages || (q.bytes > self.limits.max_bytes && q.messages.len() > 1) {
+        let in_flight = self.counters.in_flight.load(Ordering::Relaxed) as usize;
+        while q.messages.len() + in_flight > self.limits.max_messages || (q.bytes > self.limits.max_bytes && q.messages.len() > 1) {
             let Some(old) = q.messages.pop_front() else { break };
             q.bytes -= old.payload.len();
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -142,7 +146,8 @@ pub fn render(outboxes: &[&Outbox], out: &mut String) {
 
 /// Sends `outbox`'s messages on `bus` in order, forever (abort the task to stop).
 pub async fn deliver(outbox: Arc<Outbox>, bus: Arc<dyn MetricsBus>, window: usize, mut backoff: Backoff) {
-    let window = window.max(1);
+    // The window is part of the outbox's bound, so it cannot be larger.
+    let window = window.clamp(1, outbox.limits.max_messages.max(1));
     let mut in_flight: VecDeque<(Message, Ack)> = VecDeque::with_capacity(window);
     // Set while the bus fails: when the outage began, to log it once and its end once.
     let mut outage: Option<Instant> = None;
@@ -151,8 +156,8 @@ pub async fn deliver(outbox: Arc<Outbox>, bus: Arc<dyn MetricsBus>, window: usiz
             let Some(msg) = outbox.pop() else { break };
             let ack = bus.publish(msg.clone());
             in_flight.push_back((msg, ack));
+            outbox.counters.in_flight.store(in_flight.len() as u64, Ordering::Relaxed);
         }
-        outbox.counters.in_flight.store(in_flight.len() as u64, Ordering::Relaxed);
         let room = in_flight.len() < window;
         let Some((_, ack)) = in_flight.front_mut() else {
             outbox.wake.notified().await;
@@ -166,6 +171,7 @@ pub async fn deliver(outbox: Arc<Outbox>, bus: Arc<dyn MetricsBus>, window: usiz
         match result {
             Ok(()) => {
                 in_flight.pop_front();
+                outbox.counters.in_flight.store(in_flight.len() as u64, Ordering::Relaxed);
                 outbox.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 if let Some(since) = outage.take() {
                     info!(
@@ -182,8 +188,8 @@ pub async fn deliver(outbox: Arc<Outbox>, bus: Arc<dyn MetricsBus>, window: usiz
             Err(e) => {
                 outbox.counters.failed.fetch_add(1, Ordering::Relaxed);
                 let unacked: Vec<Message> = in_flight.drain(..).map(|(m, _)| m).collect();
-                outbox.requeue(unacked.into_iter());
                 outbox.counters.in_flight.store(0, Ordering::Relaxed);
+                outbox.requeue(unacked.into_iter());
                 if outage.is_none() {
                     outage = Some(Instant::now());
                     warn!(outbox = outbox.name, bus = bus.name(), error = %e, queued = outbox.len(), "metrics bus unreachable; keeping messages (oldest dropped past the outbox limits) until it is back");

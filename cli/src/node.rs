@@ -349,8 +349,8 @@ pub async fn run_agent(
     let mut delivery = Vec::new();
     if let Some(bus) = bus {
         anyhow::ensure!(host.bus_buffer_messages >= 1 && host.bus_buffer_kib >= 1, "--bus-buffer-messages and --bus-buffer-kib: use at least 1");
-        let mut config = PublisherConfig::default();
-        config.samples = OutboxLimits { max_messages: host.bus_buffer_messages, max_bytes: host.bus_buffer_kib.saturating_mul(1024) };
+        let samples = OutboxLimits { max_messages: host.bus_buffer_messages, max_bytes: host.bus_buffer_kib.saturating_mul(1024) };
+        let config = PublisherConfig { samples, ..PublisherConfig::default() };
         let publisher = Publisher::new(host.node_id()?, clock, config);
         delivery = publisher.deliver_to(bus.clone());
         info!(bus = bus.name(), "agent publishes its figures and events on the metrics bus");

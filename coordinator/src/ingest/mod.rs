@@ -91,7 +91,7 @@ impl Telemetry {
 /// resubscribing after errors.
 pub async fn run(bus: Arc<dyn MetricsBus>, group: String, telemetry: Arc<Telemetry>, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut dedup = Dedup::default();
+    let mut ingestor = Ingestor::new(telemetry.clone());
     let mut expired_at = clock.now();
     loop {
         let subscribed = tokio::select! {
@@ -116,7 +116,7 @@ pub async fn run(bus: Arc<dyn MetricsBus>, group: String, telemetry: Arc<Telemet
                 }
             };
             let now = clock.now();
-            ingest(&telemetry, &mut dedup, &received, now);
+            ingestor.take(&received, now);
             if let Err(e) = sub.processed(&received) {
                 debug!(error = %e, "could not mark a message processed; it may be read again");
             }
@@ -128,7 +128,23 @@ pub async fn run(bus: Arc<dyn MetricsBus>, group: String, telemetry: Arc<Telemet
     }
 }
 
-/// Takes one message in.
+/// Takes messages into a `Telemetry`, dropping repeats.
+pub struct Ingestor {
+    telemetry: Arc<Telemetry>,
+    dedup: Dedup,
+}
+
+impl Ingestor {
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
+        Self { telemetry, dedup: Dedup::default() }
+    }
+
+    /// Takes one message in; `now` bounds how far ahead its time may be.
+    pub fn take(&mut self, received: &Received, now: Timestamp) {
+        ingest(&self.telemetry, &mut self.dedup, received, now);
+    }
+}
+
 fn ingest(t: &Telemetry, dedup: &mut Dedup, received: &Received, now: Timestamp) {
     let c = &t.counters;
     let outcome = match received.topic {

@@ -117,7 +117,7 @@ fn random_samples_agree_with_brute_force() {
         let first_sec = (now_ms / 1000 + 1).saturating_sub(range_s);
         let inside: Vec<f64> = raw.iter().filter(|(ts, _)| ts / 1000 >= first_sec && *ts <= now_ms).map(|(_, v)| *v).collect();
         let q = |agg| w.query(&n, "x", agg, Duration::from_secs(range_s), Timestamp(now_ms));
-        assert_eq!(q(Agg::Count), (!inside.is_empty()).then(|| inside.len() as f64));
+        assert_eq!(q(Agg::Count), (!inside.is_empty()).then_some(inside.len() as f64));
         if inside.is_empty() {
             continue;
         }
