@@ -2,7 +2,9 @@
 # b5_agent.sh — B5: the agent's own cost with 50 containers sampled every second and
 # published to Kafka, beside Debian's prometheus-node-exporter on the same host in the
 # same minute (scraped every second, so both do their work once a second).
-# Prints RSS and CPU (% of one core) of each, and their ratios. Results: bench/results/b5.json.
+# Prints RSS and CPU (% of one core) of each, and their ratios, then times one pass of the
+# agent's cgroup collector over the 50 containers against Docker's one-shot stats API
+# (bench/src/bin/b5_collect.rs). Results: bench/results/b5.json.
 # Env: B5_CONTAINERS=50 B5_SECONDS=60 REGISTRY=127.0.0.1:5000
 # Needs: Docker, the registry and images (scripts/registry.sh, scripts/build-images.sh),
 # tansu (scripts/brokers.sh), prometheus-node-exporter (installed with apt if missing).
@@ -23,6 +25,7 @@ scripts/registry.sh start >/dev/null
 docker image inspect "$REGISTRY/sluice/sleep:latest" >/dev/null 2>&1 || scripts/build-images.sh
 scripts/brokers.sh start kafka >/dev/null
 cargo build --release --locked -q -p sluice-cli
+cargo build --release --locked -q -p sluice-bench --bin b5_collect
 SLUICE="$CARGO_TARGET_DIR/release/sluice"
 
 PIDS=()
@@ -70,6 +73,8 @@ done
 a1=$(ticks $AGENT); e1=$(ticks $EXPORTER)
 agent_rss=$(rss_kib $AGENT); exporter_rss=$(rss_kib $EXPORTER)
 agent_hwm=$(hwm_kib $AGENT); exporter_hwm=$(hwm_kib $EXPORTER)
+# The collector alone against Docker's one-shot stats, over the same containers.
+"$CARGO_TARGET_DIR/release/b5_collect" b5 30 | tee "$WORK/collect.txt"
 seen=$( (curl -sf "http://$API/v1/metrics/functions/b5?range=10s" || true) | grep -o '"i[0-9]*":' | wc -l || true)
 python3 - "$a0" "$a1" "$e0" "$e1" "$HZ" "$SECS" "$agent_rss" "$exporter_rss" "$agent_hwm" "$exporter_hwm" "$N" "$seen" <<'PY'
 import json, sys
