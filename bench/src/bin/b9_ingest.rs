@@ -80,7 +80,7 @@ fn telemetry() -> Arc<Telemetry> {
 }
 
 /// Publishes everything, then times reading it all into fresh windows. Returns (seconds, samples stored).
-async fn through(bus: Arc<dyn MetricsBus>, msgs: &[Message], group: &str) -> Result<(f64, u64)> {
+async fn through(bus: Arc<dyn MetricsBus>, msgs: &[Message], group: &str, now: Timestamp) -> Result<(f64, u64)> {
     let mut sub = bus.subscribe(group, &[Topic::Container]).await?;
     let acks: Vec<_> = msgs.iter().map(|m| bus.publish(m.clone())).collect();
     for ack in acks {
@@ -88,7 +88,6 @@ async fn through(bus: Arc<dyn MetricsBus>, msgs: &[Message], group: &str) -> Res
     }
     let t = telemetry();
     let mut ingestor = Ingestor::new(t.clone());
-    let now = Timestamp(T0_MS + 3_600_000);
     let started = Instant::now();
     for _ in 0..msgs.len() {
         let r = sub.next().await?;
@@ -108,24 +107,27 @@ async fn main() -> Result<()> {
     let expected = a.nodes * a.seconds * a.containers * FIGURES;
     println!("b9: {} messages ({:.1} MiB), {} samples", msgs.len(), bytes as f64 / (1 << 20) as f64, expected);
 
+    // Received as the last second's samples are taken: every sample lands in both
+    // the fine (1 s) and the coarse (1 min) ring, as live traffic does.
+    let now = Timestamp(T0_MS + a.seconds * 1000);
     // Reference 1: the bare windows, recording the same samples with no bus and no decoding.
     let t = telemetry();
     let started = Instant::now();
     for m in &msgs {
         let e = wire::decode::<ContainerBatch>(&m.payload)?;
-        sluice_coordinator::ingest::record_containers(&mut t.windows(), &e, Timestamp(T0_MS + 3_600_000));
+        sluice_coordinator::ingest::record_containers(&mut t.windows(), &e, now);
     }
     let windows_secs = started.elapsed().as_secs_f64();
 
     // Reference 2: the in-process bus through the same ingest.
-    let (inproc_secs, inproc_stored) = through(Arc::new(InProcessBus::new()), &msgs, "b9").await?;
+    let (inproc_secs, inproc_stored) = through(Arc::new(InProcessBus::new()), &msgs, "b9", now).await?;
 
     // Kafka, under a fresh prefix.
     let prefix = format!("b9x{}", std::process::id());
     let mut config = KafkaConfig::new(vec![a.kafka.clone()]);
     config.settings.prefix = prefix.clone();
     let kafka: Arc<dyn MetricsBus> = Arc::new(KafkaBus::connect(&config, "b9").await.context("connecting to Kafka: start it with scripts/brokers.sh start kafka")?);
-    let (kafka_secs, kafka_stored) = through(kafka, &msgs, "b9").await?;
+    let (kafka_secs, kafka_stored) = through(kafka, &msgs, "b9", now).await?;
     anyhow::ensure!(kafka_stored == expected && inproc_stored == expected, "stored {kafka_stored} (kafka) and {inproc_stored} (in-process) of {expected}");
 
     let rate = |secs: f64| expected as f64 / secs;

@@ -1,20 +1,35 @@
-//! Metric windows: recent figures per node, instance, function and gateway, kept
-//! at fixed resolutions for the scaler, the rules and the dashboard.
+//! Metric windows: recent figures per node, instance and (gateway, function),
+//! kept at fixed resolutions for the scaler, the rules and the dashboard.
 //!
-//! Each series has two rings (`ring`): fine (default 1 s x 900, 15 minutes) and
-//! coarse (default 1 min x 1440, a day). A sample goes to both. Queries take the
-//! fine ring when the range fits in it and the coarse one otherwise. Everything
-//! here is pure: time comes in as arguments, never from a clock.
+//! A series is a scope and a metric. It has two rings (`ring`): fine (default
+//! 1 s x 900, 15 minutes) and coarse (default 1 min x 1440, a day); a sample
+//! goes to the slot its time falls in, in both, and a slot keeps count, sum,
+//! min, max, first and last, so averages stay right when samples come faster
+//! than slots. What becomes of a sample is decided in `series`; queries
+//! (`query`) read the fine ring when the range fits in it and the coarse one
+//! otherwise. Everything here is pure: time comes in as arguments, never from a
+//! clock.
 //!
-//! Memory: a slot is 32 bytes, so a full series is about 75 KiB (rings grow as
-//! they fill). The number of series is capped (`max_series`); past it new series
-//! are refused and counted, and series silent for longer than the coarse span
-//! are dropped by `expire`.
+//! Memory: a slot is 56 bytes, so with the defaults a full series holds
+//! (900 + 1440) x 56 = 131,040 bytes of rings, plus about 130 bytes of
+//! bookkeeping (and about 100 per scope). Rings grow as they fill: a series an
+//! hour old holds 53,984 bytes. The number of series is capped (`max_series`,
+//! default 20,000: at most 2.6 GB once every series is a day old); past it new
+//! series are refused and counted, series silent for longer than the coarse
+//! span are dropped by `expire`, and `forget` drops a scope that has gone.
+//!
+//! Duplicates are found cheaply: a sample whose timestamp equals the first or
+//! last one already in its slot is a repeat. At the agents' one sample a second
+//! per 1 s slot that catches every repeat; with three or more samples in a slot
+//! a repeat of a middle one is counted twice. Ingest already drops repeated
+//! messages by sequence number, so this is the second line, not the first.
 
+mod query;
 mod ring;
+mod series;
 
-use ring::{Placed, Ring, Slot};
 use serde::Serialize;
+use series::Series;
 use sluice_common::metrics::{header, sample};
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
 use std::collections::HashMap;
@@ -27,12 +42,13 @@ pub enum Scope {
     Node(NodeId),
     /// One instance container's figures.
     Instance(InstanceId),
-    /// One gateway's (coordinator's) figures for one function: counters are per
-    /// gateway, so they are kept apart and added up when asked per function.
+    /// One gateway's (coordinator's) figures for one function. Counters are per
+    /// gateway (each counts from its own start), so they are kept apart and
+    /// combined per function by `query_combined`.
     Gateway(NodeId, FunctionName),
 }
 
-/// How a series' values read.
+/// How a series' values read; fixed when the series is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeriesKind {
     /// A level: CPU share, bytes in use, queue length.
@@ -44,23 +60,28 @@ pub enum SeriesKind {
 /// An aggregation over a time range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agg {
+    /// Mean of the samples.
     Avg,
     Min,
     Max,
-    /// 95th percentile (nearest rank) of the per-slot means: over per-second
-    /// means in the fine ring, per-minute means in the coarse one.
+    /// 95th percentile (nearest rank) of the per-slot means: of per-second means
+    /// over the fine ring, of per-minute means over the coarse one. A spike
+    /// shorter than a slot is smoothed into its slot's mean; `Max` keeps it.
     P95,
-    /// Increase per second, for counters.
+    /// Increase per second, counters only (None for gauges): see `query::rate`.
     Rate,
+    /// The latest sample by timestamp.
     Last,
     /// Samples in the range.
     Count,
 }
 
+/// Ring sizes, the series cap and the bound on clock skew.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowsConfig {
     pub fine_step: Duration,
     pub fine_slots: usize,
+    /// Should span at least the fine ring: ranges longer than the fine ring read it.
     pub coarse_step: Duration,
     pub coarse_slots: usize,
     pub max_series: usize,
@@ -81,42 +102,36 @@ impl Default for WindowsConfig {
     }
 }
 
-/// What happened to a sample.
+/// What became of a sample; each is counted in `WindowCounters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
+    /// Kept, and not older than the series' newest sample.
     Stored,
+    /// Kept, though older than the series' newest sample.
+    Late,
+    /// Its slot already holds a sample with this timestamp.
     Duplicate,
+    /// Older than the coarse ring's lap back from now (or from the newest sample).
     TooLate,
+    /// Stamped further ahead of now than `max_future`.
     Future,
-    /// The series cap was reached and this would have been a new series.
-    Refused,
+    /// Would have been a new series past `max_series`.
+    SeriesCapReached,
+    /// NaN or infinite.
+    NotFinite,
 }
 
-#[derive(Debug, Clone)]
-struct Series {
-    metric: &'static str,
-    kind: SeriesKind,
-    fine: Ring,
-    coarse: Ring,
-    newest_ms: u64,
-}
-
-/// The series of one scope, found by a short scan (a scope has about ten).
-#[derive(Debug, Clone, Default)]
-struct Entity {
-    series: Vec<Series>,
-    /// For instances: their function, so a function's instances can be found.
-    function: Option<FunctionName>,
-}
-
-/// Counts of what became of samples, for `/metrics`.
+/// Counts of what became of samples, for `/metrics`: each sample is in exactly
+/// one (samples kept = `stored` + `late`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowCounters {
     pub stored: u64,
+    pub late: u64,
     pub duplicate: u64,
     pub too_late: u64,
     pub future: u64,
-    pub refused: u64,
+    pub refused_series: u64,
+    pub not_finite: u64,
 }
 
 /// One series summed up over a range, as the API returns it.
@@ -134,6 +149,15 @@ pub struct SeriesSummary {
     pub rate: Option<f64>,
 }
 
+/// The series of one scope, found by a short scan (a scope has about ten).
+#[derive(Debug, Clone)]
+struct Entity {
+    series: Vec<Series>,
+    /// For instances and gateways: their function, so a function's scopes can be found.
+    function: Option<FunctionName>,
+}
+
+/// Every series: recording, queries, lifecycle and counters.
 #[derive(Debug, Clone, Default)]
 pub struct Windows {
     config: WindowsConfig,
@@ -147,83 +171,81 @@ impl Windows {
         Self { config, ..Self::default() }
     }
 
-    /// Records `value` of `scope`'s `metric`, taken at `ts`; `now` bounds how far ahead it may be.
+    /// Records `value` of `scope`'s `metric`, taken at `ts` and received at
+    /// `now`. `kind` and `function` are used when this creates the series (the
+    /// function only if the scope has none yet).
     #[allow(clippy::too_many_arguments)] // each argument is one plain fact about the sample
     pub fn record(&mut self, scope: &Scope, metric: &'static str, kind: SeriesKind, function: Option<&FunctionName>, ts: Timestamp, value: f64, now: Timestamp) -> Recorded {
         let outcome = self.place(scope, metric, kind, function, ts, value, now);
         let c = &mut self.counters;
         *match outcome {
             Recorded::Stored => &mut c.stored,
+            Recorded::Late => &mut c.late,
             Recorded::Duplicate => &mut c.duplicate,
             Recorded::TooLate => &mut c.too_late,
             Recorded::Future => &mut c.future,
-            Recorded::Refused => &mut c.refused,
+            Recorded::SeriesCapReached => &mut c.refused_series,
+            Recorded::NotFinite => &mut c.not_finite,
         } += 1;
         outcome
     }
 
     #[allow(clippy::too_many_arguments)]
     fn place(&mut self, scope: &Scope, metric: &'static str, kind: SeriesKind, function: Option<&FunctionName>, ts: Timestamp, value: f64, now: Timestamp) -> Recorded {
-        if ts.millis() > now.millis() + self.config.max_future.as_millis() as u64 {
+        if ts.millis() > now.plus(self.config.max_future).millis() {
             return Recorded::Future;
         }
         if !value.is_finite() {
-            return Recorded::Refused;
+            return Recorded::NotFinite;
         }
-        let entity = match self.entities.get_mut(scope) {
-            Some(e) => e,
-            None if self.series >= self.config.max_series => return Recorded::Refused,
-            None => self.entities.entry(scope.clone()).or_default(),
-        };
-        if entity.function.is_none() {
-            entity.function = function.cloned();
+        let entity = self.entities.get_mut(scope);
+        if let Some(series) = entity.and_then(|e| e.series.iter_mut().find(|s| s.metric == metric)) {
+            return series.record(ts.millis(), value, now.millis());
         }
-        let index = match entity.series.iter().position(|s| s.metric == metric) {
-            Some(i) => i,
-            None => {
-                if self.series >= self.config.max_series {
-                    return Recorded::Refused;
-                }
-                let c = &self.config;
-                entity.series.push(Series {
-                    metric,
-                    kind,
-                    fine: Ring::new(c.fine_step.as_millis() as u64, c.fine_slots),
-                    coarse: Ring::new(c.coarse_step.as_millis() as u64, c.coarse_slots),
-                    newest_ms: 0,
-                });
-                self.series += 1;
-                entity.series.len() - 1
+        if self.series >= self.config.max_series {
+            return Recorded::SeriesCapReached;
+        }
+        // A series is only created by a sample it keeps.
+        let mut series = Series::new(metric, kind, &self.config);
+        let outcome = series.record(ts.millis(), value, now.millis());
+        if matches!(outcome, Recorded::Stored | Recorded::Late) {
+            let entity = self.entities.entry(scope.clone()).or_insert_with(|| Entity { series: Vec::new(), function: None });
+            if entity.function.is_none() {
+                entity.function = function.cloned();
             }
-        };
-        let series = &mut entity.series[index];
-        let ts_ms = ts.millis();
-        let placed = series.fine.record(ts_ms, value, series.newest_ms);
-        if placed == Placed::Duplicate {
-            return Recorded::Duplicate;
+            entity.series.push(series);
+            self.series += 1;
         }
-        // The coarse ring spans longer: a sample too old for the fine one may still fit.
-        let coarse = series.coarse.record(ts_ms, value, series.newest_ms);
-        series.newest_ms = series.newest_ms.max(ts_ms);
-        match (placed, coarse) {
-            (Placed::Stored, _) | (_, Placed::Stored) => Recorded::Stored,
-            _ => Recorded::TooLate,
-        }
+        outcome
     }
 
-    /// `agg` of `scope`'s `metric` over the `range` before `now`.
+    fn find(&self, scope: &Scope, metric: &str) -> Option<&Series> {
+        self.entities.get(scope)?.series.iter().find(|s| s.metric == metric)
+    }
+
+    /// `agg` of `scope`'s `metric` over the `range` before `now`: the slots of
+    /// the `ceil(range / step)` steps ending with the one holding `now`. None
+    /// when the series is unknown or has no sample in the range.
     pub fn query(&self, scope: &Scope, metric: &str, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
-        let series = self.entities.get(scope)?.series.iter().find(|s| s.metric == metric)?;
-        aggregate(&self.slots(series, range, now), agg, series.kind)
+        let series = self.find(scope, metric)?;
+        query::aggregate(&series.readings(range.as_millis() as u64, now.millis()), agg, series.kind)
     }
 
-    /// Every series of `scope`, summed up over `range`.
+    /// Every series of `scope`, summed up over `range` (as `query` reads it).
     pub fn summary(&self, scope: &Scope, range: Duration, now: Timestamp) -> Vec<SeriesSummary> {
         let Some(entity) = self.entities.get(scope) else { return Vec::new() };
-        entity.series.iter().map(|s| summarize(s.metric, s.kind, &self.slots(s, range, now))).collect()
+        entity.series.iter().map(|s| query::summarize(s.metric, s.kind, &s.readings(range.as_millis() as u64, now.millis()))).collect()
     }
 
-    /// The instances recorded for `function`.
+    /// `agg` of `metric` over several scopes, e.g. a function's instances or
+    /// gateways: `Rate` and `Last` add up each scope's own figure; the other
+    /// aggregations pool all the scopes' samples (see `query::combine`).
+    pub fn query_combined(&self, scopes: &[Scope], metric: &str, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
+        let per_series: Vec<_> = scopes.iter().filter_map(|scope| self.find(scope, metric)).map(|s| (s.kind, s.readings(range.as_millis() as u64, now.millis()))).collect();
+        query::combine(&per_series, agg)
+    }
+
+    /// The instances recorded for `function`, in order.
     pub fn instances_of(&self, function: &FunctionName) -> Vec<InstanceId> {
         let mut ids: Vec<InstanceId> = self
             .entities
@@ -237,7 +259,7 @@ impl Windows {
         ids
     }
 
-    /// The gateways that reported `function`.
+    /// The gateways that reported `function`, in order.
     pub fn gateways_of(&self, function: &FunctionName) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = self
             .entities
@@ -251,36 +273,18 @@ impl Windows {
         nodes
     }
 
-    /// `agg` of `metric` combined over `scopes`: counters' rates and gauges'
-    /// `Last` are summed (request rates, queue lengths add up across gateways);
-    /// other aggregations are taken over the union of the scopes' slots.
-    pub fn query_combined(&self, scopes: &[Scope], metric: &str, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
-        let found: Vec<&Series> = scopes.iter().filter_map(|sc| self.entities.get(sc)?.series.iter().find(|s| s.metric == metric)).collect();
-        let kind = found.first()?.kind;
-        if matches!(agg, Agg::Rate | Agg::Last) {
-            let parts: Vec<f64> = found.iter().filter_map(|s| aggregate(&self.slots(s, range, now), agg, s.kind)).collect();
-            return (!parts.is_empty()).then(|| parts.iter().sum());
-        }
-        let slots: Vec<Slot> = found.iter().flat_map(|s| self.slots(s, range, now)).collect();
-        aggregate(&slots, agg, kind)
-    }
-
-    fn slots(&self, series: &Series, range: Duration, now: Timestamp) -> Vec<Slot> {
-        let range_ms = range.as_millis() as u64;
-        let ring = if range_ms <= series.fine.span_ms() { &series.fine } else { &series.coarse };
-        ring.slots_in(range_ms, now.millis())
-    }
-
-    /// Drops every series of `scope`.
+    /// Drops every series of `scope` (an instance stopped, a node removed).
     pub fn forget(&mut self, scope: &Scope) {
         if let Some(e) = self.entities.remove(scope) {
             self.series -= e.series.len();
         }
     }
 
-    /// Drops series with no sample within the coarse span before `now`.
+    /// Drops series with no sample within the coarse span before `now`: nothing
+    /// they hold could be read any more.
     pub fn expire(&mut self, now: Timestamp) {
-        let horizon = now.millis().saturating_sub(self.config.coarse_step.as_millis() as u64 * self.config.coarse_slots as u64);
+        let coarse_span_ms = (self.config.coarse_step.as_millis() as u64).saturating_mul(self.config.coarse_slots as u64);
+        let horizon = now.millis().saturating_sub(coarse_span_ms);
         let mut dropped = 0;
         self.entities.retain(|_, e| {
             let before = e.series.len();
@@ -301,14 +305,23 @@ impl Windows {
 
     /// Bytes held by all rings.
     pub fn bytes(&self) -> usize {
-        self.entities.values().flat_map(|e| &e.series).map(|s| s.fine.bytes() + s.coarse.bytes()).sum()
+        self.entities.values().flat_map(|e| &e.series).map(Series::bytes).sum()
     }
 
     /// Prometheus text.
     pub fn render(&self, out: &mut String) {
         let c = self.counters;
         header(out, "sluice_windows_samples_total", "counter", "Samples offered to the metric windows, by what became of them.");
-        for (outcome, n) in [("stored", c.stored), ("duplicate", c.duplicate), ("too_late", c.too_late), ("future", c.future), ("refused", c.refused)] {
+        let outcomes = [
+            ("stored", c.stored),
+            ("late", c.late),
+            ("duplicate", c.duplicate),
+            ("too_late", c.too_late),
+            ("future", c.future),
+            ("refused_series", c.refused_series),
+            ("not_finite", c.not_finite),
+        ];
+        for (outcome, n) in outcomes {
             sample(out, "sluice_windows_samples_total", &format!("outcome=\"{outcome}\""), n);
         }
         header(out, "sluice_windows_series", "gauge", "Series held in the metric windows.");
@@ -316,53 +329,6 @@ impl Windows {
         header(out, "sluice_windows_bytes", "gauge", "Bytes held by the metric windows' rings.");
         sample(out, "sluice_windows_bytes", "", self.bytes());
     }
-}
-
-fn summarize(metric: &'static str, kind: SeriesKind, slots: &[Slot]) -> SeriesSummary {
-    let get = |agg| aggregate(slots, agg, kind);
-    SeriesSummary {
-        metric,
-        count: get(Agg::Count).unwrap_or(0.0) as u64,
-        avg: get(Agg::Avg),
-        min: get(Agg::Min),
-        max: get(Agg::Max),
-        p95: get(Agg::P95),
-        last: get(Agg::Last),
-        rate: if kind == SeriesKind::Counter { get(Agg::Rate) } else { None },
-    }
-}
-
-/// `agg` over `slots` (oldest first); None when there is nothing to aggregate.
-fn aggregate(slots: &[Slot], agg: Agg, kind: SeriesKind) -> Option<f64> {
-    let count: u64 = slots.iter().map(|s| u64::from(s.count)).sum();
-    if count == 0 {
-        return None;
-    }
-    Some(match agg {
-        Agg::Count => count as f64,
-        Agg::Avg => slots.iter().map(|s| s.sum).sum::<f64>() / count as f64,
-        Agg::Min => slots.iter().map(|s| f64::from(s.min)).fold(f64::INFINITY, f64::min),
-        Agg::Max => slots.iter().map(|s| f64::from(s.max)).fold(f64::NEG_INFINITY, f64::max),
-        Agg::Last => slots.last()?.last,
-        Agg::P95 => {
-            let mut means: Vec<f64> = slots.iter().map(Slot::mean).collect();
-            means.sort_by(f64::total_cmp);
-            let rank = ((0.95 * means.len() as f64).ceil() as usize).max(1);
-            means[rank - 1]
-        }
-        Agg::Rate if kind == SeriesKind::Counter => {
-            // Increase between consecutive slots' last values; a drop is a restart
-            // from zero, as Prometheus' increase() reads it.
-            let (first, last) = (slots.first()?, slots.last()?);
-            let elapsed_s = last.last_ms().saturating_sub(first.last_ms()) as f64 / 1000.0;
-            if slots.len() < 2 || elapsed_s <= 0.0 {
-                return None;
-            }
-            let increase: f64 = slots.windows(2).map(|w| if w[1].last >= w[0].last { w[1].last - w[0].last } else { w[1].last }).sum();
-            increase / elapsed_s
-        }
-        Agg::Rate => return None,
-    })
 }
 
 #[cfg(test)]
