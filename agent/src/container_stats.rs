@@ -11,6 +11,7 @@
 use sluice_common::wire::ContainerFigures;
 use sluice_common::{FunctionName, InstanceId};
 use std::collections::{HashMap, HashSet};
+use crate::kept_file::KeptFile;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -66,29 +67,104 @@ impl Hierarchy {
     }
 }
 
-/// A container's cgroup directories, found once and reused.
-#[derive(Debug, Clone)]
-enum Dirs {
-    Unified(PathBuf),
-    Split { cpuacct: PathBuf, memory: PathBuf, blkio: PathBuf, pids: PathBuf },
-}
-
 /// The cgroup paths Docker uses for a container, under each driver.
 fn candidates(id: &str) -> [String; 2] {
     [format!("docker/{id}"), format!("system.slice/docker-{id}.scope")]
 }
 
-fn find_dirs(h: &Hierarchy, id: &str) -> Option<Dirs> {
-    candidates(id).into_iter().find_map(|rel| match h {
-        Hierarchy::Unified(root) => {
-            let dir = root.join(&rel);
-            dir.is_dir().then_some(Dirs::Unified(dir))
+/// Which files a container's figures come from, and how they read.
+#[derive(Debug)]
+enum Layout {
+    /// cgroup v2: `cpu.stat` (usage_usec), `memory.current`, `memory.max`.
+    Unified,
+    /// cgroup v1: `cpuacct.usage` (ns), `memory.usage_in_bytes`, `memory.limit_in_bytes`.
+    Split,
+}
+
+/// A container's cgroup files, found once and kept open (`KeptFile`).
+#[derive(Debug)]
+struct Files {
+    layout: Layout,
+    cpu: KeptFile,
+    memory: KeptFile,
+    memory_stat: KeptFile,
+    memory_limit: KeptFile,
+    io: KeptFile,
+    pids: KeptFile,
+    procs: KeptFile,
+    /// `/proc/<pid>/net/dev` of a process in the container; found again when it fails.
+    net: Option<KeptFile>,
+}
+
+impl Files {
+    fn find(h: &Hierarchy, id: &str) -> Option<Files> {
+        let kept = |dir: &Path, name: &str| KeptFile::new(dir.join(name));
+        candidates(id).into_iter().find_map(|rel| match h {
+            Hierarchy::Unified(root) => {
+                let d = root.join(&rel);
+                d.is_dir().then(|| Files {
+                    layout: Layout::Unified,
+                    cpu: kept(&d, "cpu.stat"),
+                    memory: kept(&d, "memory.current"),
+                    memory_stat: kept(&d, "memory.stat"),
+                    memory_limit: kept(&d, "memory.max"),
+                    io: kept(&d, "io.stat"),
+                    pids: kept(&d, "pids.current"),
+                    procs: kept(&d, "cgroup.procs"),
+                    net: None,
+                })
+            }
+            Hierarchy::Split { cpuacct, memory, blkio, pids } => {
+                let (c, m, b, p) = (cpuacct.join(&rel), memory.join(&rel), blkio.join(&rel), pids.join(&rel));
+                c.is_dir().then(|| Files {
+                    layout: Layout::Split,
+                    cpu: kept(&c, "cpuacct.usage"),
+                    memory: kept(&m, "memory.usage_in_bytes"),
+                    memory_stat: kept(&m, "memory.stat"),
+                    memory_limit: kept(&m, "memory.limit_in_bytes"),
+                    io: kept(&b, "blkio.throttle.io_service_bytes"),
+                    pids: kept(&p, "pids.current"),
+                    procs: kept(&p, "cgroup.procs"),
+                    net: None,
+                })
+            }
+        })
+    }
+
+    /// Reads every figure; None when the CPU or memory files cannot be read
+    /// (the container is gone, or its cgroup moved).
+    fn read(&mut self, proc_root: &Path, buf: &mut Vec<u8>) -> Option<Reading> {
+        let (cpu_ns, inactive_key) = match self.layout {
+            Layout::Unified => (stat_value(self.cpu.read(buf)?, "usage_usec")?.saturating_mul(1000), "inactive_file"),
+            Layout::Split => (self.cpu.read_u64(buf)?, "total_inactive_file"),
+        };
+        let used = self.memory.read_u64(buf)?;
+        // Like `docker stats`: page cache that could be dropped is not "used".
+        let inactive = self.memory_stat.read(buf).and_then(|s| stat_value(s, inactive_key)).unwrap_or(0);
+        // v2 writes "max" for no limit, which does not parse: None, as it should.
+        let limit = self.memory_limit.read_u64(buf).filter(|l| *l < UNLIMITED);
+        let (read_bytes, write_bytes) = match (&self.layout, self.io.read(buf)) {
+            (_, None) => (0, 0),
+            (Layout::Unified, Some(text)) => parse_io_v2(text),
+            (Layout::Split, Some(text)) => parse_blkio_v1(text),
+        };
+        let pids = self.pids.read_u64(buf).unwrap_or(0);
+        let (rx_bytes, tx_bytes) = self.net_totals(proc_root, buf).unwrap_or((0, 0));
+        Some(Reading { cpu_ns, memory_used: used.saturating_sub(inactive), memory_limit: limit, read_bytes, write_bytes, rx_bytes, tx_bytes, pids })
+    }
+
+    /// Network totals of the container's namespace, through any of its processes.
+    fn net_totals(&mut self, proc_root: &Path, buf: &mut Vec<u8>) -> Option<(u64, u64)> {
+        if let Some(totals) = self.net.as_mut().and_then(|net| net.read(buf)).filter(|t| !t.is_empty()).map(parse_net_dev) {
+            return Some(totals);
         }
-        Hierarchy::Split { cpuacct, memory, blkio, pids } => {
-            let dir = cpuacct.join(&rel);
-            dir.is_dir().then(|| Dirs::Split { cpuacct: dir, memory: memory.join(&rel), blkio: blkio.join(&rel), pids: pids.join(&rel) })
-        }
-    })
+        // First time, or that process has exited: find another.
+        let pid = self.procs.read(buf)?.lines().next()?.trim().to_owned();
+        let mut net = KeptFile::new(proc_root.join(pid).join("net/dev"));
+        let totals = net.read(buf).map(parse_net_dev);
+        self.net = Some(net);
+        totals
+    }
 }
 
 /// Cumulative counters and levels read at one instant.
@@ -102,15 +178,6 @@ pub struct Reading {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub pids: u64,
-}
-
-/// Reads a whole small file, or None.
-fn read(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok()
-}
-
-fn read_u64(path: &Path) -> Option<u64> {
-    read(path)?.trim().parse().ok()
 }
 
 /// `key value` lines (memory.stat, cpu.stat): the value of `key`.
@@ -145,71 +212,24 @@ pub fn parse_io_v2(text: &str) -> (u64, u64) {
     (r, w)
 }
 
+/// `/proc/net/dev` text: each interface's name and its received and sent byte totals.
+pub fn net_dev_interfaces(text: &str) -> impl Iterator<Item = (&str, u64, u64)> {
+    text.lines().skip(2).filter_map(|line| {
+        let (name, rest) = line.split_once(':')?;
+        let mut fields = rest.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let rx = fields.next()??;
+        let tx = fields.nth(7)??;
+        Some((name.trim(), rx, tx))
+    })
+}
+
 /// `/proc/<pid>/net/dev`: (rx, tx) bytes over every interface but loopback.
 pub fn parse_net_dev(text: &str) -> (u64, u64) {
-    let (mut rx, mut tx) = (0, 0);
-    for line in text.lines().skip(2) {
-        let Some((name, rest)) = line.split_once(':') else { continue };
-        if name.trim() == "lo" {
-            continue;
-        }
-        let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-        if f.len() >= 9 {
-            rx += f[0];
-            tx += f[8];
-        }
-    }
-    (rx, tx)
+    net_dev_interfaces(text).filter(|(name, ..)| *name != "lo").fold((0, 0), |(rx, tx), (_, r, t)| (rx + r, tx + t))
 }
 
 /// Memory limits this large mean "none" (v1 writes 2^63 rounded to pages).
 const UNLIMITED: u64 = 1 << 60;
-
-fn read_dirs(dirs: &Dirs, proc_root: &Path) -> Option<Reading> {
-    let (mut r, procs_dir) = match dirs {
-        Dirs::Unified(d) => {
-            let cpu_us = stat_value(&read(&d.join("cpu.stat"))?, "usage_usec")?;
-            let current = read_u64(&d.join("memory.current"))?;
-            // Like `docker stats`: page cache that could be dropped is not "used".
-            let inactive = read(&d.join("memory.stat")).and_then(|s| stat_value(&s, "inactive_file")).unwrap_or(0);
-            let limit = read(&d.join("memory.max")).and_then(|s| s.trim().parse::<u64>().ok());
-            let (rb, wb) = read(&d.join("io.stat")).map_or((0, 0), |s| parse_io_v2(&s));
-            let reading = Reading {
-                cpu_ns: cpu_us * 1000,
-                memory_used: current.saturating_sub(inactive),
-                memory_limit: limit,
-                read_bytes: rb,
-                write_bytes: wb,
-                pids: read_u64(&d.join("pids.current")).unwrap_or(0),
-                ..Reading::default()
-            };
-            (reading, d.clone())
-        }
-        Dirs::Split { cpuacct, memory, blkio, pids } => {
-            let usage = read_u64(&memory.join("memory.usage_in_bytes"))?;
-            let inactive = read(&memory.join("memory.stat")).and_then(|s| stat_value(&s, "total_inactive_file")).unwrap_or(0);
-            let (rb, wb) = read(&blkio.join("blkio.throttle.io_service_bytes")).map_or((0, 0), |s| parse_blkio_v1(&s));
-            let reading = Reading {
-                cpu_ns: read_u64(&cpuacct.join("cpuacct.usage"))?,
-                memory_used: usage.saturating_sub(inactive),
-                memory_limit: read_u64(&memory.join("memory.limit_in_bytes")),
-                read_bytes: rb,
-                write_bytes: wb,
-                pids: read_u64(&pids.join("pids.current")).unwrap_or(0),
-                ..Reading::default()
-            };
-            (reading, pids.clone())
-        }
-    };
-    r.memory_limit = r.memory_limit.filter(|l| *l < UNLIMITED);
-    // Any process of the container shares its network namespace.
-    if let Some(pid) = read(&procs_dir.join("cgroup.procs")).and_then(|s| s.lines().next().map(str::to_owned)) {
-        if let Some(text) = read(&proc_root.join(pid.trim()).join("net/dev")) {
-            (r.rx_bytes, r.tx_bytes) = parse_net_dev(&text);
-        }
-    }
-    Some(r)
-}
 
 /// Figures from two readings `seconds` apart. CPU is None without a usable
 /// earlier reading; other rates are zero then.
@@ -235,7 +255,9 @@ pub fn rates(w: &Watched, now: &Reading, before: Option<(&Reading, f64)>) -> Con
 pub struct ContainerCollector {
     hierarchy: Option<Hierarchy>,
     proc_root: PathBuf,
-    dirs: HashMap<String, Dirs>,
+    files: HashMap<String, Files>,
+    /// Scratch space every file is read into.
+    buf: Vec<u8>,
     last: HashMap<String, (Reading, Instant)>,
     /// Containers already warned about, so a broken one logs once.
     warned: HashSet<String>,
@@ -253,7 +275,7 @@ impl ContainerCollector {
         if hierarchy.is_none() {
             warn!("no cgroup hierarchy found in /proc/self/mountinfo; container figures are off");
         }
-        Self { hierarchy, proc_root, dirs: HashMap::new(), last: HashMap::new(), warned: HashSet::new() }
+        Self { hierarchy, proc_root, files: HashMap::new(), buf: Vec::new(), last: HashMap::new(), warned: HashSet::new() }
     }
 
     /// Reads every container in `watched` at `now`; containers no longer
@@ -261,22 +283,19 @@ impl ContainerCollector {
     pub fn sample(&mut self, watched: &[Watched], now: Instant) -> Vec<ContainerFigures> {
         let Some(h) = &self.hierarchy else { return Vec::new() };
         let ids: HashSet<&str> = watched.iter().map(|w| w.container.as_str()).collect();
-        self.dirs.retain(|id, _| ids.contains(id.as_str()));
+        self.files.retain(|id, _| ids.contains(id.as_str()));
         self.last.retain(|id, _| ids.contains(id.as_str()));
         self.warned.retain(|id| ids.contains(id.as_str()));
         let mut out = Vec::with_capacity(watched.len());
         for w in watched {
-            let reading = match self.dirs.get(&w.container) {
-                Some(d) => read_dirs(d, &self.proc_root),
-                None => None,
-            };
-            // Not found yet, or the cached directories went away: look again once.
-            let reading = reading.or_else(|| {
-                let d = find_dirs(h, &w.container)?;
-                let r = read_dirs(&d, &self.proc_root);
-                self.dirs.insert(w.container.clone(), d);
-                r
-            });
+            let mut reading = self.files.get_mut(&w.container).and_then(|f| f.read(&self.proc_root, &mut self.buf));
+            if reading.is_none() {
+                // Not found yet, or its cgroup went away: look again once.
+                if let Some(mut files) = Files::find(h, &w.container) {
+                    reading = files.read(&self.proc_root, &mut self.buf);
+                    self.files.insert(w.container.clone(), files);
+                }
+            }
             let Some(reading) = reading else {
                 if self.warned.insert(w.container.clone()) {
                     warn!(container = %w.container, instance = %w.instance, "cannot read the container's cgroup files; its figures are left out until they can be read");

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod container_stats;
 pub mod control;
 pub mod host;
+pub mod kept_file;
 pub mod reconcile;
 pub mod runtime;
 

@@ -4,6 +4,7 @@
 
 mod consumer;
 mod context;
+mod producer;
 mod topics;
 
 use crate::groups::Groups;
@@ -15,10 +16,10 @@ use async_trait::async_trait;
 use context::BusContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use producer::Producer;
 use topics::Topics;
 use tracing::warn;
 
@@ -32,7 +33,7 @@ const GROUP_WAIT: Duration = Duration::from_secs(15);
 const REPORT_GRACE: Duration = Duration::from_secs(5);
 
 pub struct KafkaBus {
-    producer: FutureProducer<BusContext>,
+    producer: Producer,
     context: BusContext,
     config: KafkaConfig,
     client_name: String,
@@ -51,8 +52,7 @@ impl KafkaBus {
     pub async fn connect(config: &KafkaConfig, client_name: &str) -> Result<Self, BusError> {
         let addr = config.addr();
         let context = BusContext::new(Outage::new(BrokerKind::Kafka, &addr, client_name));
-        let producer: FutureProducer<BusContext> =
-            producer_config(config, client_name).create_with_context(context.clone()).map_err(|e| creation_failed(&addr, "producer", &e))?;
+        let producer = Producer::create(&producer_config(config, client_name), context.clone()).map_err(|e| creation_failed(&addr, "producer", &e))?;
         let admin = base_config(config, client_name).create_with_context(context.clone()).map_err(|e| creation_failed(&addr, "admin client", &e))?;
         let names = Topic::ALL.map(|t| kafka_name(&config.settings.prefix, t));
         let topics = Arc::new(Topics::new(admin, context.clone(), names.to_vec(), config.partitions, config.replication, addr.clone()));
@@ -143,27 +143,26 @@ impl MetricsBus for KafkaBus {
         if let Err(e) = check(&msg, self.config.settings.max_payload) {
             return self.metrics.refuse(e);
         }
-        let record = FutureRecord::to(&self.names[msg.topic as usize]).key(msg.key.as_str()).payload(&msg.payload[..]);
-        let delivery = match self.producer.send_result(record) {
+        let delivery = match self.producer.send(&self.names[msg.topic as usize], msg.key.as_str(), &msg.payload) {
             Ok(delivery) => delivery,
-            Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                 return self.metrics.refuse(BusError::Full {
                     queue: "Kafka producer queue".into(),
                     limit: format!("{} messages or {QUEUE_KBYTES} KiB", self.config.queue_messages),
                 })
             }
-            Err((e, _)) => return self.metrics.refuse(delivery_failed(self.config.addr(), &self.context, e)),
+            Err(e) => return self.metrics.refuse(delivery_failed(self.config.addr(), &self.context, e)),
         };
         let wait = self.config.settings.publish_timeout + REPORT_GRACE;
         let context = self.context.clone();
         let addr = self.config.addr();
         self.metrics.track(async move {
             let result = match tokio::time::timeout(wait, delivery).await {
-                Ok(Ok(Ok(_))) => {
+                Ok(Ok(Ok(()))) => {
                     context.reachable();
                     return Ok(());
                 }
-                Ok(Ok(Err((e, _)))) => delivery_failed(addr, &context, e),
+                Ok(Ok(Err(e))) => delivery_failed(addr, &context, e),
                 // The producer was dropped with the message still queued.
                 Ok(Err(_)) => BusError::Closed,
                 Err(_) => BusError::Timeout,
