@@ -74,7 +74,7 @@ impl HostCollector {
     fn disk_totals(&mut self) -> (u64, u64) {
         let io_only = DiskRefreshKind::nothing().with_io_usage();
         self.samples = self.samples.wrapping_add(1);
-        if self.samples % DISK_LIST_EVERY == 0 {
+        if self.samples.is_multiple_of(DISK_LIST_EVERY) {
             self.disks.refresh_specifics(true, io_only);
         } else {
             for disk in self.disks.list_mut() {
