@@ -7,7 +7,7 @@
 //! whole milliseconds, then retried with zero until the deadline passes). On an
 //! idle agent that spin was 0.7% of a core, more than everything else the agent
 //! does (B5). Here the thread waits up to `POLL_WAIT` and wakes as soon as a
-//! report arrives, so the spin happens about once a second.
+//! report arrives, so the spin happens once per `POLL_WAIT`.
 
 use super::context::BusContext;
 use rdkafka::client::ClientContext;
@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Longest the delivery-report thread sleeps between checks of whether it should stop.
-const POLL_WAIT: Duration = Duration::from_secs(1);
+/// Longest the delivery-report thread sleeps between checks of whether it should
+/// stop; a report wakes it at once.
+const POLL_WAIT: Duration = Duration::from_secs(5);
 
 /// What a message's delivery report says.
 pub(crate) type Report = Result<(), KafkaError>;
