@@ -1,7 +1,8 @@
 //! An MQTT subscription: its own connection and persistent session, QoS 1 with
 //! manual acks, so the broker keeps (and redelivers) every message until the
-//! caller marks it processed. The broker's in-flight window (mosquitto: 20)
-//! bounds how many unprocessed messages the subscription is handed.
+//! caller marks it processed. Acks go through rumqttc's bounded request queue;
+//! a caller acking faster than the connection sends them (a backlog handed over
+//! at once) parks the overflow in `deferred`, sent by the next `next`.
 
 use super::connection::{drive, refusal, Step};
 use crate::groups::GroupLease;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-/// Acks and the subscribe request; the broker's window keeps this small.
+/// Acks and the subscribe request queued for the connection; more acks wait in `deferred`.
 const REQUESTS: usize = 1024;
 /// How long a closing subscription may take to have its last PUBACKs read.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -31,6 +32,8 @@ pub(super) struct MqttSubscription {
     session: Arc<AtomicU64>,
     /// Delivered and not yet acknowledged: (seq, packet id, qos, session), oldest first.
     unacked: VecDeque<(u64, u16, QoS, u64)>,
+    /// Acks that found the request queue full, oldest first.
+    deferred: VecDeque<Publish>,
     next_seq: u64,
     prefix: String,
     metrics: Arc<BusMetrics>,
@@ -63,25 +66,38 @@ impl MqttSubscription {
             Ok(Ok(Err(e))) => return Err(e),
             Ok(Err(_)) | Err(_) => return Err(unreachable()),
         }
-        Ok(MqttSubscription { id: next_subscription_id(), client, messages, session, unacked: VecDeque::new(), next_seq: 0, prefix, metrics, _stop: stop })
+        Ok(MqttSubscription { id: next_subscription_id(), client, messages, session, unacked: VecDeque::new(), deferred: VecDeque::new(), next_seq: 0, prefix, metrics, _stop: stop })
     }
 
-    fn ack(&self, pkid: u16, qos: QoS) -> Result<(), BusError> {
+    /// Queues the ack of packet `pkid`, or defers it when the queue is full (in
+    /// order: once one is deferred, later ones wait behind it).
+    fn ack(&mut self, pkid: u16, qos: QoS) {
         let mut publish = Publish::new("", qos, Vec::new());
         publish.pkid = pkid;
-        // Fails only when the loop has ended (the queue is far larger than the broker's window).
-        self.client.try_ack(&publish).map_err(|_| BusError::Closed)
+        if !self.deferred.is_empty() || self.client.try_ack(&publish).is_err() {
+            self.deferred.push_back(publish);
+        }
+    }
+
+    /// Sends the deferred acks, waiting for room; fails only when the connection's loop has ended.
+    async fn send_deferred(&mut self) -> Result<(), BusError> {
+        while let Some(publish) = self.deferred.front() {
+            self.client.ack(publish).await.map_err(|_| BusError::Closed)?;
+            self.deferred.pop_front();
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Subscription for MqttSubscription {
     async fn next(&mut self) -> Result<Received, BusError> {
+        self.send_deferred().await?;
         loop {
             let (publish, session) = self.messages.recv().await.ok_or(BusError::Closed)?;
             let Some((topic, key)) = from_mqtt_name(&self.prefix, &publish.topic) else {
                 warn!(topic = %publish.topic, "skipping a message on a topic the bus does not use");
-                self.ack(publish.pkid, publish.qos)?;
+                self.ack(publish.pkid, publish.qos);
                 continue;
             };
             let seq = self.next_seq;
@@ -102,7 +118,7 @@ impl Subscription for MqttSubscription {
             }
             // From a session the broker dropped: it will not take the ack (nor resend the message).
             if session == current {
-                self.ack(pkid, qos)?;
+                self.ack(pkid, qos);
             }
             self.unacked.pop_front();
         }
