@@ -73,12 +73,22 @@ fn candidates(id: &str) -> [String; 2] {
 }
 
 /// Which files a container's figures come from, and how they read.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Layout {
     /// cgroup v2: `cpu.stat` (usage_usec), `memory.current`, `memory.max`.
     Unified,
     /// cgroup v1: `cpuacct.usage` (ns), `memory.usage_in_bytes`, `memory.limit_in_bytes`.
     Split,
+}
+
+impl Layout {
+    /// File names: CPU, memory in use, memory limit, block I/O.
+    fn names(self) -> [&'static str; 4] {
+        match self {
+            Layout::Unified => ["cpu.stat", "memory.current", "memory.max", "io.stat"],
+            Layout::Split => ["cpuacct.usage", "memory.usage_in_bytes", "memory.limit_in_bytes", "blkio.throttle.io_service_bytes"],
+        }
+    }
 }
 
 /// A container's cgroup files, found once and kept open (`KeptFile`).
@@ -98,36 +108,27 @@ struct Files {
 
 impl Files {
     fn find(h: &Hierarchy, id: &str) -> Option<Files> {
-        let kept = |dir: &Path, name: &str| KeptFile::new(dir.join(name));
-        candidates(id).into_iter().find_map(|rel| match h {
-            Hierarchy::Unified(root) => {
-                let d = root.join(&rel);
-                d.is_dir().then(|| Files {
-                    layout: Layout::Unified,
-                    cpu: kept(&d, "cpu.stat"),
-                    memory: kept(&d, "memory.current"),
-                    memory_stat: kept(&d, "memory.stat"),
-                    memory_limit: kept(&d, "memory.max"),
-                    io: kept(&d, "io.stat"),
-                    pids: kept(&d, "pids.current"),
-                    procs: kept(&d, "cgroup.procs"),
-                    net: None,
-                })
+        candidates(id).into_iter().find_map(|rel| {
+            // The directories holding the CPU, memory, block I/O and pids files.
+            let (layout, [cpu, memory, io, pids]) = match h {
+                Hierarchy::Unified(root) => (Layout::Unified, [root.join(&rel), root.join(&rel), root.join(&rel), root.join(&rel)]),
+                Hierarchy::Split { cpuacct, memory, blkio, pids } => (Layout::Split, [cpuacct.join(&rel), memory.join(&rel), blkio.join(&rel), pids.join(&rel)]),
+            };
+            if !cpu.is_dir() {
+                return None;
             }
-            Hierarchy::Split { cpuacct, memory, blkio, pids } => {
-                let (c, m, b, p) = (cpuacct.join(&rel), memory.join(&rel), blkio.join(&rel), pids.join(&rel));
-                c.is_dir().then(|| Files {
-                    layout: Layout::Split,
-                    cpu: kept(&c, "cpuacct.usage"),
-                    memory: kept(&m, "memory.usage_in_bytes"),
-                    memory_stat: kept(&m, "memory.stat"),
-                    memory_limit: kept(&m, "memory.limit_in_bytes"),
-                    io: kept(&b, "blkio.throttle.io_service_bytes"),
-                    pids: kept(&p, "pids.current"),
-                    procs: kept(&p, "cgroup.procs"),
-                    net: None,
-                })
-            }
+            let [cpu_file, memory_file, limit_file, io_file] = layout.names();
+            Some(Files {
+                layout,
+                cpu: KeptFile::new(cpu.join(cpu_file)),
+                memory: KeptFile::new(memory.join(memory_file)),
+                memory_stat: KeptFile::new(memory.join("memory.stat")),
+                memory_limit: KeptFile::new(memory.join(limit_file)),
+                io: KeptFile::new(io.join(io_file)),
+                pids: KeptFile::new(pids.join("pids.current")),
+                procs: KeptFile::new(pids.join("cgroup.procs")),
+                net: None,
+            })
         })
     }
 
@@ -143,7 +144,7 @@ impl Files {
         let inactive = self.memory_stat.read(buf).and_then(|s| stat_value(s, inactive_key)).unwrap_or(0);
         // v2 writes "max" for no limit, which does not parse: None, as it should.
         let limit = self.memory_limit.read_u64(buf).filter(|l| *l < UNLIMITED);
-        let (read_bytes, write_bytes) = match (&self.layout, self.io.read(buf)) {
+        let (read_bytes, write_bytes) = match (self.layout, self.io.read(buf)) {
             (_, None) => (0, 0),
             (Layout::Unified, Some(text)) => parse_io_v2(text),
             (Layout::Split, Some(text)) => parse_blkio_v1(text),

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Bytes asked for per read: every file the agent keeps is smaller, so one read
 /// returns it whole.
@@ -25,10 +25,6 @@ pub struct KeptFile {
 impl KeptFile {
     pub fn new(path: PathBuf) -> Self {
         Self { path, file: None }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The file's whole text as of now, read into `buf`; None when it cannot be
