@@ -32,8 +32,8 @@ pub(super) struct MqttSubscription {
     session: Arc<AtomicU64>,
     /// Delivered and not yet acknowledged: (seq, packet id, qos, session), oldest first.
     unacked: VecDeque<(u64, u16, QoS, u64)>,
-    /// Acks that found the request queue full, oldest first.
-    deferred: VecDeque<Publish>,
+    /// Acks that found the request queue full, with their session, oldest first.
+    deferred: VecDeque<(Publish, u64)>,
     next_seq: u64,
     prefix: String,
     metrics: Arc<BusMetrics>,
@@ -69,20 +69,24 @@ impl MqttSubscription {
         Ok(MqttSubscription { id: next_subscription_id(), client, messages, session, unacked: VecDeque::new(), deferred: VecDeque::new(), next_seq: 0, prefix, metrics, _stop: stop })
     }
 
-    /// Queues the ack of packet `pkid`, or defers it when the queue is full (in
-    /// order: once one is deferred, later ones wait behind it).
-    fn ack(&mut self, pkid: u16, qos: QoS) {
+    /// Queues the ack of packet `pkid` of `session`, or defers it when the
+    /// queue is full (in order: once one is deferred, later ones wait behind it).
+    fn ack(&mut self, pkid: u16, qos: QoS, session: u64) {
         let mut publish = Publish::new("", qos, Vec::new());
         publish.pkid = pkid;
         if !self.deferred.is_empty() || self.client.try_ack(&publish).is_err() {
-            self.deferred.push_back(publish);
+            self.deferred.push_back((publish, session));
         }
     }
 
     /// Sends the deferred acks, waiting for room; fails only when the connection's loop has ended.
     async fn send_deferred(&mut self) -> Result<(), BusError> {
-        while let Some(publish) = self.deferred.front() {
-            self.client.ack(publish).await.map_err(|_| BusError::Closed)?;
+        while let Some((publish, session)) = self.deferred.front() {
+            // An ack of a session the broker dropped could acknowledge a new
+            // session's message that reuses the packet id: it is not sent.
+            if *session == self.session.load(Ordering::Relaxed) {
+                self.client.ack(publish).await.map_err(|_| BusError::Closed)?;
+            }
             self.deferred.pop_front();
         }
         Ok(())
@@ -97,7 +101,7 @@ impl Subscription for MqttSubscription {
             let (publish, session) = self.messages.recv().await.ok_or(BusError::Closed)?;
             let Some((topic, key)) = from_mqtt_name(&self.prefix, &publish.topic) else {
                 warn!(topic = %publish.topic, "skipping a message on a topic the bus does not use");
-                self.ack(publish.pkid, publish.qos);
+                self.ack(publish.pkid, publish.qos, session);
                 continue;
             };
             let seq = self.next_seq;
@@ -118,7 +122,7 @@ impl Subscription for MqttSubscription {
             }
             // From a session the broker dropped: it will not take the ack (nor resend the message).
             if session == current {
-                self.ack(pkid, qos);
+                self.ack(pkid, qos, session);
             }
             self.unacked.pop_front();
         }
