@@ -9,16 +9,30 @@
 use anyhow::{Context, Result};
 use serde_json::Value;
 use sluice_tests::{eventually, Cluster};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A mosquitto on `port`, killed when dropped.
+/// A mosquitto on `port` keeping its sessions in `dir`, stopped (SIGTERM, so
+/// it saves them) when dropped: the link goes away, the broker's state does
+/// not, so the coordinator's session holds what arrives before it reconnects.
 struct Broker(Child);
 
 impl Broker {
-    fn start(port: u16) -> Result<Broker> {
+    fn start(port: u16, dir: &Path) -> Result<Broker> {
+        let user = Command::new("id").arg("-un").output().context("running id -un")?.stdout;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {}\npersistence true\npersistence_location {}/\n",
+                String::from_utf8_lossy(&user).trim(),
+                dir.display()
+            ),
+        )?;
         let child = Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
+            .arg("-c")
+            .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -33,7 +47,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
 }
@@ -55,7 +69,8 @@ async fn host_samples(c: &Cluster, range_secs: u64) -> Result<u64> {
 #[tokio::test]
 async fn a5_broker_outage_bounded_buffer_counted_drops_and_resumed_flow() -> Result<()> {
     let port = free_port()?;
-    let mut broker = Some(Broker::start(port)?);
+    let state = tempfile::tempdir()?;
+    let mut broker = Some(Broker::start(port, state.path())?);
     Broker::wait_ready(port).await?;
     let c = Cluster::start_with("t-edge", |a| {
         a.coordinator.bus = Some(format!("mqtt://127.0.0.1:{port}?prefix=edge"));
@@ -77,7 +92,7 @@ async fn a5_broker_outage_bounded_buffer_counted_drops_and_resumed_flow() -> Res
         assert!(queued <= 20.0, "the outbox is bounded: {queued} queued");
         assert!(dropped >= 20.0, "drops are counted: {dropped}");
 
-        broker = Some(Broker::start(port)?);
+        broker = Some(Broker::start(port, state.path())?);
         Broker::wait_ready(port).await?;
         let up_at = Instant::now();
         // Flow resumes, and the kept backlog, stamped during the outage, arrives.
