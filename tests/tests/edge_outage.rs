@@ -2,7 +2,7 @@
 //! keeps running with a bounded outbox, counts what it drops, and once the
 //! broker is back sends what it kept, in order, and carries on.
 //!
-//! The broker is a private mosquitto on its own port, started and killed here,
+//! The broker is a private mosquitto on its own port, started and stopped here,
 //! so other tests' brokers are untouched. Its binary comes from
 //! scripts/brokers.sh (Debian's mosquitto); without it this test fails.
 
