@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use sluice_common::labels::Labels;
 use table::ReportTable;
 use sluice_common::wire::EventKind as EventKindOut;
 use tasks::{Event, EventKind, Task, Worker};
@@ -44,6 +45,9 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Agent {
     node: NodeId,
     capacity: Resources,
+    /// Labels and instance limit the node reports, for placement.
+    labels: Labels,
+    max_instances: Option<u32>,
     runtime: Arc<dyn ContainerRuntime>,
     control: Arc<dyn ControlPlane>,
     clock: Arc<dyn Clock>,
@@ -69,7 +73,15 @@ impl Agent {
         clock: Arc<dyn Clock>,
         config: AgentConfig,
     ) -> Self {
-        Self { node, capacity, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
+        Self { node, capacity, labels: Labels::new(), max_instances: None, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
+    }
+
+    /// Reports `labels` (node selectors and rules read them) and at most
+    /// `max_instances` instances for this node.
+    pub fn with_placement(mut self, labels: Labels, max_instances: Option<u32>) -> Self {
+        self.labels = labels;
+        self.max_instances = max_instances;
+        self
     }
 
     /// Publishes host and container figures and instance events through `publisher`
@@ -228,8 +240,20 @@ impl LoopState<'_> {
         a.metrics.set_instances(self.table.states().into_values());
         a.metrics.set_desired_revision(self.revision());
         a.metrics.set_reports_delivered(*self.delivered.borrow());
-        let numbered = self.table.build(&a.node, a.capacity, a.clock.now());
-        self.reports.send_replace(Some(numbered));
+        let (seq, mut report) = self.table.build(&a.node, a.capacity, a.clock.now());
+        report.labels = a.labels.clone();
+        report.max_instances = a.max_instances;
+        // Images of instances that run (or ran) here are on this host: placing
+        // another instance of one needs no pull.
+        let states = self.table.states();
+        report.images = self
+            .desired
+            .iter()
+            .flat_map(|d| &d.instances)
+            .filter(|d| matches!(states.get(&d.id), Some(InstanceState::Ready | InstanceState::Paused)))
+            .map(|d| d.spec.image.to_string())
+            .collect();
+        self.reports.send_replace(Some((seq, report)));
     }
 
     /// Records a state in the report table, counting real changes and publishing

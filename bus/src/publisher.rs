@@ -97,14 +97,15 @@ impl Publisher {
     }
 
     /// Queues `body`, taken at `ts_ms`, as the next message of its kind.
-    pub fn send<B: Body>(&self, ts_ms: u64, body: &B) {
+    pub fn send<B: Body>(&self, ts_ms: u64, body: &B) -> Message {
         let seq = self.seq[slot(B::KIND)].fetch_add(1, Ordering::Relaxed) + 1;
         let payload = wire::encode(&self.node, self.boot, seq, ts_ms, body);
         let msg = Message { topic: topic_of(B::KIND), key: self.node.to_string(), payload: Bytes::from(payload) };
         match B::KIND {
-            Kind::Event => self.events.push(msg),
-            _ => self.samples.push(msg),
+            Kind::Event => self.events.push(msg.clone()),
+            _ => self.samples.push(msg.clone()),
         }
+        msg
     }
 
     /// Queues an instance event, stamped now.

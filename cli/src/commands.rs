@@ -8,6 +8,8 @@ use bytes::Bytes;
 use clap::Args;
 use hyper::Method;
 use serde_json::{json, Value};
+use sluice_common::labels;
+use sluice_common::placement::Strategy;
 use sluice_common::{Clock, FunctionName, FunctionSpec, ImageRef, SystemClock, Timestamp};
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,6 +57,39 @@ pub struct DeployArgs {
     /// Path answering 2xx when the function is ready.
     #[arg(long)]
     pub health_path: Option<String>,
+    /// Label KEY=VALUE that rule scopes select the function by (repeatable).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// Concurrency one instance should carry on average, in percent of --concurrency (default 70).
+    #[arg(long)]
+    pub target_utilization: Option<u32>,
+    /// Seconds of the stable window the default policy averages concurrency over (default 60).
+    #[arg(long)]
+    pub stable_window: Option<u32>,
+    /// Seconds of the panic window that reacts to surges (default 6).
+    #[arg(long)]
+    pub panic_window: Option<u32>,
+    /// Panic when the panic window asks for this percent of the ready instances (default 200).
+    #[arg(long)]
+    pub panic_threshold: Option<u32>,
+    /// Most of its instances a function loses in one scale-down step, in percent (default 50).
+    #[arg(long)]
+    pub scale_down_max_percent: Option<u32>,
+    /// Least seconds between scale-down steps (default 2).
+    #[arg(long)]
+    pub scale_down_step: Option<u32>,
+    /// Placement: fill the fullest node first (binpack) or the emptiest (spread, the default).
+    #[arg(long, value_parser = ["binpack", "spread"])]
+    pub strategy: Option<String>,
+    /// Only on nodes with this label KEY=VALUE (repeatable; all must match).
+    #[arg(long)]
+    pub node_selector: Vec<String>,
+    /// Most instances of the function on one node.
+    #[arg(long)]
+    pub max_per_node: Option<u32>,
+    /// Never on a node running this function (repeatable).
+    #[arg(long)]
+    pub anti_affinity: Vec<String>,
 }
 
 impl DeployArgs {
@@ -68,9 +103,27 @@ impl DeployArgs {
              cpu_millis => limits.cpu_millis, memory_mb => limits.memory_mb, pids => limits.pids,
              idle_timeout => idle_timeout_secs, start_timeout => start_timeout_secs, queue_limit => queue_limit,
              health_path => health_path);
+        set!(target_utilization => scaling.target_utilization_percent, stable_window => scaling.stable_window_secs,
+             panic_window => scaling.panic_window_secs, panic_threshold => scaling.panic_threshold_percent,
+             scale_down_max_percent => scaling.scale_down_max_percent, scale_down_step => scaling.scale_down_step_secs);
         for kv in self.env {
             let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
             spec.env.insert(k.to_string(), v.to_string());
+        }
+        for kv in self.labels {
+            let (k, v) = labels::parse_pair("--label", &kv)?;
+            spec.labels.insert(k, v);
+        }
+        for kv in self.node_selector {
+            let (k, v) = labels::parse_pair("--node-selector", &kv)?;
+            spec.placement.node_selector.insert(k, v);
+        }
+        if let Some(strategy) = self.strategy {
+            spec.placement.strategy = if strategy == "binpack" { Strategy::Binpack } else { Strategy::Spread };
+        }
+        spec.placement.max_per_node = self.max_per_node;
+        for f in self.anti_affinity {
+            spec.placement.anti_affinity.push(FunctionName::new(f).map_err(|e| anyhow::anyhow!("--anti-affinity: {}", e.message))?);
         }
         spec.validate()?;
         Ok(spec)
@@ -163,16 +216,16 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
         .map(|f| {
             let s = &f["spec"];
             vec![
-                text(&s["name"]),
-                text(&s["image"]),
+                table::cell(&s["name"]),
+                table::cell(&s["image"]),
                 format!("{}-{}", s["min_instances"], s["max_instances"]),
-                text(&s["concurrency"]),
+                table::cell(&s["concurrency"]),
                 count(f, "ready").to_string(),
                 (count(f, "pending") + count(f, "starting")).to_string(),
-                text(&f["requests"]),
-                text(&f["in_flight"]),
-                text(&f["queued"]),
-                text(&f["cold_starts"]),
+                table::cell(&f["requests"]),
+                table::cell(&f["in_flight"]),
+                table::cell(&f["queued"]),
+                table::cell(&f["cold_starts"]),
             ]
         })
         .collect();
@@ -190,9 +243,9 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
             let created = Timestamp(i["created_at"].as_u64().unwrap_or(0));
             vec![
                 format!("i{}", i["id"]),
-                text(&i["function"]),
-                text(&i["state"]),
-                text(&i["node"]),
+                table::cell(&i["function"]),
+                table::cell(&i["state"]),
+                table::cell(&i["node"]),
                 endpoint,
                 age(now.since(created)),
                 i["reason"].as_str().unwrap_or("").to_string(),
@@ -213,13 +266,6 @@ pub async fn rm(api: &Api, output: Output, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
 
 fn age(d: std::time::Duration) -> String {
     let s = d.as_secs();

@@ -1,11 +1,15 @@
-//! `sluice`: run a Sluice node, and deploy, invoke, list and remove functions.
+//! `sluice`: run a Sluice node; deploy, invoke, list and remove functions;
+//! manage nodes and rules, and read the coordinator's decisions.
 //!
 //! `main` only parses arguments, sets up tracing and hands over to a command.
 
 mod cluster;
 mod commands;
-use sluice_cli::node;
+mod decisions;
+mod nodes;
+mod rules;
 mod table;
+use sluice_cli::node;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_cli::client::Api;
@@ -56,6 +60,17 @@ enum Command {
     /// Coordinator cluster membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Hosts: list, drain, undrain.
+    #[command(subcommand)]
+    Nodes(nodes::NodesCommand),
+    /// Scheduling rules: apply, check, list, remove, explain.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
+    /// The coordinator's latest scaling and placement decisions, with their reasons.
+    Events(decisions::EventsArgs),
+    /// How the coordinator would decide now.
+    #[command(subcommand)]
+    Explain(decisions::ExplainCommand),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +107,10 @@ fn main() -> ExitCode {
             Command::Ls => commands::ls(&Api::new(&cli.api)?, cli.output).await,
             Command::Rm { name } => commands::rm(&Api::new(&cli.api)?, cli.output, &name).await,
             Command::Cluster(command) => cluster::run(&Api::new(&cli.api)?, cli.output, command).await,
+            Command::Nodes(command) => nodes::run(&Api::new(&cli.api)?, cli.output, command).await,
+            Command::Rules(command) => rules::run(&Api::new(&cli.api)?, cli.output, command).await,
+            Command::Events(args) => decisions::events(&Api::new(&cli.api)?, cli.output, args).await,
+            Command::Explain(command) => decisions::explain(&Api::new(&cli.api)?, cli.output, command).await,
         }
     });
     match result {

@@ -11,7 +11,10 @@ use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_bus::{Publisher, PublisherConfig};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
+use sluice_common::labels::Labels;
 use sluice_coordinator::controller::ControllerConfig;
+use sluice_coordinator::decide::placer::Weights;
+use sluice_coordinator::decide::DecideConfig;
 use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig, MetricsConfig};
 use sluice_coordinator::raft::RaftConfig;
 use std::collections::BTreeMap;
@@ -78,6 +81,16 @@ pub struct CoordinatorArgs {
     /// coordinator keeps no windows; `sluice up` then uses a bus inside the process.
     #[arg(long, env = "SLUICE_BUS")]
     pub bus: Option<String>,
+    /// Seconds an agent may be silent before its node gets no new instances.
+    #[arg(long, default_value_t = 5)]
+    pub suspect_after_secs: u64,
+    /// Seconds an agent may be silent before its node is down and its instances are replaced elsewhere.
+    #[arg(long, default_value_t = 15)]
+    pub lost_after_secs: u64,
+    /// Placement score weights, name=number,... of fit, image, load, colocation, preference
+    /// (default fit=1,image=0.5,load=0.5,colocation=1,preference=2).
+    #[arg(long, default_value = "")]
+    pub placement_weights: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +122,12 @@ pub struct HostArgs {
     /// Most KiB of figure messages kept while the metrics bus is unreachable.
     #[arg(long, default_value_t = 8192)]
     pub bus_buffer_kib: usize,
+    /// A label KEY=VALUE of this node, for functions' node selectors and rules (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Most instances this node takes, whatever their size.
+    #[arg(long)]
+    pub max_instances: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -175,6 +194,9 @@ impl CoordinatorArgs {
             snapshot_every: 10_000,
             raft_max_batch: sluice_coordinator::raft::DEFAULT_MAX_BATCH,
             bus: None,
+            suspect_after_secs: 5,
+            lost_after_secs: 15,
+            placement_weights: String::new(),
         }
     }
 
@@ -192,7 +214,7 @@ impl CoordinatorArgs {
             api_addr: self.api_addr,
             gateway_addr: self.gateway_addr,
             gateway_threads: self.gateway_threads,
-            controller: ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), ..ControllerConfig::default() },
+            controller: self.controller()?,
             raft: RaftConfig {
                 id: self.id,
                 listen: self.raft_addr,
@@ -208,6 +230,30 @@ impl CoordinatorArgs {
             bus: None,
             metrics: MetricsConfig::default(),
         })
+    }
+}
+
+impl CoordinatorArgs {
+    fn controller(&self) -> Result<ControllerConfig> {
+        anyhow::ensure!(
+            (1..=3600).contains(&self.suspect_after_secs) && self.suspect_after_secs < self.lost_after_secs && self.lost_after_secs <= 3600,
+            "--suspect-after-secs {} and --lost-after-secs {}: use 1 to 3600 s, suspect before lost",
+            self.suspect_after_secs,
+            self.lost_after_secs
+        );
+        let weights = Weights::parse(&self.placement_weights).map_err(|e| anyhow::anyhow!("--placement-weights: {e}"))?;
+        let decide = DecideConfig {
+            suspect_after: Duration::from_secs(self.suspect_after_secs),
+            lost_after: Duration::from_secs(self.lost_after_secs),
+            weights,
+            ..DecideConfig::default()
+        };
+        Ok(ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), decide })
+    }
+
+    /// How many coordinators the cluster is founded with (1 when joining: unknown).
+    pub fn founders(&self) -> usize {
+        self.initial_cluster.len().max(1)
     }
 }
 
@@ -239,6 +285,17 @@ impl HostArgs {
         NodeId::new(self.node.clone()).map_err(|e| anyhow::anyhow!("--node: {}", e.message))
     }
 
+    /// The node's `--label`s.
+    pub fn labels(&self) -> Result<Labels> {
+        let mut labels = Labels::new();
+        for kv in &self.labels {
+            let (k, v) = sluice_common::labels::parse_pair("--label", kv).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            labels.insert(k, v);
+        }
+        anyhow::ensure!(labels.len() <= sluice_common::labels::MAX_LABELS, "--label: at most {} labels", sluice_common::labels::MAX_LABELS);
+        Ok(labels)
+    }
+
     /// What this host offers to function instances.
     pub fn capacity(&self) -> Resources {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -265,7 +322,7 @@ pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<
     let control = HttpControlPlane::new(coordinators, HttpControlConfig::default()).context("coordinator addresses")?;
     anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
     let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
-    Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config))
+    Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config).with_placement(host.labels()?, host.max_instances))
 }
 
 /// A single-node Sluice in this process: coordinator, gateway and agent.
@@ -400,6 +457,14 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
 
 pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
     let mut config = args.config()?;
+    // Load travels on the bus: without a shared one, the leader never sees a
+    // follower's gateway, and requests waiting there start nothing.
+    anyhow::ensure!(
+        args.bus.is_some() || (args.founders() == 1 && !args.join),
+        "a cluster of several coordinators needs a shared metrics bus, so the leader sees every gateway's load: \
+         pass --bus kafka://host:9092 or --bus mqtt://host:1883 (the same on every coordinator), or --bus inproc to go without one \
+         (then only the leader's own gateway can start instances)"
+    );
     if let Some(url) = &args.bus {
         config.bus = Some(connect_bus(url, &format!("coordinator-{}", args.id)).await?);
     }

@@ -8,9 +8,11 @@
 use crate::clock::Timestamp;
 use crate::ids::{FunctionName, InstanceId, NodeId};
 use crate::instance::{Endpoint, InstanceState};
+use crate::labels::Labels;
 use crate::node::Resources;
 use crate::spec::FunctionSpec;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// Whether a desired instance should be running or frozen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,4 +55,13 @@ pub struct NodeReport {
     pub capacity: Resources,
     pub instances: Vec<InstanceReport>,
     pub at: Timestamp,
+    /// The node's labels (`--label`), for node selectors and rules.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// Most instances the node takes (`--max-instances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Images the agent holds locally.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub images: BTreeSet<String>,
 }

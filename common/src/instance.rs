@@ -76,4 +76,8 @@ pub struct Instance {
     /// Why the instance is in its state, when that is worth telling (a crash, a timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The instance this one was started to replace (a drain moves instances by
+    /// starting the new one before stopping the old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<InstanceId>,
 }

@@ -25,6 +25,11 @@ impl Histogram {
     }
 
     /// The counts so far, to compare with a later snapshot.
+    /// The sum of every observation, in microseconds.
+    pub fn sum_micros(&self) -> u64 {
+        self.sum_micros.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot { buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)), count: self.count.load(Ordering::Relaxed) }
     }

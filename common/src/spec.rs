@@ -1,6 +1,9 @@
 //! `FunctionSpec`: what a user deploys, with the bounds Sluice enforces on it.
 
 use crate::ids::{truncate, FunctionName};
+use crate::labels::{self, Labels};
+use crate::placement::PlacementSpec;
+use crate::scaling::Scaling;
 use crate::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,7 +31,8 @@ pub struct FunctionSpec {
     /// Requests one instance serves at once; more wait or go to another instance.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
-    /// An instance idle this long is stopped (down to `min_instances`).
+    /// Scale-to-zero grace: once demand is gone, the last instance above
+    /// `min_instances` stays this long after the function's last request.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u32,
     /// How long a cold start may take before waiting requests get 503.
@@ -40,6 +44,15 @@ pub struct FunctionSpec {
     /// `GET` on this path answers 2xx when the function is ready.
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// Labels that rule scopes select functions by.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// How the default policy sizes the function.
+    #[serde(default)]
+    pub scaling: Scaling,
+    /// Where its instances may go and which nodes they prefer.
+    #[serde(default)]
+    pub placement: PlacementSpec,
 }
 
 /// Per-instance resource limits, enforced by the container runtime.
@@ -131,6 +144,9 @@ impl FunctionSpec {
             start_timeout_secs: default_start_timeout(),
             queue_limit: default_queue_limit(),
             health_path: default_health_path(),
+            labels: Labels::new(),
+            scaling: Scaling::default(),
+            placement: PlacementSpec::default(),
         }
     }
 
@@ -153,7 +169,10 @@ impl FunctionSpec {
         in_range("queue_limit", self.queue_limit, QUEUE_LIMIT)?;
         self.limits.validate().map_err(|e| e.within("limits"))?;
         self.validate_env()?;
-        self.validate_health_path()
+        self.validate_health_path()?;
+        labels::validate("labels", &self.labels)?;
+        self.scaling.validate().map_err(|e| e.within("scaling"))?;
+        self.placement.validate().map_err(|e| e.within("placement"))
     }
 
     fn validate_env(&self) -> Result<(), ValidationError> {
@@ -390,6 +409,11 @@ mod tests {
             })),
             ("health_path", Box::new(|s| s.health_path = "health".into())),
             ("health_path", Box::new(|s| s.health_path = "/a b".into())),
+            ("labels.tier", Box::new(|s| {
+                s.labels.insert("tier".into(), "a b".into());
+            })),
+            ("scaling.panic_window_secs", Box::new(|s| s.scaling.panic_window_secs = 0)),
+            ("placement.max_per_node", Box::new(|s| s.placement.max_per_node = Some(0))),
         ];
         for (field, mutate) in cases {
             let mut s = spec();

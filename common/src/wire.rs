@@ -112,6 +112,9 @@ pub struct ContainerFigures {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayBatch {
     pub functions: Vec<FunctionFigures>,
+    /// Function-to-function calls seen by this gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallFigures>,
 }
 
 impl Body for GatewayBatch {
@@ -137,6 +140,39 @@ pub struct FunctionFigures {
     /// message, in seconds: the upper bound of the gateway's latency bucket it falls
     /// in (0.001 to 30; 30 means 30 or more); None when there were none.
     pub latency_p95_seconds: Option<f64>,
+    /// Median and 99th percentile, read the same way as the p95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<f64>,
+    /// Counter: microseconds requests have spent in this gateway, waiting or
+    /// served, counted when each ends. Its rate is the mean concurrency (Little's law).
+    #[serde(default)]
+    pub request_us_total: u64,
+    /// The function's ready instances as this gateway routes to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceActivity>,
+}
+
+/// One instance as one gateway sees it: what keeps a busy instance from being
+/// taken for an idle one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceActivity {
+    pub instance: InstanceId,
+    /// Requests this gateway has on it now.
+    pub outstanding: u32,
+    /// When this gateway last started or finished a request on it (Unix ms), or
+    /// began routing to it.
+    pub last_active_ms: u64,
+}
+
+/// Calls from one function's instances to another function through this
+/// gateway, counted since it started: what co-location learns from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFigures {
+    pub from: FunctionName,
+    pub to: FunctionName,
+    pub calls_total: u64,
 }
 
 /// Something that happened to an instance.

@@ -1,21 +1,25 @@
-//! Sluice's coordinator: the cluster state, the decisions made on it, its HTTP
-//! API and the gateway that routes invocations to instances.
+//! Sluice's coordinator: the cluster state and its replication, the decisions
+//! made on it, its HTTP API and the gateway that routes invocations to instances.
 //!
-//! Decisions (`scaler`, `placer`) and the state machine (`state::apply`) are pure
-//! functions of state, load and time; `store` and `controller` hold the I/O.
+//! Decisions (`decide`) and the state machine (`state_machine::apply`) are pure
+//! functions of state, metrics and time; `store`, `controller` and `ingest`
+//! hold the I/O.
 
 pub mod api;
+pub mod applied;
 pub mod controller;
+pub mod decide;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
-pub mod load;
-pub mod machine;
+pub mod liveness;
 pub mod node;
-pub mod placer;
+pub mod plan;
 pub mod raft;
-pub mod scaler;
+pub mod reports;
 pub mod state;
+pub mod state_machine;
 pub mod store;
 pub mod windows;
 pub mod windows_api;

@@ -2,23 +2,22 @@
 //! server and the gateway server, wired together and stopped together.
 
 use crate::api::Api;
+use crate::applied::AppliedState;
 use crate::controller::{self, ControllerConfig};
 use crate::gateway::{self, FiguresTaker, Gateway};
-use crate::ingest::{self, Telemetry};
-use crate::windows::{Windows, WindowsConfig};
-use sluice_bus::{MetricsBus, Publisher, PublisherConfig};
-use sluice_common::NodeId;
-use std::time::Duration;
 use crate::http;
-use crate::machine::Machine;
+use crate::ingest::{self, Telemetry};
 use crate::raft::{RaftConfig, RaftNode, StartError};
 use crate::store::Store;
-use sluice_common::Clock;
+use crate::windows::{Windows, WindowsConfig};
+use sluice_bus::{InProcessBus, MetricsBus, Publisher, PublisherConfig, Topic};
+use sluice_common::{Clock, NodeId};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -33,8 +32,9 @@ pub struct CoordinatorConfig {
     pub gateway_threads: usize,
     pub controller: ControllerConfig,
     pub raft: RaftConfig,
-    /// Where agents' figures are read from and the gateway's published; without
-    /// one the windows stay empty.
+    /// Where agents' figures are read from and the gateway's published. Without
+    /// one, a bus inside this process: the windows then hold only what this
+    /// coordinator's own gateway and the agents in this process publish.
     pub bus: Option<Arc<dyn MetricsBus>>,
     pub metrics: MetricsConfig,
 }
@@ -108,26 +108,25 @@ impl Coordinator {
         let gateway_addr = gateway_listener.local_addr().map_err(|source| BindError::Listen { what: "gateway", addr: config.gateway_addr, source })?;
 
         let (stop, _) = watch::channel(false);
-        let machine = Machine::new();
+        let applied = AppliedState::new();
         let raft_id = config.raft.id;
-        let raft = RaftNode::start(config.raft, machine.clone(), clock.clone(), stop.subscribe())?;
+        let raft = RaftNode::start(config.raft, applied.clone(), clock.clone(), stop.subscribe())?;
         let raft_addr = raft.raft_addr;
-        let store = Store::new(machine, raft.handle.clone(), clock.clone());
-        let demand = Arc::new(Notify::new());
-        let gateway = Gateway::new(store.clone(), clock.clone(), demand.clone());
+        let store = Store::new(applied, raft.handle.clone(), clock.clone());
+        let gateway = Gateway::new(store.clone(), clock.clone());
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
-        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone());
+        let api = Api::new(store.clone(), telemetry.clone(), config.controller.decide.clone());
+        let bus: Arc<dyn MetricsBus> = config.bus.clone().unwrap_or_else(|| Arc::new(InProcessBus::new()));
 
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
         tasks.spawn(gateway.clone().follow_store(stopped(stop.subscribe())));
-        tasks.spawn(controller::run(store.clone(), gateway.clone(), demand, config.controller, stopped(stop.subscribe())));
-        if let Some(bus) = &config.bus {
-            let group = format!("sluice-coordinator-{raft_id}");
-            tasks.spawn(ingest::run(bus.clone(), group, telemetry.clone(), clock.clone(), stopped(stop.subscribe())));
-            let publisher = Publisher::new(coordinator_node_id(raft_id), clock.clone(), PublisherConfig::default());
-            tasks.spawn(publish_gateway(gateway.clone(), publisher, bus.clone(), config.metrics.publish_every.0.max(Duration::from_millis(100)), stopped(stop.subscribe())));
-        }
+        tasks.spawn(controller::run(store.clone(), telemetry.clone(), config.controller, stopped(stop.subscribe())));
+        let group = format!("sluice-coordinator-{raft_id}");
+        tasks.spawn(ingest::run(bus.clone(), group, telemetry.clone(), clock.clone(), stopped(stop.subscribe())));
+        let publisher = Publisher::new(coordinator_node_id(raft_id), clock.clone(), PublisherConfig::default());
+        let every = config.metrics.publish_every.0.max(Duration::from_millis(100));
+        tasks.spawn(publish_gateway(gateway.clone(), publisher, bus, telemetry, every, stopped(stop.subscribe())));
         let mut workers = Vec::with_capacity(threads);
         let mut gateway_threads = Vec::with_capacity(threads);
         for i in 0..threads {
@@ -168,8 +167,16 @@ pub fn coordinator_node_id(raft_id: u64) -> NodeId {
     NodeId::new(format!("coordinator-{raft_id}")).expect("coordinator-<number> is a valid node id")
 }
 
-/// Publishes the gateway's per-function figures every `every` until `shutdown`.
-async fn publish_gateway(gateway: Arc<Gateway>, publisher: Arc<Publisher>, bus: Arc<dyn MetricsBus>, every: Duration, shutdown: impl Future<Output = ()>) {
+/// Least time between two gateway publications: a burst of cold starts sends
+/// one message per this, not one per request.
+const PUBLISH_AT_MOST_EVERY: Duration = Duration::from_millis(20);
+
+/// Publishes the gateway's per-function figures every `every`, and at once when
+/// a request starts to wait, until `shutdown`. Each message is also taken into
+/// this coordinator's own windows straight away (its copy from the bus is then
+/// a repeat), so a leader sees its own gateway's waiting requests without a
+/// round trip through the broker.
+async fn publish_gateway(gateway: Arc<Gateway>, publisher: Arc<Publisher>, bus: Arc<dyn MetricsBus>, telemetry: Arc<Telemetry>, every: Duration, shutdown: impl Future<Output = ()>) {
     let delivery = publisher.deliver_to(bus);
     let mut taker = FiguresTaker::default();
     let mut tick = tokio::time::interval(every);
@@ -178,12 +185,16 @@ async fn publish_gateway(gateway: Arc<Gateway>, publisher: Arc<Publisher>, bus: 
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = gateway.waiting.notified() => {}
             () = &mut shutdown => break,
         }
         let batch = taker.take(&gateway);
         if !batch.functions.is_empty() {
-            publisher.send(gateway.now().millis(), &batch);
+            let now = gateway.now();
+            let message = publisher.send(now.millis(), &batch);
+            telemetry.take(Topic::Gateway, &message.payload, now);
         }
+        tokio::time::sleep(PUBLISH_AT_MOST_EVERY).await;
     }
     for task in delivery {
         task.abort();

@@ -6,9 +6,10 @@
 //! milliseconds behind on a follower), `read_linearizable` first confirms with
 //! the leader that nothing newer is committed (ReadIndex).
 
-use crate::machine::Machine;
+use crate::applied::AppliedState;
 use crate::raft::{Leadership, MemberChange, RaftError, RaftHandle, RaftStatus};
-use crate::state::{ClusterState, Command, Response};
+use crate::state::ClusterState;
+use crate::state_machine::{Command, Response};
 use sluice_common::{Clock, DesiredSet, NodeId, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,13 @@ use tokio::sync::watch;
 use tracing::debug;
 
 pub struct Store {
-    machine: Arc<Machine>,
+    machine: Arc<AppliedState>,
     raft: RaftHandle,
     clock: Arc<dyn Clock>,
 }
 
 impl Store {
-    pub fn new(machine: Arc<Machine>, raft: RaftHandle, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(machine: Arc<AppliedState>, raft: RaftHandle, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self { machine, raft, clock })
     }
 
@@ -58,9 +59,14 @@ impl Store {
         self.machine.watch_desired()
     }
 
-    /// Which functions' routes changed since the last call (see `Machine`).
-    pub fn take_dirty_routes(&self) -> crate::machine::DirtyRoutes {
+    /// Which functions' routes changed since the last call (see `AppliedState`).
+    pub fn take_dirty_routes(&self) -> crate::applied::DirtyRoutes {
         self.machine.take_dirty_routes()
+    }
+
+    /// The latest applied decisions (of `function`, if given), newest last.
+    pub fn events(&self, function: Option<&sluice_common::FunctionName>, limit: usize) -> Vec<crate::events::DecisionEvent> {
+        self.machine.events(function, limit)
     }
 
     pub fn raft_status(&self) -> RaftStatus {
@@ -105,7 +111,7 @@ mod tests {
         let node = NodeId::new("n1").unwrap();
         {
             let (stop, stopped) = watch::channel(false);
-            let machine = Machine::new();
+            let machine = AppliedState::new();
             let raft = RaftNode::start(RaftConfig::single(dir.path().into()), machine.clone(), clock.clone(), stopped).unwrap();
             let store = Store::new(machine, raft.handle.clone(), clock.clone());
             let created = store.execute(Command::PutFunction { spec: FunctionSpec::new(f.clone(), ImageRef::parse("img").unwrap()) }).await;
@@ -130,7 +136,7 @@ mod tests {
         }
         // A new process over the same data directory replays the log.
         let (_stop, stopped) = watch::channel(false);
-        let machine = Machine::new();
+        let machine = AppliedState::new();
         let raft = RaftNode::start(RaftConfig::single(dir.path().into()), machine.clone(), clock.clone(), stopped).unwrap();
         let store = Store::new(machine, raft.handle.clone(), clock);
         let (has_f, instances) = store.read_linearizable(|s| (s.functions.contains_key(&f), s.instances.len())).await.unwrap();

@@ -12,7 +12,7 @@
 
 use crate::http::ApiError;
 use crate::ingest::{function_scopes, Telemetry};
-use crate::windows::{Agg, Scope, SeriesSummary, Windows};
+use crate::windows::{Agg, Metric, Scope, SeriesSummary, Windows};
 use serde::Serialize;
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
 use std::collections::BTreeMap;
@@ -86,17 +86,18 @@ pub fn function(t: &Telemetry, function: &FunctionName, range: Duration, now: Ti
 
 /// The whole function's figures: what a rule over "the function" reads.
 fn combined(w: &Windows, instances: &[Scope], gateways: &[Scope], range: Duration, now: Timestamp) -> BTreeMap<&'static str, f64> {
-    let rows: [(&'static str, &[Scope], &str, Agg); 10] = [
-        ("cpu_percent_avg", instances, "cpu_percent", Agg::Avg),
-        ("cpu_percent_p95", instances, "cpu_percent", Agg::P95),
-        ("cpu_percent_max", instances, "cpu_percent", Agg::Max),
-        ("memory_used_percent_avg", instances, "memory_used_percent", Agg::Avg),
-        ("requests_per_sec", gateways, "requests_total", Agg::Rate),
-        ("errors_5xx_per_sec", gateways, "responses_5xx_total", Agg::Rate),
-        ("shed_per_sec", gateways, "shed_total", Agg::Rate),
-        ("cold_starts_per_sec", gateways, "cold_starts_total", Agg::Rate),
-        ("latency_p95_seconds_max", gateways, "latency_p95_seconds", Agg::Max),
-        ("in_flight", gateways, "in_flight", Agg::Last),
+    let rows: [(&'static str, &[Scope], Metric, Agg); 11] = [
+        ("cpu_percent_avg", instances, Metric::ContainerCpuPercent, Agg::Avg),
+        ("cpu_percent_p95", instances, Metric::ContainerCpuPercent, Agg::P95),
+        ("cpu_percent_max", instances, Metric::ContainerCpuPercent, Agg::Max),
+        ("memory_used_percent_avg", instances, Metric::ContainerMemoryUsedPercent, Agg::Avg),
+        ("requests_per_sec", gateways, Metric::GatewayRequestsTotal, Agg::Rate),
+        ("errors_5xx_per_sec", gateways, Metric::GatewayResponses5xxTotal, Agg::Rate),
+        ("shed_per_sec", gateways, Metric::GatewayShedTotal, Agg::Rate),
+        ("cold_starts_per_sec", gateways, Metric::GatewayColdStartsTotal, Agg::Rate),
+        ("concurrency_avg", gateways, Metric::GatewayRequestSecondsTotal, Agg::Rate),
+        ("latency_p95_seconds_max", gateways, Metric::GatewayLatencyP95Seconds, Agg::Max),
+        ("in_flight", gateways, Metric::GatewayInFlight, Agg::Last),
     ];
     rows.into_iter().filter_map(|(name, scopes, metric, agg)| Some((name, w.query_combined(scopes, metric, agg, range, now)?))).collect()
 }

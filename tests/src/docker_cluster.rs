@@ -50,13 +50,25 @@ pub struct ClusterOptions {
     pub rust_log: String,
     /// How long `start` waits for every node to know the same leader.
     pub start_timeout: Duration,
+    /// The metrics bus the coordinators share.
+    pub bus: ClusterBus,
+}
+
+/// The metrics bus of a test cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterBus {
+    /// None shared (`--bus inproc`): enough for tests of the replicated log.
+    InProcess,
+    /// A private mosquitto on the host's address in the cluster's network:
+    /// every gateway's load reaches the leader, as in production.
+    Mosquitto,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         // Shorter than the coordinator's defaults (150/1500) so a killed leader is replaced well
         // within 3 s, yet several heartbeats per election timeout even on a busy 2-core machine.
-        Self { heartbeat_ms: 100, election_ms: 1000, rust_log: "info".into(), start_timeout: Duration::from_secs(30) }
+        Self { heartbeat_ms: 100, election_ms: 1000, rust_log: "info".into(), start_timeout: Duration::from_secs(30), bus: ClusterBus::InProcess }
     }
 }
 
@@ -71,6 +83,8 @@ pub struct DockerCluster {
     nodes: BTreeSet<u64>,
     http: Http,
     destroyed: bool,
+    /// The private broker (and its state directory) when `ClusterBus::Mosquitto`.
+    broker: Option<(crate::mosquitto::Mosquitto, tempfile::TempDir)>,
 }
 
 impl DockerCluster {
@@ -93,7 +107,17 @@ impl DockerCluster {
         // A crashed run of the same test may have left its containers and network behind.
         remove_leftovers(&name, &network).await?;
         let prefix = create_network(&name, &network).await?;
-        let mut cluster = DockerCluster { name, network, prefix, options, nodes: BTreeSet::new(), http: Http::fresh_connections(Duration::from_millis(500)), destroyed: false };
+        let broker = match options.bus {
+            ClusterBus::InProcess => None,
+            ClusterBus::Mosquitto => {
+                let ip = format!("{prefix}.1");
+                let dir = tempfile::tempdir().context("a directory for the cluster's broker")?;
+                let broker = crate::mosquitto::Mosquitto::start(&ip, crate::mosquitto::free_port(&ip)?, dir.path()).await?;
+                Some((broker, dir))
+            }
+        };
+        let http = Http::fresh_connections(Duration::from_millis(500));
+        let mut cluster = DockerCluster { name, network, prefix, options, nodes: BTreeSet::new(), http, destroyed: false, broker };
 
         let initial: Vec<String> = (1..=size as u64).map(|i| format!("{i}={}", cluster.raft_addr(i))).collect();
         let initial = initial.join(",");
@@ -119,6 +143,11 @@ impl DockerCluster {
 
     pub fn container(&self, i: u64) -> String {
         format!("sluice-{}-{i}", self.name)
+    }
+
+    /// The `--bus` of the coordinators (and of agents joining them).
+    pub fn bus_url(&self) -> String {
+        self.broker.as_ref().map_or_else(|| "inproc".to_string(), |(b, _)| b.url(&self.name))
     }
 
     /// The host's own address on the cluster's network (the bridge's gateway): where an agent
@@ -382,6 +411,7 @@ impl DockerCluster {
         let (label, ip, id) = (format!("{LABEL}={}", self.name), self.ip(i), i.to_string());
         let (rust_log, advertise) = (format!("RUST_LOG={}", self.options.rust_log), self.raft_addr(i));
         let (heartbeat, election) = (self.options.heartbeat_ms.to_string(), self.options.election_ms.to_string());
+        let bus = self.bus_url();
         let (api, gateway, raft) = (format!("0.0.0.0:{API_PORT}"), format!("0.0.0.0:{GATEWAY_PORT}"), format!("0.0.0.0:{RAFT_PORT}"));
         let mut args = vec![
             "run", "--detach", "--name", &container, "--hostname", &container, "--label", &label,
@@ -390,6 +420,7 @@ impl DockerCluster {
             "--env", "NO_COLOR=1",
             IMAGE, "coordinator", "--id", &id, "--api", &api, "--gateway", &gateway, "--raft", &raft,
             "--advertise-raft", &advertise, "--data-dir", "/data", "--heartbeat-ms", &heartbeat, "--election-ms", &election,
+            "--bus", &bus,
         ];
         args.extend_from_slice(membership);
         // Recorded first: `docker run` can create the container and then fail to start it, and

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod docker_cluster;
 pub mod linearizability;
+pub mod mosquitto;
 pub mod nemesis;
 pub mod workload;
 
@@ -73,6 +74,8 @@ impl Cluster {
                 sample_secs: 1.0,
                 bus_buffer_messages: 20_000,
                 bus_buffer_kib: 8192,
+                labels: Vec::new(),
+                max_instances: None,
             },
         };
         let mut args = args;

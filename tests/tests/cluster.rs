@@ -10,7 +10,7 @@
 use anyhow::{anyhow, ensure, Result};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use sluice_tests::docker_cluster::DockerCluster;
+use sluice_tests::docker_cluster::{ClusterBus, ClusterOptions, DockerCluster};
 use sluice_tests::workload::read_v;
 use sluice_tests::hello_image;
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
@@ -83,12 +83,14 @@ async fn elect_replicate_fail_over(c: &DockerCluster) -> Result<()> {
     expect_v(c, leader, "k2", "7", "after restarting").await
 }
 
-/// A cold call through a follower's gateway starts an instance: followers send
-/// their gateway's load to the leader, whose controller is the only one deciding.
+/// A cold call through a follower's gateway starts an instance: every gateway
+/// publishes its load on the shared metrics bus (here a private mosquitto), and
+/// the leader, the only one deciding, reads it.
 /// Real agent (in this process, on the real Docker Engine), real function image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_call_through_a_followers_gateway_starts_an_instance() -> Result<()> {
-    let c = DockerCluster::start("coldfollower", 3).await?;
+    let options = ClusterOptions { bus: ClusterBus::Mosquitto, ..ClusterOptions::default() };
+    let c = DockerCluster::start_with("coldfollower", 3, options).await?;
     let node = NodeId::new("cold-follower")?;
     let docker = DockerRuntime::connect(DockerConfig::default()).await?;
     sluice_tests::remove_containers(&docker, &node).await?;
@@ -115,6 +117,8 @@ async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> 
         sample_secs: 1.0,
         bus_buffer_messages: 20_000,
         bus_buffer_kib: 8192,
+        labels: Vec::new(),
+        max_instances: None,
     };
     let coordinators: Vec<String> = c.ids().into_iter().map(|i| c.api_url(i)).collect();
     let agent = sluice_cli::node::start_agent(&host, coordinators, Arc::new(SystemClock)).await?;

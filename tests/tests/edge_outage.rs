@@ -2,59 +2,15 @@
 //! keeps running with a bounded outbox, counts what it drops, and once the
 //! broker is back sends what it kept, in order, and carries on.
 //!
-//! The broker is a private mosquitto on its own port, started and stopped here,
-//! so other tests' brokers are untouched. Its binary comes from
-//! scripts/brokers.sh (Debian's mosquitto); without it this test fails.
+//! The broker is a private mosquitto on its own port (`sluice_tests::mosquitto`),
+//! stopped (SIGTERM, so it keeps its sessions) and started again here: the link
+//! goes away, the broker's state does not.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use sluice_tests::mosquitto::{free_port, Mosquitto};
 use sluice_tests::{eventually, Cluster};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A mosquitto on `port` keeping its sessions in `dir`, stopped (SIGTERM, so
-/// it saves them) when dropped: the link goes away, the broker's state does
-/// not, so the coordinator's session holds what arrives before it reconnects.
-struct Broker(Child);
-
-impl Broker {
-    fn start(port: u16, dir: &Path) -> Result<Broker> {
-        let user = Command::new("id").arg("-un").output().context("running id -un")?.stdout;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {}\npersistence true\npersistence_location {}/\n",
-                String::from_utf8_lossy(&user).trim(),
-                dir.display()
-            ),
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot run mosquitto: install it with scripts/brokers.sh start mqtt (or apt-get install mosquitto)")?;
-        Ok(Broker(child))
-    }
-
-    async fn wait_ready(port: u16) -> Result<()> {
-        eventually("mosquitto accepts connections", Duration::from_secs(10), || async move { Ok(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())) }).await
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// `name{labels}` from Prometheus text, summed over matching lines.
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -68,10 +24,9 @@ async fn host_samples(c: &Cluster, range_secs: u64) -> Result<u64> {
 
 #[tokio::test]
 async fn a5_broker_outage_bounded_buffer_counted_drops_and_resumed_flow() -> Result<()> {
-    let port = free_port()?;
+    let port = free_port("127.0.0.1")?;
     let state = tempfile::tempdir()?;
-    let mut broker = Some(Broker::start(port, state.path())?);
-    Broker::wait_ready(port).await?;
+    let mut broker = Some(Mosquitto::start("127.0.0.1", port, state.path()).await?);
     let c = Cluster::start_with("t-edge", |a| {
         a.coordinator.bus = Some(format!("mqtt://127.0.0.1:{port}?prefix=edge"));
         a.host.sample_secs = 0.2;
@@ -92,8 +47,7 @@ async fn a5_broker_outage_bounded_buffer_counted_drops_and_resumed_flow() -> Res
         assert!(queued <= 20.0, "the outbox is bounded: {queued} queued");
         assert!(dropped >= 20.0, "drops are counted: {dropped}");
 
-        broker = Some(Broker::start(port, state.path())?);
-        Broker::wait_ready(port).await?;
+        broker = Some(Mosquitto::start("127.0.0.1", port, state.path()).await?);
         let up_at = Instant::now();
         // Flow resumes, and the kept backlog, stamped during the outage, arrives.
         eventually("the backlog and new figures arrive", Duration::from_secs(30), || async {

@@ -369,6 +369,9 @@ mod tests {
             capacity: Resources { cpu_millis: 1000, memory_mb: 512 },
             instances: vec![InstanceReport { id: InstanceId(3), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None }],
             at: Timestamp(9),
+            labels: [("zone".to_string(), "edge".to_string())].into(),
+            max_instances: Some(8),
+            images: ["img:1".to_string()].into(),
         };
         cp.report(report.clone()).await.unwrap();
         let seen = seen.lock().unwrap();
@@ -412,7 +415,7 @@ mod tests {
         let (follower, _) = server(|_, _| reply(421, None, "not the leader")).await;
         let (leader, _) = server(|_, _| reply(204, None, "")).await;
         let cp = plane(&[follower, leader.clone()]);
-        let report = NodeReport { node: node(), capacity: Resources::default(), instances: vec![], at: Timestamp(0) };
+        let report = NodeReport { node: node(), capacity: Resources::default(), instances: vec![], at: Timestamp(0), labels: Default::default(), max_instances: None, images: Default::default() };
         cp.report(report).await.unwrap();
         assert_eq!(cp.current_base(), leader);
     }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use sluice_bus::{InProcessBus, KafkaConfig, KafkaBus, Message, MetricsBus, Topic};
 use sluice_common::wire::{self, ContainerBatch, ContainerFigures};
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
-use sluice_coordinator::ingest::{Ingestor, Telemetry};
+use sluice_coordinator::ingest::Telemetry;
 use sluice_coordinator::windows::{Windows, WindowsConfig};
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,11 +87,10 @@ async fn through(bus: Arc<dyn MetricsBus>, msgs: &[Message], group: &str, now: T
         ack.await?;
     }
     let t = telemetry();
-    let mut ingestor = Ingestor::new(t.clone());
     let started = Instant::now();
     for _ in 0..msgs.len() {
         let r = sub.next().await?;
-        ingestor.take(&r, now);
+        t.take(r.topic, &r.payload, now);
         sub.processed(&r)?;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -16,26 +16,48 @@
 use anyhow::{Context, Result};
 use sluice_common::rng::SplitMix64;
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
-use sluice_coordinator::windows::{Scope, SeriesKind, Windows, WindowsConfig};
+use sluice_coordinator::windows::{Metric, Scope, Windows, WindowsConfig};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
 const T0_MS: u64 = 1_760_000_000_000;
-const METRICS: [&str; 10] = [
-    "requests_total",
-    "responses_2xx_total",
-    "responses_4xx_total",
-    "responses_5xx_total",
-    "cold_starts_total",
-    "shed_total",
-    "cpu_percent",
-    "memory_used_bytes",
-    "net_rx_bytes_per_sec",
-    "net_tx_bytes_per_sec",
+/// What gateways report: six counters, then gauges.
+const GATEWAY_METRICS: [Metric; 10] = [
+    Metric::GatewayRequestsTotal,
+    Metric::GatewayResponses2xxTotal,
+    Metric::GatewayResponses4xxTotal,
+    Metric::GatewayResponses5xxTotal,
+    Metric::GatewayColdStartsTotal,
+    Metric::GatewayShedTotal,
+    Metric::GatewayInFlight,
+    Metric::GatewayQueued,
+    Metric::GatewayLatencyP95Seconds,
+    Metric::GatewayLatencyP50Seconds,
+];
+/// What hosts and instances report: gauges.
+const GAUGE_METRICS: [Metric; 10] = [
+    Metric::HostCpuPercent,
+    Metric::HostMemoryUsedBytes,
+    Metric::HostMemoryUsedPercent,
+    Metric::HostSwapUsedBytes,
+    Metric::HostLoad1,
+    Metric::HostDiskReadBytesPerSec,
+    Metric::HostDiskWriteBytesPerSec,
+    Metric::HostNetRxBytesPerSec,
+    Metric::HostNetTxBytesPerSec,
+    Metric::ContainerCpuPercent,
 ];
 /// Gateways report the first six metrics as counters; everything else is a gauge.
 const GATEWAY_COUNTERS: usize = 6;
+
+fn metrics_of(info: &ScopeInfo) -> &'static [Metric; 10] {
+    if info.gateway {
+        &GATEWAY_METRICS
+    } else {
+        &GAUGE_METRICS
+    }
+}
 
 struct Args {
     samples: u64,
@@ -126,10 +148,9 @@ fn run_windows(scopes: &[ScopeInfo], reports: &[Report]) -> (f64, Windows) {
     for r in reports {
         let info = &scopes[r.scope as usize];
         let now = Timestamp(T0_MS + u64::from(r.delivered_second) * 1000 + 999);
-        for (m, metric) in METRICS.iter().enumerate() {
-            let kind = if info.gateway && m < GATEWAY_COUNTERS { SeriesKind::Counter } else { SeriesKind::Gauge };
+        for (m, metric) in metrics_of(info).iter().enumerate() {
             let (ts, value) = sample(info, *r, m);
-            black_box(w.record(&info.scope, metric, kind, info.function.as_ref(), Timestamp(ts), value, now));
+            black_box(w.record(&info.scope, *metric, info.function.as_ref(), Timestamp(ts), value, now));
         }
     }
     (started.elapsed().as_secs_f64(), w)
@@ -138,11 +159,11 @@ fn run_windows(scopes: &[ScopeInfo], reports: &[Report]) -> (f64, Windows) {
 /// The same keys found in a `HashMap` (then a short scan by metric, as a scope has
 /// about ten) and the value added to an `f64`.
 fn run_reference(scopes: &[ScopeInfo], reports: &[Report]) -> f64 {
-    let mut map: HashMap<Scope, Vec<(&'static str, f64)>> = HashMap::new();
+    let mut map: HashMap<Scope, Vec<(Metric, f64)>> = HashMap::new();
     let started = Instant::now();
     for r in reports {
         let info = &scopes[r.scope as usize];
-        for (m, metric) in METRICS.iter().enumerate() {
+        for (m, metric) in metrics_of(info).iter().enumerate() {
             let (ts, value) = sample(info, *r, m);
             let series = match map.get_mut(&info.scope) {
                 Some(s) => s,
@@ -150,7 +171,7 @@ fn run_reference(scopes: &[ScopeInfo], reports: &[Report]) -> f64 {
             };
             match series.iter_mut().find(|(name, _)| name == metric) {
                 Some((_, total)) => *total += value + black_box(ts) as f64 * 0.0,
-                None => series.push((metric, value)),
+                None => series.push((*metric, value)),
             }
         }
     }
@@ -167,10 +188,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let a = args()?;
     let scopes = scopes();
-    let seconds = (a.samples / (scopes.len() * METRICS.len()) as u64).max(1) as u32;
+    let seconds = (a.samples / (scopes.len() * GAUGE_METRICS.len()) as u64).max(1) as u32;
     let reports = reports(seconds, scopes.len() as u32);
-    let samples = (reports.len() * METRICS.len()) as f64;
-    println!("b9_windows: {} series, {seconds} s of data, {samples} samples, {} rounds", scopes.len() * METRICS.len(), a.rounds);
+    let samples = (reports.len() * GAUGE_METRICS.len()) as f64;
+    println!("b9_windows: {} series, {seconds} s of data, {samples} samples, {} rounds", scopes.len() * GAUGE_METRICS.len(), a.rounds);
 
     let (mut reference, mut windows) = (Vec::new(), Vec::new());
     let mut last = None;

@@ -4,7 +4,7 @@
 
 use super::Gateway;
 use sluice_common::metrics::{HistogramSnapshot, LATENCY_BUCKETS};
-use sluice_common::wire::{FunctionFigures, GatewayBatch};
+use sluice_common::wire::{FunctionFigures, GatewayBatch, InstanceActivity};
 use sluice_common::FunctionName;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -41,11 +41,19 @@ impl FiguresTaker {
                     in_flight: r.in_flight.load(Ordering::Relaxed),
                     queued: r.queued.load(Ordering::Relaxed),
                     latency_p95_seconds: latency.quantile_since(&before, 0.95).map(|s| s.min(LONGEST)),
+                    latency_p50_seconds: latency.quantile_since(&before, 0.5).map(|s| s.min(LONGEST)),
+                    latency_p99_seconds: latency.quantile_since(&before, 0.99).map(|s| s.min(LONGEST)),
+                    request_us_total: c.latency.sum_micros(),
+                    instances: r
+                        .backends()
+                        .iter()
+                        .map(|b| InstanceActivity { instance: b.id, outstanding: b.outstanding.load(Ordering::Relaxed), last_active_ms: b.last_active.load(Ordering::Relaxed) })
+                        .collect(),
                 }
             })
             .collect();
         // Removed functions are forgotten with the swap.
         self.previous = next;
-        GatewayBatch { functions }
+        GatewayBatch { functions, calls: Vec::new() }
     }
 }

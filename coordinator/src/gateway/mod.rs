@@ -1,10 +1,10 @@
 //! The gateway: `/function/{name}[/{path}]` routed to a ready instance.
 //!
 //! A request takes a slot on the least busy ready instance. With none free it
-//! waits in the function's bounded queue while the controller starts one (the
-//! gateway wakes the controller at once rather than waiting for its tick); a full
-//! queue answers 429 and a start that outlasts the start timeout 503, both with
-//! `Retry-After`.
+//! waits in the function's bounded queue while the controller starts one: the
+//! gateway publishes its figures at once (`waiting`) rather than at its next
+//! second, and the leader's ingest wakes its controller. A full queue answers
+//! 429 and a start that outlasts the start timeout 503, both with `Retry-After`.
 
 mod figures;
 mod proxy;
@@ -18,7 +18,6 @@ use upstream::SendError;
 pub use route::{Backend, Refusal, Route, RouteLimits};
 
 use crate::http::{self, ApiError, Body};
-use crate::load::{FunctionLoad, InstanceLoad, LoadSnapshot};
 use sluice_common::metrics;
 use crate::state::ClusterState;
 use crate::store::Store;
@@ -41,13 +40,13 @@ pub struct Gateway {
     /// The applied state the routes follow (see [`Gateway::follow_store`]).
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    /// Woken when a request has to wait, so capacity is decided without delay.
-    demand: Arc<Notify>,
+    /// Woken when a request has to wait: the gateway's figures go out at once.
+    pub waiting: Notify,
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, demand: Arc<Notify>) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), store, clock, demand })
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), store, clock, waiting: Notify::new() })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -94,24 +93,6 @@ impl Gateway {
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             route.set_backends(spec.into(), &ready, now);
         }
-    }
-
-    /// What the scaler reads: requests in flight and queued, per function and instance.
-    pub fn load(&self) -> LoadSnapshot {
-        let mut snap = LoadSnapshot::default();
-        for route in self.routes.read().expect("routes lock").values() {
-            snap.functions.insert(
-                route.name.clone(),
-                FunctionLoad { in_flight: route.in_flight.load(Ordering::Relaxed), queued: route.queued.load(Ordering::Relaxed) },
-            );
-            for b in route.backends() {
-                snap.instances.insert(
-                    b.id,
-                    InstanceLoad { outstanding: b.outstanding.load(Ordering::Relaxed), last_active: sluice_common::Timestamp(b.last_active.load(Ordering::Relaxed)) },
-                );
-            }
-        }
-        snap
     }
 
     /// The gateway's clock's current time.
@@ -177,7 +158,7 @@ impl Gateway {
                 || clock.now(),
                 |cold| {
                     debug!(function = %route.name, cold, "request waits for an instance");
-                    self.demand.notify_one();
+                    self.waiting.notify_one();
                 },
             )
             .await

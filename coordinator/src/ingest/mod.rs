@@ -4,32 +4,50 @@
 //! (`sluice-coordinator-<id>`), so every one holds full windows and a new leader
 //! decides on the same figures at once. A message is decoded (`wire`), repeats
 //! are dropped by sequence number (`dedup`), its figures become samples in the
-//! windows (`record_*`, pure), and only then is it marked processed, so a crash
-//! between the two reads it again rather than losing it.
+//! windows (`record_*`, pure) and gateways' instance figures become activity,
+//! and only then is it marked processed, so a crash between the two reads it
+//! again rather than losing it.
+//!
+//! A coordinator's own gateway figures are also taken in directly when they
+//! are published (`Telemetry::take`), and their copy from the bus is then a
+//! repeat: the leader sees its own gateway's waiting requests at once. A
+//! gateway message with waiting requests wakes the controller (`demand`).
 
 mod dedup;
 
-use crate::windows::{Scope, SeriesKind, Windows};
+use crate::decide::load::Activity;
+use crate::windows::{Metric, Scope, Windows};
 use dedup::{Dedup, Verdict};
-use sluice_bus::{MetricsBus, Received, Topic};
+use sluice_bus::{MetricsBus, Topic};
 use sluice_common::metrics::{header, sample};
 use sluice_common::wire::{self, Body, ContainerBatch, DecodeError, Envelope, Event, GatewayBatch, HostFigures, Kind};
 use sluice_common::{Clock, FunctionName, Timestamp};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 /// How many recent instance events are kept for the API.
 const RECENT_EVENTS: usize = 1000;
 
-/// The coordinator's windows and what its ingest has seen, shared with the API.
+/// Instances no gateway has mentioned for this long are forgotten.
+const ACTIVITY_HORIZON: Duration = Duration::from_secs(120);
+
+/// The coordinator's windows and what its ingest has seen, shared with the
+/// API and the controller.
 pub struct Telemetry {
     pub windows: Mutex<Windows>,
+    activity: Mutex<Activity>,
     events: Mutex<VecDeque<Envelope<Event>>>,
+    dedup: Mutex<Dedup>,
     counters: Counters,
+    /// When the first message was taken in: how much history the windows hold.
+    first_at: Mutex<Option<Timestamp>>,
+    /// Woken when a gateway reports waiting requests: an instance is wanted now.
+    pub demand: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -52,11 +70,42 @@ fn slot(kind: Kind) -> usize {
 
 impl Telemetry {
     pub fn new(windows: Windows) -> Arc<Self> {
-        Arc::new(Self { windows: Mutex::new(windows), events: Mutex::default(), counters: Counters::default() })
+        Arc::new(Self {
+            windows: Mutex::new(windows),
+            activity: Mutex::default(),
+            events: Mutex::default(),
+            dedup: Mutex::default(),
+            counters: Counters::default(),
+            first_at: Mutex::new(None),
+            demand: Notify::new(),
+        })
     }
 
-    pub fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
+    pub fn windows(&self) -> MutexGuard<'_, Windows> {
         self.windows.lock().expect("windows lock poisoned")
+    }
+
+    pub fn activity(&self) -> MutexGuard<'_, Activity> {
+        self.activity.lock().expect("activity lock poisoned")
+    }
+
+    /// When the windows began to fill (the first message taken in), if they have.
+    pub fn history_from(&self) -> Option<Timestamp> {
+        *self.first_at.lock().expect("first_at lock poisoned")
+    }
+
+    /// Takes one message in (from the bus, or straight from this coordinator's
+    /// own gateway); `now` bounds how far ahead its time may be.
+    pub fn take(&self, topic: Topic, payload: &[u8], now: Timestamp) {
+        self.first_at.lock().expect("first_at lock poisoned").get_or_insert(now);
+        ingest(self, topic, payload, now);
+    }
+
+    /// Drops what has gone quiet (series past the coarse ring, instances no
+    /// gateway mentions).
+    pub fn expire(&self, now: Timestamp) {
+        self.windows().expire(now);
+        self.activity().expire(now, ACTIVITY_HORIZON);
     }
 
     /// The latest instance events, newest last.
@@ -91,7 +140,6 @@ impl Telemetry {
 /// resubscribing after errors.
 pub async fn run(bus: Arc<dyn MetricsBus>, group: String, telemetry: Arc<Telemetry>, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut ingestor = Ingestor::new(telemetry.clone());
     let mut expired_at = clock.now();
     loop {
         let subscribed = tokio::select! {
@@ -116,42 +164,33 @@ pub async fn run(bus: Arc<dyn MetricsBus>, group: String, telemetry: Arc<Telemet
                 }
             };
             let now = clock.now();
-            ingestor.take(&received, now);
+            telemetry.take(received.topic, &received.payload, now);
             if let Err(e) = sub.processed(&received) {
                 debug!(error = %e, "could not mark a message processed; it may be read again");
             }
             if now.since(expired_at) >= Duration::from_secs(60) {
-                telemetry.windows().expire(now);
+                telemetry.expire(now);
                 expired_at = now;
             }
         }
     }
 }
 
-/// Takes messages into a `Telemetry`, dropping repeats.
-pub struct Ingestor {
-    telemetry: Arc<Telemetry>,
-    dedup: Dedup,
-}
-
-impl Ingestor {
-    pub fn new(telemetry: Arc<Telemetry>) -> Self {
-        Self { telemetry, dedup: Dedup::default() }
-    }
-
-    /// Takes one message in; `now` bounds how far ahead its time may be.
-    pub fn take(&mut self, received: &Received, now: Timestamp) {
-        ingest(&self.telemetry, &mut self.dedup, received, now);
-    }
-}
-
-fn ingest(t: &Telemetry, dedup: &mut Dedup, received: &Received, now: Timestamp) {
+fn ingest(t: &Telemetry, topic: Topic, payload: &[u8], now: Timestamp) {
     let c = &t.counters;
-    let outcome = match received.topic {
-        Topic::Host => admit::<HostFigures>(t, dedup, received, |w, e| record_host(w, e, now)),
-        Topic::Container => admit::<ContainerBatch>(t, dedup, received, |w, e| record_containers(w, e, now)),
-        Topic::Gateway => admit::<GatewayBatch>(t, dedup, received, |w, e| record_gateway(w, e, now)),
-        Topic::Event => admit::<Event>(t, dedup, received, |_, e| {
+    let outcome = match topic {
+        Topic::Host => admit::<HostFigures>(t, payload, |w, e| record_host(w, e, now)),
+        Topic::Container => admit::<ContainerBatch>(t, payload, |w, e| record_containers(w, e, now)),
+        Topic::Gateway => admit::<GatewayBatch>(t, payload, |w, e| {
+            record_gateway(w, e, now);
+            for f in &e.body.functions {
+                t.activity().record(&e.node, Timestamp(e.ts_ms), &f.instances);
+            }
+            if e.body.functions.iter().any(|f| f.queued > 0) {
+                t.demand.notify_one();
+            }
+        }),
+        Topic::Event => admit::<Event>(t, payload, |_, e| {
             let mut events = t.events.lock().expect("events lock poisoned");
             if events.len() == RECENT_EVENTS {
                 events.pop_front();
@@ -164,14 +203,15 @@ fn ingest(t: &Telemetry, dedup: &mut Dedup, received: &Received, now: Timestamp)
             DecodeError::Version(_) => c.version.fetch_add(1, Ordering::Relaxed),
             _ => c.malformed.fetch_add(1, Ordering::Relaxed),
         };
-        debug!(topic = ?received.topic, key = %received.key, error = %e, "skipped a metrics message");
+        debug!(topic = ?topic, error = %e, "skipped a metrics message");
     }
 }
 
-fn admit<B: Body>(t: &Telemetry, dedup: &mut Dedup, received: &Received, take: impl FnOnce(&mut Windows, &Envelope<B>)) -> Result<(), DecodeError> {
-    let envelope = wire::decode::<B>(&received.payload)?;
+fn admit<B: Body>(t: &Telemetry, payload: &[u8], take: impl FnOnce(&mut Windows, &Envelope<B>)) -> Result<(), DecodeError> {
+    let envelope = wire::decode::<B>(payload)?;
     let c = &t.counters;
-    match dedup.admit(&envelope.node, B::KIND, envelope.boot, envelope.seq) {
+    let verdict = t.dedup.lock().expect("dedup lock poisoned").admit(&envelope.node, B::KIND, envelope.boot, envelope.seq);
+    match verdict {
         Verdict::Repeat => {
             c.repeats.fetch_add(1, Ordering::Relaxed);
         }
@@ -188,19 +228,19 @@ fn admit<B: Body>(t: &Telemetry, dedup: &mut Dedup, received: &Received, take: i
 pub fn record_host(w: &mut Windows, e: &Envelope<HostFigures>, now: Timestamp) {
     let (scope, ts, h) = (Scope::Node(e.node.clone()), Timestamp(e.ts_ms), &e.body);
     let memory_percent = if h.memory_total_bytes > 0 { 100.0 * h.memory_used_bytes as f64 / h.memory_total_bytes as f64 } else { 0.0 };
-    let gauges: [(&'static str, f64); 9] = [
-        ("cpu_percent", f64::from(h.cpu_percent)),
-        ("memory_used_bytes", h.memory_used_bytes as f64),
-        ("memory_used_percent", memory_percent),
-        ("swap_used_bytes", h.swap_used_bytes as f64),
-        ("load1", h.load[0]),
-        ("disk_read_bytes_per_sec", h.disk_read_bytes_per_sec),
-        ("disk_write_bytes_per_sec", h.disk_write_bytes_per_sec),
-        ("net_rx_bytes_per_sec", h.net_rx_bytes_per_sec),
-        ("net_tx_bytes_per_sec", h.net_tx_bytes_per_sec),
+    let gauges: [(Metric, f64); 9] = [
+        (Metric::HostCpuPercent, f64::from(h.cpu_percent)),
+        (Metric::HostMemoryUsedBytes, h.memory_used_bytes as f64),
+        (Metric::HostMemoryUsedPercent, memory_percent),
+        (Metric::HostSwapUsedBytes, h.swap_used_bytes as f64),
+        (Metric::HostLoad1, h.load[0]),
+        (Metric::HostDiskReadBytesPerSec, h.disk_read_bytes_per_sec),
+        (Metric::HostDiskWriteBytesPerSec, h.disk_write_bytes_per_sec),
+        (Metric::HostNetRxBytesPerSec, h.net_rx_bytes_per_sec),
+        (Metric::HostNetTxBytesPerSec, h.net_tx_bytes_per_sec),
     ];
     for (metric, value) in gauges {
-        w.record(&scope, metric, SeriesKind::Gauge, None, ts, value, now);
+        w.record(&scope, metric, None, ts, value, now);
     }
 }
 
@@ -209,22 +249,22 @@ pub fn record_containers(w: &mut Windows, e: &Envelope<ContainerBatch>, now: Tim
     let ts = Timestamp(e.ts_ms);
     for c in &e.body.containers {
         let scope = Scope::Instance(c.instance);
-        let mut gauges: Vec<(&'static str, f64)> = vec![
-            ("memory_used_bytes", c.memory_used_bytes as f64),
-            ("net_rx_bytes_per_sec", c.net_rx_bytes_per_sec),
-            ("net_tx_bytes_per_sec", c.net_tx_bytes_per_sec),
-            ("block_read_bytes_per_sec", c.block_read_bytes_per_sec),
-            ("block_write_bytes_per_sec", c.block_write_bytes_per_sec),
-            ("pids", c.pids as f64),
+        let mut gauges: Vec<(Metric, f64)> = vec![
+            (Metric::ContainerMemoryUsedBytes, c.memory_used_bytes as f64),
+            (Metric::ContainerNetRxBytesPerSec, c.net_rx_bytes_per_sec),
+            (Metric::ContainerNetTxBytesPerSec, c.net_tx_bytes_per_sec),
+            (Metric::ContainerBlockReadBytesPerSec, c.block_read_bytes_per_sec),
+            (Metric::ContainerBlockWriteBytesPerSec, c.block_write_bytes_per_sec),
+            (Metric::ContainerPids, c.pids as f64),
         ];
         if let Some(cpu) = c.cpu_percent {
-            gauges.push(("cpu_percent", cpu));
+            gauges.push((Metric::ContainerCpuPercent, cpu));
         }
         if let Some(limit) = c.memory_limit_bytes.filter(|l| *l > 0) {
-            gauges.push(("memory_used_percent", 100.0 * c.memory_used_bytes as f64 / limit as f64));
+            gauges.push((Metric::ContainerMemoryUsedPercent, 100.0 * c.memory_used_bytes as f64 / limit as f64));
         }
         for (metric, value) in gauges {
-            w.record(&scope, metric, SeriesKind::Gauge, Some(&c.function), ts, value, now);
+            w.record(&scope, metric, Some(&c.function), ts, value, now);
         }
     }
 }
@@ -234,21 +274,24 @@ pub fn record_gateway(w: &mut Windows, e: &Envelope<GatewayBatch>, now: Timestam
     let ts = Timestamp(e.ts_ms);
     for f in &e.body.functions {
         let scope = Scope::Gateway(e.node.clone(), f.function.clone());
-        let counters: [(&'static str, u64); 6] = [
-            ("requests_total", f.requests_total),
-            ("responses_2xx_total", f.responses_2xx_total),
-            ("responses_4xx_total", f.responses_4xx_total),
-            ("responses_5xx_total", f.responses_5xx_total),
-            ("cold_starts_total", f.cold_starts_total),
-            ("shed_total", f.shed_total),
+        let figures: [(Metric, Option<f64>); 12] = [
+            (Metric::GatewayRequestsTotal, Some(f.requests_total as f64)),
+            (Metric::GatewayResponses2xxTotal, Some(f.responses_2xx_total as f64)),
+            (Metric::GatewayResponses4xxTotal, Some(f.responses_4xx_total as f64)),
+            (Metric::GatewayResponses5xxTotal, Some(f.responses_5xx_total as f64)),
+            (Metric::GatewayColdStartsTotal, Some(f.cold_starts_total as f64)),
+            (Metric::GatewayShedTotal, Some(f.shed_total as f64)),
+            (Metric::GatewayRequestSecondsTotal, Some(f.request_us_total as f64 / 1e6)),
+            (Metric::GatewayInFlight, Some(f64::from(f.in_flight))),
+            (Metric::GatewayQueued, Some(f64::from(f.queued))),
+            (Metric::GatewayLatencyP50Seconds, f.latency_p50_seconds),
+            (Metric::GatewayLatencyP95Seconds, f.latency_p95_seconds),
+            (Metric::GatewayLatencyP99Seconds, f.latency_p99_seconds),
         ];
-        for (metric, value) in counters {
-            w.record(&scope, metric, SeriesKind::Counter, Some(&f.function), ts, value as f64, now);
-        }
-        w.record(&scope, "in_flight", SeriesKind::Gauge, Some(&f.function), ts, f64::from(f.in_flight), now);
-        w.record(&scope, "queued", SeriesKind::Gauge, Some(&f.function), ts, f64::from(f.queued), now);
-        if let Some(p95) = f.latency_p95_seconds {
-            w.record(&scope, "latency_p95_seconds", SeriesKind::Gauge, Some(&f.function), ts, p95, now);
+        for (metric, value) in figures {
+            if let Some(value) = value {
+                w.record(&scope, metric, Some(&f.function), ts, value, now);
+            }
         }
     }
 }

@@ -8,15 +8,15 @@
 
 use super::replica::{MemberChange, RaftError, Replica, Reply};
 use super::transport::{self, LearntAddresses, LinkEvent, Sinks, Transport, TransportCounters};
-use crate::load::PeerLoads;
+use crate::liveness::Liveness;
+use crate::state_machine::{Command, Response};
 use bytes::Bytes;
-use crate::state::{Command, Response};
 use raft::prelude::Message;
 use raft::StateRole;
 use serde::Serialize;
 use sluice_common::{Clock, Timestamp};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -31,8 +31,8 @@ enum Request {
     Propose(Command, Reply<Response>),
     Read(Reply<()>),
     Change(MemberChange, Reply<u64>),
-    /// An encoded `LoadReport` for the leader.
-    ShareLoad(Bytes),
+    /// Encoded liveness notes (`HeardReport`) for the leader.
+    ShareHeard(Bytes),
 }
 
 /// A member as `GET /v1/cluster` shows it.
@@ -63,7 +63,11 @@ pub struct RaftStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Leadership {
     pub leader: Option<u64>,
-    /// When this coordinator became leader; `None` unless it leads.
+    /// The term this coordinator leads in; `None` unless it leads.
+    pub term: Option<u64>,
+    /// When this coordinator, leading, applied the first entry of its term:
+    /// from then on its state holds every earlier decision, so it may decide.
+    /// `None` unless it leads and has got that far.
     pub since: Option<Timestamp>,
 }
 
@@ -74,8 +78,9 @@ pub struct RaftHandle {
     status: watch::Receiver<RaftStatus>,
     leadership: watch::Receiver<Leadership>,
     pub counters: Arc<TransportCounters>,
-    /// Other coordinators' gateway load, as reported to this one while it leads.
-    pub peer_loads: Arc<PeerLoads>,
+    /// When agents were last heard from: by this coordinator, and by followers
+    /// that sent it their notes while it led.
+    pub liveness: Arc<Mutex<Liveness>>,
 }
 
 impl RaftHandle {
@@ -96,9 +101,9 @@ impl RaftHandle {
         Ok(())
     }
 
-    /// Sends this coordinator's gateway load (an encoded `LoadReport`) to the leader.
-    pub fn share_load(&self, report: Bytes) {
-        let _ = self.requests.try_send(Request::ShareLoad(report));
+    /// Sends this coordinator's liveness notes (an encoded `HeardReport`) to the leader.
+    pub fn share_heard(&self, report: Bytes) {
+        let _ = self.requests.try_send(Request::ShareHeard(report));
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -146,13 +151,13 @@ pub(super) fn spawn(parts: Loop, stop: watch::Receiver<bool>) -> std::io::Result
     let (status_tx, status) = watch::channel(status_of(&parts.replica));
     let (leadership_tx, leadership) = watch::channel(Leadership::default());
     let counters = Arc::new(TransportCounters::default());
-    let peer_loads = Arc::new(PeerLoads::default());
+    let liveness = Arc::new(Mutex::new(Liveness::default()));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outputs = Outputs { status: status_tx, leadership: leadership_tx, counters: counters.clone(), peer_loads: peer_loads.clone() };
+    let outputs = Outputs { status: status_tx, leadership: leadership_tx, counters: counters.clone(), liveness: liveness.clone() };
     let thread = std::thread::Builder::new().name(format!("raft-{}", parts.replica.id())).spawn(move || {
         runtime.block_on(run(parts, requests, outputs, stop));
     })?;
-    Ok((RaftHandle { requests: requests_tx, status, leadership, counters, peer_loads }, thread))
+    Ok((RaftHandle { requests: requests_tx, status, leadership, counters, liveness }, thread))
 }
 
 /// What the loop publishes.
@@ -160,7 +165,7 @@ struct Outputs {
     status: watch::Sender<RaftStatus>,
     leadership: watch::Sender<Leadership>,
     counters: Arc<TransportCounters>,
-    peer_loads: Arc<PeerLoads>,
+    liveness: Arc<Mutex<Liveness>>,
 }
 
 async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Outputs, mut stop: watch::Receiver<bool>) {
@@ -176,7 +181,7 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
             return;
         }
     };
-    let sinks = Sinks { inbox: inbox_tx, loads: outputs.peer_loads.clone(), addresses: addresses.clone(), counters: outputs.counters.clone() };
+    let sinks = Sinks { inbox: inbox_tx, liveness: outputs.liveness.clone(), clock: clock.clone(), addresses: addresses.clone(), counters: outputs.counters.clone() };
     let mut server_stop = stop.clone();
     tokio::spawn(transport::serve(listener, sinks, async move {
         let _ = server_stop.wait_for(|s| *s).await;
@@ -219,15 +224,18 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
             peers = now_peers;
             transport.set_peers(replica.id(), &peers);
         }
-        match (replica.role() == StateRole::Leader, since) {
-            (true, None) => {
-                since = Some(clock.now());
-                info!(term = replica.term(), "this coordinator is the leader");
+        // Leading, but deciding only once the term's first entry is applied.
+        let ready_term = replica.leader_ready().then(|| replica.term());
+        match (ready_term, since) {
+            (Some(term), Some((since_term, _))) if since_term == term => {}
+            (Some(term), _) => {
+                since = Some((term, clock.now()));
+                info!(term, "this coordinator is the leader");
             }
-            (false, Some(_)) => since = None,
-            _ => {}
+            (None, _) => since = None,
         }
-        publish(&outputs.leadership, Leadership { leader: replica.leader(), since });
+        let term = (replica.role() == StateRole::Leader).then(|| replica.term());
+        publish(&outputs.leadership, Leadership { leader: replica.leader(), term, since: since.map(|(_, at)| at) });
         publish(&outputs.status, status_of(&replica));
     }
     replica.stop();
@@ -253,9 +261,9 @@ fn handle(replica: &mut Replica, transport: &Transport, req: Request) {
         Request::Propose(cmd, reply) => replica.propose(cmd, reply),
         Request::Read(reply) => replica.read(reply),
         Request::Change(change, reply) => replica.change_members(change, reply),
-        Request::ShareLoad(report) => {
+        Request::ShareHeard(report) => {
             if let Some(leader) = replica.leader().filter(|l| *l != replica.id()) {
-                transport.send_load(leader, report);
+                transport.send_heard(leader, report);
             }
         }
     }
@@ -266,7 +274,7 @@ fn handle_stopped(req: Request) {
         Request::Propose(_, reply) => reply(Err(RaftError::Stopped)),
         Request::Read(reply) => reply(Err(RaftError::Stopped)),
         Request::Change(_, reply) => reply(Err(RaftError::Stopped)),
-        Request::ShareLoad(_) => {}
+        Request::ShareHeard(_) => {}
     }
 }
 

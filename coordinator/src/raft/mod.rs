@@ -23,7 +23,7 @@ pub use log_store::{LogError, LogStore};
 pub use replica::{Member, MemberChange, RaftError};
 pub use transport::TransportCounters;
 
-use crate::machine::Machine;
+use crate::applied::AppliedState;
 use replica::{Replica, ReplicaConfig};
 use sluice_common::Clock;
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    pub fn start(config: RaftConfig, machine: Arc<Machine>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
+    pub fn start(config: RaftConfig, machine: Arc<AppliedState>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
         if config.id == 0 {
             return Err(StartError::Config("--id must be 1 or more (0 means \"nobody\" in Raft)".into()));
         }

@@ -14,8 +14,9 @@
 //! deadline is answered "outcome unknown", never guessed.
 
 use super::log_store::{LogError, LogStore, Persist};
-use crate::machine::Machine;
-use crate::state::{apply, ClusterState, Command, Response};
+use crate::applied::AppliedState;
+use crate::state::ClusterState;
+use crate::state_machine::{apply, Command, LogPosition, Response};
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
@@ -116,7 +117,7 @@ const READ_RETRY_TICKS: u64 = 2;
 pub struct Replica {
     raw: RawNode<LogStore>,
     config: ReplicaConfig,
-    machine: Arc<Machine>,
+    machine: Arc<AppliedState>,
     members: BTreeMap<u64, Member>,
     applied: u64,
     /// Distinguishes this run's proposals from an earlier run's with the same seq.
@@ -132,13 +133,16 @@ pub struct Replica {
     ready_reads: Vec<(u64, Waiting<()>)>,
     /// The leader as of the last `Ready`.
     seen_leader: Option<u64>,
+    /// Term of the last applied entry: once it is the current term, a leader
+    /// has applied its own first entry, and with it everything committed before.
+    applied_term: u64,
 }
 
 impl Replica {
     /// Opens the replica over `log`. An empty log is bootstrapped with `initial`
     /// (the same on every founding member) unless `initial` is empty, which means
     /// "wait to be added to an existing cluster".
-    pub fn new(config: ReplicaConfig, mut log: LogStore, initial: &BTreeMap<u64, Member>, machine: Arc<Machine>, boot: u64) -> Result<Self, LogError> {
+    pub fn new(config: ReplicaConfig, mut log: LogStore, initial: &BTreeMap<u64, Member>, machine: Arc<AppliedState>, boot: u64) -> Result<Self, LogError> {
         if log.is_empty() && !initial.is_empty() {
             log.persist(Persist { snapshot: Some(&bootstrap_snapshot(initial)?), ..Default::default() })?;
         }
@@ -174,6 +178,7 @@ impl Replica {
             reads: HashMap::new(),
             ready_reads: Vec::new(),
             seen_leader: None,
+            applied_term: snap.get_metadata().term,
         })
     }
 
@@ -202,6 +207,12 @@ impl Replica {
 
     pub fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// A leader that has applied an entry of its own term: its state holds
+    /// every decision its predecessors committed, so it may decide.
+    pub fn leader_ready(&self) -> bool {
+        self.role() == StateRole::Leader && self.applied_term == self.term()
     }
 
     pub fn commit(&self) -> u64 {
@@ -412,14 +423,17 @@ impl Replica {
         let mut routes = Vec::new();
         for entry in entries {
             self.applied = entry.index;
+            self.applied_term = entry.term;
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {} // a new leader's no-op
                 EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&entry.data) {
                     Ok(p) => {
                         // The lock is held per entry so that replies run without it.
-                        let (response, effects) = apply(&mut self.machine.write(), &p.command);
+                        let position = LogPosition { index: entry.index, term: entry.term };
+                        let (response, effects) = apply(&mut self.machine.write(), &p.command, position);
                         desired_changed |= effects.desired_changed;
-                        routes.extend(effects.route_of);
+                        routes.extend(effects.routes);
+                        self.machine.record_events(effects.events);
                         if p.origin == self.config.id && p.boot == self.boot {
                             if let Some(w) = self.proposals.remove(&p.seq) {
                                 (w.reply)(Ok(response));
@@ -516,6 +530,7 @@ impl Replica {
         self.machine.replace(state);
         self.members = members;
         self.applied = snap.get_metadata().index;
+        self.applied_term = snap.get_metadata().term;
         self.machine.applied(self.applied, true, None);
         info!(index = self.applied, "state restored from the leader's snapshot");
         self.release_reads();

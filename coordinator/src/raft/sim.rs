@@ -40,8 +40,9 @@
 
 use super::log_store::LogStore;
 use super::replica::{Member, MemberChange, RaftError, Replica, ReplicaConfig, Reply};
-use crate::machine::Machine;
-use crate::state::{ClusterState, Command, Response};
+use crate::applied::AppliedState;
+use crate::state::ClusterState;
+use crate::state_machine::{Command, Response};
 use raft::prelude::{Entry, Message, MessageType};
 use raft::{GetEntriesContext, StateRole};
 use sluice_common::{FunctionName, FunctionSpec, ImageRef};
@@ -103,7 +104,7 @@ enum Outcome {
 
 struct Node {
     replica: Option<Replica>,
-    machine: Arc<Machine>,
+    machine: Arc<AppliedState>,
     path: PathBuf,
     /// Members it was created with: the founders, or empty for a joining node.
     initial: BTreeMap<u64, Member>,
@@ -226,7 +227,7 @@ impl Sim {
     /// holds the founding members, a node waiting to be added when it is empty.
     fn add_node(&mut self, id: u64, initial: BTreeMap<u64, Member>) {
         let path = self.dir.path().join(format!("node-{id}.redb"));
-        let node = Node { replica: None, machine: Machine::new(), path, initial, incarnation: 0, seen_commit: 0, seen_applied: 0, checked: 0, retired: false };
+        let node = Node { replica: None, machine: AppliedState::new(), path, initial, incarnation: 0, seen_commit: 0, seen_applied: 0, checked: 0, retired: false };
         self.nodes.insert(id, node);
         self.start(id);
     }
@@ -240,7 +241,7 @@ impl Sim {
             snapshot_every: self.cfg.snapshot_every,
             request_ticks: self.cfg.request_ticks,
         };
-        let machine = Machine::new();
+        let machine = AppliedState::new();
         let node = &self.nodes[&id];
         let replica = match LogStore::open(&node.path).and_then(|log| Replica::new(config, log, &node.initial, machine.clone(), boot)) {
             Ok(r) => r,

@@ -1,6 +1,6 @@
 //! Raft messages between coordinators: length-prefixed frames over one TCP
 //! connection per peer and direction. A frame is a protobuf Raft message, a
-//! follower's gateway load (JSON) for the leader's controller, or the hello that
+//! follower's liveness notes (JSON, `liveness::HeardReport`) for the leader, or the hello that
 //! opens every connection (the sender's id and address), from which a new
 //! member learns where to answer before it has the cluster's configuration.
 //!
@@ -13,7 +13,9 @@
 //! pushes back through TCP to the sender.
 
 use super::replica::Member;
-use crate::load::{LoadReport, PeerLoads};
+use crate::liveness::{HeardReport, Liveness};
+use sluice_common::Clock;
+use std::sync::Mutex;
 use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use protobuf::Message as _;
@@ -36,8 +38,10 @@ const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// Bytes written per batch before the socket is flushed.
 const BATCH_BYTES: usize = 1024 * 1024;
 const KIND_RAFT: u8 = 0;
-const KIND_LOAD: u8 = 1;
+/// Gateway load of older coordinators (load now travels on the metrics bus): ignored.
+const KIND_OLD_LOAD: u8 = 1;
 const KIND_HELLO: u8 = 2;
+const KIND_HEARD: u8 = 3;
 
 /// The first frame on a connection.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -70,8 +74,8 @@ impl LearntAddresses {
 #[derive(Debug)]
 pub enum Frame {
     Raft(Message),
-    /// An encoded `LoadReport`.
-    Load(Bytes),
+    /// An encoded `HeardReport`.
+    Heard(Bytes),
 }
 
 impl Frame {
@@ -158,11 +162,11 @@ impl Transport {
         }
     }
 
-    /// Sends a gateway load report to `to`; dropped if the link is busy or down
-    /// (the next one follows within a tick).
-    pub fn send_load(&self, to: u64, report: Bytes) {
+    /// Sends liveness notes to `to`; dropped if the link is busy or down (the
+    /// next ones follow within a second).
+    pub fn send_heard(&self, to: u64, report: Bytes) {
         if let Some(link) = self.links.get(&to) {
-            let _ = link.queue.try_send(Frame::Load(report));
+            let _ = link.queue.try_send(Frame::Heard(report));
         }
     }
 
@@ -268,7 +272,7 @@ fn encode(frame: &Frame, buf: &mut BytesMut) {
             Ok(bytes) => (KIND_RAFT, Bytes::from(bytes)),
             Err(e) => return warn!(error = %e, "cannot encode a raft message; dropped"),
         },
-        Frame::Load(bytes) => (KIND_LOAD, bytes.clone()),
+        Frame::Heard(bytes) => (KIND_HEARD, bytes.clone()),
     };
     encode_raw(kind, &payload, buf);
 }
@@ -283,7 +287,9 @@ fn encode_raw(kind: u8, payload: &[u8], buf: &mut BytesMut) {
 #[derive(Clone)]
 pub struct Sinks {
     pub inbox: mpsc::Sender<Message>,
-    pub loads: Arc<PeerLoads>,
+    /// Where followers' notes are merged, on the clock of this coordinator.
+    pub liveness: Arc<Mutex<Liveness>>,
+    pub clock: Arc<dyn Clock>,
     pub addresses: Arc<LearntAddresses>,
     pub counters: Arc<TransportCounters>,
 }
@@ -342,9 +348,10 @@ async fn read_frames(mut stream: TcpStream, from: String, sinks: Sinks) {
                     Ok(hello) => sinks.addresses.learn(hello.id, hello.raft_addr),
                     Err(e) => warn!(from = %from, error = %e, "undecodable hello; ignored"),
                 },
-                KIND_LOAD => match serde_json::from_slice::<LoadReport>(&frame[1..]) {
-                    Ok(report) => sinks.loads.record(report),
-                    Err(e) => warn!(from = %from, error = %e, "undecodable load report; ignored"),
+                KIND_OLD_LOAD => {}
+                KIND_HEARD => match serde_json::from_slice::<HeardReport>(&frame[1..]) {
+                    Ok(report) => sinks.liveness.lock().expect("liveness lock poisoned").merge(&report, sinks.clock.now()),
+                    Err(e) => warn!(from = %from, error = %e, "undecodable liveness notes; ignored"),
                 },
                 other => {
                     warn!(from = %from, kind = other, "unknown frame kind (a newer coordinator?); closing the connection");

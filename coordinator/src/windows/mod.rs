@@ -28,8 +28,11 @@ mod query;
 mod ring;
 mod series;
 
+pub use ring::Reading;
+
 use serde::Serialize;
 use series::Series;
+pub use sluice_common::metric::{Agg, Metric, SeriesKind};
 use sluice_common::metrics::{header, sample};
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
 use std::collections::HashMap;
@@ -46,34 +49,6 @@ pub enum Scope {
     /// gateway (each counts from its own start), so they are kept apart and
     /// combined per function by `query_combined`.
     Gateway(NodeId, FunctionName),
-}
-
-/// How a series' values read; fixed when the series is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeriesKind {
-    /// A level: CPU share, bytes in use, queue length.
-    Gauge,
-    /// A running total: its `rate` is the increase per second (a drop is a restart).
-    Counter,
-}
-
-/// An aggregation over a time range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agg {
-    /// Mean of the samples.
-    Avg,
-    Min,
-    Max,
-    /// 95th percentile (nearest rank) of the per-slot means: of per-second means
-    /// over the fine ring, of per-minute means over the coarse one. A spike
-    /// shorter than a slot is smoothed into its slot's mean; `Max` keeps it.
-    P95,
-    /// Increase per second, counters only (None for gauges): see `query::rate`.
-    Rate,
-    /// The latest sample by timestamp.
-    Last,
-    /// Samples in the range.
-    Count,
 }
 
 /// Ring sizes, the series cap and the bound on clock skew.
@@ -172,11 +147,10 @@ impl Windows {
     }
 
     /// Records `value` of `scope`'s `metric`, taken at `ts` and received at
-    /// `now`. `kind` and `function` are used when this creates the series (the
-    /// function only if the scope has none yet).
-    #[allow(clippy::too_many_arguments)] // each argument is one plain fact about the sample
-    pub fn record(&mut self, scope: &Scope, metric: &'static str, kind: SeriesKind, function: Option<&FunctionName>, ts: Timestamp, value: f64, now: Timestamp) -> Recorded {
-        let outcome = self.place(scope, metric, kind, function, ts, value, now);
+    /// `now`. `function` is used when this creates the series (only if the
+    /// scope has none yet).
+    pub fn record(&mut self, scope: &Scope, metric: Metric, function: Option<&FunctionName>, ts: Timestamp, value: f64, now: Timestamp) -> Recorded {
+        let outcome = self.place(scope, metric, function, ts, value, now);
         let c = &mut self.counters;
         *match outcome {
             Recorded::Stored => &mut c.stored,
@@ -190,8 +164,7 @@ impl Windows {
         outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn place(&mut self, scope: &Scope, metric: &'static str, kind: SeriesKind, function: Option<&FunctionName>, ts: Timestamp, value: f64, now: Timestamp) -> Recorded {
+    fn place(&mut self, scope: &Scope, metric: Metric, function: Option<&FunctionName>, ts: Timestamp, value: f64, now: Timestamp) -> Recorded {
         if ts.millis() > now.plus(self.config.max_future).millis() {
             return Recorded::Future;
         }
@@ -206,7 +179,7 @@ impl Windows {
             return Recorded::SeriesCapReached;
         }
         // A series is only created by a sample it keeps.
-        let mut series = Series::new(metric, kind, &self.config);
+        let mut series = Series::new(metric, &self.config);
         let outcome = series.record(ts.millis(), value, now.millis());
         if matches!(outcome, Recorded::Stored | Recorded::Late) {
             let entity = self.entities.entry(scope.clone()).or_insert_with(|| Entity { series: Vec::new(), function: None });
@@ -219,29 +192,41 @@ impl Windows {
         outcome
     }
 
-    fn find(&self, scope: &Scope, metric: &str) -> Option<&Series> {
+    fn find(&self, scope: &Scope, metric: Metric) -> Option<&Series> {
         self.entities.get(scope)?.series.iter().find(|s| s.metric == metric)
     }
 
     /// `agg` of `scope`'s `metric` over the `range` before `now`: the slots of
     /// the `ceil(range / step)` steps ending with the one holding `now`. None
     /// when the series is unknown or has no sample in the range.
-    pub fn query(&self, scope: &Scope, metric: &str, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
+    pub fn query(&self, scope: &Scope, metric: Metric, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
         let series = self.find(scope, metric)?;
-        query::aggregate(&series.readings(range.as_millis() as u64, now.millis()), agg, series.kind)
+        query::aggregate(&series.readings(range.as_millis() as u64, now.millis()), agg, metric.kind())
+    }
+
+    /// The slots of `scope`'s `metric` covering `range` up to `now`, oldest
+    /// first, with the ring's step: for decisions that read slot by slot.
+    pub fn slots(&self, scope: &Scope, metric: Metric, range: Duration, now: Timestamp) -> Option<(u64, Vec<Reading>)> {
+        let series = self.find(scope, metric)?;
+        Some(series.slots(range.as_millis() as u64, now.millis()))
+    }
+
+    /// The time of `scope`'s newest sample of `metric`.
+    pub fn newest(&self, scope: &Scope, metric: Metric) -> Option<Timestamp> {
+        self.find(scope, metric).map(|s| Timestamp(s.newest_ms))
     }
 
     /// Every series of `scope`, summed up over `range` (as `query` reads it).
     pub fn summary(&self, scope: &Scope, range: Duration, now: Timestamp) -> Vec<SeriesSummary> {
         let Some(entity) = self.entities.get(scope) else { return Vec::new() };
-        entity.series.iter().map(|s| query::summarize(s.metric, s.kind, &s.readings(range.as_millis() as u64, now.millis()))).collect()
+        entity.series.iter().map(|s| query::summarize(s.metric, &s.readings(range.as_millis() as u64, now.millis()))).collect()
     }
 
     /// `agg` of `metric` over several scopes, e.g. a function's instances or
     /// gateways: `Rate` and `Last` add up each scope's own figure; the other
     /// aggregations pool all the scopes' samples (see `query::combine`).
-    pub fn query_combined(&self, scopes: &[Scope], metric: &str, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
-        let per_series: Vec<_> = scopes.iter().filter_map(|scope| self.find(scope, metric)).map(|s| (s.kind, s.readings(range.as_millis() as u64, now.millis()))).collect();
+    pub fn query_combined(&self, scopes: &[Scope], metric: Metric, agg: Agg, range: Duration, now: Timestamp) -> Option<f64> {
+        let per_series: Vec<_> = scopes.iter().filter_map(|scope| self.find(scope, metric)).map(|s| (metric.kind(), s.readings(range.as_millis() as u64, now.millis()))).collect();
         query::combine(&per_series, agg)
     }
 

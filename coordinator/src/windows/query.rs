@@ -2,7 +2,7 @@
 //! per-slot count, sum, min, max, first and last.
 
 use super::ring::Reading;
-use super::{Agg, SeriesKind, SeriesSummary};
+use super::{Agg, Metric, SeriesKind, SeriesSummary};
 
 /// `agg` over `readings` (oldest first); None when they hold no sample, and for
 /// `Rate` also when the samples span no time or the series is a gauge.
@@ -62,10 +62,10 @@ fn increase_within(r: &Reading) -> f64 {
     }
 }
 
-pub fn summarize(metric: &'static str, kind: SeriesKind, readings: &[Reading]) -> SeriesSummary {
-    let get = |agg| aggregate(readings, agg, kind);
+pub fn summarize(metric: Metric, readings: &[Reading]) -> SeriesSummary {
+    let get = |agg| aggregate(readings, agg, metric.kind());
     SeriesSummary {
-        metric,
+        metric: metric.name(),
         count: readings.iter().map(|r| r.count).sum(),
         avg: get(Agg::Avg),
         min: get(Agg::Min),

@@ -93,6 +93,10 @@ impl Ring {
         self.step_ms * self.len
     }
 
+    pub fn step_ms(&self) -> u64 {
+        self.step_ms
+    }
+
     /// Where a sample taken at `ts_ms` goes, given that the ring's newest slot is
     /// the one holding `reference_ms` (the later of now and the newest sample).
     pub fn locate(&self, ts_ms: u64, reference_ms: u64) -> Result<Place, Refusal> {

@@ -2,12 +2,11 @@
 //! rules that decide what becomes of a sample (stored, late, too late, duplicate).
 
 use super::ring::{Reading, Refusal, Ring};
-use super::{Recorded, SeriesKind, WindowsConfig};
+use super::{Metric, Recorded, WindowsConfig};
 
 #[derive(Debug, Clone)]
 pub struct Series {
-    pub metric: &'static str,
-    pub kind: SeriesKind,
+    pub metric: Metric,
     fine: Ring,
     coarse: Ring,
     /// Time of the latest sample recorded (ms); 0 before the first.
@@ -15,10 +14,9 @@ pub struct Series {
 }
 
 impl Series {
-    pub fn new(metric: &'static str, kind: SeriesKind, config: &WindowsConfig) -> Self {
+    pub fn new(metric: Metric, config: &WindowsConfig) -> Self {
         Self {
             metric,
-            kind,
             fine: Ring::new(config.fine_step.as_millis() as u64, config.fine_slots),
             coarse: Ring::new(config.coarse_step.as_millis() as u64, config.coarse_slots),
             newest_ms: 0,
@@ -63,6 +61,12 @@ impl Series {
     pub fn readings(&self, range_ms: u64, now_ms: u64) -> Vec<Reading> {
         let ring = if range_ms <= self.fine.span_ms() { &self.fine } else { &self.coarse };
         ring.read(range_ms, now_ms)
+    }
+
+    /// Like `readings`, with the step of the ring read.
+    pub fn slots(&self, range_ms: u64, now_ms: u64) -> (u64, Vec<Reading>) {
+        let ring = if range_ms <= self.fine.span_ms() { &self.fine } else { &self.coarse };
+        (ring.step_ms(), ring.read(range_ms, now_ms))
     }
 
     pub fn bytes(&self) -> usize {

@@ -20,13 +20,13 @@ fn at(secs: f64) -> Timestamp {
 }
 
 /// A gauge sample received when it was taken.
-fn gauge(w: &mut Windows, scope: &Scope, metric: &'static str, secs: f64, value: f64) -> Recorded {
-    w.record(scope, metric, SeriesKind::Gauge, None, at(secs), value, at(secs))
+fn gauge(w: &mut Windows, scope: &Scope, metric: Metric, secs: f64, value: f64) -> Recorded {
+    w.record(scope, metric, None, at(secs), value, at(secs))
 }
 
 /// A gauge sample taken at `secs`, received at `now_secs`.
 fn gauge_at(w: &mut Windows, scope: &Scope, secs: f64, value: f64, now_secs: f64) -> Recorded {
-    w.record(scope, "x", SeriesKind::Gauge, None, at(secs), value, at(now_secs))
+    w.record(scope, Metric::HostLoad1, None, at(secs), value, at(now_secs))
 }
 
 #[test]
@@ -34,21 +34,21 @@ fn avg_min_max_p95_last_and_count_over_the_fine_ring() {
     let mut w = Windows::new(WindowsConfig::default());
     let n = node("a");
     for i in 0..20 {
-        gauge(&mut w, &n, "cpu_percent", f64::from(i), f64::from(i));
+        gauge(&mut w, &n, Metric::HostCpuPercent, f64::from(i), f64::from(i));
     }
     // Sampled faster than the slots: the mean stays a mean of samples.
-    gauge(&mut w, &n, "cpu_percent", 19.5, 29.0);
+    gauge(&mut w, &n, Metric::HostCpuPercent, 19.5, 29.0);
     let now = at(19.9);
-    let q = |agg| w.query(&n, "cpu_percent", agg, Duration::from_secs(10), now);
+    let q = |agg| w.query(&n, Metric::HostCpuPercent, agg, Duration::from_secs(10), now);
     assert_eq!(q(Agg::Count), Some(11.0), "the 10 one-second slots ending with now's");
     assert_eq!(q(Agg::Avg), Some((145.0 + 29.0) / 11.0));
     assert_eq!((q(Agg::Min), q(Agg::Max), q(Agg::Last)), (Some(10.0), Some(29.0), Some(29.0)));
     assert_eq!(q(Agg::P95), Some(24.0), "ceil(0.95 * 10) = 10th of the slot means 10..18 and (19 + 29) / 2");
-    assert_eq!(w.query(&n, "cpu_percent", Agg::P95, Duration::from_secs(20), now), Some(18.0), "19th of 20 slot means");
-    assert_eq!(w.query(&n, "cpu_percent", Agg::Rate, Duration::from_secs(10), now), None, "gauges have no rate");
-    assert_eq!(w.query(&n, "memory", Agg::Avg, Duration::from_secs(10), now), None, "unknown series");
-    assert_eq!(w.query(&n, "cpu_percent", Agg::Avg, Duration::from_secs(10), at(100.0)), None, "nothing in the range");
-    assert_eq!(w.query(&n, "cpu_percent", Agg::Avg, Duration::ZERO, now), None, "an empty range");
+    assert_eq!(w.query(&n, Metric::HostCpuPercent, Agg::P95, Duration::from_secs(20), now), Some(18.0), "19th of 20 slot means");
+    assert_eq!(w.query(&n, Metric::HostCpuPercent, Agg::Rate, Duration::from_secs(10), now), None, "gauges have no rate");
+    assert_eq!(w.query(&n, Metric::HostMemoryUsedBytes, Agg::Avg, Duration::from_secs(10), now), None, "unknown series");
+    assert_eq!(w.query(&n, Metric::HostCpuPercent, Agg::Avg, Duration::from_secs(10), at(100.0)), None, "nothing in the range");
+    assert_eq!(w.query(&n, Metric::HostCpuPercent, Agg::Avg, Duration::ZERO, now), None, "an empty range");
 }
 
 #[test]
@@ -57,10 +57,10 @@ fn a_range_that_fits_reads_the_fine_ring_and_a_longer_one_the_coarse_ring() {
     let n = node("a");
     // Half an hour, one sample a second, valued by its minute.
     for s in 0..1800 {
-        gauge(&mut w, &n, "x", f64::from(s), f64::from(s / 60));
+        gauge(&mut w, &n, Metric::HostLoad1, f64::from(s), f64::from(s / 60));
     }
     let now = at(1799.0);
-    let q = |agg, secs| w.query(&n, "x", agg, Duration::from_secs(secs), now);
+    let q = |agg, secs| w.query(&n, Metric::HostLoad1, agg, Duration::from_secs(secs), now);
     assert_eq!(q(Agg::Count, 900), Some(900.0), "the fine ring: 900 one-second slots");
     // 901 s no longer fits: 16 minute slots (minutes 14 to 29).
     assert_eq!(q(Agg::Count, 901), Some(960.0));
@@ -75,12 +75,12 @@ fn a_range_that_fits_reads_the_fine_ring_and_a_longer_one_the_coarse_ring() {
 fn a_fine_slot_is_reset_a_lap_later_while_the_coarse_ring_keeps_the_sample() {
     let mut w = Windows::new(WindowsConfig::default());
     let n = node("a");
-    gauge(&mut w, &n, "x", 0.0, 1.0);
-    gauge(&mut w, &n, "x", 900.0, 5.0); // 15 minutes later: the same fine slot
+    gauge(&mut w, &n, Metric::HostLoad1, 0.0, 1.0);
+    gauge(&mut w, &n, Metric::HostLoad1, 900.0, 5.0); // 15 minutes later: the same fine slot
     let now = at(900.0);
-    assert_eq!(w.query(&n, "x", Agg::Count, Duration::from_secs(900), now), Some(1.0));
-    assert_eq!(w.query(&n, "x", Agg::Avg, Duration::from_secs(1), now), Some(5.0));
-    assert_eq!(w.query(&n, "x", Agg::Count, Duration::from_secs(3600), now), Some(2.0));
+    assert_eq!(w.query(&n, Metric::HostLoad1, Agg::Count, Duration::from_secs(900), now), Some(1.0));
+    assert_eq!(w.query(&n, Metric::HostLoad1, Agg::Avg, Duration::from_secs(1), now), Some(5.0));
+    assert_eq!(w.query(&n, Metric::HostLoad1, Agg::Count, Duration::from_secs(3600), now), Some(2.0));
 }
 
 #[test]
@@ -89,13 +89,13 @@ fn counters_give_rates_across_restarts() {
     let g = gateway("c1", "f");
     let values = [100.0, 110.0, 120.0, 5.0, 15.0]; // restarted after 120
     for (i, v) in values.iter().enumerate() {
-        w.record(&g, "requests_total", SeriesKind::Counter, None, at(i as f64), *v, at(i as f64));
+        w.record(&g, Metric::GatewayRequestsTotal, None, at(i as f64), *v, at(i as f64));
     }
     // Increases 10 + 10 + 5 + 10 = 35 over 4 seconds.
-    assert_eq!(w.query(&g, "requests_total", Agg::Rate, Duration::from_secs(60), at(4.0)), Some(8.75));
-    assert_eq!(w.query(&g, "requests_total", Agg::Rate, Duration::from_secs(2), at(4.0)), Some(10.0), "5 to 15 in the last two slots");
-    assert_eq!(w.query(&g, "requests_total", Agg::Rate, Duration::from_secs(3600), at(4.0)), Some(8.75), "the same over the coarse ring");
-    assert_eq!(w.query(&g, "requests_total", Agg::Rate, Duration::from_secs(1), at(4.0)), None, "one sample spans no time");
+    assert_eq!(w.query(&g, Metric::GatewayRequestsTotal, Agg::Rate, Duration::from_secs(60), at(4.0)), Some(8.75));
+    assert_eq!(w.query(&g, Metric::GatewayRequestsTotal, Agg::Rate, Duration::from_secs(2), at(4.0)), Some(10.0), "5 to 15 in the last two slots");
+    assert_eq!(w.query(&g, Metric::GatewayRequestsTotal, Agg::Rate, Duration::from_secs(3600), at(4.0)), Some(8.75), "the same over the coarse ring");
+    assert_eq!(w.query(&g, Metric::GatewayRequestsTotal, Agg::Rate, Duration::from_secs(1), at(4.0)), None, "one sample spans no time");
     let summary = w.summary(&g, Duration::from_secs(60), at(4.0));
     assert_eq!(summary[0].rate, Some(8.75));
 }
@@ -118,9 +118,9 @@ fn late_duplicate_too_late_future_and_not_finite_samples() {
     let c = w.counters();
     assert_eq!((c.stored, c.late, c.duplicate, c.too_late, c.future, c.not_finite), (2, 2, 3, 1, 1, 2));
     let now = at(1010.0);
-    assert_eq!(w.query(&n, "x", Agg::Count, Duration::from_secs(60), now), Some(3.0));
-    assert_eq!(w.query(&n, "x", Agg::Count, Duration::from_secs(600), now), Some(4.0), "the coarse ring answers long ranges");
-    assert_eq!(w.query(&n, "x", Agg::Last, Duration::from_secs(60), now), Some(3.0));
+    assert_eq!(w.query(&n, Metric::HostLoad1, Agg::Count, Duration::from_secs(60), now), Some(3.0));
+    assert_eq!(w.query(&n, Metric::HostLoad1, Agg::Count, Duration::from_secs(600), now), Some(4.0), "the coarse ring answers long ranges");
+    assert_eq!(w.query(&n, Metric::HostLoad1, Agg::Last, Duration::from_secs(60), now), Some(3.0));
 }
 
 #[test]
@@ -136,21 +136,21 @@ fn a_refused_sample_creates_no_series() {
 #[test]
 fn the_series_cap_refuses_new_series_and_expiry_and_forget_free_room() {
     let mut w = Windows::new(WindowsConfig { max_series: 2, coarse_slots: 10, ..WindowsConfig::default() });
-    assert_eq!(gauge(&mut w, &node("a"), "x", 0.0, 1.0), Recorded::Stored);
-    assert_eq!(gauge(&mut w, &node("b"), "y", 500.0, 1.0), Recorded::Stored);
-    assert_eq!(gauge(&mut w, &node("b"), "x", 500.0, 1.0), Recorded::SeriesCapReached);
-    assert_eq!(gauge(&mut w, &node("a"), "x", 1.0, 2.0), Recorded::Stored, "existing series still record");
+    assert_eq!(gauge(&mut w, &node("a"), Metric::HostLoad1, 0.0, 1.0), Recorded::Stored);
+    assert_eq!(gauge(&mut w, &node("b"), Metric::HostSwapUsedBytes, 500.0, 1.0), Recorded::Stored);
+    assert_eq!(gauge(&mut w, &node("b"), Metric::HostLoad1, 500.0, 1.0), Recorded::SeriesCapReached);
+    assert_eq!(gauge(&mut w, &node("a"), Metric::HostLoad1, 1.0, 2.0), Recorded::Stored, "existing series still record");
     assert_eq!(w.counters().refused_series, 1);
     w.expire(at(601.0));
     assert_eq!(w.series_count(), 2, "a's last sample is exactly the coarse span (10 minutes) old");
     w.expire(at(602.0));
     assert_eq!(w.series_count(), 1);
-    assert_eq!(w.query(&node("a"), "x", Agg::Count, Duration::from_secs(86_400), at(602.0)), None);
-    assert_eq!(gauge(&mut w, &node("c"), "x", 602.0, 1.0), Recorded::Stored);
+    assert_eq!(w.query(&node("a"), Metric::HostLoad1, Agg::Count, Duration::from_secs(86_400), at(602.0)), None);
+    assert_eq!(gauge(&mut w, &node("c"), Metric::HostLoad1, 602.0, 1.0), Recorded::Stored);
     w.forget(&node("b"));
     assert_eq!(w.series_count(), 1);
-    assert_eq!(w.query(&node("b"), "y", Agg::Count, Duration::from_secs(60), at(602.0)), None);
-    assert_eq!(gauge(&mut w, &node("d"), "x", 602.0, 1.0), Recorded::Stored);
+    assert_eq!(w.query(&node("b"), Metric::HostSwapUsedBytes, Agg::Count, Duration::from_secs(60), at(602.0)), None);
+    assert_eq!(gauge(&mut w, &node("d"), Metric::HostLoad1, 602.0, 1.0), Recorded::Stored);
 }
 
 #[test]
@@ -158,31 +158,31 @@ fn a_functions_instances_and_gateways_are_found_and_combined() {
     let mut w = Windows::new(WindowsConfig::default());
     let f = FunctionName::new("f").unwrap();
     for (id, cpu) in [(1, 40.0), (2, 80.0)] {
-        w.record(&Scope::Instance(InstanceId(id)), "cpu_percent", SeriesKind::Gauge, Some(&f), at(0.0), cpu, at(0.0));
+        w.record(&Scope::Instance(InstanceId(id)), Metric::ContainerCpuPercent, Some(&f), at(0.0), cpu, at(0.0));
     }
-    w.record(&Scope::Instance(InstanceId(3)), "cpu_percent", SeriesKind::Gauge, Some(&FunctionName::new("g").unwrap()), at(0.0), 1.0, at(0.0));
+    w.record(&Scope::Instance(InstanceId(3)), Metric::ContainerCpuPercent, Some(&FunctionName::new("g").unwrap()), at(0.0), 1.0, at(0.0));
     for (node, total) in [("c1", 10.0), ("c2", 30.0)] {
         for s in 0..3 {
-            w.record(&gateway(node, "f"), "requests_total", SeriesKind::Counter, Some(&f), at(f64::from(s)), total * f64::from(s), at(f64::from(s)));
+            w.record(&gateway(node, "f"), Metric::GatewayRequestsTotal, Some(&f), at(f64::from(s)), total * f64::from(s), at(f64::from(s)));
         }
     }
     assert_eq!(w.instances_of(&f), vec![InstanceId(1), InstanceId(2)]);
     assert_eq!(w.gateways_of(&f), vec![NodeId::new("c1").unwrap(), NodeId::new("c2").unwrap()]);
     let instances: Vec<Scope> = w.instances_of(&f).into_iter().map(Scope::Instance).collect();
     let range = Duration::from_secs(5);
-    assert_eq!(w.query_combined(&instances, "cpu_percent", Agg::Avg, range, at(2.0)), Some(60.0));
-    assert_eq!(w.query_combined(&instances, "cpu_percent", Agg::Last, range, at(2.0)), Some(120.0), "levels add up");
+    assert_eq!(w.query_combined(&instances, Metric::ContainerCpuPercent, Agg::Avg, range, at(2.0)), Some(60.0));
+    assert_eq!(w.query_combined(&instances, Metric::ContainerCpuPercent, Agg::Last, range, at(2.0)), Some(120.0), "levels add up");
     let gateways = [gateway("c1", "f"), gateway("c2", "f"), gateway("c3", "f")];
-    assert_eq!(w.query_combined(&gateways, "requests_total", Agg::Rate, range, at(2.0)), Some(40.0), "rates add up");
-    assert_eq!(w.query_combined(&gateways[2..], "requests_total", Agg::Rate, range, at(2.0)), None);
+    assert_eq!(w.query_combined(&gateways, Metric::GatewayRequestsTotal, Agg::Rate, range, at(2.0)), Some(40.0), "rates add up");
+    assert_eq!(w.query_combined(&gateways[2..], Metric::GatewayRequestsTotal, Agg::Rate, range, at(2.0)), None);
 }
 
 #[test]
 fn summaries_serialize_and_counters_render_as_prometheus_text() {
     let mut w = Windows::new(WindowsConfig::default());
     let n = node("a");
-    gauge(&mut w, &n, "cpu_percent", 0.0, 50.0);
-    gauge(&mut w, &n, "cpu_percent", 0.0, 50.0);
+    gauge(&mut w, &n, Metric::HostCpuPercent, 0.0, 50.0);
+    gauge(&mut w, &n, Metric::HostCpuPercent, 0.0, 50.0);
     let summary = w.summary(&n, Duration::from_secs(60), at(0.0));
     let json = serde_json::to_value(&summary).unwrap();
     assert_eq!(json, serde_json::json!([{"metric": "cpu_percent", "count": 1, "avg": 50.0, "min": 50.0, "max": 50.0, "p95": 50.0, "last": 50.0}]));
@@ -219,6 +219,7 @@ fn random_samples_agree_with_brute_force() {
     let mut rng = SplitMix64::new(7);
     for round in 0..300 {
         let kind = if round % 2 == 0 { SeriesKind::Gauge } else { SeriesKind::Counter };
+        let metric = if kind == SeriesKind::Gauge { Metric::HostLoad1 } else { Metric::GatewayRequestsTotal };
         let mut w = Windows::new(config.clone());
         let n = node("a");
         let mut kept: Vec<Offered> = Vec::new();
@@ -236,7 +237,7 @@ fn random_samples_agree_with_brute_force() {
             offered_ts.push(ts);
             let value = if kind == SeriesKind::Counter { counter_value(ts) } else { rng.below(1000) as f64 };
             let sample = Offered { ts, value, now: clock };
-            let outcome = w.record(&n, "x", kind, None, Timestamp(ts), value, Timestamp(clock));
+            let outcome = w.record(&n, metric, None, Timestamp(ts), value, Timestamp(clock));
             check_outcome(&kept, sample, outcome);
             if matches!(outcome, Recorded::Stored | Recorded::Late) {
                 kept.push(sample);
@@ -246,7 +247,7 @@ fn random_samples_agree_with_brute_force() {
         for _ in 0..10 {
             let now = newest + rng.below(30_000);
             let range = 1 + rng.below(400_000);
-            let q = |agg| w.query(&n, "x", agg, Duration::from_millis(range), Timestamp(now));
+            let q = |agg| w.query(&n, metric, agg, Duration::from_millis(range), Timestamp(now));
             let expected = brute_force(&kept, kind, range, now);
             let context = format!("round {round}, range {range} ms, now {now}");
             assert_eq!(q(Agg::Count), expected.count, "{context}");

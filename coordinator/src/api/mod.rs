@@ -1,5 +1,6 @@
-//! The coordinator's HTTP API (JSON): functions, instances and nodes for users
-//! and the CLI, desired sets and reports for agents.
+//! The coordinator's HTTP API (JSON): functions, instances and the cluster here;
+//! nodes, desired sets and agents' reports in `nodes`; rules, decision events
+//! and explanations in `decisions`.
 //!
 //! Every input is validated before anything changes; errors are 4xx with a JSON
 //! body naming the field and the fix, or 503 with `Retry-After` when the cluster
@@ -9,18 +10,22 @@
 //! Raft, and user-facing reads are linearizable (ReadIndex). Agents' long polls
 //! read the local state, which is enough for a reconciler.
 
-use crate::gateway::Gateway;
+mod decisions;
+mod nodes;
+
+use crate::decide::DecideConfig;
 use crate::http::{self, read_body, ApiError, Body};
 use crate::ingest::Telemetry;
-use crate::windows_api;
 use crate::raft::MemberChange;
-use crate::state::{Command, Response as Applied};
-use sluice_common::metrics;
+use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
+use crate::windows::{Agg, Metric, Scope};
+use crate::windows_api;
+use sluice_common::metrics;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use sluice_common::{FunctionName, FunctionSpec, Instance, InstanceId, InstanceState, NodeId, NodeInfo, NodeReport, Resources};
+use sluice_common::{FunctionName, FunctionSpec, Instance, InstanceId, InstanceState, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,20 +33,20 @@ use std::time::Duration;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The range over which a gateway's last counter values are looked for.
+const MAX_RANGE: Duration = Duration::from_secs(3600);
 /// Longest an agent's long poll may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Most instances one node report may carry.
 pub const MAX_REPORTED_INSTANCES: usize = 10_000;
-/// A live node's heartbeat is written to the log at most this often; the
-/// reports in between change nothing the cluster must remember.
-pub const HEARTBEAT_RECORD_EVERY: Duration = Duration::from_secs(5);
 /// How long adding a voter waits for it to catch up as a learner.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Api {
     store: Arc<Store>,
-    gateway: Arc<Gateway>,
     telemetry: Arc<Telemetry>,
+    /// The decision settings, for explaining placements as the leader would.
+    decide: DecideConfig,
 }
 
 /// A function as `GET /v1/functions` shows it.
@@ -56,17 +61,9 @@ pub struct FunctionView {
     pub cold_starts: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct NodeView {
-    #[serde(flatten)]
-    pub info: NodeInfo,
-    pub reserved: Resources,
-    pub instances: u32,
-}
-
 impl Api {
-    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>) -> Arc<Self> {
-        Arc::new(Self { store, gateway, telemetry })
+    pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>, decide: DecideConfig) -> Arc<Self> {
+        Arc::new(Self { store, telemetry, decide })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -140,6 +137,18 @@ impl Api {
                 let range = windows_api::parse_range(query_param(&req, "range"))?;
                 Ok(http::json(StatusCode::OK, &windows_api::function(&self.telemetry, &name, range, self.store.now())))
             }
+            (Method::POST, ["v1", "nodes", node, "drain"]) => self.set_draining(NodeId::new(*node)?, true).await,
+            (Method::DELETE, ["v1", "nodes", node, "drain"]) => self.set_draining(NodeId::new(*node)?, false).await,
+            (Method::GET, ["v1", "rules"]) => {
+                self.barrier().await?;
+                Ok(http::json(StatusCode::OK, &self.rules()))
+            }
+            (Method::PUT, ["v1", "rules"]) => self.put_rules(req).await,
+            (Method::POST, ["v1", "rules", "check"]) => self.check_rules(req).await,
+            (Method::GET, ["v1", "rules", "explain"]) => self.explain_rules(&req).await,
+            (Method::DELETE, ["v1", "rules", name]) => self.remove_rule(name).await,
+            (Method::GET, ["v1", "events"]) => self.events(&req).await,
+            (Method::GET, ["v1", "explain", "placement", name]) => self.explain_placement(FunctionName::new(*name)?).await,
             (Method::GET, ["v1", "metrics", "events"]) => {
                 let limit = parse_param::<usize>(&req, "limit")?.unwrap_or(100);
                 if limit == 0 || limit > windows_api::MAX_EVENTS {
@@ -147,12 +156,14 @@ impl Api {
                 }
                 Ok(http::json(StatusCode::OK, &self.telemetry.recent_events(limit)))
             }
-            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster" | "metrics", ..]) => Err(ApiError::new(
+            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster" | "metrics" | "rules" | "events" | "explain", ..]) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{method} is not supported on {path}: see the API reference in README.md"),
             )),
-            _ => Err(ApiError::not_found(format!("no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/cluster or /v1/metrics"))),
+            _ => Err(ApiError::not_found(format!(
+                "no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/rules, /v1/events, /v1/explain, /v1/cluster or /v1/metrics"
+            ))),
         }
     }
 
@@ -220,22 +231,9 @@ impl Api {
         Ok(http::json(status, &serde_json::json!({ "function": spec })))
     }
 
-    async fn report(&self, node: NodeId, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let bytes = read_body(req.into_body(), MAX_BODY * 64).await?;
-        let report: NodeReport = http::parse_json(&bytes)?;
-        if report.node != node {
-            return Err(ApiError::invalid("node", format!("report is for node {} but was sent to /v1/nodes/{node}: send it to its own node's path", report.node)));
-        }
-        if report.instances.len() > MAX_REPORTED_INSTANCES {
-            return Err(ApiError::invalid("instances", format!("{} instances in one report: send at most {MAX_REPORTED_INSTANCES}", report.instances.len())));
-        }
-        apply_report(&self.store, report).await.map_err(|e| ApiError::unavailable(&e))?;
-        Ok(http::json(StatusCode::OK, &serde_json::json!({"accepted": true})))
-    }
-
     fn functions(&self, only: Option<&FunctionName>) -> Vec<FunctionView> {
-        let load = self.gateway.load();
-        let counters = self.gateway_counters();
+        let now = self.store.now();
+        let windows = self.telemetry.windows();
         self.store.read(|s| {
             s.functions
                 .values()
@@ -245,37 +243,25 @@ impl Api {
                     for i in s.instances.values().filter(|i| i.function == spec.name) {
                         *instances.entry(i.state).or_insert(0) += 1;
                     }
-                    let l = load.function(&spec.name);
-                    let (requests, cold_starts) = counters.get(spec.name.as_str()).copied().unwrap_or_default();
-                    FunctionView { spec: spec.clone(), instances, requests, in_flight: l.in_flight, queued: l.queued, cold_starts }
+                    // Every gateway's latest figures, added up: counters since each gateway started.
+                    let gateways: Vec<Scope> = windows.gateways_of(&spec.name).into_iter().map(|n| Scope::Gateway(n, spec.name.clone())).collect();
+                    let last = |m: Metric, range: Duration| windows.query_combined(&gateways, m, Agg::Last, range, now).unwrap_or(0.0);
+                    let fresh = crate::decide::load::FRESH;
+                    FunctionView {
+                        spec: spec.clone(),
+                        instances,
+                        requests: last(Metric::GatewayRequestsTotal, MAX_RANGE) as u64,
+                        in_flight: last(Metric::GatewayInFlight, fresh) as u32,
+                        queued: last(Metric::GatewayQueued, fresh) as u32,
+                        cold_starts: last(Metric::GatewayColdStartsTotal, MAX_RANGE) as u64,
+                    }
                 })
                 .collect()
         })
-    }
-
-    fn gateway_counters(&self) -> BTreeMap<String, (u64, u64)> {
-        self.gateway
-            .routes()
-            .into_iter()
-            .map(|r| (r.name.to_string(), (r.counters.requests.load(Ordering::Relaxed), r.counters.cold_starts.load(Ordering::Relaxed))))
-            .collect()
     }
 
     fn instances(&self, only: Option<&FunctionName>) -> Vec<Instance> {
         self.store.read(|s| s.instances.values().filter(|i| only.is_none_or(|o| o == &i.function)).cloned().collect())
-    }
-
-    fn nodes(&self) -> Vec<NodeView> {
-        self.store.read(|s| {
-            s.nodes
-                .values()
-                .map(|n| NodeView {
-                    info: n.clone(),
-                    reserved: s.reserved_on(&n.id),
-                    instances: s.instances.values().filter(|i| i.node == n.id && i.state.is_live()).count() as u32,
-                })
-                .collect()
-        })
     }
 
     fn metrics(&self) -> Response<Body> {
@@ -321,31 +307,6 @@ impl Api {
         }
         http::text(out)
     }
-}
-
-/// Applies an agent's report: the node is alive, and each instance whose state
-/// changed is recorded. Unchanged instances and repeated heartbeats cost nothing:
-/// a heartbeat reaches the log only when the node is new, its capacity changed,
-/// or its last recorded one is older than `HEARTBEAT_RECORD_EVERY`.
-pub async fn apply_report(store: &Store, report: NodeReport) -> Result<(), crate::raft::RaftError> {
-    let at = store.now();
-    let record = store.read(|s| match s.nodes.get(&report.node) {
-        Some(n) => n.capacity != report.capacity || at.since(n.last_seen) >= HEARTBEAT_RECORD_EVERY,
-        None => true,
-    });
-    if record {
-        store.execute(Command::NodeSeen { node: report.node.clone(), capacity: report.capacity, at }).await?;
-    }
-    for r in report.instances {
-        let changed = store.read(|s| match s.instances.get(&r.id) {
-            Some(known) => known.state != r.state || (r.endpoint.is_some() && known.endpoint != r.endpoint),
-            None => r.id.0 >= s.next_instance,
-        });
-        if changed {
-            store.execute(Command::ReportInstance { node: report.node.clone(), report: r, at }).await?;
-        }
-    }
-    Ok(())
 }
 
 fn parse_member_id(id: &str) -> Result<u64, ApiError> {

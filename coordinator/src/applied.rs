@@ -1,18 +1,22 @@
-//! The applied state: the cluster state as of the last applied log entry, and
-//! the watches that wake whoever follows it (the gateway's routes, agents'
-//! long polls, the controller).
+//! The applied state: the cluster state as of the last applied log entry, the
+//! decisions applied so far (the event log), and the watches that wake whoever
+//! follows it (the gateway's routes, agents' long polls, the controller).
 //!
 //! Only the Raft replica writes it, by applying committed entries or restoring
 //! a snapshot; everyone else reads.
 
+use crate::events::{DecisionEvent, EventLog};
 use crate::state::ClusterState;
 use sluice_common::FunctionName;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
-pub struct Machine {
+pub struct AppliedState {
     state: RwLock<ClusterState>,
+    /// Every coordinator applies the same plans, so every one holds the same
+    /// recent decisions, and a new leader can explain its predecessor's.
+    events: Mutex<EventLog>,
     /// The index of the last applied log entry.
     applied: watch::Sender<u64>,
     /// Mirrors `ClusterState::desired_revision`.
@@ -30,10 +34,16 @@ pub struct DirtyRoutes {
     pub functions: BTreeSet<FunctionName>,
 }
 
-impl Machine {
+impl AppliedState {
     pub fn new() -> Arc<Self> {
         let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new() });
-        Arc::new(Self { state: RwLock::new(ClusterState::default()), applied: watch::channel(0).0, desired: watch::channel(0).0, dirty })
+        Arc::new(Self {
+            state: RwLock::new(ClusterState::default()),
+            events: Mutex::new(EventLog::default()),
+            applied: watch::channel(0).0,
+            desired: watch::channel(0).0,
+            dirty,
+        })
     }
 
     /// Keep the guard short: the replica waits for it to apply.
@@ -61,6 +71,18 @@ impl Machine {
             let revision = self.read().desired_revision;
             self.desired.send_replace(revision);
         }
+    }
+
+    /// Adds applied decisions to the event log.
+    pub(crate) fn record_events(&self, events: Vec<DecisionEvent>) {
+        if !events.is_empty() {
+            self.events.lock().expect("event log lock poisoned").extend(events);
+        }
+    }
+
+    /// The latest decisions, newest last, of `function` if given.
+    pub fn events(&self, function: Option<&sluice_common::FunctionName>, limit: usize) -> Vec<DecisionEvent> {
+        self.events.lock().expect("event log lock poisoned").latest(function, limit)
     }
 
     /// The routes changed since the last call.

@@ -1,0 +1,409 @@
+//! The replicated state machine: the log's entries (`Command`) and `apply`,
+//! which turns the cluster state from one entry to the next.
+//!
+//! `apply` is a pure function of (state, command, log position): no clock, no
+//! I/O. Time arrives inside the command, stamped by whoever proposed it, so
+//! every replica that applies the same log reaches the same state. New command
+//! variants are only ever appended, never reordered, because a log written by
+//! an older version must still replay; the first variants below are such
+//! entries, no longer proposed.
+
+use crate::events::DecisionEvent;
+use crate::plan::{Action, Decision, Outcome, Plan, Reason};
+use crate::state::{is_serving_state, reservation, ClusterState, Firing};
+use serde::{Deserialize, Serialize};
+use sluice_common::rules::{Rule, RuleName};
+use sluice_common::{FunctionName, FunctionSpec, Health, Instance, InstanceId, InstanceReport, InstanceState, NodeId, NodeInfo, NodeReport, Resources, Timestamp};
+
+/// A change to the cluster state: the entries of the replicated log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Create or update a function.
+    PutFunction { spec: FunctionSpec },
+    /// Delete a function and stop all its instances.
+    RemoveFunction { name: FunctionName },
+    /// Replayed from older logs: a node's heartbeat (now liveness stays out of the log).
+    NodeSeen { node: NodeId, capacity: Resources, at: Timestamp },
+    /// Replayed from older logs: one placement (now a `Plan`).
+    StartInstance { function: FunctionName, node: NodeId, at: Timestamp },
+    /// Replayed from older logs: one stop (now a `Plan`).
+    StopInstance { id: InstanceId, reason: String, at: Timestamp },
+    /// Replayed from older logs: one instance of a report (now a `Report`).
+    ReportInstance { node: NodeId, report: InstanceReport, at: Timestamp },
+    /// Forget instances that have been gone since before `before`.
+    PruneGone { before: Timestamp },
+    /// The leader's decisions of one round.
+    Plan(Plan),
+    /// An agent's report: the node's facts and the instances whose state changed.
+    Report { report: NodeReport, at: Timestamp },
+    /// An operator drains a node (or stops draining it).
+    SetDraining { node: NodeId, draining: bool, at: Timestamp },
+    /// Create or replace rules, all at once.
+    PutRules { rules: Vec<Rule> },
+    /// Delete a rule.
+    RemoveRule { name: RuleName },
+}
+
+/// Where an entry sits in the log: plans check the term they were made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// The outcome of applying one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    FunctionCreated,
+    FunctionUpdated,
+    InstanceStarted { id: InstanceId },
+    /// Each decision of a plan, in order.
+    Planned { outcomes: Vec<Outcome> },
+    /// The command was valid but refers to something that does not exist.
+    NotFound { what: String },
+    /// The command was refused for a reason the state explains.
+    Rejected { reason: String },
+}
+
+/// What a command changed, so that callers wake only whom it concerns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Effects {
+    /// Some node's desired set changed.
+    pub desired_changed: bool,
+    /// Functions whose route (spec or ready instances) may have changed.
+    pub routes: Vec<FunctionName>,
+    /// The decisions of a plan, for the event log.
+    pub events: Vec<DecisionEvent>,
+}
+
+/// Applies one command. Pure: the same state, command and position always give the same result.
+pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Response, Effects) {
+    let mut fx = Effects::default();
+    let response = match cmd {
+        Command::PutFunction { spec } => {
+            fx.routes.push(spec.name.clone());
+            let existed = state.functions.insert(spec.name.clone(), spec.clone()).is_some();
+            // Running instances pick up the new spec on their next start; the desired
+            // sets carry the spec, so agents must hear about it.
+            fx.desired_changed = existed && state.live_instances(&spec.name).next().is_some();
+            if existed {
+                Response::FunctionUpdated
+            } else {
+                Response::FunctionCreated
+            }
+        }
+        Command::RemoveFunction { name } => remove_function(state, name, &mut fx),
+        Command::NodeSeen { node, capacity, at } => {
+            record_node(state, node, *capacity, None, *at);
+            Response::Ok
+        }
+        Command::StartInstance { function, node, at } => {
+            if !state.functions.contains_key(function) {
+                Response::NotFound { what: format!("function {function}") }
+            } else if !state.nodes.contains_key(node) {
+                Response::NotFound { what: format!("node {node}") }
+            } else {
+                fx.desired_changed = true;
+                Response::InstanceStarted { id: new_instance(state, function, node, None, *at) }
+            }
+        }
+        Command::StopInstance { id, reason, at } => {
+            stop(state, *id, reason, *at, &mut fx);
+            Response::Ok
+        }
+        Command::ReportInstance { node, report, at } => apply_instance_report(state, node, report, *at, &mut fx),
+        Command::PruneGone { before } => {
+            state.prune_gone(*before);
+            Response::Ok
+        }
+        Command::Plan(plan) => apply_plan(state, plan, at, &mut fx),
+        Command::Report { report, at } => {
+            let facts = NodeFacts { labels: report.labels.clone(), max_instances: report.max_instances, images: report.images.clone() };
+            record_node(state, &report.node, report.capacity, Some(facts), *at);
+            for r in &report.instances {
+                apply_instance_report(state, &report.node, r, *at, &mut fx);
+            }
+            Response::Ok
+        }
+        Command::SetDraining { node, draining, at } => match state.nodes.get_mut(node) {
+            None => Response::NotFound { what: format!("node {node}") },
+            Some(n) => {
+                if n.draining != *draining {
+                    n.draining = *draining;
+                    n.state_since = *at;
+                }
+                Response::Ok
+            }
+        },
+        Command::PutRules { rules } => {
+            for rule in rules {
+                state.rules.insert(rule.name.clone(), rule.clone());
+            }
+            Response::Ok
+        }
+        Command::RemoveRule { name } => match state.rules.remove(name) {
+            Some(_) => {
+                for memory in state.memory.values_mut() {
+                    memory.firings.remove(name);
+                }
+                Response::Ok
+            }
+            None => Response::NotFound { what: format!("rule {name}") },
+        },
+    };
+    if fx.desired_changed {
+        state.desired_revision += 1;
+    }
+    (response, fx)
+}
+
+fn remove_function(state: &mut ClusterState, name: &FunctionName, fx: &mut Effects) -> Response {
+    if state.functions.remove(name).is_none() {
+        return Response::NotFound { what: format!("function {name}") };
+    }
+    fx.routes.push(name.clone());
+    let live: Vec<InstanceId> = state.live_of(name).filter(|i| i.state != InstanceState::Stopping).map(|i| i.id).collect();
+    for id in live {
+        if let Some(inst) = state.instances.get_mut(&id) {
+            inst.state = InstanceState::Stopping;
+            inst.reason = Some("function removed".into());
+            fx.desired_changed = true;
+        }
+    }
+    state.memory.remove(name);
+    Response::Ok
+}
+
+/// The facts of a node that only a full report carries.
+struct NodeFacts {
+    labels: sluice_common::labels::Labels,
+    max_instances: Option<u32>,
+    images: std::collections::BTreeSet<String>,
+}
+
+fn record_node(state: &mut ClusterState, node: &NodeId, capacity: Resources, facts: Option<NodeFacts>, at: Timestamp) {
+    let info = state.nodes.entry(node.clone()).or_insert_with(|| NodeInfo::new(node.clone(), capacity, at));
+    info.capacity = capacity;
+    info.recorded_at = at;
+    if let Some(f) = facts {
+        info.labels = f.labels;
+        info.max_instances = f.max_instances;
+        info.images = f.images;
+    }
+}
+
+fn new_instance(state: &mut ClusterState, function: &FunctionName, node: &NodeId, replaces: Option<InstanceId>, at: Timestamp) -> InstanceId {
+    state.next_instance = state.next_instance.max(1);
+    let id = InstanceId(state.next_instance);
+    state.next_instance += 1;
+    state.insert_instance(Instance {
+        id,
+        function: function.clone(),
+        node: node.clone(),
+        state: InstanceState::Pending,
+        endpoint: None,
+        created_at: at,
+        state_since: at,
+        reason: None,
+        replaces,
+    });
+    id
+}
+
+/// Takes a serving instance out of service. False if it was not serving.
+fn stop(state: &mut ClusterState, id: InstanceId, reason: &str, at: Timestamp, fx: &mut Effects) -> bool {
+    let Some(inst) = state.instances.get_mut(&id) else { return false };
+    if !is_serving_state(inst.state) {
+        return false;
+    }
+    inst.reason = Some(reason.to_string());
+    let (function, was_ready) = (inst.function.clone(), inst.state == InstanceState::Ready);
+    state.set_instance_state(id, InstanceState::Stopping, at);
+    fx.desired_changed = true;
+    if was_ready {
+        fx.routes.push(function);
+    }
+    true
+}
+
+fn apply_plan(state: &mut ClusterState, plan: &Plan, pos: LogPosition, fx: &mut Effects) -> Response {
+    if plan.term != pos.term {
+        // Proposed by a leader of another term and committed by this one (a
+        // deposed leader's proposal, forwarded): its view is stale.
+        let why = format!("plan made in term {} reached the log in term {}: a deposed leader's decisions are void", plan.term, pos.term);
+        for d in &plan.decisions {
+            fx.events.push(DecisionEvent::new(pos, plan.at, d, state, Outcome::Refused { why: why.clone() }));
+        }
+        return Response::Rejected { reason: why };
+    }
+    let mut outcomes = Vec::with_capacity(plan.decisions.len());
+    for d in &plan.decisions {
+        // Resolve the event's subject before the action may change or prune it.
+        let mut event = DecisionEvent::new(pos, plan.at, d, state, Outcome::Done);
+        let outcome = apply_decision(state, d, plan.at, fx);
+        event.outcome = outcome.clone();
+        if let Outcome::Started { id } = &outcome {
+            event.instance = Some(*id);
+        }
+        fx.events.push(event);
+        outcomes.push(outcome);
+    }
+    Response::Planned { outcomes }
+}
+
+fn apply_decision(state: &mut ClusterState, d: &Decision, at: Timestamp, fx: &mut Effects) -> Outcome {
+    let refused = |why: String| Outcome::Refused { why };
+    match &d.action {
+        Action::Start { function, node, replaces, .. } => match check_start(state, function, node, *replaces) {
+            Err(why) => refused(why),
+            Ok(()) => {
+                fx.desired_changed = true;
+                Outcome::Started { id: new_instance(state, function, node, *replaces, at) }
+            }
+        },
+        Action::Stop { id } => {
+            let function = state.instances.get(id).map(|i| i.function.clone());
+            if !stop(state, *id, &d.reason.to_string(), at, fx) {
+                return refused(format!("instance {id} is not serving"));
+            }
+            if let (Some(f), Reason::Demand { .. } | Reason::Rule { .. }) = (function, &d.reason) {
+                state.memory.entry(f).or_default().last_scale_down = Some(at);
+            }
+            Outcome::Done
+        }
+        Action::Pause { id } => match state.instances.get(id) {
+            Some(i) if i.state == InstanceState::Ready => {
+                let f = i.function.clone();
+                state.set_instance_state(*id, InstanceState::Paused, at);
+                fx.desired_changed = true;
+                fx.routes.push(f);
+                Outcome::Done
+            }
+            _ => refused(format!("instance {id} is not ready")),
+        },
+        Action::Resume { id } => match state.instances.get(id) {
+            Some(i) if i.state == InstanceState::Paused => {
+                state.set_instance_state(*id, InstanceState::Starting, at);
+                fx.desired_changed = true;
+                Outcome::Done
+            }
+            _ => refused(format!("instance {id} is not paused")),
+        },
+        Action::MarkLost { id } => {
+            let Some(inst) = state.instances.get(id) else { return refused(format!("instance {id} does not exist")) };
+            let node_down = state.nodes.get(&inst.node).is_some_and(|n| n.health == Health::Down);
+            if !node_down || !inst.state.is_live() {
+                return refused(format!("instance {id} is not live on a down node"));
+            }
+            let (function, was_serving) = (inst.function.clone(), is_serving_state(inst.state));
+            if let Some(inst) = state.instances.get_mut(id) {
+                inst.reason = Some(d.reason.to_string());
+                inst.endpoint = None;
+            }
+            state.set_instance_state(*id, InstanceState::Gone, at);
+            fx.desired_changed |= was_serving;
+            fx.routes.push(function);
+            Outcome::Done
+        }
+        Action::SetHealth { node, health } => match state.nodes.get_mut(node) {
+            None => refused(format!("node {node} does not exist")),
+            Some(n) => {
+                if n.health != *health {
+                    n.health = *health;
+                    n.state_since = at;
+                }
+                Outcome::Done
+            }
+        },
+        Action::Fired { function, rule, base } => {
+            if !state.functions.contains_key(function) || !state.rules.contains_key(rule) {
+                return refused(format!("function {function} or rule {rule} no longer exists"));
+            }
+            state.memory.entry(function.clone()).or_default().firings.insert(rule.clone(), Firing { at, base: *base });
+            Outcome::Done
+        }
+        Action::Panic { function, ready } => {
+            if !state.functions.contains_key(function) {
+                return refused(format!("function {function} no longer exists"));
+            }
+            state.memory.entry(function.clone()).or_default().panic = Some(Firing { at, base: *ready });
+            Outcome::Done
+        }
+        Action::Prune { before } => {
+            state.prune_gone(*before);
+            Outcome::Done
+        }
+    }
+}
+
+/// The conditions a placement must still meet when it is applied.
+fn check_start(state: &ClusterState, function: &FunctionName, node: &NodeId, replaces: Option<InstanceId>) -> Result<(), String> {
+    let spec = state.functions.get(function).ok_or_else(|| format!("function {function} no longer exists"))?;
+    let info = state.nodes.get(node).ok_or_else(|| format!("node {node} does not exist"))?;
+    if !info.schedulable() {
+        return Err(format!("node {node} is {}", info.state_name()));
+    }
+    if !state.reserved_on(node).plus(&reservation(spec)).fits_within(&info.capacity) {
+        return Err(format!("node {node} has no room left"));
+    }
+    let on_node = state.live_on(node).count() as u32;
+    if info.max_instances.is_some_and(|max| on_node >= max) {
+        return Err(format!("node {node} holds its maximum of instances"));
+    }
+    let replaced_live = replaces.is_some_and(|old| state.instances.get(&old).is_some_and(|i| &i.function == function && is_serving_state(i.state)));
+    if replaces.is_some() && !replaced_live {
+        return Err("the instance to replace is no longer serving".into());
+    }
+    let counted = state.counted_instances(function);
+    if !replaced_live && counted >= spec.max_instances {
+        return Err(format!("{function} already has its maximum of {} instances", spec.max_instances));
+    }
+    Ok(())
+}
+
+/// Merges an agent's observation. The coordinator's decisions win over stale
+/// observations: an instance taken out of service never comes back to Ready.
+fn apply_instance_report(state: &mut ClusterState, node: &NodeId, report: &InstanceReport, at: Timestamp, fx: &mut Effects) -> Response {
+    let Some(inst) = state.instances.get_mut(&report.id) else {
+        // A container this state does not know (e.g. from before a restart): make
+        // sure its id is never handed out again; the agent stops it since it is not desired.
+        state.next_instance = state.next_instance.max(report.id.0 + 1);
+        return Response::NotFound { what: format!("instance {}", report.id) };
+    };
+    if &inst.node != node || inst.function != report.function {
+        return Response::Rejected { reason: format!("instance {} belongs to node {} and function {}", inst.id, inst.node, inst.function) };
+    }
+    use InstanceState::*;
+    let allowed = match (inst.state, report.state) {
+        (Gone, _) => false,
+        (_, Gone) => true,
+        (Stopping, _) => false,
+        (_, Stopping) => true,
+        // A pause is the coordinator's decision: a late Ready must not undo it.
+        (Paused, Ready) => false,
+        (Pending | Starting | Ready | Paused, Starting | Ready | Paused) => true,
+        (_, Pending) => false,
+    };
+    if !allowed {
+        return Response::Ok;
+    }
+    if report.state == Gone && is_serving_state(inst.state) {
+        fx.desired_changed = true;
+    }
+    if report.endpoint.is_some() || report.state == Gone {
+        inst.endpoint = report.endpoint.clone();
+    }
+    if report.reason.is_some() {
+        inst.reason = report.reason.clone();
+    }
+    let (id, function) = (inst.id, inst.function.clone());
+    state.set_instance_state(id, report.state, at);
+    fx.routes.push(function);
+    Response::Ok
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! Tests of `apply`: instance lifecycles, agent reports, and plans re-checked
+//! when they apply.
+
+use super::*;
+use crate::plan::{Mode, PlacementNote};
+use sluice_common::{Endpoint, ImageRef};
+
+const POS: LogPosition = LogPosition { index: 1, term: 3 };
+
+fn name(s: &str) -> FunctionName {
+    FunctionName::new(s).unwrap()
+}
+fn node(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+fn spec(n: &str) -> FunctionSpec {
+    FunctionSpec::new(name(n), ImageRef::parse("sluice/hello:latest").unwrap())
+}
+fn report(id: InstanceId, f: &str, s: InstanceState) -> InstanceReport {
+    let endpoint = (s == InstanceState::Ready).then(|| Endpoint { host: "127.0.0.1".into(), port: 4000 });
+    InstanceReport { id, function: name(f), state: s, endpoint, reason: None }
+}
+fn node_report(n: &str, cpu: u64, instances: Vec<InstanceReport>) -> Command {
+    let report = NodeReport {
+        node: node(n),
+        capacity: Resources { cpu_millis: cpu, memory_mb: 4096 },
+        instances,
+        at: Timestamp(1),
+        labels: Default::default(),
+        max_instances: None,
+        images: Default::default(),
+    };
+    Command::Report { report, at: Timestamp(1) }
+}
+fn demand() -> Reason {
+    Reason::Demand { desired: 1, live: 0, stable: 1.0, panic: 1.0, now: 1.0, target: 2.8, mode: Mode::Stable }
+}
+fn start(f: &str, n: &str) -> Decision {
+    Decision { action: Action::Start { function: name(f), node: node(n), replaces: None, placement: PlacementNote { score: 1.0, feasible: 1, considered: 1 } }, reason: demand() }
+}
+fn plan(term: u64, decisions: Vec<Decision>) -> Command {
+    Command::Plan(Plan { term, at: Timestamp(2), decisions })
+}
+fn outcomes(r: Response) -> Vec<Outcome> {
+    match r {
+        Response::Planned { outcomes } => outcomes,
+        other => panic!("not a plan response: {other:?}"),
+    }
+}
+
+fn cluster_with_instance() -> (ClusterState, InstanceId) {
+    let mut st = ClusterState::default();
+    apply(&mut st, &Command::PutFunction { spec: spec("hello") }, POS);
+    apply(&mut st, &node_report("n1", 4000, vec![]), POS);
+    let (r, e) = apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS);
+    assert!(e.desired_changed);
+    let [Outcome::Started { id }] = outcomes(r)[..] else { panic!("not started") };
+    (st, id)
+}
+
+#[test]
+fn started_instances_are_desired_on_their_node() {
+    let (st, id) = cluster_with_instance();
+    let set = st.desired_for(&node("n1"));
+    assert_eq!(set.instances.len(), 1);
+    assert_eq!(set.instances[0].id, id);
+    assert_eq!(set.revision, 1);
+    assert!(st.desired_for(&node("n2")).instances.is_empty());
+    assert_eq!(st.reserved_on(&node("n1")), Resources { cpu_millis: 250, memory_mb: 128 });
+}
+
+#[test]
+fn reports_move_instances_forward_only() {
+    let (mut st, id) = cluster_with_instance();
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+    assert!(st.instances[&id].endpoint.is_some());
+    let (_, e) = apply(&mut st, &plan(3, vec![Decision { action: Action::Stop { id }, reason: demand() }]), POS);
+    assert!(e.desired_changed);
+    // Taking a ready instance out of service changes its function's route.
+    assert_eq!(e.routes, vec![name("hello")]);
+    // a stale Ready report must not bring it back
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Stopping);
+    assert!(st.desired_for(&node("n1")).instances.is_empty());
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Gone)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Gone);
+    assert_eq!(st.reserved_on(&node("n1")), Resources::default(), "a gone instance reserves nothing");
+    apply(&mut st, &Command::PruneGone { before: Timestamp(7) }, POS);
+    assert!(st.instances.is_empty());
+}
+
+#[test]
+fn a_crash_report_frees_the_slot() {
+    let (mut st, id) = cluster_with_instance();
+    let (_, e) = apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Gone)]), POS);
+    assert!(e.desired_changed);
+    assert_eq!(st.live_instances(&name("hello")).count(), 0);
+}
+
+#[test]
+fn reports_from_the_wrong_node_are_rejected() {
+    let (mut st, id) = cluster_with_instance();
+    apply(&mut st, &node_report("n2", 4000, vec![report(id, "hello", InstanceState::Gone)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Pending);
+}
+
+#[test]
+fn unknown_reported_ids_are_never_reused() {
+    let mut st = ClusterState::default();
+    apply(&mut st, &node_report("n1", 4000, vec![report(InstanceId(41), "hello", InstanceState::Ready)]), POS);
+    apply(&mut st, &Command::PutFunction { spec: spec("hello") }, POS);
+    let r = apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS).0;
+    assert_eq!(outcomes(r), vec![Outcome::Started { id: InstanceId(42) }]);
+}
+
+#[test]
+fn removing_a_function_stops_its_instances() {
+    let (mut st, id) = cluster_with_instance();
+    let (r, e) = apply(&mut st, &Command::RemoveFunction { name: name("hello") }, POS);
+    assert_eq!(r, Response::Ok);
+    assert!(e.desired_changed);
+    assert_eq!(st.instances[&id].state, InstanceState::Stopping);
+    let (r, _) = apply(&mut st, &Command::RemoveFunction { name: name("hello") }, POS);
+    assert!(matches!(r, Response::NotFound { .. }));
+}
+
+#[test]
+fn a_plan_from_another_term_changes_nothing() {
+    // A deposed leader's controller proposes after it lost leadership; raft
+    // forwards the proposal and the new leader commits it in its own term.
+    let (mut st, _) = cluster_with_instance();
+    let before = st.clone();
+    let (r, e) = apply(&mut st, &plan(2, vec![start("hello", "n1")]), POS);
+    assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+    assert_eq!(st, before);
+    assert!(!e.desired_changed);
+    assert!(e.events.iter().all(|ev| matches!(ev.outcome, Outcome::Refused { .. })));
+}
+
+#[test]
+fn placements_are_rechecked_against_capacity_and_max() {
+    let mut st = ClusterState::default();
+    let mut s = spec("hello");
+    s.max_instances = 3;
+    apply(&mut st, &Command::PutFunction { spec: s }, POS);
+    apply(&mut st, &node_report("n1", 500, vec![]), POS);
+    apply(&mut st, &node_report("n2", 4000, vec![]), POS);
+    // n1 holds two at 250 millis; the third is refused there, the fourth by max.
+    let r = apply(&mut st, &plan(3, vec![start("hello", "n1"), start("hello", "n1"), start("hello", "n1"), start("hello", "n2"), start("hello", "n2")]), POS).0;
+    let o = outcomes(r);
+    assert!(matches!(o[0], Outcome::Started { .. }) && matches!(o[1], Outcome::Started { .. }));
+    assert!(matches!(&o[2], Outcome::Refused { why } if why.contains("no room")), "{:?}", o[2]);
+    assert!(matches!(o[3], Outcome::Started { .. }));
+    assert!(matches!(&o[4], Outcome::Refused { why } if why.contains("maximum")), "{:?}", o[4]);
+    assert_eq!(st.counted_instances(&name("hello")), 3);
+}
+
+#[test]
+fn a_replacement_may_exceed_max_by_the_instance_it_replaces() {
+    let (mut st, id) = cluster_with_instance();
+    st.functions.get_mut(&name("hello")).unwrap().max_instances = 1;
+    apply(&mut st, &node_report("n2", 4000, vec![]), POS);
+    let moved = Decision { action: Action::Start { function: name("hello"), node: node("n2"), replaces: Some(id), placement: PlacementNote { score: 1.0, feasible: 1, considered: 2 } }, reason: Reason::Drain { node: node("n1") } };
+    let o = outcomes(apply(&mut st, &plan(3, vec![moved.clone()]), POS).0);
+    assert!(matches!(o[0], Outcome::Started { .. }), "{o:?}");
+    assert_eq!(st.counted_instances(&name("hello")), 1, "the old one counts through its replacement");
+    // A second replacement of the same instance, or a plain start, is over max.
+    let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n2")]), POS).0);
+    assert!(matches!(o[0], Outcome::Refused { .. }), "{o:?}");
+}
+
+#[test]
+fn draining_and_down_nodes_take_no_new_instances() {
+    let (mut st, _) = cluster_with_instance();
+    apply(&mut st, &Command::SetDraining { node: node("n1"), draining: true, at: Timestamp(5) }, POS);
+    let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS).0);
+    assert!(matches!(&o[0], Outcome::Refused { why } if why.contains("draining")), "{o:?}");
+    apply(&mut st, &Command::SetDraining { node: node("n1"), draining: false, at: Timestamp(6) }, POS);
+    let down = Decision { action: Action::SetHealth { node: node("n1"), health: Health::Down }, reason: Reason::Liveness { silent_secs: 20 } };
+    apply(&mut st, &plan(3, vec![down]), POS);
+    let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS).0);
+    assert!(matches!(&o[0], Outcome::Refused { why } if why.contains("down")), "{o:?}");
+}
+
+#[test]
+fn instances_on_a_down_node_are_lost_and_stay_lost() {
+    let (mut st, id) = cluster_with_instance();
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    let lost = Decision { action: Action::MarkLost { id }, reason: Reason::NodeLost { node: node("n1") } };
+    // Not while the node is up.
+    assert!(matches!(outcomes(apply(&mut st, &plan(3, vec![lost.clone()]), POS).0)[0], Outcome::Refused { .. }));
+    let down = Decision { action: Action::SetHealth { node: node("n1"), health: Health::Down }, reason: Reason::Liveness { silent_secs: 20 } };
+    let (_, e) = apply(&mut st, &plan(3, vec![down, lost]), POS);
+    assert!(e.desired_changed);
+    assert_eq!(st.instances[&id].state, InstanceState::Gone);
+    // The agent comes back and still reports it running: it stays gone.
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Gone);
+    assert!(st.desired_for(&node("n1")).instances.is_empty());
+}
+
+#[test]
+fn the_index_survives_a_snapshot() {
+    let (mut st, id) = cluster_with_instance();
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    let text = serde_json::to_string(&st).unwrap();
+    let back: ClusterState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, st);
+    assert_eq!(back.live_instances(&name("hello")).count(), 1);
+    assert_eq!(back.reserved_on(&node("n1")), st.reserved_on(&node("n1")));
+}
+
+#[test]
+fn commands_round_trip_through_json() {
+    let cmd = plan(4, vec![start("hello", "n1"), Decision { action: Action::Stop { id: InstanceId(3) }, reason: demand() }]);
+    let text = serde_json::to_string(&cmd).unwrap();
+    assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), cmd);
+    // An entry an older version wrote still reads.
+    let old = r#"{"type":"stop_instance","id":3,"reason":"idle","at":9}"#;
+    assert!(matches!(serde_json::from_str::<Command>(old).unwrap(), Command::StopInstance { .. }));
+}
