@@ -115,7 +115,7 @@ impl Coordinator {
         let store = Store::new(applied, raft.handle.clone(), clock.clone());
         let gateway = Gateway::new(store.clone(), clock.clone());
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
-        let api = Api::new(store.clone(), telemetry.clone(), config.controller.decide.clone());
+        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone());
         let bus: Arc<dyn MetricsBus> = config.bus.clone().unwrap_or_else(|| Arc::new(InProcessBus::new()));
 
         let mut tasks = JoinSet::new();

@@ -58,7 +58,7 @@ async fn first_call_is_a_cold_start_and_the_second_is_warm() -> Result<()> {
 }
 
 #[tokio::test]
-async fn fifty_concurrent_calls_to_a_cold_function_start_only_what_concurrency_needs() -> Result<()> {
+async fn fifty_concurrent_calls_to_a_cold_function_start_what_the_policy_asks_not_one_per_call() -> Result<()> {
     let c = Cluster::start("t-burst").await?;
     c.deploy(json!({"name": "sleepy", "image": sleep_image(), "min_instances": 0, "max_instances": 20, "concurrency": 10, "queue_limit": 100})).await?;
     let calls = (0..50).map(|_| {
@@ -73,9 +73,9 @@ async fn fifty_concurrent_calls_to_a_cold_function_start_only_what_concurrency_n
         served_by.insert(r.header("x-sluice-instance").unwrap());
     }
     let started = c.instances("sleepy").await?.len();
-    // 50 requests at concurrency 10 need 5 instances; never more.
-    assert!(started <= 5, "started {started} instances for 50 requests at concurrency 10");
-    assert!(served_by.len() <= 5);
+    // 50 requests at a target of 70% of concurrency 10 ask for ceil(50 / 7) = 8 instances; never more.
+    assert!(started <= 8, "started {started} instances for 50 requests at concurrency 10");
+    assert!(served_by.len() <= 8);
     assert_eq!(c.containers("sleepy").await?.len(), started, "one container per instance");
     c.stop().await
 }
@@ -83,7 +83,9 @@ async fn fifty_concurrent_calls_to_a_cold_function_start_only_what_concurrency_n
 #[tokio::test]
 async fn idle_instances_stop_and_the_function_scales_to_zero() -> Result<()> {
     let c = Cluster::start("t-zero").await?;
-    c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 0, "idle_timeout_secs": 1})).await?;
+    // Short windows: demand leaves the stable window in 6 s, then 1 s of grace.
+    let scaling = json!({"stable_window_secs": 6, "panic_window_secs": 2});
+    c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 0, "idle_timeout_secs": 1, "scaling": scaling})).await?;
     let r = c.http.get(&c.function_url("hello", "")).await?;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(c.running_containers("hello").await?.len(), 1);

@@ -14,12 +14,14 @@ mod decisions;
 mod nodes;
 
 use crate::decide::DecideConfig;
+use crate::gateway::Gateway;
 use crate::http::{self, read_body, ApiError, Body};
 use crate::ingest::Telemetry;
 use crate::raft::MemberChange;
 use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
 use crate::windows::{Agg, Metric, Scope};
+use crate::node;
 use crate::windows_api;
 use sluice_common::metrics;
 use hyper::body::Incoming;
@@ -44,6 +46,8 @@ pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Api {
     store: Arc<Store>,
+    /// This coordinator's gateway: its counters are read live, the others' from the windows.
+    gateway: Arc<Gateway>,
     telemetry: Arc<Telemetry>,
     /// The decision settings, for explaining placements as the leader would.
     decide: DecideConfig,
@@ -62,8 +66,8 @@ pub struct FunctionView {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>, decide: DecideConfig) -> Arc<Self> {
-        Arc::new(Self { store, telemetry, decide })
+    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>, decide: DecideConfig) -> Arc<Self> {
+        Arc::new(Self { store, gateway, telemetry, decide })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -231,8 +235,12 @@ impl Api {
         Ok(http::json(status, &serde_json::json!({ "function": spec })))
     }
 
+    /// Functions with their instances and request figures: this coordinator's
+    /// gateway read live, every other gateway as its latest figures in the windows.
     fn functions(&self, only: Option<&FunctionName>) -> Vec<FunctionView> {
         let now = self.store.now();
+        let own = node::coordinator_node_id(self.store.raft_status().id);
+        let routes: BTreeMap<FunctionName, Arc<crate::gateway::Route>> = self.gateway.routes().into_iter().map(|r| (r.name.clone(), r)).collect();
         let windows = self.telemetry.windows();
         self.store.read(|s| {
             s.functions
@@ -243,17 +251,18 @@ impl Api {
                     for i in s.instances.values().filter(|i| i.function == spec.name) {
                         *instances.entry(i.state).or_insert(0) += 1;
                     }
-                    // Every gateway's latest figures, added up: counters since each gateway started.
-                    let gateways: Vec<Scope> = windows.gateways_of(&spec.name).into_iter().map(|n| Scope::Gateway(n, spec.name.clone())).collect();
-                    let last = |m: Metric, range: Duration| windows.query_combined(&gateways, m, Agg::Last, range, now).unwrap_or(0.0);
+                    let others: Vec<Scope> = windows.gateways_of(&spec.name).into_iter().filter(|n| n != &own).map(|n| Scope::Gateway(n, spec.name.clone())).collect();
+                    let last = |m: Metric, range: Duration| windows.query_combined(&others, m, Agg::Last, range, now).unwrap_or(0.0);
                     let fresh = crate::decide::load::FRESH;
+                    let route = routes.get(&spec.name);
+                    let live = |get: fn(&crate::gateway::Route) -> u64| route.map_or(0, |r| get(r));
                     FunctionView {
                         spec: spec.clone(),
                         instances,
-                        requests: last(Metric::GatewayRequestsTotal, MAX_RANGE) as u64,
-                        in_flight: last(Metric::GatewayInFlight, fresh) as u32,
-                        queued: last(Metric::GatewayQueued, fresh) as u32,
-                        cold_starts: last(Metric::GatewayColdStartsTotal, MAX_RANGE) as u64,
+                        requests: live(|r| r.counters.requests.load(Ordering::Relaxed)) + last(Metric::GatewayRequestsTotal, MAX_RANGE) as u64,
+                        in_flight: live(|r| r.in_flight.load(Ordering::Relaxed).into()) as u32 + last(Metric::GatewayInFlight, fresh) as u32,
+                        queued: live(|r| r.queued.load(Ordering::Relaxed).into()) as u32 + last(Metric::GatewayQueued, fresh) as u32,
+                        cold_starts: live(|r| r.counters.cold_starts.load(Ordering::Relaxed)) + last(Metric::GatewayColdStartsTotal, MAX_RANGE) as u64,
                     }
                 })
                 .collect()
