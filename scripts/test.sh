@@ -25,6 +25,8 @@ scripts/brokers.sh start
 trap 'scripts/brokers.sh stop || true' EXIT
 say "building the example function images"
 scripts/build-images.sh   # hello, sleep, and sluice (the coordinator image the cluster tests run)
+# The multi-coordinator process tests run this same static build of sluice.
+export SLUICE_BIN="${STATIC_TARGET_DIR:-$HOME/.cache/sluice/target-static}/x86_64-unknown-linux-gnu/release/sluice"
 
 say "checking the systemd units"
 scripts/verify-units.sh

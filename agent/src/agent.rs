@@ -126,6 +126,7 @@ impl Agent {
             list_failing: false,
             worker,
             watched: watched_tx,
+            addresses: HashMap::new(),
             reports: reports_tx,
             delivered: delivered_rx,
             agent: &self,
@@ -200,6 +201,8 @@ struct LoopState<'a> {
     worker: Worker,
     /// The running containers, for the sampler.
     watched: watch::Sender<Vec<crate::runtime::ContainerInfo>>,
+    /// Each live container's address on its network, from the last listing.
+    addresses: HashMap<InstanceId, std::net::IpAddr>,
     reports: watch::Sender<Option<reporter::Numbered>>,
     delivered: watch::Receiver<u64>,
 }
@@ -241,6 +244,9 @@ impl LoopState<'_> {
         a.metrics.set_desired_revision(self.revision());
         a.metrics.set_reports_delivered(*self.delivered.borrow());
         let (seq, mut report) = self.table.build(&a.node, a.capacity, a.clock.now());
+        for r in &mut report.instances {
+            r.addr = self.addresses.get(&r.id).copied();
+        }
         report.labels = a.labels.clone();
         report.max_instances = a.max_instances;
         // Images of instances that run (or ran) here are on this host: placing
@@ -293,6 +299,7 @@ impl LoopState<'_> {
         };
         self.reconciled = true;
         self.watched.send_replace(observed.iter().filter(|c| c.status == ContainerStatus::Running).cloned().collect());
+        self.addresses = observed.iter().filter_map(|c| Some((c.instance, c.addr?))).collect();
         let busy: HashSet<InstanceId> = self.inflight.keys().copied().collect();
         let actions = reconcile::plan(&desired.instances, &observed, &self.table.states(), &busy, a.config.stop_grace);
         if !actions.is_empty() {

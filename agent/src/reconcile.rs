@@ -180,7 +180,7 @@ mod tests {
 
     fn c(container: &str, instance: u64, status: ContainerStatus) -> ContainerInfo {
         let live = matches!(status, Running | Paused);
-        ContainerInfo { id: cid(container), instance: InstanceId(instance), function: f(), status, endpoint: live.then(|| ep(4000)) }
+        ContainerInfo { id: cid(container), instance: InstanceId(instance), function: f(), status, endpoint: live.then(|| ep(4000)), addr: None }
     }
 
     fn cid(s: &str) -> ContainerId {

@@ -295,8 +295,8 @@ async fn an_unreachable_coordinator_stops_nothing_and_is_retried_with_backoff() 
     let calls_before = control.desired_calls.load(Ordering::SeqCst);
     sleep(Duration::from_secs(60)).await;
     let retries = control.desired_calls.load(Ordering::SeqCst) - calls_before;
-    // Backing off from 100 ms to a 10 s cap: a handful of retries a minute, not hundreds.
-    assert!((3..=20).contains(&retries), "{retries} retries in a minute");
+    // Backing off from 100 ms to a 5 s cap: a score of retries a minute, not hundreds.
+    assert!((6..=30).contains(&retries), "{retries} retries in a minute");
     assert_eq!(live_containers(&rt), 1, "an outage stops nothing");
 
     let reports_before = control.reports().len();

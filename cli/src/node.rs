@@ -358,6 +358,15 @@ impl Node {
         format!("http://{}", self.coordinator.gateway_addr)
     }
 
+    /// Starts one more agent in this process, for another node, on the same
+    /// metrics bus; it reaches the coordinator at `coordinators` (the API, or
+    /// something in front of it).
+    pub async fn add_agent(&self, host: &HostArgs, coordinators: Vec<String>) -> Result<AgentHandle> {
+        let (stop, rx) = watch::channel(false);
+        let (metrics_addr, agent) = run_agent(host, coordinators, self.clock.clone(), Some(self.bus.clone()), rx).await?;
+        Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
+    }
+
     pub fn agent_metrics_url(&self) -> String {
         format!("http://{}/metrics", self.agent.metrics_addr)
     }
@@ -379,10 +388,18 @@ impl Node {
 }
 
 /// A running in-process agent and how to stop it.
-struct AgentHandle {
+pub struct AgentHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    metrics_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+}
+
+impl AgentHandle {
+    /// Stops the agent; its containers keep running.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>, bus: Arc<dyn MetricsBus>) -> Result<AgentHandle> {

@@ -46,6 +46,10 @@ pub struct InstanceReport {
     pub endpoint: Option<Endpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The container's own address on its network: requests from it to a
+    /// gateway come from there, which is how calls between functions are seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<std::net::IpAddr>,
 }
 
 /// Everything an agent tells the coordinator in one report.

@@ -80,4 +80,7 @@ pub struct Instance {
     /// starting the new one before stopping the old).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<InstanceId>,
+    /// The container's own address on its network, as its agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<std::net::IpAddr>,
 }

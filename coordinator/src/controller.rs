@@ -14,7 +14,6 @@ use crate::ingest::Telemetry;
 use crate::plan::{Decision, Outcome};
 use crate::state_machine::{Command, Response};
 use crate::store::Store;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +77,7 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
                 let windows = telemetry.windows();
                 let activity = telemetry.activity();
                 let liveness = liveness.lock().expect("liveness lock poisoned");
-                let calls = HashMap::new();
+                let calls = telemetry.calls().partners(now, crate::ingest::CALLS_HORIZON);
                 let inputs = Inputs {
                     state,
                     windows: &windows,

@@ -137,6 +137,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
+/// The address a request's connection came from, in its extensions: the
+/// gateway tells calls from a function's instances by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::IpAddr);
+
 /// Where a server gets its connections: a listener, or a channel fed by an
 /// acceptor on another thread.
 pub trait Acceptor: Send {
@@ -192,8 +197,12 @@ where
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok().map(|a| PeerAddr(a.ip()));
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
             let fut = handler(req);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });

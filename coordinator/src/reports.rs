@@ -16,7 +16,7 @@ pub fn report_command(state: &ClusterState, mut report: NodeReport, at: Timestam
         Some(n) => n.capacity != report.capacity || n.labels != report.labels || n.max_instances != report.max_instances || n.images != report.images,
     };
     report.instances.retain(|r| match state.instances.get(&r.id) {
-        Some(known) => known.state != r.state || (r.endpoint.is_some() && known.endpoint != r.endpoint),
+        Some(known) => known.state != r.state || (r.endpoint.is_some() && known.endpoint != r.endpoint) || (r.addr.is_some() && known.addr != r.addr),
         None => r.id.0 >= state.next_instance,
     });
     (facts_changed || !report.instances.is_empty()).then_some(Command::Report { report, at })
@@ -52,7 +52,7 @@ mod tests {
         apply(&mut st, &first, LogPosition::default());
         assert_eq!(report_command(&st, report(vec![]), Timestamp(2)), None, "a plain heartbeat");
         let adopted: Vec<InstanceReport> = (1..=50)
-            .map(|i| InstanceReport { id: InstanceId(i), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None })
+            .map(|i| InstanceReport { id: InstanceId(i), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None, addr: None })
             .collect();
         let Some(Command::Report { report: r, .. }) = report_command(&st, report(adopted), Timestamp(3)) else { panic!("adoption must be recorded") };
         assert_eq!(r.instances.len(), 50, "all 50 in one entry");

@@ -209,6 +209,7 @@ fn new_instance(state: &mut ClusterState, function: &FunctionName, node: &NodeId
         state_since: at,
         reason: None,
         replaces,
+        addr: None,
     });
     id
 }
@@ -395,6 +396,9 @@ fn apply_instance_report(state: &mut ClusterState, node: &NodeId, report: &Insta
     }
     if report.endpoint.is_some() || report.state == Gone {
         inst.endpoint = report.endpoint.clone();
+    }
+    if report.addr.is_some() || report.state == Gone {
+        inst.addr = report.addr;
     }
     if report.reason.is_some() {
         inst.reason = report.reason.clone();

@@ -10,15 +10,17 @@ pub use hyper::Method;
 use serde_json::Value;
 pub use sluice_cli::client::{Http, Reply};
 use sluice_agent::runtime::{ContainerInfo, ContainerRuntime, ContainerStatus, DockerConfig, DockerRuntime};
-use sluice_cli::node::{CoordinatorArgs, HostArgs, Node, UpArgs};
+use sluice_cli::node::{AgentHandle, CoordinatorArgs, HostArgs, Node, UpArgs};
 use sluice_common::NodeId;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod cut;
 pub mod docker_cluster;
 pub mod linearizability;
 pub mod mosquitto;
 pub mod nemesis;
+pub mod process_cluster;
 pub mod workload;
 
 /// The registry the test script starts, and the images it pushes there.
@@ -62,26 +64,19 @@ impl Cluster {
         let node_id = NodeId::new(node_name)?;
         remove_containers(&docker, &node_id).await?;
         let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-        let args = UpArgs {
-            coordinator: CoordinatorArgs::ephemeral(data_dir.path().to_path_buf()),
-            host: HostArgs {
-                node: node_name.into(),
-                publish_host: "127.0.0.1".into(),
-                cpu_millis: None,
-                cpu_overcommit: 8.0,
-                memory_mb: None,
-                metrics_addr: "127.0.0.1:0".parse()?,
-                sample_secs: 1.0,
-                bus_buffer_messages: 20_000,
-                bus_buffer_kib: 8192,
-                labels: Vec::new(),
-                max_instances: None,
-            },
-        };
+        let args = UpArgs { coordinator: CoordinatorArgs::ephemeral(data_dir.path().to_path_buf()), host: host_args(node_name) };
         let mut args = args;
         adjust(&mut args);
         let node = Node::start(args).await?;
         Ok(Cluster { node, node_id, docker, http: Http::new(), data_dir })
+    }
+
+    /// Starts another agent in this process for node `name` (its containers are
+    /// removed first), reaching the coordinator at `coordinator` (default: its API).
+    pub async fn add_agent(&self, name: &str, coordinator: Option<String>) -> Result<AgentHandle> {
+        remove_containers(&self.docker, &NodeId::new(name)?).await?;
+        let url = coordinator.unwrap_or_else(|| self.node.api_url());
+        self.node.add_agent(&host_args(name), vec![url]).await
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -121,10 +116,33 @@ impl Cluster {
         Ok(self.containers(function).await?.into_iter().filter(|c| c.status == ContainerStatus::Running).collect())
     }
 
+    /// How many containers of `function` run for another agent's `node`.
+    pub async fn running_containers_of_node(&self, function: &str, node: &NodeId) -> Result<usize> {
+        let all = self.docker.list(node).await?;
+        Ok(all.into_iter().filter(|c| c.function.as_str() == function && c.status == ContainerStatus::Running).count())
+    }
+
     /// Stops Sluice and removes every container it left.
     pub async fn stop(self) -> Result<()> {
         self.node.shutdown().await;
         remove_containers(&self.docker, &self.node_id).await
+    }
+}
+
+/// An agent's settings for node `name` in tests: ports on loopback, sampled every second.
+pub fn host_args(name: &str) -> HostArgs {
+    HostArgs {
+        node: name.into(),
+        publish_host: "127.0.0.1".into(),
+        cpu_millis: None,
+        cpu_overcommit: 8.0,
+        memory_mb: None,
+        metrics_addr: "127.0.0.1:0".parse().expect("a socket address"),
+        sample_secs: 1.0,
+        bus_buffer_messages: 20_000,
+        bus_buffer_kib: 8192,
+        labels: Vec::new(),
+        max_instances: None,
     }
 }
 

@@ -27,7 +27,9 @@ impl Default for AgentConfig {
             poll_wait: Duration::from_secs(10),
             stop_grace: Duration::from_secs(10),
             retry_base: Duration::from_millis(100),
-            retry_cap: Duration::from_secs(10),
+            // Short enough that an agent whose link comes back reconciles within
+            // seconds (A4 asks for the desired count within 10 s of healing).
+            retry_cap: Duration::from_secs(5),
             host_sample_interval: Duration::from_secs(1),
         }
     }

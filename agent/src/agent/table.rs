@@ -31,7 +31,7 @@ impl ReportTable {
     /// Records a new state; returns whether anything changed. A Gone instance stays
     /// Gone: a late event from an old task cannot bring it back.
     pub fn set(&mut self, id: InstanceId, function: &FunctionName, state: InstanceState, endpoint: Option<Endpoint>, reason: Option<String>) -> bool {
-        let report = InstanceReport { id, function: function.clone(), state, endpoint, reason };
+        let report = InstanceReport { id, function: function.clone(), state, endpoint, reason, addr: None };
         match self.entries.get_mut(&id) {
             Some(e) if e.report.state == InstanceState::Gone => false,
             Some(e) if e.report == report => false,

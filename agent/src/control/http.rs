@@ -367,7 +367,7 @@ mod tests {
         let report = NodeReport {
             node: node(),
             capacity: Resources { cpu_millis: 1000, memory_mb: 512 },
-            instances: vec![InstanceReport { id: InstanceId(3), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None }],
+            instances: vec![InstanceReport { id: InstanceId(3), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None, addr: Some([172, 17, 0, 5].into()) }],
             at: Timestamp(9),
             labels: [("zone".to_string(), "edge".to_string())].into(),
             max_instances: Some(8),

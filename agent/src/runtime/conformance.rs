@@ -93,7 +93,8 @@ pub async fn run_all(rt: &dyn ContainerRuntime, ctx: &ConformanceContext) -> Res
     }
 }
 
-/// create → start → wait_ready; the listing shows it running, labelled, at its endpoint.
+/// create → start → wait_ready; the listing shows it running, labelled, at its
+/// endpoint, with an address on its network.
 pub async fn start_ready_and_list(rt: &dyn ContainerRuntime, ctx: &ConformanceContext) -> CheckResult {
     const CHECK: &str = "start_ready_and_list";
     let inst = ctx.instance(0);
@@ -110,6 +111,7 @@ pub async fn start_ready_and_list(rt: &dyn ContainerRuntime, ctx: &ConformanceCo
         ensure(CHECK, listed.function == inst.spec.name, || format!("listed function {} is not {}", listed.function, inst.spec.name))?;
         ensure(CHECK, listed.status == ContainerStatus::Running, || format!("started container is {:?}", listed.status))?;
         ensure(CHECK, listed.endpoint.as_ref() == Some(&endpoint), || format!("listed endpoint {:?} is not {endpoint}", listed.endpoint))?;
+        ensure(CHECK, listed.addr.is_some(), || "a running container has no address on its network".into())?;
         let inspected = expect(CHECK, "inspect", rt.inspect(&id).await)?;
         ensure(CHECK, inspected == listed, || format!("inspect {inspected:?} disagrees with list {listed:?}"))?;
         if ctx.serves_http {

@@ -201,7 +201,11 @@ impl FakeRuntime {
 }
 
 fn info(id: &str, c: &Container) -> ContainerInfo {
-    ContainerInfo { id: ContainerId(id.to_string()), instance: c.instance, function: c.function.clone(), status: c.status, endpoint: c.endpoint.clone() }
+    // Like a bridge network: an address while it runs, from the instance id.
+    let live = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
+    let n = c.instance.0;
+    let addr = live.then(|| std::net::IpAddr::from([10, 88, (n >> 8) as u8, n as u8]));
+    ContainerInfo { id: ContainerId(id.to_string()), instance: c.instance, function: c.function.clone(), status: c.status, endpoint: c.endpoint.clone(), addr }
 }
 
 fn injected(op: Op) -> RuntimeError {

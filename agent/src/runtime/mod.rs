@@ -58,6 +58,9 @@ pub struct ContainerInfo {
     pub status: ContainerStatus,
     /// Where the container's port is published, once it runs.
     pub endpoint: Option<Endpoint>,
+    /// Its own address on its network while it runs: where its requests to a
+    /// gateway come from.
+    pub addr: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use sluice_common::rules::{Action as RuleAction, Rule, RuleName, RuleSource};
 use sluice_common::FunctionName;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Most rules the cluster holds.
 pub const MAX_RULES: usize = 1000;
@@ -112,7 +112,7 @@ impl Api {
         let windows = self.telemetry.windows();
         let activity = self.telemetry.activity();
         let liveness = self.store.raft().liveness.lock().expect("liveness lock poisoned").clone();
-        let calls = HashMap::new();
+        let calls = self.telemetry.calls().partners(now, crate::ingest::CALLS_HORIZON);
         let lead = self.store.leadership();
         let verdicts = self.store.read(|state| {
             let inputs = Inputs {

@@ -14,6 +14,7 @@
 //! `placer` (where), `nodes` (health and drains). None reads a clock or does
 //! I/O: `controller` gathers the inputs and commits the plan.
 
+pub mod calls;
 pub mod load;
 pub mod nodes;
 pub mod placer;

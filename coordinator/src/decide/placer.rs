@@ -126,8 +126,10 @@ pub struct Scores {
 /// The nodes of one round, with what has been placed on them so far.
 #[derive(Debug, Clone)]
 pub struct Placer<'a> {
-    state: &'a ClusterState,
     weights: Weights,
+    /// For each function, those it must not share a node with, both ways
+    /// round (only functions with an anti-affinity appear).
+    conflicts: HashMap<FunctionName, Vec<FunctionName>>,
     nodes: Vec<Candidate>,
     /// Call rates between functions, both ways: `calls[f]` lists the functions
     /// `f` calls or is called by, with how often (per second).
@@ -162,7 +164,14 @@ impl<'a> Placer<'a> {
                 }
             })
             .collect();
-        Self { state, weights, nodes, calls }
+        let mut conflicts: HashMap<FunctionName, Vec<FunctionName>> = HashMap::new();
+        for spec in state.functions.values() {
+            for other in &spec.placement.anti_affinity {
+                conflicts.entry(spec.name.clone()).or_default().push(other.clone());
+                conflicts.entry(other.clone()).or_default().push(spec.name.clone());
+            }
+        }
+        Self { weights, conflicts, nodes, calls }
     }
 
     /// Picks a node for one instance of `spec` and books its reservation there.
@@ -170,10 +179,11 @@ impl<'a> Placer<'a> {
     pub fn place(&mut self, spec: &FunctionSpec, prefs: &Preferences, except: Option<&NodeId>) -> Option<Chosen> {
         let need = reservation(spec);
         let partners = self.calls.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+        let conflicts = self.conflicts.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
         let mut best: Option<(usize, f64)> = None;
         let mut feasible = 0;
         for (i, node) in self.nodes.iter().enumerate() {
-            if except == Some(&node.id) || first_failed_filter(node, spec, &need, self.state).is_some() {
+            if except == Some(&node.id) || first_failed_filter(node, spec, &need, conflicts).is_some() {
                 continue;
             }
             feasible += 1;
@@ -195,10 +205,11 @@ impl<'a> Placer<'a> {
     pub fn explain(&self, spec: &FunctionSpec, prefs: &Preferences) -> Vec<NodeVerdict> {
         let need = reservation(spec);
         let partners = self.calls.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+        let conflicts = self.conflicts.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
         self.nodes
             .iter()
             .map(|node| {
-                let filters = filter_results(node, spec, &need, self.state);
+                let filters = filter_results(node, spec, &need, conflicts);
                 let passed = filters.iter().all(|f| f.passed);
                 NodeVerdict { node: node.id.clone(), filters, scores: passed.then(|| scores(node, spec, &need, prefs, partners, &self.weights)) }
             })
@@ -208,7 +219,7 @@ impl<'a> Placer<'a> {
 
 /// The name of the first filter `node` fails for `spec`, if any. Kept apart
 /// from `filter_results` so the hot path builds no strings.
-fn first_failed_filter(node: &Candidate, spec: &FunctionSpec, need: &Resources, state: &ClusterState) -> Option<&'static str> {
+fn first_failed_filter(node: &Candidate, spec: &FunctionSpec, need: &Resources, conflicts: &[FunctionName]) -> Option<&'static str> {
     if !node.schedulable {
         return Some("ready");
     }
@@ -222,7 +233,7 @@ fn first_failed_filter(node: &Candidate, spec: &FunctionSpec, need: &Resources, 
     if spec.placement.max_per_node.is_some_and(|m| mine >= m) {
         return Some("max_per_node");
     }
-    if anti_affine_here(node, spec, state).is_some() {
+    if anti_affine_here(node, conflicts).is_some() {
         return Some("anti_affinity");
     }
     if !node.reserved.plus(need).fits_within(&node.capacity) {
@@ -231,14 +242,12 @@ fn first_failed_filter(node: &Candidate, spec: &FunctionSpec, need: &Resources, 
     None
 }
 
-/// A function on `node` that `spec` must not share a node with (either way round).
-fn anti_affine_here<'n>(node: &'n Candidate, spec: &FunctionSpec, state: &ClusterState) -> Option<&'n FunctionName> {
-    node.functions.keys().find(|other| {
-        spec.placement.anti_affinity.contains(other) || state.functions.get(*other).is_some_and(|o| o.placement.anti_affinity.contains(&spec.name))
-    })
+/// A function on `node` that the one being placed must not share a node with.
+fn anti_affine_here<'c>(node: &Candidate, conflicts: &'c [FunctionName]) -> Option<&'c FunctionName> {
+    conflicts.iter().find(|f| node.functions.get(*f).is_some_and(|n| *n > 0))
 }
 
-fn filter_results(node: &Candidate, spec: &FunctionSpec, need: &Resources, state: &ClusterState) -> Vec<FilterResult> {
+fn filter_results(node: &Candidate, spec: &FunctionSpec, need: &Resources, conflicts: &[FunctionName]) -> Vec<FilterResult> {
     let r = |filter, passed, detail: String| FilterResult { filter, passed, detail };
     let mine = node.functions.get(&spec.name).copied().unwrap_or(0);
     let after = node.reserved.plus(need);
@@ -265,7 +274,7 @@ fn filter_results(node: &Candidate, spec: &FunctionSpec, need: &Resources, state
                 None => format!("{mine} of this function, no limit"),
             },
         ),
-        match anti_affine_here(node, spec, state) {
+        match anti_affine_here(node, conflicts) {
             Some(other) => r("anti_affinity", false, format!("runs {other}, which must not share a node with {}", spec.name)),
             None => r("anti_affinity", true, "nothing here conflicts".into()),
         },

@@ -158,7 +158,7 @@ impl Sim {
                             _ => return None,
                         };
                         let endpoint = Some(sluice_common::Endpoint { host: "127.0.0.1".into(), port: 1000 + i.id.0 as u16 });
-                        Some(InstanceReport { id: i.id, function: i.function.clone(), state, endpoint, reason: None })
+                        Some(InstanceReport { id: i.id, function: i.function.clone(), state, endpoint, reason: None, addr: None })
                     })
                     .collect();
                 (n.clone(), reports)

@@ -4,7 +4,7 @@
 
 use super::Gateway;
 use sluice_common::metrics::{HistogramSnapshot, LATENCY_BUCKETS};
-use sluice_common::wire::{FunctionFigures, GatewayBatch, InstanceActivity};
+use sluice_common::wire::{CallFigures, FunctionFigures, GatewayBatch, InstanceActivity};
 use sluice_common::FunctionName;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -54,6 +54,12 @@ impl FiguresTaker {
             .collect();
         // Removed functions are forgotten with the swap.
         self.previous = next;
-        GatewayBatch { functions, calls: Vec::new() }
+        let mut calls = Vec::new();
+        for r in &routes {
+            for (from, total) in r.counters.calls.lock().expect("calls lock").iter() {
+                calls.push(CallFigures { from: from.clone(), to: r.name.clone(), calls_total: *total });
+            }
+        }
+        GatewayBatch { functions, calls }
     }
 }

@@ -37,6 +37,9 @@ pub const INSTANCE_HEADER: &str = "x-sluice-instance";
 
 pub struct Gateway {
     routes: RwLock<HashMap<String, Arc<Route>>>,
+    /// The instances' own addresses, by function: a request from one is a call
+    /// from that function (what co-location learns from).
+    callers: RwLock<Callers>,
     /// The applied state the routes follow (see [`Gateway::follow_store`]).
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
@@ -46,7 +49,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), store, clock, waiting: Notify::new() })
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, waiting: Notify::new() })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -71,6 +74,11 @@ impl Gateway {
             let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             route.set_backends(spec.into(), ready.get(spec.name.as_str()).map_or(&[][..], |v| v), now);
         }
+        let mut callers = self.callers.write().expect("callers lock");
+        *callers = Callers::default();
+        for spec in state.functions.values() {
+            callers.set(&spec.name, state.live_instances(&spec.name).filter_map(|i| i.addr));
+        }
     }
 
     /// Brings the routes of `names` in line with `state`, leaving the others alone.
@@ -93,6 +101,20 @@ impl Gateway {
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             route.set_backends(spec.into(), &ready, now);
         }
+        drop(routes);
+        let mut callers = self.callers.write().expect("callers lock");
+        for name in names {
+            callers.set(name, state.live_instances(name).filter_map(|i| i.addr));
+        }
+    }
+
+    /// The function whose instance has address `ip`, if any.
+    fn caller(&self, ip: std::net::IpAddr) -> Option<sluice_common::FunctionName> {
+        let callers = self.callers.read().expect("callers lock");
+        if callers.by_ip.is_empty() {
+            return None;
+        }
+        callers.by_ip.get(&ip).cloned()
     }
 
     /// The gateway's clock's current time.
@@ -152,6 +174,11 @@ impl Gateway {
         })?;
         let started = Instant::now();
         route.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {
+            if caller != route.name {
+                route.counters.record_call(&caller);
+            }
+        }
         let clock = self.clock.clone();
         let backend = route
             .acquire(
@@ -246,6 +273,29 @@ impl Gateway {
     }
 }
 
+/// Instance addresses by function and the other way round.
+#[derive(Debug, Default)]
+struct Callers {
+    by_ip: HashMap<std::net::IpAddr, sluice_common::FunctionName>,
+    by_function: HashMap<sluice_common::FunctionName, Vec<std::net::IpAddr>>,
+}
+
+impl Callers {
+    /// `function`'s instances are now at `ips`.
+    fn set(&mut self, function: &sluice_common::FunctionName, ips: impl Iterator<Item = std::net::IpAddr>) {
+        for ip in self.by_function.remove(function).unwrap_or_default() {
+            self.by_ip.remove(&ip);
+        }
+        let ips: Vec<_> = ips.collect();
+        for ip in &ips {
+            self.by_ip.insert(*ip, function.clone());
+        }
+        if !ips.is_empty() {
+            self.by_function.insert(function.clone(), ips);
+        }
+    }
+}
+
 fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::QueueFull => ApiError::new(
@@ -281,5 +331,28 @@ impl Gateway {
                 _ = &mut shutdown => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Callers;
+    use sluice_common::FunctionName;
+    use std::net::IpAddr;
+
+    #[test]
+    fn instance_addresses_name_their_function_and_follow_changes() {
+        let (web, db) = (FunctionName::new("web").unwrap(), FunctionName::new("db").unwrap());
+        let ip = |last: u8| IpAddr::from([172, 17, 0, last]);
+        let mut c = Callers::default();
+        c.set(&web, [ip(2), ip(3)].into_iter());
+        c.set(&db, [ip(4)].into_iter());
+        assert_eq!(c.by_ip.get(&ip(3)), Some(&web));
+        // web's instance at .3 went; .3 is now db's.
+        c.set(&web, [ip(2)].into_iter());
+        c.set(&db, [ip(4), ip(3)].into_iter());
+        assert_eq!(c.by_ip.get(&ip(3)), Some(&db));
+        c.set(&db, std::iter::empty());
+        assert_eq!((c.by_ip.len(), c.by_function.len()), (1, 1));
     }
 }

@@ -8,6 +8,7 @@
 use sluice_common::metrics::Histogram;
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -55,6 +56,21 @@ pub struct RouteCounters {
     /// Requests the instance failed to answer.
     pub upstream_errors: AtomicU64,
     pub latency: Histogram,
+    /// Requests from other functions' instances, by calling function.
+    pub calls: Mutex<HashMap<FunctionName, u64>>,
+}
+
+impl RouteCounters {
+    /// Counts a request that came from an instance of `caller`.
+    pub fn record_call(&self, caller: &FunctionName) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        match calls.get_mut(caller) {
+            Some(n) => *n += 1,
+            None => {
+                calls.insert(caller.clone(), 1);
+            }
+        }
+    }
 }
 
 /// Why no instance could be had.

@@ -15,6 +15,7 @@
 
 mod dedup;
 
+use crate::decide::calls::CallGraph;
 use crate::decide::load::Activity;
 use crate::windows::{Metric, Scope, Windows};
 use dedup::{Dedup, Verdict};
@@ -35,12 +36,15 @@ const RECENT_EVENTS: usize = 1000;
 
 /// Instances no gateway has mentioned for this long are forgotten.
 const ACTIVITY_HORIZON: Duration = Duration::from_secs(120);
+/// Calls between functions not seen for this long are forgotten.
+pub const CALLS_HORIZON: Duration = Duration::from_secs(600);
 
 /// The coordinator's windows and what its ingest has seen, shared with the
 /// API and the controller.
 pub struct Telemetry {
     pub windows: Mutex<Windows>,
     activity: Mutex<Activity>,
+    calls: Mutex<CallGraph>,
     events: Mutex<VecDeque<Envelope<Event>>>,
     dedup: Mutex<Dedup>,
     counters: Counters,
@@ -73,6 +77,7 @@ impl Telemetry {
         Arc::new(Self {
             windows: Mutex::new(windows),
             activity: Mutex::default(),
+            calls: Mutex::default(),
             events: Mutex::default(),
             dedup: Mutex::default(),
             counters: Counters::default(),
@@ -87,6 +92,11 @@ impl Telemetry {
 
     pub fn activity(&self) -> MutexGuard<'_, Activity> {
         self.activity.lock().expect("activity lock poisoned")
+    }
+
+    /// Who calls whom, as the gateways saw it.
+    pub fn calls(&self) -> MutexGuard<'_, CallGraph> {
+        self.calls.lock().expect("calls lock poisoned")
     }
 
     /// When the windows began to fill (the first message taken in), if they have.
@@ -106,6 +116,7 @@ impl Telemetry {
     pub fn expire(&self, now: Timestamp) {
         self.windows().expire(now);
         self.activity().expire(now, ACTIVITY_HORIZON);
+        self.calls().expire(now, CALLS_HORIZON);
     }
 
     /// The latest instance events, newest last.
@@ -185,6 +196,9 @@ fn ingest(t: &Telemetry, topic: Topic, payload: &[u8], now: Timestamp) {
             record_gateway(w, e, now);
             for f in &e.body.functions {
                 t.activity().record(&e.node, Timestamp(e.ts_ms), &f.instances);
+            }
+            if !e.body.calls.is_empty() {
+                t.calls().record(&e.node, Timestamp(e.ts_ms), &e.body.calls);
             }
             if e.body.functions.iter().any(|f| f.queued > 0) {
                 t.demand.notify_one();

@@ -614,3 +614,24 @@ fn decode_snapshot(snap: &Snapshot) -> Result<(ClusterState, BTreeMap<u64, Membe
     let data: SnapshotData = serde_json::from_slice(&snap.data).map_err(|e| LogError::Corrupt { what: "snapshot", reason: e.to_string() })?;
     Ok((data.state, data.members))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Elected is not ready: a leader decides only once it has applied its
+    /// term's first entry (before the fix the controller planned at election).
+    #[test]
+    fn a_leader_is_ready_to_decide_once_its_first_entry_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
+        let config = ReplicaConfig { id: 1, heartbeat_ticks: 3, election_ticks: 20, snapshot_every: 1000, request_ticks: 100 };
+        let initial = BTreeMap::from([(1, Member { raft_addr: "127.0.0.1:1".into() })]);
+        let mut r = Replica::new(config, log, &initial, AppliedState::new(), 7).unwrap();
+        r.campaign_if_alone();
+        assert_eq!(r.role(), StateRole::Leader);
+        assert!(!r.leader_ready(), "elected, but its no-op is not applied");
+        r.handle_ready().unwrap();
+        assert!(r.leader_ready());
+    }
+}

@@ -1305,3 +1305,32 @@ fn single_node_restart() {
         }
     });
 }
+
+/// A leader is ready to decide (`leader_ready`) only once it has applied an
+/// entry of its own term: then its state holds every write acknowledged before
+/// it, by any leader. Checked at every step while a new leader takes over.
+#[test]
+fn a_ready_leader_holds_every_acknowledged_write() {
+    for_seeds("leader_ready", 8, |seed| {
+        let mut sim = Sim::new(seed, SimConfig { nodes: 3, ..SimConfig::default() });
+        let old = sim.await_leader();
+        let acked: Vec<usize> = (0..5).map(|_| sim.write_acked(old)).collect();
+        sim.isolate(old);
+        let others: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+        let mut ready = None;
+        for _ in 0..(20 * sim.cfg.election as u64) {
+            sim.step();
+            ready = others.iter().copied().find(|&id| sim.replica(id).leader_ready());
+            if let Some(new) = ready {
+                let state = sim.state(new);
+                if let Some(w) = acked.iter().find(|w| !has_write(&state, **w)) {
+                    sim.fail(format!("leader {new} is ready to decide without acknowledged write {w}"));
+                }
+                break;
+            }
+        }
+        if ready.is_none() {
+            sim.fail("no new leader became ready to decide");
+        }
+    });
+}

@@ -18,7 +18,7 @@ fn spec(n: &str) -> FunctionSpec {
 }
 fn report(id: InstanceId, f: &str, s: InstanceState) -> InstanceReport {
     let endpoint = (s == InstanceState::Ready).then(|| Endpoint { host: "127.0.0.1".into(), port: 4000 });
-    InstanceReport { id, function: name(f), state: s, endpoint, reason: None }
+    InstanceReport { id, function: name(f), state: s, endpoint, reason: None, addr: None }
 }
 fn node_report(n: &str, cpu: u64, instances: Vec<InstanceReport>) -> Command {
     let report = NodeReport {

@@ -35,11 +35,11 @@ use series::Series;
 pub use sluice_common::metric::{Agg, Metric, SeriesKind};
 use sluice_common::metrics::{header, sample};
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-/// What a series is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a series is about. Ordered by kind, then id (instances by number).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// A host's figures.
     Node(NodeId),
@@ -137,6 +137,9 @@ struct Entity {
 pub struct Windows {
     config: WindowsConfig,
     entities: HashMap<Scope, Entity>,
+    /// The instance and gateway scopes of each function, so finding a
+    /// function's series costs what it has, not what the windows hold.
+    by_function: HashMap<FunctionName, BTreeSet<Scope>>,
     series: usize,
     counters: WindowCounters,
 }
@@ -185,6 +188,9 @@ impl Windows {
             let entity = self.entities.entry(scope.clone()).or_insert_with(|| Entity { series: Vec::new(), function: None });
             if entity.function.is_none() {
                 entity.function = function.cloned();
+                if let Some(f) = function {
+                    self.by_function.entry(f.clone()).or_default().insert(scope.clone());
+                }
             }
             entity.series.push(series);
             self.series += 1;
@@ -232,36 +238,25 @@ impl Windows {
 
     /// The instances recorded for `function`, in order.
     pub fn instances_of(&self, function: &FunctionName) -> Vec<InstanceId> {
-        let mut ids: Vec<InstanceId> = self
-            .entities
-            .iter()
-            .filter_map(|(scope, e)| match scope {
-                Scope::Instance(id) if e.function.as_ref() == Some(function) => Some(*id),
-                _ => None,
-            })
-            .collect();
-        ids.sort();
-        ids
+        self.by_function.get(function).into_iter().flatten().filter_map(|scope| match scope {
+            Scope::Instance(id) => Some(*id),
+            _ => None,
+        }).collect()
     }
 
     /// The gateways that reported `function`, in order.
     pub fn gateways_of(&self, function: &FunctionName) -> Vec<NodeId> {
-        let mut nodes: Vec<NodeId> = self
-            .entities
-            .keys()
-            .filter_map(|scope| match scope {
-                Scope::Gateway(node, f) if f == function => Some(node.clone()),
-                _ => None,
-            })
-            .collect();
-        nodes.sort();
-        nodes
+        self.by_function.get(function).into_iter().flatten().filter_map(|scope| match scope {
+            Scope::Gateway(node, _) => Some(node.clone()),
+            _ => None,
+        }).collect()
     }
 
     /// Drops every series of `scope` (an instance stopped, a node removed).
     pub fn forget(&mut self, scope: &Scope) {
         if let Some(e) = self.entities.remove(scope) {
             self.series -= e.series.len();
+            unindex(&mut self.by_function, scope, e.function.as_ref());
         }
     }
 
@@ -271,11 +266,16 @@ impl Windows {
         let coarse_span_ms = (self.config.coarse_step.as_millis() as u64).saturating_mul(self.config.coarse_slots as u64);
         let horizon = now.millis().saturating_sub(coarse_span_ms);
         let mut dropped = 0;
-        self.entities.retain(|_, e| {
+        let by_function = &mut self.by_function;
+        self.entities.retain(|scope, e| {
             let before = e.series.len();
             e.series.retain(|s| s.newest_ms >= horizon);
             dropped += before - e.series.len();
-            !e.series.is_empty()
+            let keep = !e.series.is_empty();
+            if !keep {
+                unindex(by_function, scope, e.function.as_ref());
+            }
+            keep
         });
         self.series -= dropped;
     }
@@ -313,6 +313,17 @@ impl Windows {
         sample(out, "sluice_windows_series", "", self.series);
         header(out, "sluice_windows_bytes", "gauge", "Bytes held by the metric windows' rings.");
         sample(out, "sluice_windows_bytes", "", self.bytes());
+    }
+}
+
+fn unindex(by_function: &mut HashMap<FunctionName, BTreeSet<Scope>>, scope: &Scope, function: Option<&FunctionName>) {
+    if let Some(f) = function {
+        if let Some(scopes) = by_function.get_mut(f) {
+            scopes.remove(scope);
+            if scopes.is_empty() {
+                by_function.remove(f);
+            }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! Reading Docker's answers back into `ContainerInfo`: labels, status, published port.
+//! Reading Docker's answers back into `ContainerInfo`: labels, status,
+//! published port, address on its network.
 
 use crate::runtime::{labels, ContainerId, ContainerInfo, ContainerStatus};
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, PortMap, PortSummary, PortSummaryTypeEnum};
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, PortMap, PortSummary, PortSummaryTypeEnum};
 use sluice_common::{Endpoint, FunctionName, InstanceId};
 use std::collections::HashMap;
 
@@ -68,13 +69,25 @@ fn endpoint(host: &str, port: Option<u16>, status: ContainerStatus) -> Option<En
     port.filter(|_| live).map(|port| Endpoint { host: host.to_string(), port })
 }
 
+/// The container's address on the first of its networks that gave it one
+/// (networks in name order, so the choice is stable).
+fn address(networks: Option<&HashMap<String, EndpointSettings>>, status: ContainerStatus) -> Option<std::net::IpAddr> {
+    if !matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
+        return None;
+    }
+    let mut names: Vec<&String> = networks?.keys().collect();
+    names.sort();
+    names.into_iter().find_map(|n| networks?.get(n)?.ip_address.as_deref()?.parse().ok())
+}
+
 /// A listing entry as `ContainerInfo`; `host` is where published ports are reached.
 pub fn from_summary(summary: &ContainerSummary, host: &str) -> Result<ContainerInfo, String> {
     let id = summary.id.clone().ok_or("no container id")?;
     let (instance, function) = identity(summary.labels.as_ref())?;
     let status = summary_status(summary.state, summary.status.as_deref());
     let endpoint = endpoint(host, summary_port(summary.ports.as_deref()), status);
-    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint })
+    let addr = address(summary.network_settings.as_ref().and_then(|n| n.networks.as_ref()), status);
+    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint, addr })
 }
 
 /// An inspect answer as `ContainerInfo`.
@@ -84,7 +97,8 @@ pub fn from_inspect(inspect: &ContainerInspectResponse, host: &str) -> Result<Co
     let state = inspect.state.as_ref();
     let status = inspect_status(state.and_then(|s| s.status), state.and_then(|s| s.exit_code));
     let port = port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
-    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint: endpoint(host, port, status) })
+    let addr = address(inspect.network_settings.as_ref().and_then(|n| n.networks.as_ref()), status);
+    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint: endpoint(host, port, status), addr })
 }
 
 #[cfg(test)]

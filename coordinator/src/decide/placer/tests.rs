@@ -36,6 +36,7 @@ fn cluster(specs: &[FunctionSpec], nodes: &[(&str, u64, &[(&str, &str)], &[(&str
                     state_since: sluice_common::Timestamp(0),
                     reason: None,
                     replaces: None,
+                    addr: None,
                 });
                 next += 1;
             }

@@ -24,6 +24,7 @@ fn inst(id: u64, state: InstanceState, since: u64) -> Instance {
         state_since: Timestamp(since),
         reason: None,
         replaces: None,
+        addr: None,
     }
 }
 
