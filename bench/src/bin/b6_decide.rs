@@ -132,16 +132,17 @@ fn load_of(i: usize, rng: &mut SplitMix64) -> f64 {
     }
 }
 
-fn feed_windows(w: &mut Windows, functions: usize, loads: &[f64], now: Timestamp) {
+/// 60 s of one gateway's figures for each function, at its load.
+fn feed_windows(w: &mut Windows, loads: &[f64], now: Timestamp) {
     let gw = NodeId::new("coordinator-1").expect("a node name");
-    for f in 0..functions {
+    for (f, load) in loads.iter().enumerate() {
         let name = function_name(f);
         let scope = Scope::Gateway(gw.clone(), name.clone());
         let mut busy = 0.0;
         for s in (0..60u64).rev() {
             let ts = Timestamp(now.0 - s * 1000);
-            busy += loads[f];
-            w.record(&scope, Metric::GatewayInFlight, Some(&name), ts, loads[f], now);
+            busy += load;
+            w.record(&scope, Metric::GatewayInFlight, Some(&name), ts, *load, now);
             w.record(&scope, Metric::GatewayQueued, Some(&name), ts, 0.0, now);
             w.record(&scope, Metric::GatewayRequestSecondsTotal, Some(&name), ts, busy, now);
         }
@@ -259,7 +260,7 @@ async fn main() -> Result<()> {
     commit_all(&store, functions).await?;
     let loads: Vec<f64> = (0..a.functions).map(|i| load_of(i, &mut rng)).collect();
     let mut windows = Windows::new(WindowsConfig { max_series: 100_000, ..WindowsConfig::default() });
-    feed_windows(&mut windows, a.functions, &loads, now);
+    feed_windows(&mut windows, &loads, now);
     let mut liveness = Liveness::default();
     for i in 0..a.nodes {
         liveness.heard(&node_id(i), now);
@@ -295,7 +296,7 @@ async fn main() -> Result<()> {
     }
     let later = Timestamp(now.0 + 60_000);
     let mut windows2 = Windows::new(WindowsConfig { max_series: 100_000, ..WindowsConfig::default() });
-    feed_windows(&mut windows2, a.functions, &more, later);
+    feed_windows(&mut windows2, &more, later);
     let mut liveness2 = Liveness::default();
     for i in 0..a.nodes {
         liveness2.heard(&node_id(i), later);

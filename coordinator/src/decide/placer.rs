@@ -260,7 +260,7 @@ fn filter_results(node: &Candidate, spec: &FunctionSpec, need: &Resources, confl
         ),
         r(
             "node_limit",
-            !node.max_instances.is_some_and(|m| node.instances >= m),
+            node.max_instances.is_none_or(|m| node.instances < m),
             match node.max_instances {
                 Some(m) => format!("{} of at most {m} instances", node.instances),
                 None => format!("{} instances, no limit", node.instances),
@@ -268,7 +268,7 @@ fn filter_results(node: &Candidate, spec: &FunctionSpec, need: &Resources, confl
         ),
         r(
             "max_per_node",
-            !spec.placement.max_per_node.is_some_and(|m| mine >= m),
+            spec.placement.max_per_node.is_none_or(|m| mine < m),
             match spec.placement.max_per_node {
                 Some(m) => format!("{mine} of at most {m} of this function"),
                 None => format!("{mine} of this function, no limit"),

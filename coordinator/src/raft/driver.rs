@@ -28,7 +28,8 @@ const REQUEST_QUEUE: usize = 16 * 1024;
 const MAX_BATCH: usize = 4096;
 
 enum Request {
-    Propose(Command, Reply<Response>),
+    /// Boxed: a command is large (a function spec), the other requests small.
+    Propose(Box<Command>, Reply<Response>),
     Read(Reply<()>),
     Change(MemberChange, Reply<u64>),
     /// Encoded liveness notes (`HeardReport`) for the leader.
@@ -85,7 +86,7 @@ pub struct RaftHandle {
 
 impl RaftHandle {
     pub async fn propose(&self, command: Command) -> Result<Response, RaftError> {
-        self.call(|reply| Request::Propose(command, reply)).await
+        self.call(|reply| Request::Propose(Box::new(command), reply)).await
     }
 
     /// Resolves once the local state reflects every write committed before the call.
@@ -258,7 +259,7 @@ fn publish<T: PartialEq>(tx: &watch::Sender<T>, next: T) {
 
 fn handle(replica: &mut Replica, transport: &Transport, req: Request) {
     match req {
-        Request::Propose(cmd, reply) => replica.propose(cmd, reply),
+        Request::Propose(cmd, reply) => replica.propose(*cmd, reply),
         Request::Read(reply) => replica.read(reply),
         Request::Change(change, reply) => replica.change_members(change, reply),
         Request::ShareHeard(report) => {

@@ -12,8 +12,10 @@ fn spec(name: &str) -> FunctionSpec {
     s
 }
 
-/// nodes: (name, cpu millis, labels, instances of `f` there)
-fn cluster(specs: &[FunctionSpec], nodes: &[(&str, u64, &[(&str, &str)], &[(&str, u32)])]) -> ClusterState {
+/// A node: name, cpu millis, labels, and (function, instances) running there.
+type NodeRow<'a> = (&'a str, u64, &'a [(&'a str, &'a str)], &'a [(&'a str, u32)]);
+
+fn cluster(specs: &[FunctionSpec], nodes: &[NodeRow]) -> ClusterState {
     let mut st = ClusterState::default();
     for s in specs {
         apply(&mut st, &Command::PutFunction { spec: s.clone() }, LogPosition::default());
@@ -54,11 +56,11 @@ fn place_n(st: &ClusterState, s: &FunctionSpec, n: usize, prefs: &Preferences) -
 #[test]
 fn spread_fills_the_emptiest_and_binpack_the_fullest() {
     let f = spec("f");
-    let st = cluster(&[f.clone()], &[("a", 4000, &[], &[("f", 2)]), ("b", 4000, &[], &[])]);
+    let st = cluster(std::slice::from_ref(&f), &[("a", 4000, &[], &[("f", 2)]), ("b", 4000, &[], &[])]);
     assert_eq!(place_n(&st, &f, 3, &Preferences::default()), vec!["b", "b", "a"]);
     let mut packed = f.clone();
     packed.placement.strategy = Strategy::Binpack;
-    let st = cluster(&[packed.clone()], &[("a", 4000, &[], &[("f", 2)]), ("b", 4000, &[], &[])]);
+    let st = cluster(std::slice::from_ref(&packed), &[("a", 4000, &[], &[("f", 2)]), ("b", 4000, &[], &[])]);
     assert_eq!(place_n(&st, &packed, 3, &Preferences::default()), vec!["a", "a", "b"]);
 }
 
@@ -66,12 +68,12 @@ fn spread_fills_the_emptiest_and_binpack_the_fullest() {
 fn each_filter_keeps_instances_off_a_node() {
     let mut f = spec("f");
     f.placement.node_selector = [("zone".to_string(), "edge".to_string())].into();
-    let st = cluster(&[f.clone()], &[("a", 4000, &[("zone", "core")], &[]), ("b", 4000, &[("zone", "edge")], &[])]);
+    let st = cluster(std::slice::from_ref(&f), &[("a", 4000, &[("zone", "core")], &[]), ("b", 4000, &[("zone", "edge")], &[])]);
     assert_eq!(place_n(&st, &f, 1, &Preferences::default()), vec!["b"], "node selector");
 
     let mut f = spec("f");
     f.placement.max_per_node = Some(1);
-    let st = cluster(&[f.clone()], &[("a", 8000, &[], &[])]);
+    let st = cluster(std::slice::from_ref(&f), &[("a", 8000, &[], &[])]);
     assert_eq!(place_n(&st, &f, 3, &Preferences::default()), vec!["a"], "max per node");
 
     let f = spec("f");
@@ -83,10 +85,10 @@ fn each_filter_keeps_instances_off_a_node() {
     let st = cluster(&[f.clone(), g.clone()], &[("a", 8000, &[], &[("g", 1)]), ("b", 8000, &[], &[])]);
     assert_eq!(place_n(&st, &f, 1, &Preferences::default()), vec!["b"], "and it works both ways");
 
-    let st = cluster(&[f.clone()], &[("a", 1500, &[], &[("f", 1)])]);
+    let st = cluster(std::slice::from_ref(&f), &[("a", 1500, &[], &[("f", 1)])]);
     assert!(place_n(&st, &f, 1, &Preferences::default()).is_empty(), "capacity");
 
-    let mut st = cluster(&[f.clone()], &[("a", 8000, &[], &[]), ("b", 8000, &[], &[])]);
+    let mut st = cluster(std::slice::from_ref(&f), &[("a", 8000, &[], &[]), ("b", 8000, &[], &[])]);
     st.nodes.get_mut(&NodeId::new("a").unwrap()).unwrap().draining = true;
     st.nodes.get_mut(&NodeId::new("b").unwrap()).unwrap().health = sluice_common::Health::Suspect;
     assert!(place_n(&st, &f, 1, &Preferences::default()).is_empty(), "draining and suspect nodes");
@@ -95,7 +97,7 @@ fn each_filter_keeps_instances_off_a_node() {
 #[test]
 fn images_colocation_and_rule_preferences_tip_the_score() {
     let f = spec("f");
-    let mut st = cluster(&[f.clone()], &[("a", 8000, &[], &[]), ("b", 8000, &[("disk", "ssd")], &[])]);
+    let mut st = cluster(std::slice::from_ref(&f), &[("a", 8000, &[], &[]), ("b", 8000, &[("disk", "ssd")], &[])]);
     st.nodes.get_mut(&NodeId::new("b").unwrap()).unwrap().images.insert("img".into());
     assert_eq!(place_n(&st, &f, 1, &Preferences::default()), vec!["b"], "the image is there");
     let prefs = Preferences { prefer: vec![], avoid: vec![[("disk".to_string(), "ssd".to_string())].into()] };
@@ -111,7 +113,7 @@ fn images_colocation_and_rule_preferences_tip_the_score() {
 #[test]
 fn explain_shows_every_filter_and_the_scores_of_those_that_pass() {
     let f = spec("f");
-    let st = cluster(&[f.clone()], &[("a", 500, &[], &[]), ("b", 8000, &[], &[])]);
+    let st = cluster(std::slice::from_ref(&f), &[("a", 500, &[], &[]), ("b", 8000, &[], &[])]);
     let calls = HashMap::new();
     let p = Placer::new(&st, Weights::default(), |_| Some(50.0), &calls);
     let v = p.explain(&f, &Preferences::default());
