@@ -83,4 +83,8 @@ pub struct Instance {
     /// The container's own address on its network, as its agent reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<std::net::IpAddr>,
+    /// What it holds on its node: its function's limits when it was placed (a
+    /// running container keeps the limits it was started with).
+    #[serde(default)]
+    pub reserved: crate::node::Resources,
 }

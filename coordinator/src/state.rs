@@ -54,11 +54,13 @@ pub struct Firing {
     pub base: u32,
 }
 
-/// Live (not gone) instances by function and by node.
+/// Live (not gone) instances by function and by node, and what they reserve
+/// on each node.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Index {
     by_function: HashMap<FunctionName, BTreeSet<InstanceId>>,
     by_node: HashMap<NodeId, BTreeSet<InstanceId>>,
+    reserved: HashMap<NodeId, Resources>,
 }
 
 /// The replicated part, as logs and snapshots hold it.
@@ -119,18 +121,32 @@ pub fn is_serving_state(s: InstanceState) -> bool {
 impl ClusterState {
     fn reindex(&mut self) {
         self.index = Index::default();
-        let live: Vec<(InstanceId, FunctionName, NodeId)> =
-            self.instances.values().filter(|i| i.state.is_live()).map(|i| (i.id, i.function.clone(), i.node.clone())).collect();
-        for (id, function, node) in live {
-            self.index.by_function.entry(function).or_default().insert(id);
-            self.index.by_node.entry(node).or_default().insert(id);
+        // Instances recorded before reservations were kept take their
+        // function's limits now; every replica decodes the same state, so
+        // every replica fills in the same.
+        for inst in self.instances.values_mut() {
+            if inst.reserved == Resources::default() {
+                if let Some(spec) = self.functions.get(&inst.function) {
+                    inst.reserved = reservation(spec);
+                }
+            }
         }
+        let live: Vec<Instance> = self.instances.values().filter(|i| i.state.is_live()).cloned().collect();
+        for inst in &live {
+            self.index_live(inst);
+        }
+    }
+
+    fn index_live(&mut self, inst: &Instance) {
+        self.index.by_function.entry(inst.function.clone()).or_default().insert(inst.id);
+        self.index.by_node.entry(inst.node.clone()).or_default().insert(inst.id);
+        let r = self.index.reserved.entry(inst.node.clone()).or_default();
+        *r = r.plus(&inst.reserved);
     }
 
     /// Adds a new instance (live by construction).
     pub(crate) fn insert_instance(&mut self, instance: Instance) {
-        self.index.by_function.entry(instance.function.clone()).or_default().insert(instance.id);
-        self.index.by_node.entry(instance.node.clone()).or_default().insert(instance.id);
+        self.index_live(&instance);
         self.instances.insert(instance.id, instance);
     }
 
@@ -143,9 +159,12 @@ impl ClusterState {
         inst.state = to;
         inst.state_since = at;
         if !to.is_live() {
-            let (function, node) = (inst.function.clone(), inst.node.clone());
+            let (function, node, reserved) = (inst.function.clone(), inst.node.clone(), inst.reserved);
             remove_from(&mut self.index.by_function, &function, id);
             remove_from(&mut self.index.by_node, &node, id);
+            if let Some(r) = self.index.reserved.get_mut(&node) {
+                *r = r.minus(&reserved);
+            }
         }
     }
 
@@ -193,9 +212,9 @@ impl ClusterState {
     }
 
     /// Resources reserved on `node` by its live instances (stopping ones too:
-    /// their containers still hold them).
+    /// their containers still hold them), each at the limits it was placed with.
     pub fn reserved_on(&self, node: &NodeId) -> Resources {
-        self.live_on(node).filter_map(|i| self.functions.get(&i.function)).fold(Resources::default(), |acc, spec| acc.plus(&reservation(spec)))
+        self.index.reserved.get(node).copied().unwrap_or_default()
     }
 }
 

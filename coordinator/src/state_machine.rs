@@ -196,6 +196,7 @@ fn record_node(state: &mut ClusterState, node: &NodeId, capacity: Resources, fac
 }
 
 fn new_instance(state: &mut ClusterState, function: &FunctionName, node: &NodeId, replaces: Option<InstanceId>, at: Timestamp) -> InstanceId {
+    let reserved = state.functions.get(function).map(reservation).unwrap_or_default();
     state.next_instance = state.next_instance.max(1);
     let id = InstanceId(state.next_instance);
     state.next_instance += 1;
@@ -210,6 +211,7 @@ fn new_instance(state: &mut ClusterState, function: &FunctionName, node: &NodeId
         reason: None,
         replaces,
         addr: None,
+        reserved,
     });
     id
 }

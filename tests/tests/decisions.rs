@@ -227,7 +227,7 @@ async fn the_decision_routes_refuse_bad_input_with_the_field_and_the_fix() -> Re
     let c = Cluster::start("t-dec-input").await?;
     let result = async {
         let cases: [(Method, &str, &str, u16, &str); 8] = [
-            (Method::POST, "/v1/nodes/Bad_Name/drain", "", 400, "name"),
+            (Method::POST, "/v1/nodes/Bad_Name/drain", "", 400, "node"),
             (Method::POST, "/v1/nodes/nowhere/drain", "", 404, "sluice nodes ls"),
             (Method::GET, "/v1/rules/explain?name=NO", "", 400, "name"),
             (Method::GET, "/v1/rules/explain?name=missing", "", 404, "sluice rules ls"),

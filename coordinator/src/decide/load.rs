@@ -45,26 +45,29 @@ pub struct FunctionLoad {
 }
 
 /// `function`'s load from the windows of its `gateways` (`Scope::Gateway`).
-pub fn function_load(windows: &Windows, gateways: &[Scope], scaling: &Scaling, now: Timestamp) -> FunctionLoad {
+pub fn function_load<'s>(windows: &Windows, gateways: impl IntoIterator<Item = &'s Scope>, scaling: &Scaling, now: Timestamp) -> FunctionLoad {
     // Both windows and the panic history must fit in the fine ring's seconds.
-    let panic_secs = u64::from(scaling.panic_window_secs).clamp(1, FINE_SECS / 2);
-    let stable_secs = u64::from(scaling.stable_window_secs).clamp(panic_secs, FINE_SECS - panic_secs);
+    let panic_secs = u64::from(scaling.panic_window_secs).clamp(1, FINE_SECS / 2) as usize;
+    let stable_secs = u64::from(scaling.stable_window_secs).clamp(panic_secs as u64, FINE_SECS - panic_secs as u64) as usize;
     let span = stable_secs + panic_secs;
     let mut load = FunctionLoad::default();
-    let mut peak_by_end = vec![0.0; stable_secs as usize];
+    let mut peak_by_end = vec![0.0; stable_secs];
+    let mut seconds = PerSecond::new(span);
     for scope in gateways {
-        let Some((per_second, counted)) = concurrency_per_second(windows, scope, span, now) else { continue };
-        let n = per_second.len();
-        load.recent_peak += counted[n - panic_secs as usize..].iter().flatten().fold(0.0, |a: f64, b| a.max(*b));
-        load.stable += mean(&per_second[n - stable_secs as usize..]).unwrap_or(0.0);
-        load.panic += mean(&per_second[n - panic_secs as usize..]).unwrap_or(0.0);
+        if !seconds.fill(windows, scope, now) {
+            continue;
+        }
+        let (concurrency, counted) = (&seconds.concurrency, &seconds.counted);
+        load.stable += mean(&concurrency[span - stable_secs..]).unwrap_or(0.0);
+        load.panic += mean(&concurrency[span - panic_secs..]).unwrap_or(0.0);
+        load.recent_peak += counted[span - panic_secs..].iter().flatten().fold(0.0, |a: f64, b| a.max(*b));
         // Panic-window means ending at each of the last `stable_secs` seconds.
         for (k, peak) in peak_by_end.iter_mut().enumerate() {
-            let end = n - stable_secs as usize + k + 1;
-            *peak += mean(&per_second[end - panic_secs as usize..end]).unwrap_or(0.0);
+            let end = span - stable_secs + k + 1;
+            *peak += mean(&concurrency[end - panic_secs..end]).unwrap_or(0.0);
         }
-        let fresh = |m| windows.newest(scope, m).is_some_and(|t| now.since(t) <= FRESH && t <= now.plus(FRESH));
-        if fresh(Metric::GatewayInFlight) {
+        let fresh = windows.newest(scope, Metric::GatewayInFlight).is_some_and(|t| now.since(t) <= FRESH && t <= now.plus(FRESH));
+        if fresh {
             let last = |m| windows.query(scope, m, crate::windows::Agg::Last, FRESH, now).unwrap_or(0.0);
             let queued = last(Metric::GatewayQueued);
             load.queued += queued;
@@ -75,45 +78,62 @@ pub fn function_load(windows: &Windows, gateways: &[Scope], scaling: &Scaling, n
     load
 }
 
-/// One gateway's concurrency in each of the `span` seconds ending with `now`'s
-/// (oldest first), and its in-flight plus queued counts alone; None in a second
-/// it sent nothing for. None when it has no figures at all.
-type PerSecond = Vec<Option<f64>>;
-fn concurrency_per_second(windows: &Windows, scope: &Scope, span: u64, now: Timestamp) -> Option<(PerSecond, PerSecond)> {
-    let range = Duration::from_secs(span);
-    let (step, in_flight) = windows.slots(scope, Metric::GatewayInFlight, range, now)?;
-    if step != 1000 {
-        return None; // decisions need the fine ring's seconds
+/// One gateway's figures in each of the `span` seconds ending with now's
+/// (oldest first); None in a second it sent nothing for. Reused from gateway
+/// to gateway and function to function.
+struct PerSecond {
+    /// The larger of Little's law and the in-flight plus queued count.
+    concurrency: Vec<Option<f64>>,
+    /// In flight plus queued alone.
+    counted: Vec<Option<f64>>,
+}
+
+impl PerSecond {
+    fn new(span: usize) -> Self {
+        Self { concurrency: vec![None; span], counted: vec![None; span] }
     }
-    let newest = now.millis() / step;
-    let oldest = (newest + 1).saturating_sub(span);
-    let index = |r: &Reading| r.first_ms / step - oldest;
-    let mut out = vec![None; span as usize];
-    for r in &in_flight {
-        out[index(r) as usize] = Some(r.mean());
-    }
-    if let Some((_, queued)) = windows.slots(scope, Metric::GatewayQueued, range, now) {
-        for r in &queued {
-            if let Some(v) = out[index(r) as usize].as_mut() {
+
+    /// Reads `scope`'s seconds; false when it has no figures there.
+    fn fill(&mut self, windows: &Windows, scope: &Scope, now: Timestamp) -> bool {
+        let span = self.counted.len() as u64;
+        let range = Duration::from_secs(span);
+        let oldest = (now.millis() / 1000 + 1).saturating_sub(span);
+        self.counted.iter_mut().for_each(|v| *v = None);
+        let counted = &mut self.counted;
+        let slot = |r: &Reading| (r.first_ms / 1000).checked_sub(oldest).map(|i| i as usize).filter(|i| *i < span as usize);
+        let step = windows.visit_slots(scope, Metric::GatewayInFlight, range, now, |r| {
+            if let Some(i) = slot(&r) {
+                counted[i] = Some(r.mean());
+            }
+        });
+        // Decisions need the fine ring's seconds.
+        if step != Some(1000) {
+            return false;
+        }
+        windows.visit_slots(scope, Metric::GatewayQueued, range, now, |r| {
+            if let Some(v) = slot(&r).and_then(|i| counted[i].as_mut()) {
                 *v += r.mean();
             }
-        }
-    }
-    let counted = out.clone();
-    // Little's law: the increase of time-in-gateway over a second is the mean concurrency.
-    if let Some((_, busy)) = windows.slots(scope, Metric::GatewayRequestSecondsTotal, range, now) {
-        for pair in busy.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            let elapsed_ms = b.last_ms.saturating_sub(a.last_ms);
-            if elapsed_ms == 0 || b.last < a.last {
-                continue; // one sample, or the gateway restarted
+        });
+        self.concurrency.copy_from_slice(&self.counted);
+        // Little's law: the increase of time-in-gateway over a second is the mean concurrency.
+        let concurrency = &mut self.concurrency;
+        let mut previous: Option<Reading> = None;
+        windows.visit_slots(scope, Metric::GatewayRequestSecondsTotal, range, now, |b| {
+            if let Some(a) = previous {
+                let elapsed_ms = b.last_ms.saturating_sub(a.last_ms);
+                // One sample, or the gateway restarted: no reading.
+                if elapsed_ms > 0 && b.last >= a.last {
+                    if let Some(i) = slot(&b) {
+                        let c = (b.last - a.last) * 1000.0 / elapsed_ms as f64;
+                        concurrency[i] = Some(concurrency[i].unwrap_or(0.0).max(c));
+                    }
+                }
             }
-            let concurrency = (b.last - a.last) * 1000.0 / elapsed_ms as f64;
-            let slot = &mut out[index(b) as usize];
-            *slot = Some(slot.unwrap_or(0.0).max(concurrency));
-        }
+            previous = Some(b);
+        });
+        true
     }
-    Some((out, counted))
 }
 
 fn mean(values: &[Option<f64>]) -> Option<f64> {

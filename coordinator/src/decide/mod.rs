@@ -97,17 +97,20 @@ pub fn plan(i: &Inputs<'_>) -> Round {
     let thresholds = nodes::Thresholds { suspect_after: i.config.suspect_after, lost_after: i.config.lost_after };
     let lost = nodes::health(state, i.liveness, i.leader_since, i.now, thresholds, &mut decisions);
     let view_complete = i.now.since(i.leader_since) >= i.config.view_wait && i.now.since(i.history_from) >= i.config.view_wait;
-    let mut placer = Placer::new(state, i.config.weights, node_cpu(i.windows, i.now), i.calls);
+    // Built on the first placement: a round with nothing to place skips it.
+    let mut placer: Option<Placer> = None;
+    let new_placer = || Placer::new(state, i.config.weights, node_cpu(i.windows, i.now), i.calls);
     let mut stopped: HashSet<InstanceId> = HashSet::new();
     let draining = |inst: &sluice_common::Instance| state.nodes.get(&inst.node).is_some_and(|n| n.draining);
 
     for spec in state.functions.values() {
-        let serving: Vec<&sluice_common::Instance> = state.live_instances(&spec.name).filter(|x| !lost.contains(&x.id)).collect();
+        let mut instances: Vec<&sluice_common::Instance> = state.live_instances(&spec.name).filter(|x| lost.is_empty() || !lost.contains(&x.id)).collect();
         // An instance with a live replacement is counted through the replacement.
-        let replaced: HashSet<InstanceId> = serving.iter().filter_map(|x| x.replaces).collect();
-        let instances: Vec<&sluice_common::Instance> = serving.into_iter().filter(|x| !replaced.contains(&x.id)).collect();
-        let gateways: Vec<Scope> = i.windows.gateways_of(&spec.name).into_iter().map(|n| Scope::Gateway(n, spec.name.clone())).collect();
-        let load = function_load(i.windows, &gateways, &spec.scaling, i.now);
+        if instances.iter().any(|x| x.replaces.is_some()) {
+            let replaced: HashSet<InstanceId> = instances.iter().filter_map(|x| x.replaces).collect();
+            instances.retain(|x| !replaced.contains(&x.id));
+        }
+        let load = function_load(i.windows, i.windows.gateway_scopes_of(&spec.name), &spec.scaling, i.now);
         let rules = rules::rules_for(state, spec);
         let effects = if rules.is_empty() {
             rules::RuleEffects::default()
@@ -149,7 +152,7 @@ pub fn plan(i: &Inputs<'_>) -> Round {
         }
         let mut missing = 0;
         for _ in 0..sizing.start {
-            match placer.place(spec, &effects.placement, None) {
+            match placer.get_or_insert_with(new_placer).place(spec, &effects.placement, None) {
                 Some(c) => decisions.push(Decision {
                     action: Action::Start {
                         function: spec.name.clone(),
@@ -167,7 +170,9 @@ pub fn plan(i: &Inputs<'_>) -> Round {
         }
     }
 
-    nodes::drain(state, &mut placer, &stopped, &mut decisions, &mut unplaced);
+    if state.nodes.values().any(|n| n.draining) {
+        nodes::drain(state, placer.get_or_insert_with(new_placer), &stopped, &mut decisions, &mut unplaced);
+    }
 
     let before = Timestamp(i.now.0.saturating_sub(i.config.keep_gone_for.as_millis() as u64));
     if state.instances.values().any(|x| x.state == InstanceState::Gone && x.state_since < before) {

@@ -76,7 +76,9 @@ struct Candidate {
     instances: u32,
     max_instances: Option<u32>,
     labels: Labels,
-    images: std::collections::BTreeSet<String>,
+    /// The images it holds, as ids of `Placer::images` (a short list: comparing
+    /// numbers, not strings, for every node of every placement).
+    images: Vec<u32>,
     schedulable: bool,
     state: &'static str,
     /// Host CPU, 0-100, over the last 30 s; None when not measured.
@@ -134,11 +136,14 @@ pub struct Placer<'a> {
     /// Call rates between functions, both ways: `calls[f]` lists the functions
     /// `f` calls or is called by, with how often (per second).
     calls: &'a HashMap<FunctionName, Vec<(FunctionName, f64)>>,
+    /// Every image some node holds, numbered.
+    images: HashMap<String, u32>,
 }
 
 impl<'a> Placer<'a> {
     /// A placer over `state`'s nodes; `cpu_percent(node)` reads the windows.
     pub fn new(state: &'a ClusterState, weights: Weights, cpu_percent: impl Fn(&NodeId) -> Option<f64>, calls: &'a HashMap<FunctionName, Vec<(FunctionName, f64)>>) -> Self {
+        let mut images: HashMap<String, u32> = HashMap::new();
         let nodes = state
             .nodes
             .values()
@@ -156,7 +161,14 @@ impl<'a> Placer<'a> {
                     instances,
                     max_instances: n.max_instances,
                     labels: n.labels.clone(),
-                    images: n.images.clone(),
+                    images: n
+                        .images
+                        .iter()
+                        .map(|image| {
+                            let next = images.len() as u32;
+                            *images.entry(image.clone()).or_insert(next)
+                        })
+                        .collect(),
                     schedulable: n.schedulable(),
                     state: n.state_name(),
                     cpu_percent: cpu_percent(&n.id),
@@ -171,23 +183,22 @@ impl<'a> Placer<'a> {
                 conflicts.entry(other.clone()).or_default().push(spec.name.clone());
             }
         }
-        Self { weights, conflicts, nodes, calls }
+        Self { weights, conflicts, nodes, calls, images }
     }
 
     /// Picks a node for one instance of `spec` and books its reservation there.
     /// `except` is a node to leave out (the one a moved instance leaves).
     pub fn place(&mut self, spec: &FunctionSpec, prefs: &Preferences, except: Option<&NodeId>) -> Option<Chosen> {
         let need = reservation(spec);
-        let partners = self.calls.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
-        let conflicts = self.conflicts.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+        let wanted = self.wanted(spec, prefs);
         let mut best: Option<(usize, f64)> = None;
         let mut feasible = 0;
         for (i, node) in self.nodes.iter().enumerate() {
-            if except == Some(&node.id) || first_failed_filter(node, spec, &need, conflicts).is_some() {
+            if except == Some(&node.id) || first_failed_filter(node, spec, &need, wanted.conflicts).is_some() {
                 continue;
             }
             feasible += 1;
-            let total = scores(node, spec, &need, prefs, partners, &self.weights).total;
+            let total = scores(node, spec, &need, &wanted, &self.weights).total;
             // Strictly better wins; nodes come in id order, so ties keep the lower id.
             if best.is_none_or(|(_, b)| total > b + 1e-12) {
                 best = Some((i, total));
@@ -201,17 +212,26 @@ impl<'a> Placer<'a> {
         Some(Chosen { node: node.id.clone(), score, feasible, considered: self.nodes.len() as u32 })
     }
 
+    /// What one function's placement looks up once, not per node.
+    fn wanted<'p>(&'p self, spec: &FunctionSpec, prefs: &'p Preferences) -> Wanted<'p> {
+        Wanted {
+            image: self.images.get(spec.image.as_str()).copied(),
+            partners: self.calls.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]),
+            conflicts: self.conflicts.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]),
+            prefs,
+        }
+    }
+
     /// Every node's filters and scores for one more instance of `spec`.
     pub fn explain(&self, spec: &FunctionSpec, prefs: &Preferences) -> Vec<NodeVerdict> {
         let need = reservation(spec);
-        let partners = self.calls.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
-        let conflicts = self.conflicts.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+        let wanted = self.wanted(spec, prefs);
         self.nodes
             .iter()
             .map(|node| {
-                let filters = filter_results(node, spec, &need, conflicts);
+                let filters = filter_results(node, spec, &need, wanted.conflicts);
                 let passed = filters.iter().all(|f| f.passed);
-                NodeVerdict { node: node.id.clone(), filters, scores: passed.then(|| scores(node, spec, &need, prefs, partners, &self.weights)) }
+                NodeVerdict { node: node.id.clone(), filters, scores: passed.then(|| scores(node, spec, &need, &wanted, &self.weights)) }
             })
             .collect()
     }
@@ -229,9 +249,10 @@ fn first_failed_filter(node: &Candidate, spec: &FunctionSpec, need: &Resources, 
     if node.max_instances.is_some_and(|m| node.instances >= m) {
         return Some("node_limit");
     }
-    let mine = node.functions.get(&spec.name).copied().unwrap_or(0);
-    if spec.placement.max_per_node.is_some_and(|m| mine >= m) {
-        return Some("max_per_node");
+    if let Some(m) = spec.placement.max_per_node {
+        if node.functions.get(&spec.name).copied().unwrap_or(0) >= m {
+            return Some("max_per_node");
+        }
     }
     if anti_affine_here(node, conflicts).is_some() {
         return Some("anti_affinity");
@@ -296,23 +317,42 @@ fn show_labels(l: &Labels) -> String {
     l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-fn scores(node: &Candidate, spec: &FunctionSpec, need: &Resources, prefs: &Preferences, partners: &[(FunctionName, f64)], w: &Weights) -> Scores {
+/// One placement's lookups, done once for all nodes.
+struct Wanted<'p> {
+    /// The spec's image among the nodes' images (None: no node holds it).
+    image: Option<u32>,
+    partners: &'p [(FunctionName, f64)],
+    conflicts: &'p [FunctionName],
+    prefs: &'p Preferences,
+}
+
+fn scores(node: &Candidate, spec: &FunctionSpec, need: &Resources, wanted: &Wanted<'_>, w: &Weights) -> Scores {
     let after = node.reserved.plus(need);
     let used = utilisation(&after, &node.capacity);
     let fit = match spec.placement.strategy {
         Strategy::Binpack => used,
         Strategy::Spread => 1.0 - used,
     };
-    let image = if node.images.contains(spec.image.as_str()) { 1.0 } else { 0.0 };
+    let image = if wanted.image.is_some_and(|id| node.images.contains(&id)) { 1.0 } else { 0.0 };
     let load = node.cpu_percent.map_or(0.5, |cpu| 1.0 - (cpu / 100.0).clamp(0.0, 1.0));
-    let total_calls: f64 = partners.iter().map(|(_, rate)| rate).sum();
-    let colocation = if total_calls > 0.0 {
-        partners.iter().filter(|(f, _)| node.functions.get(f).is_some_and(|n| *n > 0)).map(|(_, rate)| rate).sum::<f64>() / total_calls
-    } else {
+    let colocation = if wanted.partners.is_empty() {
         0.0
+    } else {
+        let total_calls: f64 = wanted.partners.iter().map(|(_, rate)| rate).sum();
+        let here: f64 = wanted.partners.iter().filter(|(f, _)| node.functions.get(f).is_some_and(|n| *n > 0)).map(|(_, rate)| rate).sum();
+        if total_calls > 0.0 {
+            here / total_calls
+        } else {
+            0.0
+        }
     };
-    let preference = prefs.prefer.iter().filter(|s| labels::matches(s, &node.labels)).count() as f64 - prefs.avoid.iter().filter(|s| labels::matches(s, &node.labels)).count() as f64;
-    let preference = preference.clamp(-1.0, 1.0);
+    let prefs = wanted.prefs;
+    let preference = if prefs.prefer.is_empty() && prefs.avoid.is_empty() {
+        0.0
+    } else {
+        let p = prefs.prefer.iter().filter(|s| labels::matches(s, &node.labels)).count() as f64 - prefs.avoid.iter().filter(|s| labels::matches(s, &node.labels)).count() as f64;
+        p.clamp(-1.0, 1.0)
+    };
     let total = w.fit * fit + w.image * image + w.load * load + w.colocation * colocation + w.preference * preference;
     Scores { fit, image, load, colocation, preference, total }
 }

@@ -217,6 +217,19 @@ impl Windows {
         Some(series.slots(range.as_millis() as u64, now.millis()))
     }
 
+    /// Calls `f` with each slot reading of `scope`'s `metric` over `range`,
+    /// oldest first, without collecting them; returns the ring's step, or None
+    /// for an unknown series.
+    pub fn visit_slots(&self, scope: &Scope, metric: Metric, range: Duration, now: Timestamp, f: impl FnMut(Reading)) -> Option<u64> {
+        let series = self.find(scope, metric)?;
+        Some(series.visit(range.as_millis() as u64, now.millis(), f))
+    }
+
+    /// The gateway scopes of `function`, borrowed (no allocation).
+    pub fn gateway_scopes_of<'a>(&'a self, function: &FunctionName) -> impl Iterator<Item = &'a Scope> + 'a {
+        self.by_function.get(function).into_iter().flatten().filter(|s| matches!(s, Scope::Gateway(..)))
+    }
+
     /// The time of `scope`'s newest sample of `metric`.
     pub fn newest(&self, scope: &Scope, metric: Metric) -> Option<Timestamp> {
         self.find(scope, metric).map(|s| Timestamp(s.newest_ms))

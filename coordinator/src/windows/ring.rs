@@ -153,25 +153,33 @@ impl Ring {
     /// The filled slots of the `ceil(range_ms / step)` periods ending with the
     /// one holding `now_ms` (at most a lap), oldest first.
     pub fn read(&self, range_ms: u64, now_ms: u64) -> Vec<Reading> {
+        let mut out = Vec::new();
+        self.visit(range_ms, now_ms, |r| out.push(r));
+        out
+    }
+
+    /// `read` without the allocation: `f` gets each reading, oldest first.
+    pub fn visit(&self, range_ms: u64, now_ms: u64, mut f: impl FnMut(Reading)) {
         let newest = now_ms / self.step_ms;
         let periods = range_ms.div_ceil(self.step_ms).min(self.len);
         let oldest = (newest + 1).saturating_sub(periods);
-        (oldest..=newest)
-            .filter_map(|period| {
-                let slot = self.slots.get(self.index(period))?;
-                let start = period * self.step_ms;
-                (slot.count > 0 && slot.period == period as u32).then(|| Reading {
-                    count: u64::from(slot.count),
-                    sum: slot.sum,
-                    min: slot.min,
-                    max: slot.max,
-                    first: slot.first,
-                    first_ms: start + u64::from(slot.first_at),
-                    last: slot.last,
-                    last_ms: start + u64::from(slot.last_at),
-                })
-            })
-            .collect()
+        for period in oldest..=newest {
+            let Some(slot) = self.slots.get(self.index(period)) else { continue };
+            if slot.count == 0 || slot.period != period as u32 {
+                continue;
+            }
+            let start = period * self.step_ms;
+            f(Reading {
+                count: u64::from(slot.count),
+                sum: slot.sum,
+                min: slot.min,
+                max: slot.max,
+                first: slot.first,
+                first_ms: start + u64::from(slot.first_at),
+                last: slot.last,
+                last_ms: start + u64::from(slot.last_at),
+            });
+        }
     }
 
     /// Bytes held by the slots.

@@ -63,6 +63,13 @@ impl Series {
         ring.read(range_ms, now_ms)
     }
 
+    /// Each reading `readings` would return, without collecting them; returns the step.
+    pub fn visit(&self, range_ms: u64, now_ms: u64, f: impl FnMut(Reading)) -> u64 {
+        let ring = if range_ms <= self.fine.span_ms() { &self.fine } else { &self.coarse };
+        ring.visit(range_ms, now_ms, f);
+        ring.step_ms()
+    }
+
     /// Like `readings`, with the step of the ring read.
     pub fn slots(&self, range_ms: u64, now_ms: u64) -> (u64, Vec<Reading>) {
         let ring = if range_ms <= self.fine.span_ms() { &self.fine } else { &self.coarse };

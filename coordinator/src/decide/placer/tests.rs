@@ -39,6 +39,7 @@ fn cluster(specs: &[FunctionSpec], nodes: &[NodeRow]) -> ClusterState {
                     reason: None,
                     replaces: None,
                     addr: None,
+                    reserved: specs.iter().find(|s| s.name.as_str() == *f).map(crate::state::reservation).unwrap_or_default(),
                 });
                 next += 1;
             }

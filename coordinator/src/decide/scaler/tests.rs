@@ -25,6 +25,7 @@ fn inst(id: u64, state: InstanceState, since: u64) -> Instance {
         reason: None,
         replaces: None,
         addr: None,
+        reserved: sluice_common::Resources::default(),
     }
 }
 
