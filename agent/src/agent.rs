@@ -41,6 +41,9 @@ use tracing::{debug, info, warn};
 /// daemon cannot hold up the loop (and the Ready reports it sends).
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most images a report names (the coordinator accepts up to 1,024).
+const MAX_REPORTED_IMAGES: usize = 256;
+
 /// The agent of one node. Build it with `new`, then drive it with `run`.
 pub struct Agent {
     node: NodeId,
@@ -127,6 +130,7 @@ impl Agent {
             worker,
             watched: watched_tx,
             addresses: HashMap::new(),
+            images: std::collections::BTreeSet::new(),
             reports: reports_tx,
             delivered: delivered_rx,
             agent: &self,
@@ -203,6 +207,8 @@ struct LoopState<'a> {
     watched: watch::Sender<Vec<crate::runtime::ContainerInfo>>,
     /// Each live container's address on its network, from the last listing.
     addresses: HashMap<InstanceId, std::net::IpAddr>,
+    /// Images instances ran from since the agent started: on this host's disk.
+    images: std::collections::BTreeSet<String>,
     reports: watch::Sender<Option<reporter::Numbered>>,
     delivered: watch::Receiver<u64>,
 }
@@ -250,15 +256,15 @@ impl LoopState<'_> {
         report.labels = a.labels.clone();
         report.max_instances = a.max_instances;
         // Images of instances that run (or ran) here are on this host: placing
-        // another instance of one needs no pull.
+        // another instance of one needs no pull. Kept once seen, up to a bound,
+        // so the set changes (and is written to the log) only when it grows.
         let states = self.table.states();
-        report.images = self
-            .desired
-            .iter()
-            .flat_map(|d| &d.instances)
-            .filter(|d| matches!(states.get(&d.id), Some(InstanceState::Ready | InstanceState::Paused)))
-            .map(|d| d.spec.image.to_string())
-            .collect();
+        for d in self.desired.iter().flat_map(|d| &d.instances) {
+            if self.images.len() < MAX_REPORTED_IMAGES && matches!(states.get(&d.id), Some(InstanceState::Ready | InstanceState::Paused)) {
+                self.images.insert(d.spec.image.to_string());
+            }
+        }
+        report.images = self.images.clone();
         self.reports.send_replace(Some((seq, report)));
     }
 

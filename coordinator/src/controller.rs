@@ -11,11 +11,14 @@
 
 use crate::decide::{self, DecideConfig, Inputs, Round};
 use crate::ingest::Telemetry;
+use crate::liveness::Liveness;
+use crate::state::ClusterState;
 use crate::plan::{Decision, Outcome};
 use crate::state_machine::{Command, Response};
 use crate::store::Store;
 use std::future::Future;
-use std::sync::Arc;
+use sluice_common::Timestamp;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -72,32 +75,37 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
             continue;
         }
         last_round = tokio::time::Instant::now();
-        let round = store
-            .read_linearizable(|state| {
-                let windows = telemetry.windows();
-                let activity = telemetry.activity();
-                let liveness = liveness.lock().expect("liveness lock poisoned");
-                let calls = telemetry.calls().partners(now, crate::ingest::CALLS_HORIZON);
-                let inputs = Inputs {
-                    state,
-                    windows: &windows,
-                    activity: &activity,
-                    liveness: &liveness,
-                    calls: &calls,
-                    now,
-                    term,
-                    leader_since: since,
-                    history_from: telemetry.history_from().unwrap_or(now),
-                    config: &config.decide,
-                };
-                decide::plan(&inputs)
-            })
-            .await;
+        let round = store.read_linearizable(|state| with_inputs(state, &telemetry, &liveness, (term, since), now, &config.decide, decide::plan)).await;
         match round {
             Ok(round) => commit(&store, round).await,
             Err(e) => debug!(error = %e, "cannot read through the barrier; deciding on the next round"),
         }
     }
+}
+
+/// Runs `f` on the decision inputs as this coordinator holds them now: the
+/// windows, activity, call graph and liveness, locked while `f` runs (keep it a
+/// decision, not I/O). `lead` is the term and when this coordinator began to lead.
+///
+/// Locks are taken in one order everywhere, so none waits on another in a
+/// circle: the state (held by the caller), the windows, activity, calls, liveness.
+pub fn with_inputs<R>(state: &ClusterState, telemetry: &Telemetry, liveness: &Mutex<Liveness>, lead: (u64, Timestamp), now: Timestamp, config: &DecideConfig, f: impl FnOnce(&Inputs<'_>) -> R) -> R {
+    let windows = telemetry.windows();
+    let activity = telemetry.activity();
+    let calls = telemetry.calls().partners(now, crate::ingest::CALLS_HORIZON);
+    let liveness = liveness.lock().expect("liveness lock poisoned");
+    f(&Inputs {
+        state,
+        windows: &windows,
+        activity: &activity,
+        liveness: &liveness,
+        calls: &calls,
+        now,
+        term: lead.0,
+        leader_since: lead.1,
+        history_from: telemetry.history_from().unwrap_or(now),
+        config,
+    })
 }
 
 async fn commit(store: &Store, round: Round) {

@@ -268,36 +268,25 @@ impl<'a> Parser<'a> {
 
     /// `and ('or' and)*`
     fn or(&mut self) -> Result<Node, Fault> {
-        let mut left = self.and()?;
-        while self.is_word("or") {
-            let start = left.start;
-            let l = self.need_cond(left)?;
-            let t = self.bump();
-            let right = self.and()?;
-            let r = self.need_cond(right)?;
-            self.count_node(&t)?;
-            left = Node {
-                kind: Parsed::Cond(Condition::Or(Box::new(l), Box::new(r))),
-                start,
-            };
-        }
-        Ok(left)
+        self.joined("or", Self::and, Condition::Or)
     }
 
     /// `not ('and' not)*`
     fn and(&mut self) -> Result<Node, Fault> {
-        let mut left = self.not()?;
-        while self.is_word("and") {
+        self.joined("and", Self::not, Condition::And)
+    }
+
+    /// `operand (word operand)*`, left to right, each side a condition.
+    fn joined(&mut self, word: &str, operand: fn(&mut Self) -> Result<Node, Fault>, join: fn(Box<Condition>, Box<Condition>) -> Condition) -> Result<Node, Fault> {
+        let mut left = operand(self)?;
+        while self.is_word(word) {
             let start = left.start;
             let l = self.need_cond(left)?;
             let t = self.bump();
-            let right = self.not()?;
+            let right = operand(self)?;
             let r = self.need_cond(right)?;
             self.count_node(&t)?;
-            left = Node {
-                kind: Parsed::Cond(Condition::And(Box::new(l), Box::new(r))),
-                start,
-            };
+            left = Node { kind: Parsed::Cond(join(Box::new(l), Box::new(r))), start };
         }
         Ok(left)
     }

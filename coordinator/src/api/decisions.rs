@@ -2,7 +2,8 @@
 //! events, and placement explanations.
 
 use super::{query_param, parse_param, Api, MAX_BODY};
-use crate::decide::{self, rules, Inputs};
+use crate::controller;
+use crate::decide::{self, rules};
 use crate::events;
 use crate::http::{self, read_body, ApiError, Body};
 use crate::state_machine::{Command, Response as Applied};
@@ -85,8 +86,8 @@ impl Api {
         let only = query_param(req, "name").map(RuleName::new).transpose().map_err(|e| ApiError::invalid("name", e.message))?;
         self.barrier().await?;
         let now = self.store.now();
-        let windows = self.telemetry.windows();
         let out = self.store.read(|s| {
+            let windows = self.telemetry.windows();
             if let Some(name) = &only {
                 if !s.rules.contains_key(name) {
                     return Err(ApiError::not_found(format!("rule {name} does not exist: `sluice rules ls` lists rules")));
@@ -109,25 +110,11 @@ impl Api {
     pub(super) async fn explain_placement(&self, function: FunctionName) -> Result<Response<Body>, ApiError> {
         self.barrier().await?;
         let now = self.store.now();
-        let windows = self.telemetry.windows();
-        let activity = self.telemetry.activity();
-        let liveness = self.store.raft().liveness.lock().expect("liveness lock poisoned").clone();
-        let calls = self.telemetry.calls().partners(now, crate::ingest::CALLS_HORIZON);
         let lead = self.store.leadership();
+        let liveness = &self.store.raft().liveness;
         let verdicts = self.store.read(|state| {
-            let inputs = Inputs {
-                state,
-                windows: &windows,
-                activity: &activity,
-                liveness: &liveness,
-                calls: &calls,
-                now,
-                term: lead.term.unwrap_or(0),
-                leader_since: lead.since.unwrap_or(now),
-                history_from: self.telemetry.history_from().unwrap_or(now),
-                config: &self.decide,
-            };
-            decide::explain_placement(&inputs, &function)
+            let lead = (lead.term.unwrap_or(0), lead.since.unwrap_or(now));
+            controller::with_inputs(state, &self.telemetry, liveness, lead, now, &self.decide, |inputs| decide::explain_placement(inputs, &function))
         });
         match verdicts {
             Some(v) => Ok(http::json(StatusCode::OK, &serde_json::json!({ "function": function, "nodes": v }))),

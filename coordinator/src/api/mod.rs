@@ -241,8 +241,10 @@ impl Api {
         let now = self.store.now();
         let own = node::coordinator_node_id(self.store.raft_status().id);
         let routes: BTreeMap<FunctionName, Arc<crate::gateway::Route>> = self.gateway.routes().into_iter().map(|r| (r.name.clone(), r)).collect();
-        let windows = self.telemetry.windows();
+        // The state's lock first, then the windows', as everywhere: a decision
+        // holds both in that order.
         self.store.read(|s| {
+            let windows = self.telemetry.windows();
             s.functions
                 .values()
                 .filter(|f| only.is_none_or(|o| o == &f.name))
