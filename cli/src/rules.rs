@@ -149,3 +149,12 @@ fn ago(ms: u64) -> String {
     format!("{:.0} s ago", now.since(sluice_common::Timestamp(ms)).as_secs_f64())
 }
 
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_rules_file_is_valid() {
+        let rules = sluice_common::rules::parse_file(include_str!("../../examples/rules/web.toml")).expect("examples/rules/web.toml parses");
+        assert_eq!(rules.len(), 4);
+    }
+}
