@@ -2,7 +2,9 @@
 //! loopback (a private mosquitto as their metrics bus), two agents on the real
 //! Docker Engine, and steady load through the gateways:
 //!
-//! - the leader is killed 10 times (SIGKILL) and restarted;
+//! - the leader is killed 10 times (SIGKILL) and restarted; the load goes
+//!   through two of the three gateways, so when the third coordinator leads
+//!   its own gateway has seen none of it;
 //! - no instance that was serving is stopped by a new leader (which, before
 //!   the fix, saw every instance idle from the moment it took over);
 //! - no function ever runs more instances than its maximum (placements are
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 const MAX: usize = 6;
 const KILLS: usize = 10;
 const AGENTS: [&str; 2] = ["t-fo-a", "t-fo-b"];
+/// The coordinators whose gateways carry the load.
+const LOAD_GATEWAYS: [u64; 2] = [2, 3];
 
 /// Which gateways clients may use now, and a generation per coordinator bumped
 /// at each kill, so a request can tell whether its gateway died under it.
@@ -84,14 +88,17 @@ fn serving(instances: &Value) -> Vec<(u64, String)> {
 async fn run(pc: &mut ProcessCluster) -> Result<()> {
     let http = Http::fresh_connections(Duration::from_millis(500));
     let leader = pc.leader(Duration::from_secs(10)).await?;
-    let spec = json!({"name": "steady", "image": sleep_image(), "min_instances": 0, "max_instances": MAX, "concurrency": 4});
+    // A short idle timeout: a leader that wrongly thinks an instance idle stops it within seconds.
+    let spec = json!({"name": "steady", "image": sleep_image(), "min_instances": 0, "max_instances": MAX, "concurrency": 4, "idle_timeout_secs": 3});
     let r = http.json(sluice_tests::Method::POST, &format!("{}/v1/functions", pc.api_url(leader)), &spec).await?;
     anyhow::ensure!(r.status.is_success(), "deploy: {} {}", r.status, r.text());
 
-    // Steady load: 10 callers of a 50 ms function, spread over every live gateway.
+    // Steady load: 10 callers of a 50 ms function through the gateways of
+    // coordinators 2 and 3. When coordinator 1 leads, its own gateway sees no
+    // load at all: it must take everyone's from the bus.
     let gateways = Arc::new(Gateways {
-        urls: pc.ids().into_iter().map(|i| (i, format!("{}/function/steady?ms=50", pc.gateway_url(i)))).collect(),
-        alive: Mutex::new(pc.ids().into_iter().collect()),
+        urls: LOAD_GATEWAYS.iter().map(|&i| (i, format!("{}/function/steady?ms=50", pc.gateway_url(i)))).collect(),
+        alive: Mutex::new(LOAD_GATEWAYS.into_iter().collect()),
         generation: pc.ids().into_iter().map(|_| AtomicU64::new(0)).collect(),
     });
     let running = Arc::new(AtomicBool::new(true));
@@ -162,9 +169,10 @@ async fn run(pc: &mut ProcessCluster) -> Result<()> {
         })
     };
 
-    let mut failovers = Vec::new();
+    let (mut failovers, mut leaders) = (Vec::new(), Vec::new());
     for k in 0..KILLS {
         let old = pc.leader(Duration::from_secs(10)).await?;
+        leaders.push(old);
         gateways.alive.lock().unwrap().remove(&old);
         gateways.generation[old as usize - 1].fetch_add(1, Ordering::SeqCst);
         pc.kill(old)?;
@@ -181,9 +189,12 @@ async fn run(pc: &mut ProcessCluster) -> Result<()> {
             async move { Ok(http.get(&url).await.ok().filter(|r| r.status.is_success()).map(|_| ())) }
         })
         .await?;
-        gateways.alive.lock().unwrap().insert(old);
+        if LOAD_GATEWAYS.contains(&old) {
+            gateways.alive.lock().unwrap().insert(old);
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    leaders.push(pc.leader(Duration::from_secs(10)).await?);
     running.store(false, Ordering::Relaxed);
     for c in callers {
         let _ = c.await;
@@ -192,7 +203,7 @@ async fn run(pc: &mut ProcessCluster) -> Result<()> {
     let _ = watcher.await;
 
     eprintln!(
-        "failover: {KILLS} kills, new leader after {:?}; {} requests served, {} excused (their gateway was killed), at most {} instances",
+        "failover: {KILLS} kills, leaders in turn {leaders:?}, new leader after {:?}; {} requests served, {} excused (their gateway was killed), at most {} instances",
         failovers,
         ok.load(Ordering::Relaxed),
         excused.load(Ordering::Relaxed),
@@ -202,14 +213,15 @@ async fn run(pc: &mut ProcessCluster) -> Result<()> {
     anyhow::ensure!(failed.is_empty(), "{} requests failed that a healthy instance could have served: {:?}", failed.len(), &failed[..failed.len().min(10)]);
     anyhow::ensure!(most.load(Ordering::Relaxed) <= MAX, "{} instances at once, above the maximum of {MAX}", most.load(Ordering::Relaxed));
 
+    let instances = api(pc, &http, "/v1/instances?function=steady").await?;
+    let serving_now: BTreeSet<u64> = serving(&instances).into_iter().map(|(i, _)| i).collect();
+    anyhow::ensure!(serving_at_warm.is_subset(&serving_now), "instances serving before the kills are gone: before {serving_at_warm:?}, now {serving_now:?}");
+
     // No serving instance was stopped by a new leader, and no agent was marked suspect or down.
     let events = api(pc, &http, "/v1/events?limit=10000").await?;
     let after_warm: Vec<&Value> = events.as_array().into_iter().flatten().filter(|e| e["at"].as_u64().unwrap_or(0) >= warm_at).collect();
     let stops: Vec<&&Value> = after_warm.iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("stop") || a.starts_with("mark") || a.starts_with("pause"))).collect();
     anyhow::ensure!(stops.is_empty(), "instances were stopped, paused or marked lost during the failovers: {stops:?}");
-    let instances = api(pc, &http, "/v1/instances?function=steady").await?;
-    let serving_now: BTreeSet<u64> = serving(&instances).into_iter().map(|(i, _)| i).collect();
-    anyhow::ensure!(serving_at_warm.is_subset(&serving_now), "instances serving before the kills are gone: before {serving_at_warm:?}, now {serving_now:?}");
     let nodes = api(pc, &http, "/v1/nodes").await?;
     for n in nodes.as_array().into_iter().flatten() {
         anyhow::ensure!(n["state"] == "ready", "A2: an agent's node is not ready after the failovers: {n}");
