@@ -58,9 +58,6 @@ impl<'a> FunctionView<'a> {
         FunctionView { windows: self.windows, spec: self.spec, instances: self.instances.clone(), gateways: self.gateways.clone(), hosts: self.hosts.clone(), live: self.live, at }
     }
 
-    pub fn gateways(&self) -> &[Scope] {
-        &self.gateways
-    }
 }
 
 impl EvalContext for FunctionView<'_> {
