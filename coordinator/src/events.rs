@@ -7,7 +7,6 @@
 
 use crate::plan::{Action, Decision, Outcome, Reason};
 use crate::state::ClusterState;
-use crate::state_machine::LogPosition;
 use serde::Serialize;
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
 use std::collections::VecDeque;
@@ -38,8 +37,9 @@ pub struct DecisionEvent {
 }
 
 impl DecisionEvent {
-    /// The event of decision `d` of a plan at `pos`, its subject resolved in `state`.
-    pub fn new(pos: LogPosition, at: Timestamp, d: &Decision, state: &ClusterState, outcome: Outcome) -> Self {
+    /// The event of decision `d` of the plan at log `index` of `term`, its
+    /// subject resolved in `state`.
+    pub fn new(index: u64, term: u64, at: Timestamp, d: &Decision, state: &ClusterState, outcome: Outcome) -> Self {
         let of_instance = |id: &InstanceId| state.instances.get(id).map(|i| (i.function.clone(), i.node.clone()));
         let (function, instance, node) = match &d.action {
             Action::Start { function, node, replaces, .. } => (Some(function.clone()), *replaces, Some(node.clone())),
@@ -51,7 +51,7 @@ impl DecisionEvent {
             Action::Fired { function, .. } | Action::Panic { function, .. } => (Some(function.clone()), None, None),
             Action::Prune { .. } => (None, None, None),
         };
-        Self { index: pos.index, term: pos.term, at, function, instance, node, action: d.action.describe(), why: d.reason.to_string(), reason: d.reason.clone(), outcome }
+        Self { index, term, at, function, instance, node, action: d.action.describe(), why: d.reason.to_string(), reason: d.reason.clone(), outcome }
     }
 }
 

@@ -4,14 +4,14 @@
 use crate::api::Api;
 use crate::applied::AppliedState;
 use crate::controller::{self, ControllerConfig};
-use crate::gateway::{self, FiguresTaker, Gateway};
+use crate::gateway::{self, coordinator_node_id, FiguresTaker, Gateway};
 use crate::http;
 use crate::ingest::{self, Telemetry};
 use crate::raft::{RaftConfig, RaftNode, StartError};
 use crate::store::Store;
 use crate::windows::{Windows, WindowsConfig};
 use sluice_bus::{InProcessBus, MetricsBus, Publisher, PublisherConfig, Topic};
-use sluice_common::{Clock, NodeId};
+use sluice_common::Clock;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,11 +160,6 @@ impl Coordinator {
         signal.await;
         self.shutdown().await;
     }
-}
-
-/// The node id a coordinator publishes its gateway's figures under.
-pub fn coordinator_node_id(raft_id: u64) -> NodeId {
-    NodeId::new(format!("coordinator-{raft_id}")).expect("coordinator-<number> is a valid node id")
 }
 
 /// Least time between two gateway publications: a burst of cold starts sends

@@ -238,14 +238,14 @@ fn apply_plan(state: &mut ClusterState, plan: &Plan, pos: LogPosition, fx: &mut 
         // deposed leader's proposal, forwarded): its view is stale.
         let why = format!("plan made in term {} reached the log in term {}: a deposed leader's decisions are void", plan.term, pos.term);
         for d in &plan.decisions {
-            fx.events.push(DecisionEvent::new(pos, plan.at, d, state, Outcome::Refused { why: why.clone() }));
+            fx.events.push(DecisionEvent::new(pos.index, pos.term, plan.at, d, state, Outcome::Refused { why: why.clone() }));
         }
         return Response::Rejected { reason: why };
     }
     let mut outcomes = Vec::with_capacity(plan.decisions.len());
     for d in &plan.decisions {
         // Resolve the event's subject before the action may change or prune it.
-        let mut event = DecisionEvent::new(pos, plan.at, d, state, Outcome::Done);
+        let mut event = DecisionEvent::new(pos.index, pos.term, plan.at, d, state, Outcome::Done);
         let outcome = apply_decision(state, d, plan.at, fx);
         event.outcome = outcome.clone();
         if let Outcome::Started { id } = &outcome {

@@ -21,7 +21,6 @@ use crate::raft::MemberChange;
 use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
 use crate::windows::{Agg, Metric, Scope};
-use crate::node;
 use crate::windows_api;
 use sluice_common::metrics;
 use hyper::body::Incoming;
@@ -239,7 +238,7 @@ impl Api {
     /// gateway read live, every other gateway as its latest figures in the windows.
     fn functions(&self, only: Option<&FunctionName>) -> Vec<FunctionView> {
         let now = self.store.now();
-        let own = node::coordinator_node_id(self.store.raft_status().id);
+        let own = crate::gateway::coordinator_node_id(self.store.raft_status().id);
         let routes: BTreeMap<FunctionName, Arc<crate::gateway::Route>> = self.gateway.routes().into_iter().map(|r| (r.name.clone(), r)).collect();
         // The state's lock first, then the windows', as everywhere: a decision
         // holds both in that order.

@@ -5,9 +5,14 @@
 use super::Gateway;
 use sluice_common::metrics::{HistogramSnapshot, LATENCY_BUCKETS};
 use sluice_common::wire::{CallFigures, FunctionFigures, GatewayBatch, InstanceActivity};
-use sluice_common::FunctionName;
+use sluice_common::{FunctionName, NodeId};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+
+/// The node id a coordinator publishes its gateway's figures under.
+pub fn coordinator_node_id(raft_id: u64) -> NodeId {
+    NodeId::new(format!("coordinator-{raft_id}")).expect("coordinator-<number> is a valid node id")
+}
 
 /// JSON has no infinity: a p95 past the last bucket is sent as that bucket's bound.
 const LONGEST: f64 = LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1];

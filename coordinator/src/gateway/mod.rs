@@ -11,7 +11,7 @@ mod proxy;
 mod route;
 mod upstream;
 
-pub use figures::FiguresTaker;
+pub use figures::{coordinator_node_id, FiguresTaker};
 pub use upstream::Client;
 use upstream::SendError;
 
