@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 pub use hyper::Method;
 use serde_json::Value;
 pub use sluice_cli::client::{Http, Reply};
-use sluice_agent::runtime::{ContainerInfo, ContainerRuntime, ContainerStatus, DockerConfig, DockerRuntime};
+use sluice_agent::runtime::{ContainerInfo, ContainerRuntime, ContainerStatus, DockerConfig, DockerRuntime, RuntimeError};
 use sluice_cli::node::{AgentHandle, CoordinatorArgs, HostArgs, Node, UpArgs};
 use sluice_common::NodeId;
 use std::future::Future;
@@ -147,10 +147,25 @@ pub fn host_args(name: &str) -> HostArgs {
 }
 
 /// Removes every container the agent of `node` created (a clean slate for a test).
+/// An agent that is still winding down may be removing one of them at the same
+/// moment: a conflict is retried for a few seconds.
 pub async fn remove_containers(docker: &DockerRuntime, node: &NodeId) -> Result<()> {
     for c in docker.list(node).await? {
-        docker.stop(&c.id, Duration::from_secs(1)).await?;
-        docker.remove(&c.id).await?;
+        let mut tries = 0;
+        loop {
+            let removed = async {
+                docker.stop(&c.id, Duration::from_secs(1)).await?;
+                docker.remove(&c.id).await
+            };
+            match removed.await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => break,
+                Err(RuntimeError::Conflict { .. }) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(())
 }
