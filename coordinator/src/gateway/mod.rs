@@ -45,11 +45,13 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     /// Woken when a request has to wait: the gateway's figures go out at once.
     pub waiting: Notify,
+    /// Route misses confirm through the Raft barrier one at a time.
+    miss_gate: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, waiting: Notify::new() })
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, waiting: Notify::new(), miss_gate: tokio::sync::Mutex::new(()) })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -127,17 +129,25 @@ impl Gateway {
         self.routes.read().expect("routes lock").values().cloned().collect()
     }
 
-    /// The route of `name`. A miss is checked against the applied state before it
-    /// counts: [`Gateway::follow_store`] syncs just after each apply, and a deploy
-    /// acknowledged a moment ago must already be callable on the node that applied it.
-    fn route(&self, name: &str) -> Option<Arc<Route>> {
+    /// The route of `name`. A miss is checked before it counts: a deploy
+    /// acknowledged a moment ago must be callable at once on every gateway,
+    /// though this coordinator may not have applied it yet. So a miss reads the
+    /// state through the Raft barrier (ReadIndex), one miss at a time: a flood
+    /// of unknown names costs the leader one confirmation at a time, not one each.
+    async fn route(&self, name: &str) -> Option<Arc<Route>> {
         if let Some(route) = self.routes.read().expect("routes lock").get(name).cloned() {
             return Some(route);
         }
         let name = sluice_common::FunctionName::new(name).ok()?;
-        self.store.read(|s| {
-            s.functions.contains_key(&name).then(|| self.sync_functions(s, &std::collections::BTreeSet::from([name.clone()])))
-        })?;
+        let _one_at_a_time = self.miss_gate.lock().await;
+        // Another miss may have synced it meanwhile.
+        if let Some(route) = self.routes.read().expect("routes lock").get(name.as_str()).cloned() {
+            return Some(route);
+        }
+        let exists = self.store.read_linearizable(|s| s.functions.contains_key(&name)).await.unwrap_or(false);
+        if exists {
+            self.store.read(|s| self.sync_functions(s, &std::collections::BTreeSet::from([name.clone()])));
+        }
         self.routes.read().expect("routes lock").get(name.as_str()).cloned()
     }
 
@@ -165,7 +175,7 @@ impl Gateway {
     }
 
     async fn invoke(&self, client: &Client, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let route = self.route(name).ok_or_else(|| {
+        let route = self.route(name).await.ok_or_else(|| {
             let name_err = sluice_common::FunctionName::new(name).err();
             match name_err {
                 Some(e) => ApiError::from(e),
