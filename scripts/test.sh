@@ -3,7 +3,7 @@
 # registry and the message brokers (tansu for Kafka, mosquitto for MQTT; the
 # first run builds tansu, ~20 minutes, cached after), builds and pushes the
 # example function images, then runs every unit, conformance and end-to-end test
-# against the real Docker Engine and brokers, after clippy. The brokers are stopped at the end.
+# against the real Docker Engine and brokers, after rustfmt and clippy. The brokers are stopped at the end.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  build cache (default $HOME/.cache/sluice/target)
@@ -31,7 +31,8 @@ export SLUICE_BIN="${STATIC_TARGET_DIR:-$HOME/.cache/sluice/target-static}/x86_6
 say "checking the systemd units"
 scripts/verify-units.sh
 
-say "checking the code with clippy"
+say "checking the code with rustfmt and clippy"
+cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 say "running the tests"

@@ -18,19 +18,19 @@ mod tasks;
 pub use config::AgentConfig;
 pub use metrics::AgentMetrics;
 
-use sluice_common::backoff::{self, Backoff};
 use crate::control::ControlPlane;
 use crate::reconcile::{self, Action};
 use crate::runtime::{ContainerRuntime, ContainerStatus, RuntimeError};
 use sluice_bus::Publisher;
+use sluice_common::backoff::{self, Backoff};
+use sluice_common::labels::Labels;
+use sluice_common::wire::EventKind as EventKindOut;
 use sluice_common::{Clock, DesiredSet, FunctionName, InstanceId, InstanceState, NodeId, Resources};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use sluice_common::labels::Labels;
 use table::ReportTable;
-use sluice_common::wire::EventKind as EventKindOut;
 use tasks::{Event, EventKind, Task, Worker};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -68,14 +68,7 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// An agent for `node`, offering `capacity` to function instances.
-    pub fn new(
-        node: NodeId,
-        capacity: Resources,
-        runtime: Arc<dyn ContainerRuntime>,
-        control: Arc<dyn ControlPlane>,
-        clock: Arc<dyn Clock>,
-        config: AgentConfig,
-    ) -> Self {
+    pub fn new(node: NodeId, capacity: Resources, runtime: Arc<dyn ContainerRuntime>, control: Arc<dyn ControlPlane>, clock: Arc<dyn Clock>, config: AgentConfig) -> Self {
         Self { node, capacity, labels: Labels::new(), max_instances: None, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
     }
 
@@ -106,13 +99,7 @@ impl Agent {
         let cfg = &self.config;
         let seed = backoff::seed(&[self.node.as_str().as_bytes(), &self.clock.now().millis().to_le_bytes()]);
         let (desired_tx, mut desired_rx) = watch::channel(None);
-        let poller = tokio::spawn(poller::run(
-            self.control.clone(),
-            self.node.clone(),
-            cfg.poll_wait,
-            Backoff::new(cfg.retry_base, cfg.retry_cap, seed),
-            desired_tx,
-        ));
+        let poller = tokio::spawn(poller::run(self.control.clone(), self.node.clone(), cfg.poll_wait, Backoff::new(cfg.retry_base, cfg.retry_cap, seed), desired_tx));
         let (reports_tx, reports_rx) = watch::channel(None);
         let (delivered_tx, delivered_rx) = watch::channel(0);
         let (watched_tx, watched_rx) = watch::channel(Vec::new());

@@ -8,10 +8,10 @@
 //! `rates`). A counter that went down (the container restarted) gives no rate
 //! for that sample rather than a negative one.
 
+use crate::kept_file::KeptFile;
 use sluice_common::wire::ContainerFigures;
 use sluice_common::{FunctionName, InstanceId};
 use std::collections::{HashMap, HashSet};
-use crate::kept_file::KeptFile;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

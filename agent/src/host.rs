@@ -15,9 +15,9 @@
 //! next one divides the difference by the time between them (`rate`, pure), so a
 //! late or skipped sample gives a correct average instead of a spike.
 
-use sluice_common::metrics::{header, sample};
 use crate::container_stats::net_dev_interfaces;
 use crate::kept_file::KeptFile;
+use sluice_common::metrics::{header, sample};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};

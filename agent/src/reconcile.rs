@@ -27,19 +27,52 @@ pub enum Action {
     Start(DesiredInstance),
     /// A running container the agent does not know as ready (after an agent
     /// restart): health-check it, then report it Ready without recreating it.
-    Adopt { desired: DesiredInstance, container: ContainerId, endpoint: Endpoint },
+    Adopt {
+        desired: DesiredInstance,
+        container: ContainerId,
+        endpoint: Endpoint,
+    },
     /// A paused container the agent does not know as paused: record it.
-    MarkPaused { instance: InstanceId, function: FunctionName, endpoint: Option<Endpoint> },
-    Pause { instance: InstanceId, function: FunctionName, container: ContainerId, endpoint: Option<Endpoint> },
-    Unpause { instance: InstanceId, function: FunctionName, container: ContainerId, endpoint: Option<Endpoint> },
+    MarkPaused {
+        instance: InstanceId,
+        function: FunctionName,
+        endpoint: Option<Endpoint>,
+    },
+    Pause {
+        instance: InstanceId,
+        function: FunctionName,
+        container: ContainerId,
+        endpoint: Option<Endpoint>,
+    },
+    Unpause {
+        instance: InstanceId,
+        function: FunctionName,
+        container: ContainerId,
+        endpoint: Option<Endpoint>,
+    },
     /// The instance is not wanted here: stop and remove its containers, report it Gone.
-    Retire { instance: InstanceId, function: FunctionName, containers: Vec<ContainerId>, grace: Duration },
+    Retire {
+        instance: InstanceId,
+        function: FunctionName,
+        containers: Vec<ContainerId>,
+        grace: Duration,
+    },
     /// The instance died (exited, never started, vanished): report it Gone with
     /// `reason` and remove what is left of it.
-    Reap { instance: InstanceId, function: FunctionName, containers: Vec<ContainerId>, reason: String },
+    Reap {
+        instance: InstanceId,
+        function: FunctionName,
+        containers: Vec<ContainerId>,
+        reason: String,
+    },
     /// Containers to stop and remove without touching the instance's report:
     /// duplicates, or leftovers of an instance already reported Gone.
-    Discard { instance: InstanceId, function: FunctionName, containers: Vec<ContainerId>, grace: Duration },
+    Discard {
+        instance: InstanceId,
+        function: FunctionName,
+        containers: Vec<ContainerId>,
+        grace: Duration,
+    },
 }
 
 impl Action {
@@ -62,13 +95,7 @@ impl Action {
 /// `known` is the state the agent last recorded for each instance (Gone ones are
 /// never run again); `busy` instances have an operation in flight and are left
 /// for a later pass; `stop_grace` is how long a retired container gets to exit.
-pub fn plan(
-    desired: &[DesiredInstance],
-    observed: &[ContainerInfo],
-    known: &HashMap<InstanceId, InstanceState>,
-    busy: &HashSet<InstanceId>,
-    stop_grace: Duration,
-) -> Vec<Action> {
+pub fn plan(desired: &[DesiredInstance], observed: &[ContainerInfo], known: &HashMap<InstanceId, InstanceState>, busy: &HashSet<InstanceId>, stop_grace: Duration) -> Vec<Action> {
     let wanted: BTreeMap<InstanceId, &DesiredInstance> = desired.iter().map(|d| (d.id, d)).collect();
     let mut containers: BTreeMap<InstanceId, Vec<&ContainerInfo>> = BTreeMap::new();
     for c in observed {
@@ -120,8 +147,7 @@ fn plan_wanted(d: &DesiredInstance, found: &[&ContainerInfo], known: Option<Inst
             (Some(endpoint), _) => Some(Action::Adopt { desired: d.clone(), container, endpoint }),
             (None, _) => Some(reap(d, ids(found), "its running container publishes no port".into())),
         },
-        (ContainerStatus::Paused, DesiredState::Paused) => (known != Some(InstanceState::Paused))
-            .then_some(Action::MarkPaused { instance: d.id, function, endpoint }),
+        (ContainerStatus::Paused, DesiredState::Paused) => (known != Some(InstanceState::Paused)).then_some(Action::MarkPaused { instance: d.id, function, endpoint }),
         (ContainerStatus::Exited { code }, _) => {
             let reason = match code {
                 Some(code) => format!("its container exited with code {code}"),
@@ -233,17 +259,22 @@ mod tests {
                 vec![Action::MarkPaused { instance: i(1), function: f(), endpoint: Some(ep(4000)) }],
             ),
             case("paused and known paused: nothing", vec![want(1, DesiredState::Paused)], vec![c("a", 1, Paused)], vec![]).known(vec![(1, S::Paused)]),
-            case("wanted paused, running: pause", vec![want(1, DesiredState::Paused)], vec![c("a", 1, Running)], vec![Action::Pause { instance: i(1), function: f(), container: cid("a"), endpoint: Some(ep(4000)) }])
-                .known(vec![(1, S::Ready)]),
-            case("wanted running, paused: unpause", vec![run(1)], vec![c("a", 1, Paused)], vec![Action::Unpause { instance: i(1), function: f(), container: cid("a"), endpoint: Some(ep(4000)) }])
-                .known(vec![(1, S::Paused)]),
             case(
-                "not wanted: retire",
-                vec![],
+                "wanted paused, running: pause",
+                vec![want(1, DesiredState::Paused)],
                 vec![c("a", 1, Running)],
-                vec![Action::Retire { instance: i(1), function: f(), containers: vec![cid("a")], grace: GRACE }],
+                vec![Action::Pause { instance: i(1), function: f(), container: cid("a"), endpoint: Some(ep(4000)) }],
             )
             .known(vec![(1, S::Ready)]),
+            case(
+                "wanted running, paused: unpause",
+                vec![run(1)],
+                vec![c("a", 1, Paused)],
+                vec![Action::Unpause { instance: i(1), function: f(), container: cid("a"), endpoint: Some(ep(4000)) }],
+            )
+            .known(vec![(1, S::Paused)]),
+            case("not wanted: retire", vec![], vec![c("a", 1, Running)], vec![Action::Retire { instance: i(1), function: f(), containers: vec![cid("a")], grace: GRACE }])
+                .known(vec![(1, S::Ready)]),
             case(
                 "not wanted, exited: retire removes it too",
                 vec![],

@@ -55,11 +55,21 @@ async fn docker_containers_carry_secure_defaults() {
 }
 
 fn spawn_agent(rt: Arc<DockerRuntime>, control: Arc<FakeControl>, node: &NodeId) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let agent = Agent::new(node.clone(), Resources { cpu_millis: 2000, memory_mb: 1024 }, rt, control, Arc::new(SystemClock), AgentConfig { stop_grace: Duration::from_secs(2), ..AgentConfig::default() });
+    let agent = Agent::new(
+        node.clone(),
+        Resources { cpu_millis: 2000, memory_mb: 1024 },
+        rt,
+        control,
+        Arc::new(SystemClock),
+        AgentConfig { stop_grace: Duration::from_secs(2), ..AgentConfig::default() },
+    );
     let (stop, rx) = oneshot::channel::<()>();
-    (stop, tokio::spawn(agent.run(async move {
-        let _ = rx.await;
-    })))
+    (
+        stop,
+        tokio::spawn(agent.run(async move {
+            let _ = rx.await;
+        })),
+    )
 }
 
 async fn wait_state(control: &FakeControl, id: u64, want: InstanceState, within: Duration) -> Duration {

@@ -43,10 +43,6 @@ async fn main() -> anyhow::Result<()> {
         ack.await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{url}: {messages} messages of {size} bytes acknowledged in {secs:.2} s: {:.0} msg/s, {:.1} MB/s",
-        messages as f64 / secs,
-        (messages * size) as f64 / secs / 1e6
-    );
+    println!("{url}: {messages} messages of {size} bytes acknowledged in {secs:.2} s: {:.0} msg/s, {:.1} MB/s", messages as f64 / secs, (messages * size) as f64 / secs / 1e6);
     Ok(())
 }

@@ -272,8 +272,7 @@ impl BrokerScript {
 
     fn run(&self, action: &str) -> Result<()> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/brokers.sh");
-        let status =
-            std::process::Command::new("bash").args([script, action, self.kind.script_name()]).status().with_context(|| format!("running {script}"))?;
+        let status = std::process::Command::new("bash").args([script, action, self.kind.script_name()]).status().with_context(|| format!("running {script}"))?;
         ensure!(status.success(), "scripts/brokers.sh {action} {} failed ({status})", self.kind.script_name());
         Ok(())
     }

@@ -42,10 +42,7 @@ pub enum BusError {
     #[error("payload of {size} bytes is over the bus limit of {limit} bytes: send smaller messages or raise max_payload_bytes in --bus")]
     TooLarge { size: usize, limit: usize },
 
-    #[error(
-        "message key {key:?} is invalid: use 1-{} bytes without '/', '+', '#' or control characters (it is an MQTT topic level; the node id fits)",
-        crate::MAX_KEY_LEN
-    )]
+    #[error("message key {key:?} is invalid: use 1-{} bytes without '/', '+', '#' or control characters (it is an MQTT topic level; the node id fits)", crate::MAX_KEY_LEN)]
     InvalidKey { key: String },
 
     #[error("group {group:?} is invalid: use 1-100 letters, digits, '-', '_' or '.'")]

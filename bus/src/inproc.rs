@@ -93,12 +93,8 @@ impl MetricsBus for InProcessBus {
         let lease = self.groups.lease(group, Duration::ZERO).await?;
         let notify = {
             let mut state = self.state.lock().unwrap();
-            let g = state.groups.entry(group.to_string()).or_insert_with(|| Group {
-                topics: HashSet::new(),
-                queue: VecDeque::new(),
-                outstanding: 0,
-                notify: Arc::new(Notify::new()),
-            });
+            let g =
+                state.groups.entry(group.to_string()).or_insert_with(|| Group { topics: HashSet::new(), queue: VecDeque::new(), outstanding: 0, notify: Arc::new(Notify::new()) });
             g.topics = topics.iter().copied().collect();
             g.notify.clone()
         };

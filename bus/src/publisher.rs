@@ -85,15 +85,7 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     pub fn new(node: NodeId, clock: Arc<dyn Clock>, config: PublisherConfig) -> Arc<Self> {
         let boot = backoff::seed(&[node.as_str().as_bytes(), &clock.now().millis().to_le_bytes(), &std::process::id().to_le_bytes()]);
-        Arc::new(Self {
-            node,
-            boot,
-            seq: Default::default(),
-            samples: Outbox::new("samples", config.samples),
-            events: Outbox::new("events", config.events),
-            clock,
-            config,
-        })
+        Arc::new(Self { node, boot, seq: Default::default(), samples: Outbox::new("samples", config.samples), events: Outbox::new("events", config.events), clock, config })
     }
 
     /// Queues `body`, taken at `ts_ms`, as the next message of its kind.

@@ -110,8 +110,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    const NAMES: [(&'static str, Compression); 4] =
-        [("none", Compression::None), ("gzip", Compression::Gzip), ("snappy", Compression::Snappy), ("lz4", Compression::Lz4)];
+    const NAMES: [(&'static str, Compression); 4] = [("none", Compression::None), ("gzip", Compression::Gzip), ("snappy", Compression::Snappy), ("lz4", Compression::Lz4)];
 
     pub fn as_str(self) -> &'static str {
         Self::NAMES.iter().find(|(_, c)| *c == self).map(|(n, _)| *n).unwrap_or("none")
@@ -136,16 +135,7 @@ pub struct MqttConfig {
 
 impl MqttConfig {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        MqttConfig {
-            host: host.into(),
-            port,
-            tls: None,
-            credentials: None,
-            client_id: None,
-            keepalive: Duration::from_secs(30),
-            inflight: 100,
-            settings: Settings::default(),
-        }
+        MqttConfig { host: host.into(), port, tls: None, credentials: None, client_id: None, keepalive: Duration::from_secs(30), inflight: 100, settings: Settings::default() }
     }
 
     pub fn addr(&self) -> String {
@@ -217,11 +207,7 @@ impl BusUrl {
             }
             "kafka" => {
                 if userinfo.is_some() {
-                    return Err(BusError::url(
-                        "user:pass@",
-                        "is not supported for Kafka (this build has no SASL or TLS)",
-                        "remove it and secure the broker's network instead",
-                    ));
+                    return Err(BusError::url("user:pass@", "is not supported for Kafka (this build has no SASL or TLS)", "remove it and secure the broker's network instead"));
                 }
                 query.allow(&[&COMMON_KEYS[..], &KAFKA_KEYS[..]].concat())?;
                 let brokers = hosts.split(',').map(|h| host_port(h, 9092)).collect::<Result<Vec<_>, _>>()?;
@@ -234,11 +220,7 @@ impl BusUrl {
                 c.idempotence = query.boolean("idempotence", c.idempotence)?;
                 c.queue_messages = query.number("queue_messages", 1..=10_000_000, c.queue_messages)?;
                 if c.linger >= c.settings.publish_timeout {
-                    return Err(BusError::url(
-                        "linger_ms",
-                        "is not below publish_timeout_ms",
-                        "lower linger_ms (a batch must be sent before its messages time out)",
-                    ));
+                    return Err(BusError::url("linger_ms", "is not below publish_timeout_ms", "lower linger_ms (a batch must be sent before its messages time out)"));
                 }
                 BusUrl::Kafka(c)
             }
@@ -341,10 +323,7 @@ fn check_client_id(id: &str) -> Result<(), BusError> {
 }
 
 fn decode(part: &str, s: &str) -> Result<String, BusError> {
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| BusError::url(part, "is not UTF-8 once percent-decoded", "percent-encode it from UTF-8 text"))
+    percent_decode_str(s).decode_utf8().map(|s| s.into_owned()).map_err(|_| BusError::url(part, "is not UTF-8 once percent-decoded", "percent-encode it from UTF-8 text"))
 }
 
 /// The `?k=v&...` settings, each taken once by whoever reads it.
@@ -380,11 +359,7 @@ impl Query {
     {
         let Some(v) = self.take(key) else { return Ok(default) };
         v.parse::<T>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
-            BusError::url(
-                format!("{key}={v}"),
-                format!("is not a number from {} to {}", range.start(), range.end()),
-                format!("omit it for the default ({default})"),
-            )
+            BusError::url(format!("{key}={v}"), format!("is not a number from {} to {}", range.start(), range.end()), format!("omit it for the default ({default})"))
         })
     }
 

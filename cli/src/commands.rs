@@ -1,6 +1,5 @@
 //! The client commands: deploy, invoke, ls, rm.
 
-use sluice_cli::client::{describe_error, Api, Http};
 use crate::table;
 use crate::Output;
 use anyhow::{bail, Context, Result};
@@ -8,6 +7,7 @@ use bytes::Bytes;
 use clap::Args;
 use hyper::Method;
 use serde_json::{json, Value};
+use sluice_cli::client::{describe_error, Api, Http};
 use sluice_common::labels;
 use sluice_common::placement::Strategy;
 use sluice_common::{Clock, FunctionName, FunctionSpec, ImageRef, SystemClock, Timestamp};
@@ -265,7 +265,6 @@ pub async fn rm(api: &Api, output: Output, name: &str) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-
 
 fn age(d: std::time::Duration) -> String {
     let s = d.as_secs();

@@ -87,7 +87,13 @@ pub async fn explain(api: &Api, output: Output, command: ExplainCommand) -> Resu
         .flatten()
         .map(|n| {
             let node = table::cell(&n["node"]);
-            let failed: Vec<String> = n["filters"].as_array().into_iter().flatten().filter(|f| f["passed"] == false).map(|f| format!("{}: {}", table::cell(&f["filter"]), table::cell(&f["detail"]))).collect();
+            let failed: Vec<String> = n["filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["passed"] == false)
+                .map(|f| format!("{}: {}", table::cell(&f["filter"]), table::cell(&f["detail"])))
+                .collect();
             let s = &n["scores"];
             if let Some(total) = s["total"].as_f64() {
                 if best.as_ref().is_none_or(|(_, b)| total > *b) {
@@ -114,4 +120,3 @@ pub async fn explain(api: &Api, output: Output, command: ExplainCommand) -> Resu
     }
     Ok(ExitCode::SUCCESS)
 }
-

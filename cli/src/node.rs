@@ -5,29 +5,29 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use hyper::body::Incoming;
+use hyper::{Method, Request};
 use sluice_agent::agent::{Agent, AgentConfig};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
-use sluice_bus::{Publisher, PublisherConfig};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
-use sluice_common::{Clock, NodeId, Resources, SystemClock};
+use sluice_bus::{Publisher, PublisherConfig};
 use sluice_common::labels::Labels;
+use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
 use sluice_coordinator::decide::placer::Weights;
 use sluice_coordinator::decide::DecideConfig;
+use sluice_coordinator::http::{self, ApiError};
 use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig, MetricsConfig};
 use sluice_coordinator::raft::RaftConfig;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use hyper::body::Incoming;
-use hyper::{Method, Request};
-use sluice_coordinator::http::{self, ApiError};
 use std::future::Future;
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -242,12 +242,8 @@ impl CoordinatorArgs {
             self.lost_after_secs
         );
         let weights = Weights::parse(&self.placement_weights).map_err(|e| anyhow::anyhow!("--placement-weights: {e}"))?;
-        let decide = DecideConfig {
-            suspect_after: Duration::from_secs(self.suspect_after_secs),
-            lost_after: Duration::from_secs(self.lost_after_secs),
-            weights,
-            ..DecideConfig::default()
-        };
+        let decide =
+            DecideConfig { suspect_after: Duration::from_secs(self.suspect_after_secs), lost_after: Duration::from_secs(self.lost_after_secs), weights, ..DecideConfig::default() };
         Ok(ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), decide })
     }
 
@@ -316,9 +312,7 @@ fn host_memory_mb() -> u64 {
 
 /// Starts an agent for `host` that talks to `coordinators`.
 pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dyn Clock>) -> Result<Agent> {
-    let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() })
-        .await
-        .context("connecting to Docker")?;
+    let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() }).await.context("connecting to Docker")?;
     let control = HttpControlPlane::new(coordinators, HttpControlConfig::default()).context("coordinator addresses")?;
     anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
     let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
@@ -430,9 +424,7 @@ pub async fn run_agent(
         info!(bus = bus.name(), "agent publishes its figures and events on the metrics bus");
         agent = agent.with_publisher(publisher);
     }
-    let listener = TcpListener::bind(host.metrics_addr)
-        .await
-        .with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
+    let listener = TcpListener::bind(host.metrics_addr).await.with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
     let metrics_addr = listener.local_addr()?;
     info!(addr = %metrics_addr, "agent metrics at /metrics");
     let metrics = agent.metrics();

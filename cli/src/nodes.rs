@@ -67,4 +67,3 @@ async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
     println!("{}", table::render(&["NODE", "STATE", "CPU-MILLIS", "MEMORY-MB", "INSTANCES", "HEARD", "LABELS"], &rows));
     Ok(ExitCode::SUCCESS)
 }
-

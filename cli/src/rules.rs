@@ -19,19 +19,13 @@ use std::process::ExitCode;
 #[derive(Subcommand, Debug)]
 pub enum RulesCommand {
     /// Create or replace the rules in a TOML file (`[[rule]]` tables with name, scope, priority, rule).
-    Apply {
-        file: PathBuf,
-    },
+    Apply { file: PathBuf },
     /// Check a rules file without applying it.
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
     /// List the cluster's rules.
     Ls,
     /// Remove a rule.
-    Rm {
-        name: String,
-    },
+    Rm { name: String },
     /// Show each rule's current values, whether it is in effect, since when, and why or why not.
     Explain {
         /// Only this rule.
@@ -148,7 +142,6 @@ fn ago(ms: u64) -> String {
     let now = sluice_common::SystemClock.now();
     format!("{:.0} s ago", now.since(sluice_common::Timestamp(ms)).as_secs_f64())
 }
-
 
 #[cfg(test)]
 mod tests {

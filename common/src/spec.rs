@@ -182,10 +182,7 @@ impl FunctionSpec {
         }
         for (key, value) in &self.env {
             let field = format!("env.{}", truncate(key));
-            let key_ok = !key.is_empty()
-                && key.len() <= ENV_KEY_LEN
-                && !key.as_bytes()[0].is_ascii_digit()
-                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let key_ok = !key.is_empty() && key.len() <= ENV_KEY_LEN && !key.as_bytes()[0].is_ascii_digit() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !key_ok {
                 return Err(ValidationError::new(
                     field,
@@ -401,17 +398,26 @@ mod tests {
             ("limits.memory_mb", Box::new(|s| s.limits.memory_mb = 1)),
             ("limits.cpu_millis", Box::new(|s| s.limits.cpu_millis = 1_000_000)),
             ("limits.pids", Box::new(|s| s.limits.pids = 0)),
-            ("env.1X", Box::new(|s| {
-                s.env.insert("1X".into(), "v".into());
-            })),
-            ("env.A", Box::new(|s| {
-                s.env.insert("A".into(), "\0".into());
-            })),
+            (
+                "env.1X",
+                Box::new(|s| {
+                    s.env.insert("1X".into(), "v".into());
+                }),
+            ),
+            (
+                "env.A",
+                Box::new(|s| {
+                    s.env.insert("A".into(), "\0".into());
+                }),
+            ),
             ("health_path", Box::new(|s| s.health_path = "health".into())),
             ("health_path", Box::new(|s| s.health_path = "/a b".into())),
-            ("labels.tier", Box::new(|s| {
-                s.labels.insert("tier".into(), "a b".into());
-            })),
+            (
+                "labels.tier",
+                Box::new(|s| {
+                    s.labels.insert("tier".into(), "a b".into());
+                }),
+            ),
             ("scaling.panic_window_secs", Box::new(|s| s.scaling.panic_window_secs = 0)),
             ("placement.max_per_node", Box::new(|s| s.placement.max_per_node = Some(0))),
         ];

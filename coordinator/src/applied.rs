@@ -37,13 +37,7 @@ pub struct DirtyRoutes {
 impl AppliedState {
     pub fn new() -> Arc<Self> {
         let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new() });
-        Arc::new(Self {
-            state: RwLock::new(ClusterState::default()),
-            events: Mutex::new(EventLog::default()),
-            applied: watch::channel(0).0,
-            desired: watch::channel(0).0,
-            dirty,
-        })
+        Arc::new(Self { state: RwLock::new(ClusterState::default()), events: Mutex::new(EventLog::default()), applied: watch::channel(0).0, desired: watch::channel(0).0, dirty })
     }
 
     /// Keep the guard short: the replica waits for it to apply.

@@ -12,12 +12,12 @@
 use crate::decide::{self, DecideConfig, Inputs, Round};
 use crate::ingest::Telemetry;
 use crate::liveness::Liveness;
-use crate::state::ClusterState;
 use crate::plan::{Decision, Outcome};
+use crate::state::ClusterState;
 use crate::state_machine::{Command, Response};
 use crate::store::Store;
-use std::future::Future;
 use sluice_common::Timestamp;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -89,7 +89,15 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
 ///
 /// Locks are taken in one order everywhere, so none waits on another in a
 /// circle: the state (held by the caller), the windows, activity, calls, liveness.
-pub fn with_inputs<R>(state: &ClusterState, telemetry: &Telemetry, liveness: &Mutex<Liveness>, lead: (u64, Timestamp), now: Timestamp, config: &DecideConfig, f: impl FnOnce(&Inputs<'_>) -> R) -> R {
+pub fn with_inputs<R>(
+    state: &ClusterState,
+    telemetry: &Telemetry,
+    liveness: &Mutex<Liveness>,
+    lead: (u64, Timestamp),
+    now: Timestamp,
+    config: &DecideConfig,
+    f: impl FnOnce(&Inputs<'_>) -> R,
+) -> R {
     let windows = telemetry.windows();
     let activity = telemetry.activity();
     let calls = telemetry.calls().partners(now, crate::ingest::CALLS_HORIZON);

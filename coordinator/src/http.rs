@@ -112,19 +112,16 @@ impl From<sluice_common::ValidationError> for ApiError {
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is over {limit} bytes: send a smaller body"),
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body is over {limit} bytes: send a smaller body")))
+        }
         Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {e}"))),
     }
 }
 
 /// Parses a JSON object into `T`, naming the offending field on failure.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", format!("not valid JSON ({e}): send a JSON object")))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", format!("not valid JSON ({e}): send a JSON object")))?;
     if !value.is_object() {
         return Err(ApiError::invalid("body", "expected a JSON object: send {\"field\": value, ...}"));
     }

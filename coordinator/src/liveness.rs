@@ -50,12 +50,8 @@ impl Liveness {
 
     /// The nodes heard within `within` before `now`, as a report from `from`.
     pub fn recent(&self, from: u64, now: Timestamp, within: Duration) -> HeardReport {
-        let mut nodes: Vec<Heard> = self
-            .heard
-            .iter()
-            .filter(|(_, at)| now.since(**at) <= within)
-            .map(|(node, at)| Heard { node: node.clone(), age_ms: now.since(*at).as_millis() as u64 })
-            .collect();
+        let mut nodes: Vec<Heard> =
+            self.heard.iter().filter(|(_, at)| now.since(**at) <= within).map(|(node, at)| Heard { node: node.clone(), age_ms: now.since(*at).as_millis() as u64 }).collect();
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         HeardReport { from, nodes }
     }

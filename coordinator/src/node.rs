@@ -171,7 +171,14 @@ const PUBLISH_AT_MOST_EVERY: Duration = Duration::from_millis(20);
 /// this coordinator's own windows straight away (its copy from the bus is then
 /// a repeat), so a leader sees its own gateway's waiting requests without a
 /// round trip through the broker.
-async fn publish_gateway(gateway: Arc<Gateway>, publisher: Arc<Publisher>, bus: Arc<dyn MetricsBus>, telemetry: Arc<Telemetry>, every: Duration, shutdown: impl Future<Output = ()>) {
+async fn publish_gateway(
+    gateway: Arc<Gateway>,
+    publisher: Arc<Publisher>,
+    bus: Arc<dyn MetricsBus>,
+    telemetry: Arc<Telemetry>,
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let delivery = publisher.deliver_to(bus);
     let mut taker = FiguresTaker::default();
     let mut tick = tokio::time::interval(every);
@@ -220,7 +227,12 @@ async fn deal_connections(listener: TcpListener, workers: Vec<mpsc::UnboundedSen
 /// to it with its own upstream pool. Like nginx's workers, a request never
 /// changes thread, which on a small machine saves the cross-thread wake-ups
 /// that dominate a proxy's cost.
-fn serve_gateway_thread(index: usize, connections: mpsc::UnboundedReceiver<std::net::TcpStream>, gateway: Arc<Gateway>, stop: watch::Receiver<bool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+fn serve_gateway_thread(
+    index: usize,
+    connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    gateway: Arc<Gateway>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
         runtime.block_on(async move {

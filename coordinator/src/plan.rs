@@ -154,10 +154,14 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Started { id: InstanceId },
+    Started {
+        id: InstanceId,
+    },
     Done,
     /// Re-checked and refused: the state had moved on.
-    Refused { why: String },
+    Refused {
+        why: String,
+    },
 }
 
 impl Action {

@@ -52,7 +52,14 @@ mod tests {
         apply(&mut st, &first, LogPosition::default());
         assert_eq!(report_command(&st, report(vec![]), Timestamp(2)), None, "a plain heartbeat");
         let adopted: Vec<InstanceReport> = (1..=50)
-            .map(|i| InstanceReport { id: InstanceId(i), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None, addr: None })
+            .map(|i| InstanceReport {
+                id: InstanceId(i),
+                function: sluice_common::FunctionName::new("f").unwrap(),
+                state: InstanceState::Ready,
+                endpoint: None,
+                reason: None,
+                addr: None,
+            })
             .collect();
         let Some(Command::Report { report: r, .. }) = report_command(&st, report(adopted), Timestamp(3)) else { panic!("adoption must be recorded") };
         assert_eq!(r.instances.len(), 50, "all 50 in one entry");

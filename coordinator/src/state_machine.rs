@@ -59,13 +59,21 @@ pub enum Response {
     Ok,
     FunctionCreated,
     FunctionUpdated,
-    InstanceStarted { id: InstanceId },
+    InstanceStarted {
+        id: InstanceId,
+    },
     /// Each decision of a plan, in order.
-    Planned { outcomes: Vec<Outcome> },
+    Planned {
+        outcomes: Vec<Outcome>,
+    },
     /// The command was valid but refers to something that does not exist.
-    NotFound { what: String },
+    NotFound {
+        what: String,
+    },
     /// The command was refused for a reason the state explains.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// What a command changed, so that callers wake only whom it concerns.

@@ -414,13 +414,43 @@ impl DockerCluster {
         let bus = self.bus_url();
         let (api, gateway, raft) = (format!("0.0.0.0:{API_PORT}"), format!("0.0.0.0:{GATEWAY_PORT}"), format!("0.0.0.0:{RAFT_PORT}"));
         let mut args = vec![
-            "run", "--detach", "--name", &container, "--hostname", &container, "--label", &label,
-            "--network", &self.network, "--ip", &ip, "--env", &rust_log,
+            "run",
+            "--detach",
+            "--name",
+            &container,
+            "--hostname",
+            &container,
+            "--label",
+            &label,
+            "--network",
+            &self.network,
+            "--ip",
+            &ip,
+            "--env",
+            &rust_log,
             // Plain logs: they end up in test failure messages, not on a terminal.
-            "--env", "NO_COLOR=1",
-            IMAGE, "coordinator", "--id", &id, "--api", &api, "--gateway", &gateway, "--raft", &raft,
-            "--advertise-raft", &advertise, "--data-dir", "/data", "--heartbeat-ms", &heartbeat, "--election-ms", &election,
-            "--bus", &bus,
+            "--env",
+            "NO_COLOR=1",
+            IMAGE,
+            "coordinator",
+            "--id",
+            &id,
+            "--api",
+            &api,
+            "--gateway",
+            &gateway,
+            "--raft",
+            &raft,
+            "--advertise-raft",
+            &advertise,
+            "--data-dir",
+            "/data",
+            "--heartbeat-ms",
+            &heartbeat,
+            "--election-ms",
+            &election,
+            "--bus",
+            &bus,
         ];
         args.extend_from_slice(membership);
         // Recorded first: `docker run` can create the container and then fail to start it, and
@@ -471,12 +501,7 @@ fn keep() -> bool {
 fn agreed_leader(statuses: &[(u64, Result<Value>)], nodes: usize) -> Option<u64> {
     let answered: Vec<&Value> = statuses.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
     // Voters as the members list says; containers the cluster never added are no voters.
-    let voters = answered
-        .iter()
-        .map(|v| v["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count()))
-        .max()
-        .filter(|&n| n > 0)
-        .unwrap_or(nodes);
+    let voters = answered.iter().map(|v| v["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["role"] == "voter").count())).max().filter(|&n| n > 0).unwrap_or(nodes);
     let mut votes: BTreeMap<(u64, u64), usize> = BTreeMap::new();
     for v in &answered {
         if let (Some(leader), Some(term)) = (v["leader"].as_u64(), v["term"].as_u64()) {
@@ -498,9 +523,7 @@ async fn fetch_status(http: &Http, i: u64, api: &str) -> Result<Value> {
 
 /// Fails with what to do if the Docker daemon is unreachable or the image is missing.
 async fn preflight() -> Result<()> {
-    docker(&["version", "--format", "{{.Server.Version}}"])
-        .await
-        .context("cannot talk to the Docker daemon: start it (and check this user may use /var/run/docker.sock)")?;
+    docker(&["version", "--format", "{{.Server.Version}}"]).await.context("cannot talk to the Docker daemon: start it (and check this user may use /var/run/docker.sock)")?;
     docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE])
         .await
         .with_context(|| format!("image {IMAGE} is missing: run scripts/build-images.sh sluice (and again after changing the coordinator)"))?;
@@ -538,9 +561,9 @@ async fn create_network(name: &str, network: &str) -> Result<String> {
             Err(e) => return Err(e.context(format!("creating network {network} ({subnet})"))),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow!("no subnet tried")).context(format!(
-        "every 172.30.20-219.0/24 is taken; remove stale test networks: docker network ls --filter label={LABEL}"
-    )))
+    Err(last
+        .unwrap_or_else(|| anyhow!("no subnet tried"))
+        .context(format!("every 172.30.20-219.0/24 is taken; remove stale test networks: docker network ls --filter label={LABEL}")))
 }
 
 /// FNV-1a: stable across Rust versions and runs, unlike `DefaultHasher`'s promise.

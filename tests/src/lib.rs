@@ -8,8 +8,8 @@
 use anyhow::{bail, Context, Result};
 pub use hyper::Method;
 use serde_json::Value;
-pub use sluice_cli::client::{Http, Reply};
 use sluice_agent::runtime::{ContainerInfo, ContainerRuntime, ContainerStatus, DockerConfig, DockerRuntime, RuntimeError};
+pub use sluice_cli::client::{Http, Reply};
 use sluice_cli::node::{AgentHandle, CoordinatorArgs, HostArgs, Node, UpArgs};
 use sluice_common::NodeId;
 use std::future::Future;
@@ -33,10 +33,7 @@ pub fn sleep_image() -> String {
 }
 
 pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_test_writer().try_init();
 }
 
 /// A single-node Sluice on ephemeral ports, with its own node name so that tests
@@ -58,9 +55,7 @@ impl Cluster {
     /// Starts a cluster after `adjust` has changed its arguments (the bus, sampling, buffers).
     pub async fn start_with(node_name: &str, adjust: impl FnOnce(&mut UpArgs)) -> Result<Cluster> {
         init_logs();
-        let docker = DockerRuntime::connect(DockerConfig::default())
-            .await
-            .context("Docker is not reachable: start the Docker daemon")?;
+        let docker = DockerRuntime::connect(DockerConfig::default()).await.context("Docker is not reachable: start the Docker daemon")?;
         let node_id = NodeId::new(node_name)?;
         remove_containers(&docker, &node_id).await?;
         let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;

@@ -266,10 +266,7 @@ impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotLinearizable(v) => v.fmt(f),
-            Self::TooComplex { key, ops, states } => write!(
-                f,
-                "key {key:?}: gave up after {states} search states ({ops} operations); linearizability unknown"
-            ),
+            Self::TooComplex { key, ops, states } => write!(f, "key {key:?}: gave up after {states} search states ({ops} operations); linearizability unknown"),
             Self::Malformed(op) => write!(f, "key {:?}: operation completes before it is invoked: {op}", op.key),
         }
     }
@@ -737,11 +734,7 @@ fn shown(elements: &[String]) -> String {
 /// and nothing is present that nobody tried to add. Adds with unknown outcome
 /// may or may not be present. An element both acknowledged and unacknowledged
 /// (added twice) must be present.
-pub fn check_set(
-    acknowledged_adds: &[String],
-    final_read: &BTreeSet<String>,
-    unacknowledged_adds: &[String],
-) -> Result<(), SetViolation> {
+pub fn check_set(acknowledged_adds: &[String], final_read: &BTreeSet<String>, unacknowledged_adds: &[String]) -> Result<(), SetViolation> {
     let lost: BTreeSet<&String> = acknowledged_adds.iter().filter(|e| !final_read.contains(*e)).collect();
     let attempted: HashSet<&String> = acknowledged_adds.iter().chain(unacknowledged_adds).collect();
     let phantoms: Vec<String> = final_read.iter().filter(|e| !attempted.contains(e)).cloned().collect();
@@ -788,15 +781,7 @@ mod tests {
     #[test]
     fn empty_and_sequential_histories_pass() {
         assert_linearizable(&[]);
-        assert_linearizable(&[
-            r(1, None, 0, 10),
-            w(1, "a", 20, 30),
-            r(2, Some("a"), 40, 50),
-            w(2, "b", 60, 70),
-            r(1, Some("b"), 80, 90),
-            del(3, 100, 110),
-            r(1, None, 120, 130),
-        ]);
+        assert_linearizable(&[r(1, None, 0, 10), w(1, "a", 20, 30), r(2, Some("a"), 40, 50), w(2, "b", 60, 70), r(1, Some("b"), 80, 90), del(3, 100, 110), r(1, None, 120, 130)]);
     }
 
     #[test]
@@ -1003,9 +988,7 @@ mod tests {
             let (Some(first_end), OpKind::Write(old)) = (first.complete, &first.kind) else { continue };
             for second in history.iter().filter(|op| known_write(op) && op.invoke > first_end) {
                 let Some(second_end) = second.complete else { continue };
-                let stale = history.iter().position(|op| {
-                    matches!(op.kind, OpKind::Read(_)) && op.complete.is_some() && op.invoke > second_end
-                });
+                let stale = history.iter().position(|op| matches!(op.kind, OpKind::Read(_)) && op.complete.is_some() && op.invoke > second_end);
                 if let Some(read) = stale {
                     let old = old.clone();
                     debug_assert_ne!(read, a);
@@ -1098,7 +1081,11 @@ mod tests {
                             store.lock().unwrap().insert(key.to_owned(), value);
                             tokio::task::yield_now().await;
                             // Every seventh write "times out" after taking effect.
-                            if i % 7 == 0 { pending.unknown() } else { pending.ok() }
+                            if i % 7 == 0 {
+                                pending.unknown()
+                            } else {
+                                pending.ok()
+                            }
                         } else {
                             let pending = rec.read(client, key);
                             tokio::task::yield_now().await;

@@ -31,10 +31,7 @@ impl Nemesis {
     fn check(&self) -> Result<()> {
         let out = Command::new("iptables").args(["-S", CHAIN]).output().context("iptables not found: run `apt-get install -y iptables`")?;
         if !out.status.success() {
-            bail!(
-                "iptables cannot read the {CHAIN} chain ({}): network faults need root and Docker's iptables chains",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("iptables cannot read the {CHAIN} chain ({}): network faults need root and Docker's iptables chains", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(())
     }
@@ -82,12 +79,8 @@ impl Nemesis {
     }
 
     fn add(&self, matches: &[&str]) -> Result<()> {
-        let out = Command::new("iptables")
-            .args(["-I", CHAIN])
-            .args(matches)
-            .args(["-m", "comment", "--comment", &self.tag, "-j", "DROP"])
-            .output()
-            .context("running iptables -I")?;
+        let out =
+            Command::new("iptables").args(["-I", CHAIN]).args(matches).args(["-m", "comment", "--comment", &self.tag, "-j", "DROP"]).output().context("running iptables -I")?;
         if !out.status.success() {
             bail!("iptables -I {CHAIN} {} failed: {}", matches.join(" "), String::from_utf8_lossy(&out.stderr).trim());
         }

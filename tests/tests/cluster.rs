@@ -10,12 +10,12 @@
 use anyhow::{anyhow, ensure, Result};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use sluice_tests::docker_cluster::{ClusterBus, ClusterOptions, DockerCluster};
-use sluice_tests::workload::read_v;
-use sluice_tests::hello_image;
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_cli::node::HostArgs;
 use sluice_common::{NodeId, SystemClock};
+use sluice_tests::docker_cluster::{ClusterBus, ClusterOptions, DockerCluster};
+use sluice_tests::hello_image;
+use sluice_tests::workload::read_v;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -74,7 +74,8 @@ async fn a_rule_scales_out(c: &Cluster, function: &str, rule: &str, query: &str)
     assert_eq!(e["function"], function, "{explain}");
     assert!(e["last_fired"].is_u64(), "explain shows when it fired: {explain}");
     assert!(e["values"][0]["left"].as_f64().is_some(), "and the value it read: {explain}");
-    let fired = events.as_array().unwrap().iter().any(|ev| ev["reason"]["kind"] == "rule" && ev["reason"]["rule"] == rule && ev["action"].as_str().unwrap_or("").starts_with("start"));
+    let fired =
+        events.as_array().unwrap().iter().any(|ev| ev["reason"]["kind"] == "rule" && ev["reason"]["rule"] == rule && ev["action"].as_str().unwrap_or("").starts_with("start"));
     assert!(fired, "an instance was started for rule {rule}: {events}");
     Ok(())
 }

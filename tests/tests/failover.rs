@@ -15,11 +15,11 @@
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_cli::node::run_agent;
 use sluice_common::{NodeId, SystemClock};
 use sluice_tests::process_cluster::ProcessCluster;
 use sluice_tests::{eventually, host_args, remove_containers, sleep_image, Http};
-use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -220,7 +220,8 @@ async fn run(pc: &mut ProcessCluster) -> Result<()> {
     // No serving instance was stopped by a new leader, and no agent was marked suspect or down.
     let events = api(pc, &http, "/v1/events?limit=10000").await?;
     let after_warm: Vec<&Value> = events.as_array().into_iter().flatten().filter(|e| e["at"].as_u64().unwrap_or(0) >= warm_at).collect();
-    let stops: Vec<&&Value> = after_warm.iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("stop") || a.starts_with("mark") || a.starts_with("pause"))).collect();
+    let stops: Vec<&&Value> =
+        after_warm.iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("stop") || a.starts_with("mark") || a.starts_with("pause"))).collect();
     anyhow::ensure!(stops.is_empty(), "instances were stopped, paused or marked lost during the failovers: {stops:?}");
     let nodes = api(pc, &http, "/v1/nodes").await?;
     for n in nodes.as_array().into_iter().flatten() {

@@ -128,10 +128,7 @@ async fn a_restarted_agent_adopts_its_containers_without_duplicates() -> Result<
 async fn a_crashed_container_is_replaced() -> Result<()> {
     let c = Cluster::start("t-crash").await?;
     c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 1})).await?;
-    let first = eventually("a ready instance", START, || async {
-        Ok(c.instances("hello").await?.into_iter().find(|i| i["state"] == "ready").map(|i| i["id"].clone()))
-    })
-    .await?;
+    let first = eventually("a ready instance", START, || async { Ok(c.instances("hello").await?.into_iter().find(|i| i["state"] == "ready").map(|i| i["id"].clone())) }).await?;
     let container = c.running_containers("hello").await?.pop().expect("a running container");
     let killed = std::process::Command::new("docker").args(["kill", &container.id.0]).output()?;
     assert!(killed.status.success(), "docker kill: {}", String::from_utf8_lossy(&killed.stderr));
@@ -263,10 +260,7 @@ async fn images_are_pulled_from_the_registry_and_containers_run_locked_down() ->
 async fn requests_to_a_killed_instance_go_to_another_one() -> Result<()> {
     let c = Cluster::start("t-failover").await?;
     c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 2, "max_instances": 2})).await?;
-    eventually("two ready instances", START, || async {
-        Ok((c.instances("hello").await?.iter().filter(|i| i["state"] == "ready").count() == 2).then_some(()))
-    })
-    .await?;
+    eventually("two ready instances", START, || async { Ok((c.instances("hello").await?.iter().filter(|i| i["state"] == "ready").count() == 2).then_some(())) }).await?;
     // Sequential calls all go to the same (first) instance, over a pooled connection: kill that one.
     let first = c.http.get(&c.function_url("hello", "")).await?;
     let victim = first.header("x-sluice-instance").expect("instance header");

@@ -2,16 +2,15 @@
 //! changes it made, whether its container runtime and coordinator answer, and
 //! the host's latest sample.
 
+use crate::host::{self, HostSample};
+use sluice_bus::Publisher;
 use sluice_common::metrics::{header, sample};
 use sluice_common::wire::ContainerFigures;
 use sluice_common::InstanceState;
-use crate::host::{self, HostSample};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use sluice_bus::Publisher;
 use std::sync::{Arc, Mutex};
 
-const STATES: [InstanceState; 6] =
-    [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
+const STATES: [InstanceState; 6] = [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
 
 fn slot(state: InstanceState) -> usize {
     STATES.iter().position(|s| *s == state).expect("every state is listed")

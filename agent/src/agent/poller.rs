@@ -1,7 +1,7 @@
 //! Long-polls the coordinator for the node's desired set and hands each new one to the loop.
 
-use sluice_common::backoff::Backoff;
 use crate::control::ControlPlane;
+use sluice_common::backoff::Backoff;
 use sluice_common::{DesiredSet, NodeId};
 use std::sync::Arc;
 use std::time::Duration;

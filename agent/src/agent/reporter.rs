@@ -4,8 +4,8 @@
 //! one, so reports made during a slow send or an outage collapse into one, and
 //! tells the loop the sequence number of the last report the coordinator accepted.
 
-use sluice_common::backoff::Backoff;
 use crate::control::ControlPlane;
+use sluice_common::backoff::Backoff;
 use sluice_common::NodeReport;
 use std::sync::Arc;
 use tokio::sync::watch;

@@ -77,7 +77,15 @@ fn a_v2_systemd_tree_samples_end_to_end() {
     let cg = tmp.path().join("cgroup");
     let dir = cg.join("system.slice/docker-abc.scope");
     let files = |usage: &str| {
-        [("cpu.stat", usage.to_string()), ("memory.current", "5000\n".into()), ("memory.stat", "anon 1\ninactive_file 1000\n".into()), ("memory.max", "max\n".into()), ("io.stat", "8:0 rbytes=0 wbytes=4096\n".into()), ("pids.current", "4\n".into()), ("cgroup.procs", "42\n".into())]
+        [
+            ("cpu.stat", usage.to_string()),
+            ("memory.current", "5000\n".into()),
+            ("memory.stat", "anon 1\ninactive_file 1000\n".into()),
+            ("memory.max", "max\n".into()),
+            ("io.stat", "8:0 rbytes=0 wbytes=4096\n".into()),
+            ("pids.current", "4\n".into()),
+            ("cgroup.procs", "42\n".into()),
+        ]
     };
     let first = files("usage_usec 1000000\n");
     write(&dir, &first.iter().map(|(a, b)| (*a, b.as_str())).collect::<Vec<_>>());

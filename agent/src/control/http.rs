@@ -367,7 +367,14 @@ mod tests {
         let report = NodeReport {
             node: node(),
             capacity: Resources { cpu_millis: 1000, memory_mb: 512 },
-            instances: vec![InstanceReport { id: InstanceId(3), function: sluice_common::FunctionName::new("f").unwrap(), state: InstanceState::Ready, endpoint: None, reason: None, addr: Some([172, 17, 0, 5].into()) }],
+            instances: vec![InstanceReport {
+                id: InstanceId(3),
+                function: sluice_common::FunctionName::new("f").unwrap(),
+                state: InstanceState::Ready,
+                endpoint: None,
+                reason: None,
+                addr: Some([172, 17, 0, 5].into()),
+            }],
             at: Timestamp(9),
             labels: [("zone".to_string(), "edge".to_string())].into(),
             max_instances: Some(8),
@@ -415,7 +422,15 @@ mod tests {
         let (follower, _) = server(|_, _| reply(421, None, "not the leader")).await;
         let (leader, _) = server(|_, _| reply(204, None, "")).await;
         let cp = plane(&[follower, leader.clone()]);
-        let report = NodeReport { node: node(), capacity: Resources::default(), instances: vec![], at: Timestamp(0), labels: Default::default(), max_instances: None, images: Default::default() };
+        let report = NodeReport {
+            node: node(),
+            capacity: Resources::default(),
+            instances: vec![],
+            at: Timestamp(0),
+            labels: Default::default(),
+            max_instances: None,
+            images: Default::default(),
+        };
         cp.report(report).await.unwrap();
         assert_eq!(cp.current_base(), leader);
     }

@@ -79,8 +79,7 @@ impl DockerRuntime {
     pub async fn connect(config: DockerConfig) -> Result<Self, RuntimeError> {
         let socket = std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://"));
         let socket = socket.as_deref().unwrap_or(DEFAULT_SOCKET);
-        let docker = Docker::connect_with_unix(socket, REQUEST_TIMEOUT_SECS, &API_VERSION)
-            .map_err(|e| RuntimeError::Backend(format!("cannot use Docker socket {socket}: {e}")))?;
+        let docker = Docker::connect_with_unix(socket, REQUEST_TIMEOUT_SECS, &API_VERSION).map_err(|e| RuntimeError::Backend(format!("cannot use Docker socket {socket}: {e}")))?;
         let version = docker.version().await.map_err(|e| RuntimeError::Backend(format!("Docker at {socket} does not answer: {e}")))?;
         let api = version.api_version.unwrap_or_default();
         if !api_at_least(&api, &API_VERSION) {
@@ -205,9 +204,8 @@ impl ContainerRuntime for DockerRuntime {
         let started_ms = millis(started);
         // The ephemeral host port is only known once Docker has bound it.
         let inspect = self.docker.inspect_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
-        let port = convert::port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())).ok_or_else(|| {
-            RuntimeError::Backend(format!("container {} started but publishes no port; check that nothing else changed its port bindings", id.0))
-        })?;
+        let port = convert::port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()))
+            .ok_or_else(|| RuntimeError::Backend(format!("container {} started but publishes no port; check that nothing else changed its port bindings", id.0)))?;
         debug!(container = %id.0, start_ms = started_ms, elapsed_ms = millis(started), port, "container started");
         Ok(Endpoint { host: self.endpoint_host().to_string(), port })
     }

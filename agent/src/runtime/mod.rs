@@ -44,7 +44,9 @@ pub enum ContainerStatus {
     Running,
     Paused,
     /// Stopped by itself or by us; `code` is its exit code when known.
-    Exited { code: Option<i64> },
+    Exited {
+        code: Option<i64>,
+    },
     /// Restarting, being removed, dead: nothing Sluice should route to.
     Other,
 }

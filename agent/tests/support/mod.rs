@@ -23,7 +23,13 @@ pub struct FakeControl {
 #[allow(dead_code)] // each test binary uses a different part
 impl FakeControl {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { desired: watch::channel(DesiredSet::default()).0, reports: Mutex::new(vec![]), down: AtomicBool::new(false), desired_down: AtomicBool::new(false), desired_calls: AtomicUsize::new(0) })
+        Arc::new(Self {
+            desired: watch::channel(DesiredSet::default()).0,
+            reports: Mutex::new(vec![]),
+            down: AtomicBool::new(false),
+            desired_down: AtomicBool::new(false),
+            desired_calls: AtomicUsize::new(0),
+        })
     }
 
     pub fn want(&self, instances: Vec<DesiredInstance>) {
@@ -91,4 +97,3 @@ impl ControlPlane for FakeControl {
         Ok(())
     }
 }
-

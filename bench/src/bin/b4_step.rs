@@ -116,7 +116,12 @@ async fn run(c: &Cluster) -> Result<()> {
     println!("  enough ready (8):      {enough:.0} ms after the step ({:.2} of the goal)", enough / goal);
     println!("  policy target (12):    {:.0} ms", target_ms.unwrap_or(f64::NAN));
     println!("  most instances at once: {most} (policy aims at 12, max {MAX}: over-shoot {})", most.saturating_sub(12));
-    println!("  requests served {}, failed {}; queued and cold-started as the gateway counted: {}", served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), view["function"]["cold_starts"]);
+    println!(
+        "  requests served {}, failed {}; queued and cold-started as the gateway counted: {}",
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        view["function"]["cold_starts"]
+    );
     let out = json!({
         "cold_start_ms": cold_ms, "goal_ms": goal, "placed_ms": placed_ms, "enough_ready_ms": enough_ms, "target_ready_ms": target_ms,
         "ratio_to_goal": enough / goal, "most_instances": most, "policy_target": 12, "max_instances": MAX,

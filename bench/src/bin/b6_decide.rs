@@ -108,7 +108,14 @@ async fn leader(c: &Cluster) -> Result<Arc<Store>> {
 /// Commits `commands` with up to 512 in flight (Raft batches what queues up).
 async fn commit_all(store: &Arc<Store>, commands: Vec<Command>) -> Result<()> {
     use futures_util::stream::{self, StreamExt};
-    let results: Vec<_> = stream::iter(commands).map(|cmd| { let s = store.clone(); async move { s.execute(cmd).await } }).buffer_unordered(512).collect().await;
+    let results: Vec<_> = stream::iter(commands)
+        .map(|cmd| {
+            let s = store.clone();
+            async move { s.execute(cmd).await }
+        })
+        .buffer_unordered(512)
+        .collect()
+        .await;
     for r in results {
         r.map_err(|e| anyhow::anyhow!("commit failed: {e}"))?;
     }
@@ -196,7 +203,14 @@ async fn agents_report(store: &Arc<Store>, now: Timestamp) -> Result<()> {
                 let instances: Vec<InstanceReport> = s
                     .live_on(&n.id)
                     .filter(|i| i.state == InstanceState::Pending)
-                    .map(|i| InstanceReport { id: i.id, function: i.function.clone(), state: InstanceState::Ready, endpoint: Some(sluice_common::Endpoint { host: "10.0.0.1".into(), port: 30000 }), reason: None, addr: None })
+                    .map(|i| InstanceReport {
+                        id: i.id,
+                        function: i.function.clone(),
+                        state: InstanceState::Ready,
+                        endpoint: Some(sluice_common::Endpoint { host: "10.0.0.1".into(), port: 30000 }),
+                        reason: None,
+                        addr: None,
+                    })
                     .collect();
                 (!instances.is_empty()).then(|| Command::Report {
                     report: NodeReport { node: n.id.clone(), capacity: n.capacity, instances, at: now, labels: n.labels.clone(), max_instances: None, images: n.images.clone() },
@@ -307,11 +321,7 @@ async fn main() -> Result<()> {
     let instances = store.read(|s| s.instances.len());
     println!("B6 decisions: {} hosts, {} functions, {instances} instances, 3 coordinators (fsync on)", a.nodes, a.functions);
     println!("  steady tick (nothing to do):  {tick_ms:.1} ms median of {} (goal <= {GOAL_TICK_MS} ms: {:.2} of it)", ticks.len(), tick_ms / GOAL_TICK_MS);
-    println!(
-        "  placement round: {placed} placements, decide {:.0} ms + commit {:.0} ms = {placements_per_sec:.0} placements/s",
-        ms(plan_time),
-        ms(commit_time)
-    );
+    println!("  placement round: {placed} placements, decide {:.0} ms + commit {:.0} ms = {placements_per_sec:.0} placements/s", ms(plan_time), ms(commit_time));
     println!(
         "    vs goal {GOAL_PLACEMENTS}: {:.2}x; vs Nomad's published 1,500-3,750/s: {:.1}x the top of it",
         placements_per_sec / GOAL_PLACEMENTS,

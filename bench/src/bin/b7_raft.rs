@@ -557,7 +557,15 @@ async fn failover(c: &mut Coordinators, http: &Http, args: &Args) -> Result<(Vec
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let r = Round { killed: leader, new_leader, elect_ms: ms(elected.unwrap()), first_write_ms: ms(first_write.unwrap()), probe_ms: ms(probed.unwrap()), catch_up_ms: ms(catch_up), catch_up_target: target };
+        let r = Round {
+            killed: leader,
+            new_leader,
+            elect_ms: ms(elected.unwrap()),
+            first_write_ms: ms(first_write.unwrap()),
+            probe_ms: ms(probed.unwrap()),
+            catch_up_ms: ms(catch_up),
+            catch_up_target: target,
+        };
         eprintln!(
             "b7: failover {round}/{}: killed {} -> leader {} in {:.0} ms, first background write {:.0} ms, probe write {:.0} ms, restarted node caught up to {} in {:.0} ms",
             args.kills, r.killed, r.new_leader, r.elect_ms, r.first_write_ms, r.probe_ms, r.catch_up_target, r.catch_up_ms
@@ -615,7 +623,9 @@ async fn verify(c: &Coordinators, http: &Http, names: &[String]) -> Result<(Vec<
             for (j, name) in chunk.into_iter().enumerate() {
                 let url = format!("{}{name}", urls[(t + j) % 3]);
                 let ok = match http.get(&url).await {
-                    Ok(r) if r.status.is_success() => r.json().ok().and_then(|v| v.pointer("/function/spec/env/V").and_then(Value::as_str).map(str::to_string)) == Some(value_of(&name)),
+                    Ok(r) if r.status.is_success() => {
+                        r.json().ok().and_then(|v| v.pointer("/function/spec/env/V").and_then(Value::as_str).map(str::to_string)) == Some(value_of(&name))
+                    }
                     _ => false,
                 };
                 if !ok {
@@ -717,9 +727,24 @@ async fn run(args: &Args) -> Result<()> {
             GOAL_FAILOVER_S * 1000.0,
             percentile(&elect, 0.5) / (GOAL_FAILOVER_S * 1000.0)
         );
-        println!("B7 failover, first background write committed: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms", percentile(&first, 0.5), percentile(&first, 0.9), percentile(&first, 1.0));
-        println!("B7 failover, probe write to the new leader:     p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms", percentile(&probe, 0.5), percentile(&probe, 0.9), percentile(&probe, 1.0));
-        println!("B7 restarted coordinator catch-up:           p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms", percentile(&catch_up, 0.5), percentile(&catch_up, 0.9), percentile(&catch_up, 1.0));
+        println!(
+            "B7 failover, first background write committed: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+            percentile(&first, 0.5),
+            percentile(&first, 0.9),
+            percentile(&first, 1.0)
+        );
+        println!(
+            "B7 failover, probe write to the new leader:     p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+            percentile(&probe, 0.5),
+            percentile(&probe, 0.9),
+            percentile(&probe, 1.0)
+        );
+        println!(
+            "B7 restarted coordinator catch-up:           p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+            percentile(&catch_up, 0.5),
+            percentile(&catch_up, 0.9),
+            percentile(&catch_up, 1.0)
+        );
     }
     println!(
         "B7 acknowledged writes during failover: {} ({} attempts failed), all checked in each coordinator's list, {sampled} read one by one: lost = {}",

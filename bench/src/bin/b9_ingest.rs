@@ -12,7 +12,7 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use sluice_bus::{InProcessBus, KafkaConfig, KafkaBus, Message, MetricsBus, Topic};
+use sluice_bus::{InProcessBus, KafkaBus, KafkaConfig, Message, MetricsBus, Topic};
 use sluice_common::wire::{self, ContainerBatch, ContainerFigures};
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
 use sluice_coordinator::ingest::Telemetry;
@@ -132,8 +132,18 @@ async fn main() -> Result<()> {
     let rate = |secs: f64| expected as f64 / secs;
     println!("decode + windows only      {:>12.0} samples/s", rate(windows_secs));
     println!("in-process bus + ingest    {:>12.0} samples/s", rate(inproc_secs));
-    println!("Kafka (tansu) + ingest     {:>12.0} samples/s   ({:.0} container records/s, {:.1} MiB/s)", rate(kafka_secs), (a.nodes * a.seconds * a.containers) as f64 / kafka_secs, bytes as f64 / (1 << 20) as f64 / kafka_secs);
-    println!("ratios: kafka/goal(100k) {:.2}   kafka/in-process {:.2}   kafka/windows-only {:.2}", rate(kafka_secs) / 100_000.0, inproc_secs / kafka_secs, windows_secs / kafka_secs);
+    println!(
+        "Kafka (tansu) + ingest     {:>12.0} samples/s   ({:.0} container records/s, {:.1} MiB/s)",
+        rate(kafka_secs),
+        (a.nodes * a.seconds * a.containers) as f64 / kafka_secs,
+        bytes as f64 / (1 << 20) as f64 / kafka_secs
+    );
+    println!(
+        "ratios: kafka/goal(100k) {:.2}   kafka/in-process {:.2}   kafka/windows-only {:.2}",
+        rate(kafka_secs) / 100_000.0,
+        inproc_secs / kafka_secs,
+        windows_secs / kafka_secs
+    );
     let json = serde_json::json!({
         "messages": msgs.len(), "samples": expected, "bytes": bytes,
         "windows_only_samples_per_sec": rate(windows_secs),

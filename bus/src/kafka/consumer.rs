@@ -56,15 +56,7 @@ impl KafkaSubscription {
             addr: addr.clone(),
             detail: format!("subscribing group {group:?} to {topics:?} failed ({e}): check the group name and topics"),
         })?;
-        Ok(KafkaSubscription {
-            id: next_subscription_id(),
-            consumer: Some(consumer),
-            lease: Some(lease),
-            prefix: config.settings.prefix.clone(),
-            addr,
-            context,
-            metrics,
-        })
+        Ok(KafkaSubscription { id: next_subscription_id(), consumer: Some(consumer), lease: Some(lease), prefix: config.settings.prefix.clone(), addr, context, metrics })
     }
 
     fn broker_error(&self, detail: String) -> BusError {
@@ -119,12 +111,8 @@ impl Subscription for KafkaSubscription {
                 continue;
             };
             let position = Position::Offset { partition: message.partition(), offset: message.offset() };
-            let received = Received {
-                topic,
-                key: key.to_string(),
-                payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                token: Token { subscription: self.id, position },
-            };
+            let received =
+                Received { topic, key: key.to_string(), payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()), token: Token { subscription: self.id, position } };
             self.metrics.count_received();
             return Ok(received);
         }
@@ -134,9 +122,9 @@ impl Subscription for KafkaSubscription {
         let Position::Offset { partition, offset } = received.token.position_in(self.id)? else { return Err(BusError::ForeignMessage) };
         let consumer = self.consumer.as_ref().ok_or(BusError::Closed)?;
         // The legacy call stores offset + 1, the next one to read, as Kafka wants.
-        consumer.store_offset(&kafka_name(&self.prefix, received.topic), partition, offset).map_err(|e| {
-            self.broker_error(format!("could not store the offset ({e}): the partition was probably reassigned; the message may be delivered again"))
-        })
+        consumer
+            .store_offset(&kafka_name(&self.prefix, received.topic), partition, offset)
+            .map_err(|e| self.broker_error(format!("could not store the offset ({e}): the partition was probably reassigned; the message may be delivered again")))
     }
 }
 

@@ -14,12 +14,12 @@ use crate::topic::kafka_name;
 use crate::{Ack, BrokerKind, BusError, BusMetrics, KafkaConfig, Message, MetricsBus, Subscription, Topic};
 use async_trait::async_trait;
 use context::BusContext;
+use producer::Producer;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use producer::Producer;
 use topics::Topics;
 use tracing::warn;
 
@@ -146,10 +146,9 @@ impl MetricsBus for KafkaBus {
         let delivery = match self.producer.send(&self.names[msg.topic as usize], msg.key.as_str(), &msg.payload) {
             Ok(delivery) => delivery,
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                return self.metrics.refuse(BusError::Full {
-                    queue: "Kafka producer queue".into(),
-                    limit: format!("{} messages or {QUEUE_KBYTES} KiB", self.config.queue_messages),
-                })
+                return self
+                    .metrics
+                    .refuse(BusError::Full { queue: "Kafka producer queue".into(), limit: format!("{} messages or {QUEUE_KBYTES} KiB", self.config.queue_messages) })
             }
             Err(e) => return self.metrics.refuse(delivery_failed(self.config.addr(), &self.context, e)),
         };

@@ -130,11 +130,7 @@ impl Publisher {
         }
         // Queued under the tracker's lock, so the waiter lines up with the message.
         if self.client.try_publish(mqtt_name(prefix, &msg.key, msg.topic), QoS::AtLeastOnce, false, msg.payload.to_vec()).is_err() {
-            let error = if self.task.is_finished() {
-                BusError::Closed
-            } else {
-                BusError::Full { queue: "MQTT publish queue".into(), limit: format!("{QUEUE_MESSAGES} messages") }
-            };
+            let error = if self.task.is_finished() { BusError::Closed } else { BusError::Full { queue: "MQTT publish queue".into(), limit: format!("{QUEUE_MESSAGES} messages") } };
             return metrics.refuse(error);
         }
         let (acked, ack) = oneshot::channel();

@@ -44,13 +44,7 @@ pub(super) struct MqttSubscription {
 impl MqttSubscription {
     /// Connects and subscribes; returns once the broker confirmed the
     /// subscription, so the session holds from then on.
-    pub(super) async fn open(
-        options: MqttOptions,
-        config: &MqttConfig,
-        topics: &[Topic],
-        metrics: Arc<BusMetrics>,
-        lease: GroupLease,
-    ) -> Result<Self, BusError> {
+    pub(super) async fn open(options: MqttOptions, config: &MqttConfig, topics: &[Topic], metrics: Arc<BusMetrics>, lease: GroupLease) -> Result<Self, BusError> {
         let prefix = config.settings.prefix.clone();
         let filters: Vec<_> = topics.iter().map(|t| SubscribeFilter::new(mqtt_filter(&prefix, *t), QoS::AtLeastOnce)).collect();
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
@@ -66,7 +60,18 @@ impl MqttSubscription {
             Ok(Ok(Err(e))) => return Err(e),
             Ok(Err(_)) | Err(_) => return Err(unreachable()),
         }
-        Ok(MqttSubscription { id: next_subscription_id(), client, messages, session, unacked: VecDeque::new(), deferred: VecDeque::new(), next_seq: 0, prefix, metrics, _stop: stop })
+        Ok(MqttSubscription {
+            id: next_subscription_id(),
+            client,
+            messages,
+            session,
+            unacked: VecDeque::new(),
+            deferred: VecDeque::new(),
+            next_seq: 0,
+            prefix,
+            metrics,
+            _stop: stop,
+        })
     }
 
     /// Queues the ack of packet `pkid` of `session`, or defers it when the

@@ -13,9 +13,7 @@ pub(super) fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, BusEr
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in certificates("ca", path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| BusError::Tls(format!("ca={}: {e}: give the PEM certificate of the CA that signed the broker's", path.display())))?;
+                roots.add(cert).map_err(|e| BusError::Tls(format!("ca={}: {e}: give the PEM certificate of the CA that signed the broker's", path.display())))?;
             }
             roots
         }
@@ -29,8 +27,7 @@ pub(super) fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, BusEr
     let config = match &files.client {
         Some((cert, key)) => {
             let chain = certificates("cert", cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| BusError::Tls(format!("key={}: {e}: give the client's private key as a PEM file", key.display())))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| BusError::Tls(format!("key={}: {e}: give the client's private key as a PEM file", key.display())))?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| BusError::Tls(format!("cert={} with key={}: {e}: give a certificate and its own key", cert.display(), key.display())))?

@@ -116,13 +116,7 @@ pub enum Param {
 
 impl Param {
     /// Every parameter, in the order error messages list them.
-    pub const ALL: &'static [Param] = &[
-        Param::Target,
-        Param::Instances,
-        Param::Min,
-        Param::Max,
-        Param::Concurrency,
-    ];
+    pub const ALL: &'static [Param] = &[Param::Target, Param::Instances, Param::Min, Param::Max, Param::Concurrency];
 
     /// The word a rule uses.
     pub fn name(self) -> &'static str {
@@ -239,17 +233,7 @@ pub enum Action {
 
 impl Action {
     /// The names a rule may use, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &[
-        "scale_out",
-        "scale_in",
-        "scale_to",
-        "set_min",
-        "set_max",
-        "prewarm",
-        "pause_idle",
-        "prefer_nodes",
-        "avoid_nodes",
-    ];
+    pub const NAMES: &'static [&'static str] = &["scale_out", "scale_in", "scale_to", "set_min", "set_max", "prewarm", "pause_idle", "prefer_nodes", "avoid_nodes"];
 
     /// The action's name as written in a rule.
     pub fn name(&self) -> &'static str {
@@ -269,9 +253,6 @@ impl Action {
     /// True for the actions that change the instance count directly
     /// (`scale_out`, `scale_in`, `scale_to`); a rule holds at most one of them.
     pub fn is_count_change(&self) -> bool {
-        matches!(
-            self,
-            Action::ScaleOut(_) | Action::ScaleIn(_) | Action::ScaleTo(_)
-        )
+        matches!(self, Action::ScaleOut(_) | Action::ScaleIn(_) | Action::ScaleTo(_))
     }
 }

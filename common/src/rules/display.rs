@@ -26,13 +26,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// Writes the text of a rule from its parts; shared by `Rule` and `RuleBody`.
-fn write_rule(
-    f: &mut fmt::Formatter<'_>,
-    condition: &Condition,
-    hold_for: Duration,
-    actions: &[Action],
-    cooldown: Duration,
-) -> fmt::Result {
+fn write_rule(f: &mut fmt::Formatter<'_>, condition: &Condition, hold_for: Duration, actions: &[Action], cooldown: Duration) -> fmt::Result {
     write!(f, "when {condition}")?;
     if !hold_for.is_zero() {
         write!(f, " for {}", fmt_duration(hold_for))?;
@@ -53,25 +47,13 @@ fn write_rule(
 /// The canonical text of the rule's `when ... then ...` part (not its name, scope or priority).
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_rule(
-            f,
-            &self.condition,
-            self.hold_for,
-            &self.actions,
-            self.cooldown,
-        )
+        write_rule(f, &self.condition, self.hold_for, &self.actions, self.cooldown)
     }
 }
 
 impl fmt::Display for RuleBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_rule(
-            f,
-            &self.condition,
-            self.hold_for,
-            &self.actions,
-            self.cooldown,
-        )
+        write_rule(f, &self.condition, self.hold_for, &self.actions, self.cooldown)
     }
 }
 
@@ -170,13 +152,7 @@ impl fmt::Display for ArithOp {
 
 impl fmt::Display for WindowRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}({}, {})",
-            self.agg,
-            self.signal,
-            fmt_duration(self.range)
-        )
+        write!(f, "{}({}, {})", self.agg, self.signal, fmt_duration(self.range))
     }
 }
 
@@ -195,12 +171,7 @@ impl fmt::Display for Signal {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::ScaleOut(n)
-            | Action::ScaleIn(n)
-            | Action::ScaleTo(n)
-            | Action::SetMin(n)
-            | Action::SetMax(n)
-            | Action::Prewarm(n) => {
+            Action::ScaleOut(n) | Action::ScaleIn(n) | Action::ScaleTo(n) | Action::SetMin(n) | Action::SetMax(n) | Action::Prewarm(n) => {
                 write!(f, "{}({n})", self.name())
             }
             Action::PauseIdle => f.write_str("pause_idle"),

@@ -28,10 +28,7 @@ impl ParseError {
     /// The error without its field:
     /// `line 1, column 31: expected a duration such as 30s, found "30": add a unit: s, m or h`.
     pub fn message(&self) -> String {
-        format!(
-            "line {}, column {}: expected {}, found {}: {}",
-            self.line, self.column, self.expected, self.found, self.fix
-        )
+        format!("line {}, column {}: expected {}, found {}: {}", self.line, self.column, self.expected, self.found, self.fix)
     }
 }
 
@@ -48,11 +45,7 @@ impl fmt::Display for ParseError {
 /// So the HTTP API answers a bad rule with its usual 400 body.
 impl From<ParseError> for ValidationError {
     fn from(e: ParseError) -> Self {
-        let field = if e.field.is_empty() {
-            "rule".to_string()
-        } else {
-            e.field.clone()
-        };
+        let field = if e.field.is_empty() { "rule".to_string() } else { e.field.clone() };
         ValidationError::new(field, e.message())
     }
 }
@@ -70,18 +63,8 @@ pub(super) struct Fault {
 }
 
 impl Fault {
-    pub fn new(
-        at: usize,
-        expected: impl Into<String>,
-        found: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        Self {
-            at,
-            expected: expected.into(),
-            found: found.into(),
-            fix: fix.into(),
-        }
+    pub fn new(at: usize, expected: impl Into<String>, found: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { at, expected: expected.into(), found: found.into(), fix: fix.into() }
     }
 
     /// The error at its own offset in `text`.
@@ -93,14 +76,7 @@ impl Fault {
     /// The error at byte offset `at` of `text` (the file it came from).
     pub fn locate_at(self, field: &str, text: &str, at: usize) -> ParseError {
         let (line, column) = line_col(text, at);
-        ParseError {
-            field: field.to_string(),
-            line,
-            column,
-            expected: self.expected,
-            found: self.found,
-            fix: self.fix,
-        }
+        ParseError { field: field.to_string(), line, column, expected: self.expected, found: self.found, fix: self.fix }
     }
 }
 
@@ -177,12 +153,7 @@ pub(super) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a
             best = Some((d, c));
         }
     }
-    best.map(|(_, c)| c).or_else(|| {
-        candidates
-            .iter()
-            .copied()
-            .find(|c| c.rsplit('.').next() == Some(lower.as_str()))
-    })
+    best.map(|(_, c)| c).or_else(|| candidates.iter().copied().find(|c| c.rsplit('.').next() == Some(lower.as_str())))
 }
 
 /// `did you mean `x`?` or, when nothing is close, `otherwise`.
@@ -211,9 +182,7 @@ fn distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * width + j] + 1)
-                .min(d[i * width + j - 1] + 1)
-                .min(d[(i - 1) * width + j - 1] + cost);
+            let mut v = (d[(i - 1) * width + j] + 1).min(d[i * width + j - 1] + 1).min(d[(i - 1) * width + j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[(i - 2) * width + j - 2] + 1);
             }
@@ -242,27 +211,14 @@ mod tests {
         assert_eq!(did_you_mean("avgg", &aggs), Some("avg"));
         assert_eq!(did_you_mean("AVG", &aggs), Some("avg"));
         assert_eq!(did_you_mean("xyzzy", &aggs), None);
-        assert_eq!(
-            did_you_mean("function.inflght", &["function.inflight", "function.queue"]),
-            Some("function.inflight")
-        );
-        assert_eq!(
-            did_you_mean("inflight", &["function.inflight", "function.queue"]),
-            Some("function.inflight")
-        );
+        assert_eq!(did_you_mean("function.inflght", &["function.inflight", "function.queue"]), Some("function.inflight"));
+        assert_eq!(did_you_mean("inflight", &["function.inflight", "function.queue"]), Some("function.inflight"));
         assert_eq!(distance("tagret", "target"), 1);
     }
 
     #[test]
     fn converts_to_a_validation_error() {
-        let e = ParseError {
-            field: "rule".into(),
-            line: 1,
-            column: 31,
-            expected: "a duration such as 30s".into(),
-            found: "\"30\"".into(),
-            fix: "add a unit: s, m or h".into(),
-        };
+        let e = ParseError { field: "rule".into(), line: 1, column: 31, expected: "a duration such as 30s".into(), found: "\"30\"".into(), fix: "add a unit: s, m or h".into() };
         assert_eq!(e.to_string(), "rule: line 1, column 31: expected a duration such as 30s, found \"30\": add a unit: s, m or h");
         let v: ValidationError = e.into();
         assert_eq!(v.field, "rule");

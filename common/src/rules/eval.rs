@@ -120,10 +120,7 @@ mod tests {
 
     impl EvalContext for Figures {
         fn window(&self, w: &WindowRef) -> Option<f64> {
-            self.windows
-                .iter()
-                .find(|(s, _)| *s == w.signal)
-                .map(|(_, v)| *v)
+            self.windows.iter().find(|(s, _)| *s == w.signal).map(|(_, v)| *v)
         }
         fn param(&self, p: Param) -> Option<f64> {
             match p {
@@ -137,9 +134,7 @@ mod tests {
     }
 
     fn cond(text: &str) -> Condition {
-        parse_rule_text(&format!("when {text} then pause_idle"))
-            .unwrap()
-            .condition
+        parse_rule_text(&format!("when {text} then pause_idle")).unwrap().condition
     }
 
     fn expr(text: &str) -> Expr {
@@ -150,10 +145,7 @@ mod tests {
     }
 
     fn figures() -> Figures {
-        Figures {
-            windows: vec![(Signal::FunctionInflight, 30.0), (Signal::HostCpu, 50.0)],
-            target: Some(32.0),
-        }
+        Figures { windows: vec![(Signal::FunctionInflight, 30.0), (Signal::HostCpu, 50.0)], target: Some(32.0) }
     }
 
     #[test]
@@ -166,10 +158,7 @@ mod tests {
         assert_eq!(expr("-instances * 2").eval(&f), Some(-8.0));
         assert_eq!(expr("-(2 + 3)").eval(&f), Some(-5.0));
         assert_eq!(expr("0.8 * target").eval(&f), Some(0.8 * 32.0));
-        assert_eq!(
-            expr("avg(function.inflight, 30s) / concurrency").eval(&f),
-            Some(30.0 / 8.0)
-        );
+        assert_eq!(expr("avg(function.inflight, 30s) / concurrency").eval(&f), Some(30.0 / 8.0));
         assert_eq!(expr("max - min").eval(&f), Some(9.0));
     }
 
@@ -180,37 +169,21 @@ mod tests {
         assert_eq!(expr("1 / (instances - 4)").eval(&f), None);
         assert_eq!(expr("avg(function.queue, 30s) + 1").eval(&f), None);
         assert_eq!(expr("1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000 * 1000000000000").eval(&f), None);
-        let no_target = Figures {
-            target: None,
-            ..figures()
-        };
+        let no_target = Figures { target: None, ..figures() };
         assert_eq!(expr("0.8 * target").eval(&no_target), None);
-        assert_eq!(
-            cond("avg(function.inflight, 30s) > 0.8 * target").eval(&no_target),
-            None
-        );
-        let nan = Figures {
-            windows: vec![(Signal::HostCpu, f64::NAN)],
-            target: Some(1.0),
-        };
+        assert_eq!(cond("avg(function.inflight, 30s) > 0.8 * target").eval(&no_target), None);
+        let nan = Figures { windows: vec![(Signal::HostCpu, f64::NAN)], target: Some(1.0) };
         assert_eq!(cond("avg(host.cpu, 1m) > 1").eval(&nan), None);
     }
 
     #[test]
     fn comparisons_and_three_valued_logic() {
         let f = figures();
-        let (t, fa, none) = (
-            "last(host.cpu, 1m) > 40",
-            "last(host.cpu, 1m) > 60",
-            "last(function.queue, 1m) > 0",
-        );
+        let (t, fa, none) = ("last(host.cpu, 1m) > 40", "last(host.cpu, 1m) > 60", "last(function.queue, 1m) > 0");
         assert_eq!(cond(t).eval(&f), Some(true));
         assert_eq!(cond(fa).eval(&f), Some(false));
         assert_eq!(cond(none).eval(&f), None);
-        assert_eq!(
-            cond("last(host.cpu, 1m) >= 50 and last(host.cpu, 1m) <= 50").eval(&f),
-            Some(true)
-        );
+        assert_eq!(cond("last(host.cpu, 1m) >= 50 and last(host.cpu, 1m) <= 50").eval(&f), Some(true));
         assert_eq!(cond("last(host.cpu, 1m) < 50").eval(&f), Some(false));
         let cases = [
             (format!("{t} and {t}"), Some(true)),
@@ -237,14 +210,7 @@ mod tests {
         let c = cond("avg(function.inflight, 30s) > 1 and (avg(function.inflight, 30s) > target or rate(function.requests, 1m) > 2)");
         let w = c.windows();
         assert_eq!(w.len(), 2);
-        assert_eq!(
-            *w[0],
-            WindowRef {
-                agg: Agg::Avg,
-                signal: Signal::FunctionInflight,
-                range: Duration::from_secs(30)
-            }
-        );
+        assert_eq!(*w[0], WindowRef { agg: Agg::Avg, signal: Signal::FunctionInflight, range: Duration::from_secs(30) });
         assert_eq!(w[1].agg, Agg::Rate);
     }
 }

@@ -46,9 +46,7 @@ pub fn parse_file(contents: &str) -> Result<Vec<Rule>, Vec<ParseError>> {
             Ok((rule, name_span)) => match names.get(rule.name.as_str()) {
                 Some(first) => {
                     let (line, _) = line_col(contents, *first);
-                    let fix = format!(
-                        "the rule at line {line} already has this name: give each rule its own name"
-                    );
+                    let fix = format!("the rule at line {line} already has this name: give each rule its own name");
                     let expected = "a name not used by another rule";
                     let fault = Fault::new(0, expected, quote(rule.name.as_str()), fix);
                     errors.push(fault.locate_at(&field("name"), contents, name_span.start));
@@ -70,11 +68,7 @@ pub fn parse_file(contents: &str) -> Result<Vec<Rule>, Vec<ParseError>> {
 }
 
 /// The `[[rule]]` tables of a file's top level; anything else there is an error.
-fn rule_tables<'t, 'i>(
-    contents: &str,
-    doc: &'t DeTable<'i>,
-    errors: &mut Vec<ParseError>,
-) -> Vec<&'t Spanned<DeValue<'i>>> {
+fn rule_tables<'t, 'i>(contents: &str, doc: &'t DeTable<'i>, errors: &mut Vec<ParseError>) -> Vec<&'t Spanned<DeValue<'i>>> {
     let mut tables = Vec::new();
     for (key, value) in in_file_order(doc) {
         let at = key.span().start;
@@ -117,11 +111,7 @@ fn syntax_error(contents: &str, e: &toml::de::Error) -> ParseError {
         Some((what, expected)) => (what, expected.to_string()),
         None => (message, "valid TOML".to_string()),
     };
-    let found = match e
-        .span()
-        .map(|s| contents.get(s).unwrap_or_default())
-        .filter(|s| !s.is_empty())
-    {
+    let found = match e.span().map(|s| contents.get(s).unwrap_or_default()).filter(|s| !s.is_empty()) {
         Some(text) => quote(text),
         None => match contents.get(at..).and_then(|rest| rest.chars().next()) {
             None => "the end of the file".to_string(),
@@ -132,9 +122,7 @@ fn syntax_error(contents: &str, e: &toml::de::Error) -> ParseError {
     let fix = if what == "duplicate key" {
         "each key may appear once per table: remove the repeated key, or start the next rule with `[[rule]]`".to_string()
     } else {
-        format!(
-            "fix the TOML syntax ({what}); strings are quoted, e.g. rule = \"when ... then ...\""
-        )
+        format!("fix the TOML syntax ({what}); strings are quoted, e.g. rule = \"when ... then ...\"")
     };
     Fault::new(at, expected, found, fix).locate("file", contents)
 }
@@ -149,11 +137,7 @@ struct TableError {
 
 impl TableError {
     fn new(key: &str, at: usize, fault: Fault) -> Self {
-        Self {
-            key: key.to_string(),
-            at,
-            fault,
-        }
+        Self { key: key.to_string(), at, fault }
     }
 }
 
@@ -162,10 +146,7 @@ type Value<'t, 'i> = &'t Spanned<DeValue<'i>>;
 
 /// A `[[rule]]` table as a validated rule and the span of its name, or the
 /// table's first error.
-fn rule_from_table(
-    contents: &str,
-    table: &Spanned<DeValue<'_>>,
-) -> Result<(Rule, Range<usize>), TableError> {
+fn rule_from_table(contents: &str, table: &Spanned<DeValue<'_>>) -> Result<(Rule, Range<usize>), TableError> {
     let start = table.span().start;
     let DeValue::Table(entries) = table.get_ref() else {
         let found = a_type(table.get_ref());
@@ -178,80 +159,48 @@ fn rule_from_table(
             None => ("name", "name = \"burst\""),
             Some(_) => ("rule", "rule = \"when ... then ...\""),
         };
-        let fault = Fault::new(
-            0,
-            format!("a `{missing}` key"),
-            format!("a rule without `{missing}`"),
-            format!("add `{example}` to this table"),
-        );
+        let fault = Fault::new(0, format!("a `{missing}` key"), format!("a rule without `{missing}`"), format!("add `{example}` to this table"));
         return Err(TableError::new(missing, start, fault));
     };
     let text = |v: Value<'_, '_>| v.get_ref().as_str().unwrap_or_default().to_string();
-    let source = RuleSource {
-        name: text(name),
-        scope: scope.map_or_else(|| "all".to_string(), text),
-        priority: priority.map_or(Ok(0), priority_value)?,
-        rule: text(rule),
-    };
-    build(source)
-        .map(|rule| (rule, name.span()))
-        .map_err(|(part, fault)| {
-            let value = match part {
-                Part::Name => Some(name),
-                Part::Scope => scope,
-                Part::Priority => priority,
-                Part::Rule => Some(rule),
-            };
-            let at = match value {
-                Some(v) if part == Part::Priority => v.span().start,
-                Some(v) => string_offset(contents, v, fault.at),
-                // The default scope or priority, which is always valid.
-                None => start,
-            };
-            TableError::new(part.field(), at, fault)
-        })
+    let source = RuleSource { name: text(name), scope: scope.map_or_else(|| "all".to_string(), text), priority: priority.map_or(Ok(0), priority_value)?, rule: text(rule) };
+    build(source).map(|rule| (rule, name.span())).map_err(|(part, fault)| {
+        let value = match part {
+            Part::Name => Some(name),
+            Part::Scope => scope,
+            Part::Priority => priority,
+            Part::Rule => Some(rule),
+        };
+        let at = match value {
+            Some(v) if part == Part::Priority => v.span().start,
+            Some(v) => string_offset(contents, v, fault.at),
+            // The default scope or priority, which is always valid.
+            None => start,
+        };
+        TableError::new(part.field(), at, fault)
+    })
 }
 
 /// The table's values in the order of `KEYS`, each of the right type; an
 /// unknown key or a wrong type is an error at that key or value.
-fn typed_values<'t, 'i>(
-    entries: &'t DeTable<'i>,
-) -> Result<[Option<Value<'t, 'i>>; 4], TableError> {
+fn typed_values<'t, 'i>(entries: &'t DeTable<'i>) -> Result<[Option<Value<'t, 'i>>; 4], TableError> {
     let mut values = [None; 4];
     for (key, value) in in_file_order(entries) {
         let name = key.get_ref().as_ref();
         let Some(slot) = KEYS.iter().position(|k| *k == name) else {
             let fix = match did_you_mean(name, KEYS) {
                 Some(k) => format!("did you mean `{k}`?"),
-                None => format!(
-                    "remove `{name}`: a rule has only `name`, `scope`, `priority` and `rule`"
-                ),
+                None => format!("remove `{name}`: a rule has only `name`, `scope`, `priority` and `rule`"),
             };
             let expected = "`name`, `scope`, `priority` or `rule`";
             let fault = Fault::new(0, expected, quote(name), fix);
             return Err(TableError::new(name, key.span().start, fault));
         };
         let (fits, expected, fix) = match KEYS[slot] {
-            "priority" => (
-                matches!(value.get_ref(), DeValue::Integer(_)),
-                "an integer",
-                "write a whole number from -1000 to 1000, e.g. priority = 10",
-            ),
-            "scope" => (
-                value.get_ref().is_str(),
-                "a string",
-                "quote it: scope = \"all\", \"function:NAME\" or \"labels:key=value\"",
-            ),
-            "name" => (
-                value.get_ref().is_str(),
-                "a string",
-                "quote it: name = \"burst\"",
-            ),
-            _ => (
-                value.get_ref().is_str(),
-                "a string",
-                "quote it: rule = \"when ... then ...\"",
-            ),
+            "priority" => (matches!(value.get_ref(), DeValue::Integer(_)), "an integer", "write a whole number from -1000 to 1000, e.g. priority = 10"),
+            "scope" => (value.get_ref().is_str(), "a string", "quote it: scope = \"all\", \"function:NAME\" or \"labels:key=value\""),
+            "name" => (value.get_ref().is_str(), "a string", "quote it: name = \"burst\""),
+            _ => (value.get_ref().is_str(), "a string", "quote it: rule = \"when ... then ...\""),
         };
         if !fits {
             let fault = Fault::new(0, expected, a_type(value.get_ref()), fix);
@@ -265,23 +214,13 @@ fn typed_values<'t, 'i>(
 /// A priority that fits an `i32`; the range check is `build`'s.
 fn priority_value(value: Value<'_, '_>) -> Result<i32, TableError> {
     let parsed = match value.get_ref() {
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-            .ok()
-            .and_then(|v| i32::try_from(v).ok()),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok().and_then(|v| i32::try_from(v).ok()),
         _ => None,
     };
     parsed.ok_or_else(|| {
         let (lo, hi) = bounds::PRIORITY;
-        let found = value
-            .get_ref()
-            .as_integer()
-            .map_or_else(|| a_type(value.get_ref()), |i| quote(i.as_str()));
-        let fault = Fault::new(
-            0,
-            format!("a priority from {lo} to {hi}"),
-            found,
-            format!("use a priority from {lo} to {hi}"),
-        );
+        let found = value.get_ref().as_integer().map_or_else(|| a_type(value.get_ref()), |i| quote(i.as_str()));
+        let fault = Fault::new(0, format!("a priority from {lo} to {hi}"), found, format!("use a priority from {lo} to {hi}"));
         TableError::new("priority", value.span().start, fault)
     })
 }
@@ -289,11 +228,7 @@ fn priority_value(value: Value<'_, '_>) -> Result<i32, TableError> {
 /// "a string", "an integer": a TOML value's type for messages.
 fn a_type(value: &DeValue<'_>) -> String {
     let name = value.type_str();
-    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     format!("{article} {name}")
 }
 
@@ -333,10 +268,7 @@ fn map_string(raw: &str, decoded: &str) -> Option<Vec<(usize, usize)>> {
     if !raw.ends_with(&raw[..quote_len]) {
         return None;
     }
-    let end = raw
-        .len()
-        .checked_sub(quote_len)
-        .filter(|e| *e >= quote_len)?;
+    let end = raw.len().checked_sub(quote_len).filter(|e| *e >= quote_len)?;
     let mut i = quote_len;
     if multiline {
         // A newline right after the opening quotes is not part of the value.
@@ -368,9 +300,7 @@ fn map_string(raw: &str, decoded: &str) -> Option<Vec<(usize, usize)>> {
                 'U' => (10, hex_char(rest.get(2..10)?)),
                 // A line-ending backslash drops the newline and the whitespace after it.
                 ' ' | '\t' | '\r' | '\n' if multiline => {
-                    let skip = rest[1..]
-                        .find(|c: char| !matches!(c, ' ' | '\t' | '\r' | '\n'))
-                        .map_or(rest.len(), |n| n + 1);
+                    let skip = rest[1..].find(|c: char| !matches!(c, ' ' | '\t' | '\r' | '\n')).map_or(rest.len(), |n| n + 1);
                     (skip, None)
                 }
                 _ => return None,
@@ -407,9 +337,7 @@ fn map_string(raw: &str, decoded: &str) -> Option<Vec<(usize, usize)>> {
 }
 
 fn hex_char(digits: &str) -> Option<char> {
-    u32::from_str_radix(digits, 16)
-        .ok()
-        .and_then(char::from_u32)
+    u32::from_str_radix(digits, 16).ok().and_then(char::from_u32)
 }
 
 #[cfg(test)]
@@ -418,9 +346,7 @@ mod tests {
 
     #[test]
     fn maps_string_values_to_their_written_form() {
-        let offsets = |raw: &str, value: &str| {
-            map_string(raw, value).map(|m| m.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
-        };
+        let offsets = |raw: &str, value: &str| map_string(raw, value).map(|m| m.into_iter().map(|(_, r)| r).collect::<Vec<_>>());
         assert_eq!(offsets("'ab'", "ab"), Some(vec![1, 2, 3]));
         assert_eq!(offsets("\"a\\tb\"", "a\tb"), Some(vec![1, 2, 4, 5]));
         assert_eq!(offsets("\"\\u00e9x\"", "éx"), Some(vec![1, 7, 8]));

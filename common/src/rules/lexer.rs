@@ -39,32 +39,20 @@ pub(super) struct Token<'a> {
 /// The token at or after byte `pos` (a character boundary), skipping whitespace.
 pub(super) fn token_at(src: &str, pos: usize) -> Token<'_> {
     let pos = pos.min(src.len());
-    let start = pos
-        + src[pos..]
-            .find(|c: char| !c.is_whitespace())
-            .unwrap_or(src.len() - pos);
+    let start = pos + src[pos..].find(|c: char| !c.is_whitespace()).unwrap_or(src.len() - pos);
     let rest = &src[start..];
     let bytes = rest.as_bytes();
-    let take_while =
-        |from: usize, f: fn(u8) -> bool| from + bytes[from..].iter().take_while(|b| f(**b)).count();
+    let take_while = |from: usize, f: fn(u8) -> bool| from + bytes[from..].iter().take_while(|b| f(**b)).count();
     let (kind, len) = match bytes.first() {
         None => (Kind::End, 0),
-        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => {
-            (Kind::Word, take_while(0, is_word_byte))
-        }
+        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => (Kind::Word, take_while(0, is_word_byte)),
         Some(b) if b.is_ascii_digit() => {
             let mut len = take_while(0, |b| b.is_ascii_digit());
             if bytes.get(len) == Some(&b'.') && bytes.get(len + 1).is_some_and(u8::is_ascii_digit) {
                 len = take_while(len + 1, |b| b.is_ascii_digit());
             }
-            if bytes
-                .get(len)
-                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
-            {
-                (
-                    Kind::NumberUnit,
-                    take_while(len, |b| b.is_ascii_alphanumeric() || b == b'_'),
-                )
+            if bytes.get(len).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
+                (Kind::NumberUnit, take_while(len, |b| b.is_ascii_alphanumeric() || b == b'_'))
             } else {
                 (Kind::Number, len)
             }
@@ -86,12 +74,7 @@ pub(super) fn token_at(src: &str, pos: usize) -> Token<'_> {
         Some(b'|') if bytes.get(1) == Some(&b'|') => (Kind::Other, 2),
         Some(_) => (Kind::Other, rest.chars().next().map_or(1, char::len_utf8)),
     };
-    Token {
-        kind,
-        text: &rest[..len],
-        start,
-        end: start + len,
-    }
+    Token { kind, text: &rest[..len], start, end: start + len }
 }
 
 fn is_word_byte(b: u8) -> bool {
@@ -133,17 +116,7 @@ mod tests {
                 (Word, "target")
             ]
         );
-        assert_eq!(
-            kinds("1.5m 1. == é&&"),
-            vec![
-                (NumberUnit, "1.5m"),
-                (Number, "1"),
-                (Other, "."),
-                (Other, "=="),
-                (Other, "é"),
-                (Other, "&&")
-            ]
-        );
+        assert_eq!(kinds("1.5m 1. == é&&"), vec![(NumberUnit, "1.5m"), (Number, "1"), (Other, "."), (Other, "=="), (Other, "é"), (Other, "&&")]);
         assert_eq!(token_at("  ", 0).kind, End);
         assert_eq!(token_at("x", 5).kind, End);
     }

@@ -102,9 +102,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-pub use ast::{
-    agg_fits, Action, ArithOp, CmpOp, Condition, Expr, Param, Signal, WindowRef, RULE_AGGS,
-};
+pub use ast::{agg_fits, Action, ArithOp, CmpOp, Condition, Expr, Param, Signal, WindowRef, RULE_AGGS};
 pub use display::fmt_duration;
 pub use error::ParseError;
 pub use eval::EvalContext;
@@ -268,11 +266,7 @@ impl Part {
 /// Validates a source, with the error at a byte offset of the part it is in.
 fn build(source: RuleSource) -> Result<Rule, (Part, Fault)> {
     let name = RuleName::new(source.name.as_str()).map_err(|e| {
-        let found = if source.name.is_empty() {
-            "an empty name".to_string()
-        } else {
-            quote(&truncate(&source.name))
-        };
+        let found = if source.name.is_empty() { "an empty name".to_string() } else { quote(&truncate(&source.name)) };
         (Part::Name, Fault::new(0, "a rule name", found, e.message))
     })?;
     let scope = scope::scope_fault(&source.scope).map_err(|f| (Part::Scope, f))?;
@@ -280,22 +274,10 @@ fn build(source: RuleSource) -> Result<Rule, (Part, Fault)> {
     if !(lo..=hi).contains(&source.priority) {
         let expected = format!("a priority from {lo} to {hi}");
         let fix = format!("use {expected}; rules with a higher priority come first");
-        return Err((
-            Part::Priority,
-            Fault::new(0, expected, source.priority.to_string(), fix),
-        ));
+        return Err((Part::Priority, Fault::new(0, expected, source.priority.to_string(), fix)));
     }
     let body = parse::parse_body(&source.rule).map_err(|f| (Part::Rule, f))?;
-    Ok(Rule {
-        name,
-        scope,
-        priority: source.priority,
-        condition: body.condition,
-        hold_for: body.hold_for,
-        actions: body.actions,
-        cooldown: body.cooldown,
-        source,
-    })
+    Ok(Rule { name, scope, priority: source.priority, condition: body.condition, hold_for: body.hold_for, actions: body.actions, cooldown: body.cooldown, source })
 }
 
 impl Rule {
@@ -315,12 +297,7 @@ impl Rule {
 
     /// The rule's parsed text.
     pub fn body(&self) -> RuleBody {
-        RuleBody {
-            condition: self.condition.clone(),
-            hold_for: self.hold_for,
-            actions: self.actions.clone(),
-            cooldown: self.cooldown,
-        }
+        RuleBody { condition: self.condition.clone(), hold_for: self.hold_for, actions: self.actions.clone(), cooldown: self.cooldown }
     }
 
     /// Every window the rule's condition reads, once each.

@@ -8,9 +8,7 @@
 //! each operator then checks that its operands are the kind it needs.
 //! That keeps parsing linear and puts the error where the mix-up is.
 
-use super::ast::{
-    agg_fits, Action, ArithOp, CmpOp, Condition, Expr, Param, Signal, WindowRef, RULE_AGGS,
-};
+use super::ast::{agg_fits, Action, ArithOp, CmpOp, Condition, Expr, Param, Signal, WindowRef, RULE_AGGS};
 use super::bounds;
 use super::display::fmt_duration;
 use super::error::{describe_pos, one_of, quote, suggest, Fault};
@@ -27,16 +25,12 @@ const END: &str = "the end of the rule";
 const FACTOR_EXPECTED: &str = "a number, a parameter or an aggregation";
 const FACTOR_FIX: &str = "use a number such as 0.8, a parameter (`target`, `instances`, `min`, `max`, `concurrency`) \
      or an aggregation over a window (`avg`, `min`, `max`, `p95`, `last`, `rate`), e.g. avg(function.inflight, 30s)";
-const COMPARE_FIX: &str =
-    "compare the value with a limit, e.g. `avg(function.inflight, 30s) > 0.8 * target`";
+const COMPARE_FIX: &str = "compare the value with a limit, e.g. `avg(function.inflight, 30s) > 0.8 * target`";
 
 /// Parses the text of a rule (`when ... then ...`), with errors at byte offsets of `src`.
 pub(super) fn parse_body(src: &str) -> Result<RuleBody, Fault> {
     if src.len() > bounds::TEXT_BYTES {
-        let at = src
-            .char_indices()
-            .find(|(i, c)| i + c.len_utf8() > bounds::TEXT_BYTES)
-            .map_or(src.len(), |(i, _)| i);
+        let at = src.char_indices().find(|(i, c)| i + c.len_utf8() > bounds::TEXT_BYTES).map_or(src.len(), |(i, _)| i);
         return Err(Fault::new(
             at,
             format!("a rule of at most {} bytes", bounds::TEXT_BYTES),
@@ -44,12 +38,7 @@ pub(super) fn parse_body(src: &str) -> Result<RuleBody, Fault> {
             "shorten the rule (spaces count too) or split it into several rules",
         ));
     }
-    let mut p = Parser {
-        src,
-        next: token_at(src, 0),
-        depth: 0,
-        nodes: 0,
-    };
+    let mut p = Parser { src, next: token_at(src, 0), depth: 0, nodes: 0 };
     p.keyword_when()?;
     let top = p.or()?;
     let condition = p.need_cond(top)?;
@@ -75,12 +64,7 @@ pub(super) fn parse_body(src: &str) -> Result<RuleBody, Fault> {
     if p.peek().kind != Kind::End {
         return Err(p.trailing(has_cooldown));
     }
-    Ok(RuleBody {
-        condition,
-        hold_for,
-        actions,
-        cooldown,
-    })
+    Ok(RuleBody { condition, hold_for, actions, cooldown })
 }
 
 /// Why two actions of one rule cannot both apply, if they cannot. Several
@@ -95,31 +79,15 @@ fn conflict(a: &Action, b: &Action) -> Option<String> {
         ));
     }
     match (a, b) {
-        (Action::PreferNodes(x), Action::AvoidNodes(y))
-        | (Action::AvoidNodes(x), Action::PreferNodes(y))
-            if x == y =>
-        {
-            Some(format!(
-                "`{a}` and `{b}` prefer and avoid the same nodes: keep one"
-            ))
+        (Action::PreferNodes(x), Action::AvoidNodes(y)) | (Action::AvoidNodes(x), Action::PreferNodes(y)) if x == y => {
+            Some(format!("`{a}` and `{b}` prefer and avoid the same nodes: keep one"))
         }
-        (Action::PreferNodes(_), Action::PreferNodes(_))
-        | (Action::AvoidNodes(_), Action::AvoidNodes(_))
-            if a != b =>
-        {
-            None
-        }
-        _ if discriminant(a) == discriminant(b) => Some(format!(
-            "`{a}` and `{b}` are the same action twice: keep one"
-        )),
-        (Action::SetMin(lo), Action::SetMax(hi)) | (Action::SetMax(hi), Action::SetMin(lo))
-            if lo > hi =>
-        {
-            Some(format!(
-                "`{a}` and `{b}` would put the minimum above the maximum: \
+        (Action::PreferNodes(_), Action::PreferNodes(_)) | (Action::AvoidNodes(_), Action::AvoidNodes(_)) if a != b => None,
+        _ if discriminant(a) == discriminant(b) => Some(format!("`{a}` and `{b}` are the same action twice: keep one")),
+        (Action::SetMin(lo), Action::SetMax(hi)) | (Action::SetMax(hi), Action::SetMin(lo)) if lo > hi => Some(format!(
+            "`{a}` and `{b}` would put the minimum above the maximum: \
                  make the minimum at most the maximum"
-            ))
-        }
+        )),
         _ => None,
     }
 }
@@ -130,9 +98,7 @@ fn foreign_operator(text: &str) -> Option<&'static str> {
         "&&" | "&" => Some("write `and` instead of `&&`"),
         "||" | "|" => Some("write `or` instead of `||`"),
         "!" => Some("write `not` instead of `!`"),
-        "==" | "=" | "!=" => {
-            Some("there is no equality test on measured values: compare with >, >=, < or <=")
-        }
+        "==" | "=" | "!=" => Some("there is no equality test on measured values: compare with >, >=, < or <="),
         _ => None,
     }
 }
@@ -199,11 +165,7 @@ impl<'a> Parser<'a> {
     }
 
     fn fault(&self, t: &Token<'_>, expected: impl Into<String>, fix: impl Into<String>) -> Fault {
-        let found = if t.kind == Kind::End {
-            END.to_string()
-        } else {
-            quote(t.text)
-        };
+        let found = if t.kind == Kind::End { END.to_string() } else { quote(t.text) };
         Fault::new(t.start, expected, found, fix)
     }
 
@@ -213,14 +175,7 @@ impl<'a> Parser<'a> {
         self.nodes += 1;
         if self.nodes > bounds::CONDITION_NODES {
             let fix = "simplify the condition or split it into several rules";
-            return Err(self.fault(
-                t,
-                format!(
-                    "a condition of at most {} parts (numbers, names, windows, operators)",
-                    bounds::CONDITION_NODES
-                ),
-                fix,
-            ));
+            return Err(self.fault(t, format!("a condition of at most {} parts (numbers, names, windows, operators)", bounds::CONDITION_NODES), fix));
         }
         Ok(())
     }
@@ -231,11 +186,7 @@ impl<'a> Parser<'a> {
         self.depth += 1;
         if self.depth > bounds::NESTING {
             let fix = "remove parentheses, `not`s or minus signs, or split the condition into several rules";
-            return Err(self.fault(
-                t,
-                format!("at most {} levels of nesting", bounds::NESTING),
-                fix,
-            ));
+            return Err(self.fault(t, format!("at most {} levels of nesting", bounds::NESTING), fix));
         }
         Ok(())
     }
@@ -245,11 +196,7 @@ impl<'a> Parser<'a> {
             Parsed::Cond(c) => Ok(c),
             Parsed::Expr(_) => {
                 let t = self.peek();
-                Err(self.fault(
-                    &t,
-                    "a comparison: >, >=, < or <=",
-                    foreign_operator(t.text).unwrap_or(COMPARE_FIX),
-                ))
+                Err(self.fault(&t, "a comparison: >, >=, < or <=", foreign_operator(t.text).unwrap_or(COMPARE_FIX)))
             }
         }
     }
@@ -302,10 +249,7 @@ impl<'a> Parser<'a> {
         self.depth -= 1;
         let c = self.need_cond(inner)?;
         self.count_node(&t)?;
-        Ok(Node {
-            kind: Parsed::Cond(Condition::Not(Box::new(c))),
-            start: t.start,
-        })
+        Ok(Node { kind: Parsed::Cond(Condition::Not(Box::new(c))), start: t.start })
     }
 
     /// `additive [cmp additive]`; a comparison cannot be followed by another.
@@ -330,14 +274,7 @@ impl<'a> Parser<'a> {
             let fix = "comparisons do not chain: write `a < b and b < c`";
             return Err(self.fault(&next, "`and`, `or`, `for` or `then`", fix));
         }
-        Ok(Node {
-            kind: Parsed::Cond(Condition::Compare {
-                left: l,
-                op,
-                right: r,
-            }),
-            start,
-        })
+        Ok(Node { kind: Parsed::Cond(Condition::Compare { left: l, op, right: r }), start })
     }
 
     /// `term (('+'|'-') term)*`
@@ -369,33 +306,20 @@ impl<'a> Parser<'a> {
     }
 
     /// `left op operand`, with the operator as the next token.
-    fn binary(
-        &mut self,
-        left: Node,
-        op: ArithOp,
-        operand: fn(&mut Self) -> Result<Node, Fault>,
-    ) -> Result<Node, Fault> {
+    fn binary(&mut self, left: Node, op: ArithOp, operand: fn(&mut Self) -> Result<Node, Fault>) -> Result<Node, Fault> {
         let start = left.start;
         let l = self.need_expr(left)?;
         let t = self.bump();
         let right = operand(self)?;
         let r = self.need_expr(right)?;
         self.count_node(&t)?;
-        Ok(Node {
-            kind: Parsed::Expr(Expr::Binary(op, Box::new(l), Box::new(r))),
-            start,
-        })
+        Ok(Node { kind: Parsed::Expr(Expr::Binary(op, Box::new(l), Box::new(r))), start })
     }
 
     /// `'-' factor | NUMBER | PARAM | AGG '(' SIGNAL ',' DURATION ')' | '(' or ')'`
     fn factor(&mut self) -> Result<Node, Fault> {
         let t = self.peek();
-        let expr = |e: Expr| {
-            Ok(Node {
-                kind: Parsed::Expr(e),
-                start: t.start,
-            })
-        };
+        let expr = |e: Expr| Ok(Node { kind: Parsed::Expr(e), start: t.start });
         match t.kind {
             Kind::Minus => {
                 self.bump();
@@ -418,13 +342,9 @@ impl<'a> Parser<'a> {
                 expr(Expr::Number(n))
             }
             Kind::NumberUnit => {
-                let digits = t
-                    .text
-                    .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+                let digits = t.text.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
                 let exponent = digits.strip_prefix(['e', 'E']);
-                let fix = if exponent
-                    .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))
-                {
+                let fix = if exponent.is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())) {
                     "write the number out in full, e.g. 1000 for 1e3"
                 } else {
                     "durations only go in windows, `for` and `cooldown`; write a plain number here"
@@ -438,17 +358,10 @@ impl<'a> Parser<'a> {
                 self.depth -= 1;
                 let close = self.peek();
                 if close.kind != Kind::RParen {
-                    return Err(self.fault(
-                        &close,
-                        "`)`",
-                        format!("close the `(` at {}", describe_pos(self.src, t.start)),
-                    ));
+                    return Err(self.fault(&close, "`)`", format!("close the `(` at {}", describe_pos(self.src, t.start))));
                 }
                 self.bump();
-                Ok(Node {
-                    kind: inner.kind,
-                    start: t.start,
-                })
+                Ok(Node { kind: inner.kind, start: t.start })
             }
             Kind::Word => self.word(t),
             _ => {
@@ -472,51 +385,30 @@ impl<'a> Parser<'a> {
         if let Some(param) = Param::from_name(t.text) {
             self.bump();
             self.count_node(&t)?;
-            return Ok(Node {
-                kind: Parsed::Expr(Expr::Param(param)),
-                start: t.start,
-            });
+            return Ok(Node { kind: Parsed::Expr(Expr::Param(param)), start: t.start });
         }
         if t.text == "count" {
             let fix = "count() is not available in rules: use rate() with a counter such as function.requests, or avg() with a gauge";
             return Err(self.fault(&t, FACTOR_EXPECTED, fix));
         }
         if let Some(signal) = Signal::from_name(t.text) {
-            let agg = if signal.kind() == SeriesKind::Counter {
-                "rate"
-            } else {
-                "avg"
-            };
-            let fix = format!(
-                "read a signal through an aggregation over a window, e.g. {agg}({signal}, 30s)"
-            );
+            let agg = if signal.kind() == SeriesKind::Counter { "rate" } else { "avg" };
+            let fix = format!("read a signal through an aggregation over a window, e.g. {agg}({signal}, 30s)");
             return Err(self.fault(&t, "an aggregation around the signal", fix));
         }
         let mut candidates: Vec<&str> = RULE_AGGS.iter().map(|a| a.as_str()).collect();
         candidates.extend(Param::ALL.iter().map(|p| p.name()));
         candidates.push("not");
-        Err(self.fault(
-            &t,
-            FACTOR_EXPECTED,
-            suggest(t.text, &candidates, FACTOR_FIX.into()),
-        ))
+        Err(self.fault(&t, FACTOR_EXPECTED, suggest(t.text, &candidates, FACTOR_FIX.into())))
     }
 
     /// `AGG '(' SIGNAL ',' DURATION ')'`, with the aggregation's word next.
     fn window(&mut self, t: Token<'a>, agg: Agg) -> Result<Node, Fault> {
-        let example = if agg == Agg::Rate {
-            Signal::FunctionRequests
-        } else {
-            Signal::FunctionInflight
-        };
+        let example = if agg == Agg::Rate { Signal::FunctionRequests } else { Signal::FunctionInflight };
         self.bump();
         let open = self.peek();
         if open.kind != Kind::LParen {
-            return Err(self.fault(
-                &open,
-                format!("`(` after {agg}"),
-                format!("write {agg}(SIGNAL, WINDOW), e.g. {agg}({example}, 30s)"),
-            ));
+            return Err(self.fault(&open, format!("`(` after {agg}"), format!("write {agg}(SIGNAL, WINDOW), e.g. {agg}({example}, 30s)")));
         }
         self.bump();
         let s = self.peek();
@@ -525,11 +417,7 @@ impl<'a> Parser<'a> {
             None => {
                 let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
                 let fix = if s.kind == Kind::Word {
-                    suggest(
-                        s.text,
-                        &names,
-                        format!("use {}", one_of(names.iter().copied())),
-                    )
+                    suggest(s.text, &names, format!("use {}", one_of(names.iter().copied())))
                 } else {
                     format!("write {agg}(SIGNAL, WINDOW) with a signal such as {example}")
                 };
@@ -538,17 +426,9 @@ impl<'a> Parser<'a> {
         };
         if !agg_fits(agg, signal.kind()) {
             let (expected, fix) = if agg == Agg::Rate {
-                (
-                    "a counter for rate()".to_string(),
-                    format!("rate() takes a counter such as function.requests; use avg(), max(), min(), p95() or last() with {signal}"),
-                )
+                ("a counter for rate()".to_string(), format!("rate() takes a counter such as function.requests; use avg(), max(), min(), p95() or last() with {signal}"))
             } else {
-                (
-                    format!("a gauge for {agg}()"),
-                    format!(
-                        "{agg}() takes a gauge such as function.inflight; use rate() with {signal}"
-                    ),
-                )
+                (format!("a gauge for {agg}()"), format!("{agg}() takes a gauge such as function.inflight; use rate() with {signal}"))
             };
             return Err(self.fault(&s, expected, fix));
         }
@@ -562,18 +442,11 @@ impl<'a> Parser<'a> {
         let range = self.duration(Use::Window)?;
         let close = self.peek();
         if close.kind != Kind::RParen {
-            return Err(self.fault(
-                &close,
-                "`)`",
-                format!("close the call: {agg}({signal}, {})", fmt_duration(range)),
-            ));
+            return Err(self.fault(&close, "`)`", format!("close the call: {agg}({signal}, {})", fmt_duration(range))));
         }
         self.bump();
         self.count_node(&t)?;
-        Ok(Node {
-            kind: Parsed::Expr(Expr::Window(WindowRef { agg, signal, range })),
-            start: t.start,
-        })
+        Ok(Node { kind: Parsed::Expr(Expr::Window(WindowRef { agg, signal, range })), start: t.start })
     }
 
     /// A number literal, which must be the next token.
@@ -584,11 +457,7 @@ impl<'a> Parser<'a> {
                 self.bump();
                 Ok(n)
             }
-            _ => Err(self.fault(
-                &t,
-                "a number of at most 1000000000000 (1e12)",
-                "use a smaller number",
-            )),
+            _ => Err(self.fault(&t, "a number of at most 1000000000000 (1e12)", "use a smaller number")),
         }
     }
 
@@ -600,56 +469,29 @@ impl<'a> Parser<'a> {
         match t.kind {
             Kind::Number => Err(self.fault(&t, expected, "add a unit: s, m or h")),
             Kind::NumberUnit => {
-                let digits = t
-                    .text
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(t.text.len());
+                let digits = t.text.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.text.len());
                 let (number, unit) = t.text.split_at(digits);
                 if unit.starts_with('.') {
-                    return Err(self.fault(
-                        &t,
-                        "a whole number of seconds, minutes or hours",
-                        "use a smaller unit instead of a fraction, e.g. 90s for 1.5m",
-                    ));
+                    return Err(self.fault(&t, "a whole number of seconds, minutes or hours", "use a smaller unit instead of a fraction, e.g. 90s for 1.5m"));
                 }
                 let scale = match unit {
                     "s" => 1,
                     "m" => 60,
                     "h" => 3600,
-                    _ => {
-                        return Err(self.fault(
-                            &t,
-                            expected,
-                            format!(
-                            "`{unit}` is not a unit here: use s, m or h (seconds, minutes, hours)"
-                        ),
-                        ))
-                    }
+                    _ => return Err(self.fault(&t, expected, format!("`{unit}` is not a unit here: use s, m or h (seconds, minutes, hours)"))),
                 };
-                match number
-                    .parse::<u64>()
-                    .ok()
-                    .and_then(|n| n.checked_mul(scale))
-                {
+                match number.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)) {
                     Some(secs) if (lo..=hi).contains(&secs) => {
                         self.bump();
                         Ok(Duration::from_secs(secs))
                     }
                     _ => {
-                        let range = format!(
-                            "{what} from {} to {}",
-                            fmt_duration(Duration::from_secs(lo)),
-                            fmt_duration(Duration::from_secs(hi))
-                        );
+                        let range = format!("{what} from {} to {}", fmt_duration(Duration::from_secs(lo)), fmt_duration(Duration::from_secs(hi)));
                         Err(self.fault(&t, range.clone(), format!("use {range}")))
                     }
                 }
             }
-            _ => Err(self.fault(
-                &t,
-                expected,
-                "write a whole number followed by s, m or h, e.g. 30s, 5m or 1h",
-            )),
+            _ => Err(self.fault(&t, expected, "write a whole number followed by s, m or h, e.g. 30s, 5m or 1h")),
         }
     }
 
@@ -672,13 +514,8 @@ impl<'a> Parser<'a> {
     /// The error when the condition is not followed by `then`.
     fn missing_then(&self, has_for: bool) -> Fault {
         let t = self.peek();
-        let expected = if has_for {
-            "`then` and the actions"
-        } else {
-            "`then` and the actions, or `for` and a duration"
-        };
-        let general =
-            "put `then` and the actions after the condition, e.g. `... then scale_out(1)`";
+        let expected = if has_for { "`then` and the actions" } else { "`then` and the actions, or `for` and a duration" };
+        let general = "put `then` and the actions after the condition, e.g. `... then scale_out(1)`";
         let fix = if t.kind == Kind::Word && Action::NAMES.contains(&t.text) {
             "put `then` before the actions".to_string()
         } else if let Some(fix) = foreign_operator(t.text) {
@@ -698,10 +535,7 @@ impl<'a> Parser<'a> {
         let (expected, general) = if has_cooldown {
             ("the end of the rule", "remove what follows the cooldown")
         } else {
-            (
-                "`,` and another action, `cooldown` and a duration, or the end of the rule",
-                "remove it, or separate actions with `,`",
-            )
+            ("`,` and another action, `cooldown` and a duration, or the end of the rule", "remove it, or separate actions with `,`")
         };
         let fix = if word && Action::NAMES.contains(&t.text) && !has_cooldown {
             "separate actions with `,`".to_string()
@@ -728,12 +562,7 @@ impl<'a> Parser<'a> {
             let action = self.action()?;
             if let Some(why) = actions.iter().find_map(|a| conflict(a, &action)) {
                 let expected = "actions that do not contradict each other";
-                return Err(Fault::new(
-                    t.start,
-                    expected,
-                    quote(&action.to_string()),
-                    why,
-                ));
+                return Err(Fault::new(t.start, expected, quote(&action.to_string()), why));
             }
             actions.push(action);
             if self.peek().kind != Kind::Comma {
@@ -748,11 +577,8 @@ impl<'a> Parser<'a> {
         let t = self.peek();
         if t.kind != Kind::Word || !Action::NAMES.contains(&t.text) {
             let list = one_of(Action::NAMES.iter().copied());
-            let fix = if t.kind == Kind::Word {
-                suggest(t.text, Action::NAMES, format!("use {list}"))
-            } else {
-                format!("write an action such as scale_out(1); the actions are {list}")
-            };
+            let fix =
+                if t.kind == Kind::Word { suggest(t.text, Action::NAMES, format!("use {list}")) } else { format!("write an action such as scale_out(1); the actions are {list}") };
             return Err(self.fault(&t, "an action", fix));
         }
         self.bump();
@@ -768,11 +594,7 @@ impl<'a> Parser<'a> {
                     self.bump();
                     let close = self.peek();
                     if close.kind != Kind::RParen {
-                        return Err(self.fault(
-                            &close,
-                            "`)`",
-                            "pause_idle takes no arguments: write pause_idle",
-                        ));
+                        return Err(self.fault(&close, "`)`", "pause_idle takes no arguments: write pause_idle"));
                     }
                     self.bump();
                 }
@@ -794,11 +616,7 @@ impl<'a> Parser<'a> {
     fn open(&mut self, name: &str, example: &str) -> Result<(), Fault> {
         let t = self.peek();
         if t.kind != Kind::LParen {
-            return Err(self.fault(
-                &t,
-                format!("`(` after {name}"),
-                format!("write {name}({example})"),
-            ));
+            return Err(self.fault(&t, format!("`(` after {name}"), format!("write {name}({example})")));
         }
         self.bump();
         Ok(())
@@ -810,28 +628,16 @@ impl<'a> Parser<'a> {
         let t = self.peek();
         let max = bounds::COUNT;
         let n = match t.kind {
-            Kind::Number => t
-                .text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (min..=max).contains(n)),
+            Kind::Number => t.text.parse::<u32>().ok().filter(|n| (min..=max).contains(n)),
             _ => None,
         };
         let Some(n) = n else {
-            return Err(self.fault(
-                &t,
-                format!("a whole number from {min} to {max}"),
-                format!("write {name}(N) with N from {min} to {max}"),
-            ));
+            return Err(self.fault(&t, format!("a whole number from {min} to {max}"), format!("write {name}(N) with N from {min} to {max}")));
         };
         self.bump();
         let close = self.peek();
         if close.kind != Kind::RParen {
-            return Err(self.fault(
-                &close,
-                "`)`",
-                format!("{name} takes one number: write {name}({n})"),
-            ));
+            return Err(self.fault(&close, "`)`", format!("{name} takes one number: write {name}({n})")));
         }
         self.bump();
         Ok(n)

@@ -169,10 +169,7 @@ fn assert_well_formed(e: &ParseError, text: &str) {
     assert!(e.line >= 1 && e.line <= lines.len(), "{text:?}: {e}");
     let line_chars = lines[e.line - 1].chars().count();
     assert!(e.column >= 1 && e.column <= line_chars + 1, "{text:?}: {e}");
-    assert!(
-        !e.expected.is_empty() && !e.fix.is_empty() && !e.found.is_empty(),
-        "{text:?}: {e}"
-    );
+    assert!(!e.expected.is_empty() && !e.fix.is_empty() && !e.found.is_empty(), "{text:?}: {e}");
 }
 
 #[test]
@@ -187,11 +184,7 @@ fn random_and_mutated_text_never_panics_and_errors_are_inside_the_text() {
                 // Whatever is accepted prints back to the same rule.
                 accepted += 1;
                 let printed = body.to_string();
-                assert_eq!(
-                    parse_rule_text(&printed).as_ref(),
-                    Ok(&body),
-                    "{text:?} printed as {printed:?}"
-                );
+                assert_eq!(parse_rule_text(&printed).as_ref(), Ok(&body), "{text:?} printed as {printed:?}");
             }
         }
         if let Err(e) = parse_scope(&text) {
@@ -209,17 +202,9 @@ fn random_number(rng: &mut SplitMix64) -> f64 {
 
 fn random_window(rng: &mut SplitMix64) -> WindowRef {
     let signal = rng.pick(Signal::ALL);
-    let aggs: Vec<Agg> = RULE_AGGS
-        .iter()
-        .copied()
-        .filter(|a| agg_fits(*a, signal.kind()))
-        .collect();
+    let aggs: Vec<Agg> = RULE_AGGS.iter().copied().filter(|a| agg_fits(*a, signal.kind())).collect();
     let range = Duration::from_secs(rng.pick(&[1, 30, 45, 60, 90, 300, 3600, 5400, 86_400]));
-    WindowRef {
-        agg: rng.pick(&aggs),
-        signal,
-        range,
-    }
+    WindowRef { agg: rng.pick(&aggs), signal, range }
 }
 
 fn random_expr(rng: &mut SplitMix64, depth: u32) -> Expr {
@@ -234,43 +219,25 @@ fn random_expr(rng: &mut SplitMix64, depth: u32) -> Expr {
         return Expr::Neg(Box::new(random_expr(rng, depth - 1)));
     }
     let op = rng.pick(&[ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div]);
-    Expr::Binary(
-        op,
-        Box::new(random_expr(rng, depth - 1)),
-        Box::new(random_expr(rng, depth - 1)),
-    )
+    Expr::Binary(op, Box::new(random_expr(rng, depth - 1)), Box::new(random_expr(rng, depth - 1)))
 }
 
 fn random_cond(rng: &mut SplitMix64, depth: u32) -> Condition {
     if depth == 0 || rng.chance(0.3) {
         let op = rng.pick(&[CmpOp::Gt, CmpOp::Ge, CmpOp::Lt, CmpOp::Le]);
-        return Condition::Compare {
-            left: random_expr(rng, 2),
-            op,
-            right: random_expr(rng, 2),
-        };
+        return Condition::Compare { left: random_expr(rng, 2), op, right: random_expr(rng, 2) };
     }
     match rng.below(3) {
         0 => Condition::Not(Box::new(random_cond(rng, depth - 1))),
-        1 => Condition::And(
-            Box::new(random_cond(rng, depth - 1)),
-            Box::new(random_cond(rng, depth - 1)),
-        ),
-        _ => Condition::Or(
-            Box::new(random_cond(rng, depth - 1)),
-            Box::new(random_cond(rng, depth - 1)),
-        ),
+        1 => Condition::And(Box::new(random_cond(rng, depth - 1)), Box::new(random_cond(rng, depth - 1))),
+        _ => Condition::Or(Box::new(random_cond(rng, depth - 1)), Box::new(random_cond(rng, depth - 1))),
     }
 }
 
 fn random_selector(rng: &mut SplitMix64) -> LabelSelector {
     let mut pairs = BTreeMap::new();
     for _ in 0..1 + rng.below(3) {
-        pairs.insert(
-            rng.pick(&["zone", "disk", "example.com/tier", "gpu"])
-                .to_string(),
-            rng.pick(&["eu-west", "ssd", "a_b", "1.2"]).to_string(),
-        );
+        pairs.insert(rng.pick(&["zone", "disk", "example.com/tier", "gpu"]).to_string(), rng.pick(&["eu-west", "ssd", "a_b", "1.2"]).to_string());
     }
     LabelSelector(pairs)
 }
@@ -300,16 +267,9 @@ fn random_actions(rng: &mut SplitMix64) -> Vec<Action> {
     }
     for _ in 0..rng.below(3) {
         let s = random_selector(rng);
-        let a = if rng.chance(0.5) {
-            Action::PreferNodes(s)
-        } else {
-            Action::AvoidNodes(s)
-        };
+        let a = if rng.chance(0.5) { Action::PreferNodes(s) } else { Action::AvoidNodes(s) };
         let clash = actions.iter().any(|b| match (&a, b) {
-            (
-                Action::PreferNodes(x) | Action::AvoidNodes(x),
-                Action::PreferNodes(y) | Action::AvoidNodes(y),
-            ) => x == y,
+            (Action::PreferNodes(x) | Action::AvoidNodes(x), Action::PreferNodes(y) | Action::AvoidNodes(y)) => x == y,
             _ => false,
         });
         if !clash {
@@ -442,11 +402,7 @@ fn random_files_never_panic_and_errors_are_inside_the_file() {
         match parse_file(&contents) {
             Ok(rules) => {
                 for rule in rules {
-                    assert_eq!(
-                        Rule::from_source(rule.source.clone()).as_ref(),
-                        Ok(&rule),
-                        "{contents:?}"
-                    );
+                    assert_eq!(Rule::from_source(rule.source.clone()).as_ref(), Ok(&rule), "{contents:?}");
                 }
             }
             Err(errors) => {
@@ -475,9 +431,7 @@ fn encode(rng: &mut SplitMix64, text: &str, quoting: Quoting) -> (String, Vec<us
     let plain = |c: char| !c.is_control() || c == '\t';
     let quoting = match quoting {
         Quoting::Literal if text.chars().all(|c| plain(c) && c != '\'') => Quoting::Literal,
-        Quoting::MultiLiteral if text.chars().all(|c| (plain(c) || c == '\n') && c != '\'') => {
-            Quoting::MultiLiteral
-        }
+        Quoting::MultiLiteral if text.chars().all(|c| (plain(c) || c == '\n') && c != '\'') => Quoting::MultiLiteral,
         Quoting::MultiBasic => Quoting::MultiBasic,
         _ => Quoting::Basic,
     };
@@ -491,8 +445,7 @@ fn encode(rng: &mut SplitMix64, text: &str, quoting: Quoting) -> (String, Vec<us
     let mut offsets = Vec::new();
     for c in text.chars() {
         let basic = matches!(quoting, Quoting::Basic | Quoting::MultiBasic);
-        if basic && matches!(quoting, Quoting::MultiBasic) && !c.is_whitespace() && rng.chance(0.05)
-        {
+        if basic && matches!(quoting, Quoting::MultiBasic) && !c.is_whitespace() && rng.chance(0.05) {
             // A line-ending backslash: drops itself, the newline and the indent.
             raw.push_str("\\\n    ");
         }
@@ -504,9 +457,7 @@ fn encode(rng: &mut SplitMix64, text: &str, quoting: Quoting) -> (String, Vec<us
             '\\' => raw.push_str("\\\\"),
             '\t' if rng.chance(0.5) => raw.push_str("\\t"),
             '\n' => raw.push_str("\\n"),
-            c if c.is_ascii() && (!plain(c) || rng.chance(0.05)) => {
-                raw.push_str(&format!("\\x{:02X}", c as u32))
-            }
+            c if c.is_ascii() && (!plain(c) || rng.chance(0.05)) => raw.push_str(&format!("\\x{:02X}", c as u32)),
             c if !plain(c) || rng.chance(0.05) => {
                 if (c as u32) < 0x10000 && rng.chance(0.5) {
                     raw.push_str(&format!("\\u{:04X}", c as u32));
@@ -524,93 +475,44 @@ fn encode(rng: &mut SplitMix64, text: &str, quoting: Quoting) -> (String, Vec<us
 
 /// The character index in `text` of a (line, column) position.
 fn char_index(text: &str, line: usize, column: usize) -> usize {
-    text.split('\n')
-        .take(line - 1)
-        .map(|l| l.chars().count() + 1)
-        .sum::<usize>()
-        + column
-        - 1
+    text.split('\n').take(line - 1).map(|l| l.chars().count() + 1).sum::<usize>() + column - 1
 }
 
 /// (line, column) of a byte offset, computed plainly.
 fn file_position(contents: &str, offset: usize) -> (usize, usize) {
     let before = &contents[..offset];
-    (
-        before.matches('\n').count() + 1,
-        before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-    )
+    (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
 }
 
 #[test]
 fn errors_in_a_files_strings_point_at_the_same_character_as_in_the_text() {
     let mut rng = SplitMix64::new(0x5eed_0004);
-    let quotings = [
-        Quoting::Basic,
-        Quoting::Literal,
-        Quoting::MultiBasic,
-        Quoting::MultiLiteral,
-    ];
+    let quotings = [Quoting::Basic, Quoting::Literal, Quoting::MultiBasic, Quoting::MultiLiteral];
     let mut compared = 0;
     for _ in 0..3_000 {
         let text = random_text(&mut rng);
         let in_scope = rng.chance(0.25);
         let quoting = rng.pick(&quotings);
         let (raw, offsets) = encode(&mut rng, &text, quoting);
-        let (scope, rule) = if in_scope {
-            (raw.as_str(), "\"when 1 > 0 then pause_idle\"")
-        } else {
-            ("\"all\"", raw.as_str())
-        };
+        let (scope, rule) = if in_scope { (raw.as_str(), "\"when 1 > 0 then pause_idle\"") } else { ("\"all\"", raw.as_str()) };
         let prefix = format!("# generated\n[[rule]]\nname = \"r\"\nscope = {scope}\nrule = ");
         let contents = format!("{prefix}{rule}\n");
-        let start = if in_scope {
-            prefix.find("scope = ").map_or(0, |i| i + "scope = ".len())
-        } else {
-            prefix.len()
-        };
-        let direct = if in_scope {
-            parse_scope(&text).err()
-        } else {
-            parse_rule_text(&text).err()
-        };
+        let start = if in_scope { prefix.find("scope = ").map_or(0, |i| i + "scope = ".len()) } else { prefix.len() };
+        let direct = if in_scope { parse_scope(&text).err() } else { parse_rule_text(&text).err() };
         match (parse_file(&contents), direct) {
             (Ok(rules), None) => {
                 assert_eq!(rules.len(), 1);
-                let got = if in_scope {
-                    rules[0].scope.to_string()
-                } else {
-                    rules[0].source.rule.clone()
-                };
-                let want = if in_scope {
-                    parse_scope(&text)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                } else {
-                    text.clone()
-                };
+                let got = if in_scope { rules[0].scope.to_string() } else { rules[0].source.rule.clone() };
+                let want = if in_scope { parse_scope(&text).map(|s| s.to_string()).unwrap_or_default() } else { text.clone() };
                 assert_eq!(got, want, "{contents:?}");
             }
             (Err(errors), Some(want)) => {
                 assert_eq!(errors.len(), 1, "{contents:?}: {errors:?}");
                 let got = &errors[0];
                 let at = start + offsets[char_index(&text, want.line, want.column)];
-                assert_eq!(
-                    (got.line, got.column),
-                    file_position(&contents, at),
-                    "{contents:?}: {got} vs {want}"
-                );
-                assert_eq!(
-                    (&got.expected, &got.found, &got.fix),
-                    (&want.expected, &want.found, &want.fix)
-                );
-                assert_eq!(
-                    got.field,
-                    if in_scope {
-                        "rules[0].scope"
-                    } else {
-                        "rules[0].rule"
-                    }
-                );
+                assert_eq!((got.line, got.column), file_position(&contents, at), "{contents:?}: {got} vs {want}");
+                assert_eq!((&got.expected, &got.found, &got.fix), (&want.expected, &want.found, &want.fix));
+                assert_eq!(got.field, if in_scope { "rules[0].scope" } else { "rules[0].rule" });
                 compared += 1;
             }
             (file, direct) => panic!("{contents:?}: the file gave {file:?}, the text {direct:?}"),

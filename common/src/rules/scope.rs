@@ -32,24 +32,12 @@ impl LabelSelector {
     /// A validated selector.
     pub fn new(pairs: BTreeMap<String, String>) -> Result<Self, ValidationError> {
         if pairs.len() > MAX_SELECTOR_PAIRS {
-            return Err(ValidationError::new(
-                "labels",
-                format!(
-                    "{} pairs is too many: match on at most {MAX_SELECTOR_PAIRS} labels",
-                    pairs.len()
-                ),
-            ));
+            return Err(ValidationError::new("labels", format!("{} pairs is too many: match on at most {MAX_SELECTOR_PAIRS} labels", pairs.len())));
         }
         for (k, v) in &pairs {
             for part in [k, v] {
                 if let Some(why) = label_problem(part) {
-                    return Err(ValidationError::new(
-                        "labels",
-                        format!(
-                            "{:?} is invalid ({why}): {LABEL_FIX}",
-                            crate::ids::truncate(part)
-                        ),
-                    ));
+                    return Err(ValidationError::new("labels", format!("{:?} is invalid ({why}): {LABEL_FIX}", crate::ids::truncate(part))));
                 }
             }
         }
@@ -91,9 +79,7 @@ const SCOPE_FIX: &str = "use `all`, `function:NAME` or `labels:key=value[,key=va
 /// [`parse_scope`] with the error at a byte offset of `text`.
 pub(super) fn scope_fault(text: &str) -> Result<RuleScope, Fault> {
     let start = skip_ws(text, 0);
-    let head_len = text[start..]
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(text.len() - start);
+    let head_len = text[start..].find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(text.len() - start);
     let head = &text[start..start + head_len];
     let after = skip_ws(text, start + head_len);
     match head {
@@ -104,16 +90,10 @@ pub(super) fn scope_fault(text: &str) -> Result<RuleScope, Fault> {
         }
         "function" => {
             let at = expect_colon(text, after, "function:NAME, e.g. function:resize")?;
-            let len = text[at..]
-                .find(char::is_whitespace)
-                .unwrap_or(text.len() - at);
+            let len = text[at..].find(char::is_whitespace).unwrap_or(text.len() - at);
             let name = &text[at..at + len];
             let function = FunctionName::new(name).map_err(|e| {
-                let found = if name.is_empty() {
-                    found_at(text, at)
-                } else {
-                    quote(name)
-                };
+                let found = if name.is_empty() { found_at(text, at) } else { quote(name) };
                 Fault::new(at, "a function name", found, e.message)
             })?;
             expect_end(text, skip_ws(text, at + len))?;
@@ -125,17 +105,8 @@ pub(super) fn scope_fault(text: &str) -> Result<RuleScope, Fault> {
             Ok(RuleScope::Labels(selector))
         }
         _ => {
-            let found = if head.is_empty() {
-                found_at(text, start)
-            } else {
-                quote(head)
-            };
-            Err(Fault::new(
-                start,
-                "`all`, `function:` or `labels:`",
-                found,
-                suggest(head, &["all", "function", "labels"], SCOPE_FIX.into()),
-            ))
+            let found = if head.is_empty() { found_at(text, start) } else { quote(head) };
+            Err(Fault::new(start, "`all`, `function:` or `labels:`", found, suggest(head, &["all", "function", "labels"], SCOPE_FIX.into())))
         }
     }
 }
@@ -144,12 +115,7 @@ fn expect_colon(text: &str, at: usize, example: &str) -> Result<usize, Fault> {
     if text[at..].starts_with(':') {
         Ok(skip_ws(text, at + 1))
     } else {
-        Err(Fault::new(
-            at,
-            "`:`",
-            found_at(text, at),
-            format!("write {example}"),
-        ))
+        Err(Fault::new(at, "`:`", found_at(text, at), format!("write {example}")))
     }
 }
 
@@ -157,12 +123,7 @@ fn expect_end(text: &str, at: usize) -> Result<(), Fault> {
     if at == text.len() {
         Ok(())
     } else {
-        Err(Fault::new(
-            at,
-            "the end of the scope",
-            found_at(text, at),
-            format!("remove what follows; {SCOPE_FIX}"),
-        ))
+        Err(Fault::new(at, "the end of the scope", found_at(text, at), format!("remove what follows; {SCOPE_FIX}")))
     }
 }
 
@@ -170,12 +131,7 @@ fn expect_end(text: &str, at: usize) -> Result<(), Fault> {
 /// (`')'` in an action) the selector ends at that character, which is
 /// consumed; without, at the end of the text. Returns the selector and the
 /// offset after it. `end` names the end of the text for messages.
-pub(super) fn parse_selector(
-    text: &str,
-    mut pos: usize,
-    close: Option<char>,
-    end: &str,
-) -> Result<(LabelSelector, usize), Fault> {
+pub(super) fn parse_selector(text: &str, mut pos: usize, close: Option<char>, end: &str) -> Result<(LabelSelector, usize), Fault> {
     let mut pairs = BTreeMap::new();
     let found = |at: usize| {
         if at >= text.len() {
@@ -189,53 +145,26 @@ pub(super) fn parse_selector(
         let key_at = pos;
         let key = take_label(text, pos);
         if key.is_empty() {
-            return Err(Fault::new(
-                pos,
-                "a label key such as zone",
-                found(pos),
-                "write labels as key=value, e.g. zone=eu-west",
-            ));
+            return Err(Fault::new(pos, "a label key such as zone", found(pos), "write labels as key=value, e.g. zone=eu-west"));
         }
         check_label_len(key, key_at, "key")?;
         pos = skip_ws(text, pos + key.len());
         if !text[pos..].starts_with('=') {
-            return Err(Fault::new(
-                pos,
-                format!("`=` after the label key `{key}`"),
-                found(pos),
-                "write labels as key=value, e.g. zone=eu-west",
-            ));
+            return Err(Fault::new(pos, format!("`=` after the label key `{key}`"), found(pos), "write labels as key=value, e.g. zone=eu-west"));
         }
         pos = skip_ws(text, pos + 1);
         let value_at = pos;
         let value = take_label(text, pos);
         if value.is_empty() {
-            return Err(Fault::new(
-                pos,
-                format!("a value for the label `{key}`"),
-                found(pos),
-                format!("write {key}=VALUE; {LABEL_FIX}"),
-            ));
+            return Err(Fault::new(pos, format!("a value for the label `{key}`"), found(pos), format!("write {key}=VALUE; {LABEL_FIX}")));
         }
         check_label_len(value, value_at, "value")?;
         pos = skip_ws(text, pos + value.len());
         if pairs.contains_key(key) {
-            return Err(Fault::new(
-                key_at,
-                "each label key once",
-                quote(key),
-                format!(
-                    "`{key}` appears twice and a node or function has one value per key: keep one"
-                ),
-            ));
+            return Err(Fault::new(key_at, "each label key once", quote(key), format!("`{key}` appears twice and a node or function has one value per key: keep one")));
         }
         if pairs.len() == MAX_SELECTOR_PAIRS {
-            return Err(Fault::new(
-                key_at,
-                format!("at most {MAX_SELECTOR_PAIRS} labels"),
-                quote(key),
-                "match on fewer labels",
-            ));
+            return Err(Fault::new(key_at, format!("at most {MAX_SELECTOR_PAIRS} labels"), quote(key), "match on fewer labels"));
         }
         pairs.insert(key.to_string(), value.to_string());
         match text[pos..].chars().next() {
@@ -248,9 +177,7 @@ pub(super) fn parse_selector(
                     None => "`,` and another label, or the end".to_string(),
                 };
                 let fix = match close {
-                    Some(c) => format!(
-                        "separate labels with `,` and close the list with `{c}`; {LABEL_FIX}"
-                    ),
+                    Some(c) => format!("separate labels with `,` and close the list with `{c}`; {LABEL_FIX}"),
                     None => format!("separate labels with `,`; {LABEL_FIX}"),
                 };
                 return Err(Fault::new(pos, expected, found(pos), fix));
@@ -261,27 +188,18 @@ pub(super) fn parse_selector(
 
 fn check_label_len(s: &str, at: usize, what: &str) -> Result<(), Fault> {
     if s.len() > MAX_LABEL_LEN {
-        return Err(Fault::new(
-            at,
-            format!("a label {what} of at most {MAX_LABEL_LEN} characters"),
-            quote(s),
-            format!("shorten the label {what}"),
-        ));
+        return Err(Fault::new(at, format!("a label {what} of at most {MAX_LABEL_LEN} characters"), quote(s), format!("shorten the label {what}")));
     }
     Ok(())
 }
 
 fn take_label(text: &str, pos: usize) -> &str {
-    let len = text[pos..]
-        .find(|c: char| !is_label_char(c))
-        .unwrap_or(text.len() - pos);
+    let len = text[pos..].find(|c: char| !is_label_char(c)).unwrap_or(text.len() - pos);
     &text[pos..pos + len]
 }
 
 fn skip_ws(text: &str, pos: usize) -> usize {
-    pos + text[pos..]
-        .find(|c: char| !c.is_whitespace())
-        .unwrap_or(text.len() - pos)
+    pos + text[pos..].find(|c: char| !c.is_whitespace()).unwrap_or(text.len() - pos)
 }
 
 /// The character at `at`, quoted, or "the end" past it.
@@ -297,30 +215,16 @@ mod tests {
     use super::*;
 
     fn sel(pairs: &[(&str, &str)]) -> LabelSelector {
-        LabelSelector(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        LabelSelector(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
     fn parses_scopes() {
         assert_eq!(parse_scope("all").unwrap(), RuleScope::All);
         assert_eq!(parse_scope("  all ").unwrap(), RuleScope::All);
-        assert_eq!(
-            parse_scope("function:resize").unwrap(),
-            RuleScope::Function(FunctionName::new("resize").unwrap())
-        );
-        assert_eq!(
-            parse_scope("labels:tier=batch").unwrap(),
-            RuleScope::Labels(sel(&[("tier", "batch")]))
-        );
-        assert_eq!(
-            parse_scope("labels: tier = batch , example.com/team=a_b").unwrap(),
-            RuleScope::Labels(sel(&[("tier", "batch"), ("example.com/team", "a_b")]))
-        );
+        assert_eq!(parse_scope("function:resize").unwrap(), RuleScope::Function(FunctionName::new("resize").unwrap()));
+        assert_eq!(parse_scope("labels:tier=batch").unwrap(), RuleScope::Labels(sel(&[("tier", "batch")])));
+        assert_eq!(parse_scope("labels: tier = batch , example.com/team=a_b").unwrap(), RuleScope::Labels(sel(&[("tier", "batch"), ("example.com/team", "a_b")])));
     }
 
     #[test]
@@ -348,23 +252,14 @@ mod tests {
             assert!(e.fix.contains(fix), "{text:?}: {e}");
         }
         let long = format!("labels:a={}", "v".repeat(64));
-        assert!(parse_scope(&long)
-            .unwrap_err()
-            .expected
-            .contains("at most 63"));
+        assert!(parse_scope(&long).unwrap_err().expected.contains("at most 63"));
         let many: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
-        assert!(parse_scope(&format!("labels:{}", many.join(",")))
-            .unwrap_err()
-            .expected
-            .contains("at most 16"));
+        assert!(parse_scope(&format!("labels:{}", many.join(","))).unwrap_err().expected.contains("at most 16"));
     }
 
     #[test]
     fn selectors_match_every_pair() {
-        let labels: BTreeMap<String, String> = [("zone", "eu"), ("disk", "ssd")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let labels: BTreeMap<String, String> = [("zone", "eu"), ("disk", "ssd")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert!(sel(&[("zone", "eu")]).matches(&labels));
         assert!(sel(&[("zone", "eu"), ("disk", "ssd")]).matches(&labels));
         assert!(!sel(&[("zone", "eu"), ("disk", "hdd")]).matches(&labels));

@@ -14,11 +14,7 @@ fn param(p: Param) -> Expr {
     Expr::Param(p)
 }
 fn win(agg: Agg, signal: Signal, secs: u64) -> Expr {
-    Expr::Window(WindowRef {
-        agg,
-        signal,
-        range: Duration::from_secs(secs),
-    })
+    Expr::Window(WindowRef { agg, signal, range: Duration::from_secs(secs) })
 }
 fn bin(op: ArithOp, l: Expr, r: Expr) -> Expr {
     Expr::Binary(op, Box::new(l), Box::new(r))
@@ -39,20 +35,10 @@ fn not(a: Condition) -> Condition {
     Condition::Not(Box::new(a))
 }
 fn sel(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+    LabelSelector(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }
 fn body(condition: Condition, hold_for: u64, actions: Vec<Action>, cooldown: u64) -> RuleBody {
-    RuleBody {
-        condition,
-        hold_for: Duration::from_secs(hold_for),
-        actions,
-        cooldown: Duration::from_secs(cooldown),
-    }
+    RuleBody { condition, hold_for: Duration::from_secs(hold_for), actions, cooldown: Duration::from_secs(cooldown) }
 }
 /// `last(host.cpu, 1m) > 1`, for rules about something else.
 fn cpu_above(n: f64) -> Condition {
@@ -82,12 +68,7 @@ fn good_rules() -> Vec<(&'static str, RuleBody)> {
         ),
         (
             "when last(host.cpu, 1m) > 1 then pause_idle, avoid_nodes(example.com/gpu=none), avoid_nodes(zone=us)",
-            body(
-                cpu_above(1.0),
-                0,
-                vec![Action::PauseIdle, Action::AvoidNodes(sel(&[("example.com/gpu", "none")])), Action::AvoidNodes(sel(&[("zone", "us")]))],
-                0,
-            ),
+            body(cpu_above(1.0), 0, vec![Action::PauseIdle, Action::AvoidNodes(sel(&[("example.com/gpu", "none")])), Action::AvoidNodes(sel(&[("zone", "us")]))], 0),
         ),
         (
             "when last(host.cpu, 1m) > 1 then set_min(2), set_max(2), scale_to(2), prewarm(1), pause_idle, prefer_nodes(a=b), avoid_nodes(a=c), prefer_nodes(d=e)",
@@ -112,10 +93,7 @@ fn good_rules() -> Vec<(&'static str, RuleBody)> {
             "when instances < min + 1 or instances >= max - 1 or concurrency <= target / instances then scale_to(3)",
             body(
                 or(
-                    or(
-                        cmp(param(Param::Instances), Lt, bin(Add, param(Param::Min), num(1.0))),
-                        cmp(param(Param::Instances), Ge, bin(Sub, param(Param::Max), num(1.0))),
-                    ),
+                    or(cmp(param(Param::Instances), Lt, bin(Add, param(Param::Min), num(1.0))), cmp(param(Param::Instances), Ge, bin(Sub, param(Param::Max), num(1.0)))),
                     cmp(param(Param::Concurrency), Le, bin(Div, param(Param::Target), param(Param::Instances))),
                 ),
                 0,
@@ -155,19 +133,12 @@ fn good_rules() -> Vec<(&'static str, RuleBody)> {
             "when (last(host.cpu, 1m) + 1) * 2 > (target) then pause_idle",
             body(cmp(bin(Mul, bin(Add, cpu(), num(1.0)), num(2.0)), Gt, param(Param::Target)), 0, vec![Action::PauseIdle], 0),
         ),
-        (
-            "when ((last(host.cpu, 1m) + 1) > 2) then pause_idle",
-            body(cmp(bin(Add, cpu(), num(1.0)), Gt, num(2.0)), 0, vec![Action::PauseIdle], 0),
-        ),
+        ("when ((last(host.cpu, 1m) + 1) > 2) then pause_idle", body(cmp(bin(Add, cpu(), num(1.0)), Gt, num(2.0)), 0, vec![Action::PauseIdle], 0)),
         // Arithmetic precedence and left associativity.
         (
             "when 1 + 2 * 3 - 4 / 2 > 10 - 4 - 3 then pause_idle",
             body(
-                cmp(
-                    bin(Sub, bin(Add, num(1.0), bin(Mul, num(2.0), num(3.0))), bin(Div, num(4.0), num(2.0))),
-                    Gt,
-                    bin(Sub, bin(Sub, num(10.0), num(4.0)), num(3.0)),
-                ),
+                cmp(bin(Sub, bin(Add, num(1.0), bin(Mul, num(2.0), num(3.0))), bin(Div, num(4.0), num(2.0))), Gt, bin(Sub, bin(Sub, num(10.0), num(4.0)), num(3.0))),
                 0,
                 vec![Action::PauseIdle],
                 0,
@@ -176,11 +147,7 @@ fn good_rules() -> Vec<(&'static str, RuleBody)> {
         (
             "when 2 * (target + 1) / instances > 1 - (2 - 3) then pause_idle",
             body(
-                cmp(
-                    bin(Div, bin(Mul, num(2.0), bin(Add, param(Param::Target), num(1.0))), param(Param::Instances)),
-                    Gt,
-                    bin(Sub, num(1.0), bin(Sub, num(2.0), num(3.0))),
-                ),
+                cmp(bin(Div, bin(Mul, num(2.0), bin(Add, param(Param::Target), num(1.0))), param(Param::Instances)), Gt, bin(Sub, num(1.0), bin(Sub, num(2.0), num(3.0)))),
                 0,
                 vec![Action::PauseIdle],
                 0,
@@ -189,21 +156,11 @@ fn good_rules() -> Vec<(&'static str, RuleBody)> {
         // Negative numbers and negation.
         (
             "when last(host.cpu, 1m) - 100 < -5 and -2 * target > - -1 then pause_idle",
-            body(
-                and(cmp(bin(Sub, cpu(), num(100.0)), Lt, num(-5.0)), cmp(bin(Mul, num(-2.0), param(Param::Target)), Gt, neg(num(-1.0)))),
-                0,
-                vec![Action::PauseIdle],
-                0,
-            ),
+            body(and(cmp(bin(Sub, cpu(), num(100.0)), Lt, num(-5.0)), cmp(bin(Mul, num(-2.0), param(Param::Target)), Gt, neg(num(-1.0)))), 0, vec![Action::PauseIdle], 0),
         ),
         (
             "when -target > -(5) and -(target + 1) < -last(host.cpu, 1m) then pause_idle",
-            body(
-                and(cmp(neg(param(Param::Target)), Gt, neg(num(5.0))), cmp(neg(bin(Add, param(Param::Target), num(1.0))), Lt, neg(cpu()))),
-                0,
-                vec![Action::PauseIdle],
-                0,
-            ),
+            body(and(cmp(neg(param(Param::Target)), Gt, neg(num(5.0))), cmp(neg(bin(Add, param(Param::Target), num(1.0))), Lt, neg(cpu()))), 0, vec![Action::PauseIdle], 0),
         ),
         // Whitespace is free, including newlines; none is needed around punctuation.
         (
@@ -216,12 +173,7 @@ fn good_rules() -> Vec<(&'static str, RuleBody)> {
         ),
         (
             "when rate(function.errors, 1s) / rate(function.requests, 90s) > 0.05 then scale_in(1)",
-            body(
-                cmp(bin(Div, win(Agg::Rate, Signal::FunctionErrors, 1), win(Agg::Rate, Signal::FunctionRequests, 90)), Gt, num(0.05)),
-                0,
-                vec![Action::ScaleIn(1)],
-                0,
-            ),
+            body(cmp(bin(Div, win(Agg::Rate, Signal::FunctionErrors, 1), win(Agg::Rate, Signal::FunctionRequests, 90)), Gt, num(0.05)), 0, vec![Action::ScaleIn(1)], 0),
         ),
     ]
 }
@@ -249,26 +201,11 @@ fn good_rules_print_canonically_and_parse_back() {
             "when avg(function.inflight,30s) > 0.8*target for 10s then scale_out(2) cooldown 60s",
             "when avg(function.inflight, 30s) > 0.8 * target for 10s then scale_out(2) cooldown 1m",
         ),
-        (
-            "when ((1 + 2)) * (3) > 1 - (2 - 3) for 0s then pause_idle() cooldown 0s",
-            "when (1 + 2) * 3 > 1 - (2 - 3) then pause_idle",
-        ),
-        (
-            "when -(5) < - -1 and -(1 + 2) < --target then pause_idle",
-            "when -(5) < -(-1) and -(1 + 2) < --target then pause_idle",
-        ),
-        (
-            "when not (1 > 2 or 3 > 4) and (5 > 6 and 7 > 8) then pause_idle",
-            "when not (1 > 2 or 3 > 4) and (5 > 6 and 7 > 8) then pause_idle",
-        ),
-        (
-            "when 1 > 2 then prefer_nodes( zone = eu , disk=ssd )",
-            "when 1 > 2 then prefer_nodes(disk=ssd, zone=eu)",
-        ),
-        (
-            "when avg(host.cpu, 3600s) > 1 for 120s then pause_idle cooldown 5400s",
-            "when avg(host.cpu, 1h) > 1 for 2m then pause_idle cooldown 90m",
-        ),
+        ("when ((1 + 2)) * (3) > 1 - (2 - 3) for 0s then pause_idle() cooldown 0s", "when (1 + 2) * 3 > 1 - (2 - 3) then pause_idle"),
+        ("when -(5) < - -1 and -(1 + 2) < --target then pause_idle", "when -(5) < -(-1) and -(1 + 2) < --target then pause_idle"),
+        ("when not (1 > 2 or 3 > 4) and (5 > 6 and 7 > 8) then pause_idle", "when not (1 > 2 or 3 > 4) and (5 > 6 and 7 > 8) then pause_idle"),
+        ("when 1 > 2 then prefer_nodes( zone = eu , disk=ssd )", "when 1 > 2 then prefer_nodes(disk=ssd, zone=eu)"),
+        ("when avg(host.cpu, 3600s) > 1 for 120s then pause_idle cooldown 5400s", "when avg(host.cpu, 1h) > 1 for 2m then pause_idle cooldown 90m"),
     ];
     for (text, want) in canonical {
         assert_eq!(parse_rule_text(text).unwrap().to_string(), want);
@@ -283,12 +220,7 @@ fn every_signal_parses_with_every_aggregation_that_fits_it() {
             let text = format!("when {agg}({signal}, 5m) > 1 then pause_idle");
             let got = parse_rule_text(&text);
             if agg_fits(*agg, signal.kind()) {
-                let want = body(
-                    cmp(win(*agg, *signal, 300), Gt, num(1.0)),
-                    0,
-                    vec![Action::PauseIdle],
-                    0,
-                );
+                let want = body(cmp(win(*agg, *signal, 300), Gt, num(1.0)), 0, vec![Action::PauseIdle], 0);
                 assert_eq!(got.unwrap(), want, "{text}");
                 tried += 1;
             } else {
@@ -400,10 +332,7 @@ fn bad_rules_are_refused_with_a_position_and_a_fix() {
         };
         assert_eq!(e.field, "rule");
         assert_eq!((e.line, e.column), (1, *column), "{text:?}: {e}");
-        assert!(
-            e.expected.contains(expected),
-            "{text:?}: expected {expected:?} in {e}"
-        );
+        assert!(e.expected.contains(expected), "{text:?}: expected {expected:?} in {e}");
         assert!(e.fix.contains(fix), "{text:?}: fix {fix:?} in {e}");
         assert!(!e.found.is_empty(), "{text:?}: {e}");
     }
@@ -411,12 +340,8 @@ fn bad_rules_are_refused_with_a_position_and_a_fix() {
 
 #[test]
 fn the_documented_message_shape() {
-    let e = parse_rule_text("when avg(function.inflight, 30) > 0.8 * target then scale_out(1)")
-        .unwrap_err();
-    assert_eq!(
-        e.message(),
-        "line 1, column 29: expected a duration such as 30s, found \"30\": add a unit: s, m or h"
-    );
+    let e = parse_rule_text("when avg(function.inflight, 30) > 0.8 * target then scale_out(1)").unwrap_err();
+    assert_eq!(e.message(), "line 1, column 29: expected a duration such as 30s, found \"30\": add a unit: s, m or h");
     assert_eq!(e.to_string(), format!("rule: {}", e.message()));
 }
 
@@ -432,36 +357,18 @@ fn limits_are_errors_not_crashes() {
     assert!(e.column <= long_unicode.chars().count() + 1);
 
     // Too deep: the 17th parenthesis.
-    let deep = format!(
-        "when {}1 > 0{} then pause_idle",
-        "(".repeat(17),
-        ")".repeat(17)
-    );
+    let deep = format!("when {}1 > 0{} then pause_idle", "(".repeat(17), ")".repeat(17));
     let e = parse_rule_text(&deep).unwrap_err();
     assert_eq!(e.column, 6 + 16, "{e}");
     assert!(e.expected.contains("at most 16 levels"), "{e}");
-    assert!(parse_rule_text(&format!(
-        "when {}1 > 0{} then pause_idle",
-        "(".repeat(16),
-        ")".repeat(16)
-    ))
-    .is_ok());
+    assert!(parse_rule_text(&format!("when {}1 > 0{} then pause_idle", "(".repeat(16), ")".repeat(16))).is_ok());
     let nots = format!("when {}1 > 0 then pause_idle", "not ".repeat(17));
-    assert!(parse_rule_text(&nots)
-        .unwrap_err()
-        .expected
-        .contains("levels of nesting"));
+    assert!(parse_rule_text(&nots).unwrap_err().expected.contains("levels of nesting"));
     let minuses = format!("when {}target > 0 then pause_idle", "-".repeat(40));
-    assert!(parse_rule_text(&minuses)
-        .unwrap_err()
-        .expected
-        .contains("levels of nesting"));
+    assert!(parse_rule_text(&minuses).unwrap_err().expected.contains("levels of nesting"));
     // Far too deep for a naive recursive parser, still an error.
     let very_deep = format!("when {} then pause_idle", "(".repeat(900));
-    assert!(parse_rule_text(&very_deep)
-        .unwrap_err()
-        .expected
-        .contains("levels of nesting"));
+    assert!(parse_rule_text(&very_deep).unwrap_err().expected.contains("levels of nesting"));
 
     // Too many nodes: 33 numbers and 32 additions are 65; the 32nd `+` is one too many.
     // With 30 additions, the numbers, additions and the comparison make 63.
@@ -478,73 +385,41 @@ fn positions_in_multi_line_text_are_real_lines_and_columns() {
     let e = parse_rule_text(text).unwrap_err();
     assert_eq!((e.line, e.column), (3, 10), "{e}");
     assert!(e.fix.contains("add a unit"));
-    let e =
-        parse_rule_text("when (avg(host.cpu, 1m) > 1\n  or 1 > 2\nthen pause_idle").unwrap_err();
+    let e = parse_rule_text("when (avg(host.cpu, 1m) > 1\n  or 1 > 2\nthen pause_idle").unwrap_err();
     assert_eq!((e.line, e.column), (3, 1), "{e}");
     assert!(e.fix.contains("line 1, column 6"), "{e}");
 }
 
 fn source(name: &str, scope: &str, priority: i32, rule: &str) -> RuleSource {
-    RuleSource {
-        name: name.into(),
-        scope: scope.into(),
-        priority,
-        rule: rule.into(),
-    }
+    RuleSource { name: name.into(), scope: scope.into(), priority, rule: rule.into() }
 }
 
-const OK_RULE: &str =
-    "when avg(function.inflight, 30s) > 0.8 * target for 10s then scale_out(2) cooldown 60s";
+const OK_RULE: &str = "when avg(function.inflight, 30s) > 0.8 * target for 10s then scale_out(2) cooldown 60s";
 
 #[test]
 fn from_source_validates_every_part() {
     let rule = Rule::from_source(source("burst", "function:resize", 10, OK_RULE)).unwrap();
     assert_eq!(rule.name.as_str(), "burst");
-    assert_eq!(
-        rule.scope,
-        RuleScope::Function(FunctionName::new("resize").unwrap())
-    );
+    assert_eq!(rule.scope, RuleScope::Function(FunctionName::new("resize").unwrap()));
     assert_eq!(rule.priority, 10);
     assert_eq!(rule.hold_for, Duration::from_secs(10));
     assert_eq!(rule.cooldown, Duration::from_secs(60));
     assert_eq!(rule.actions, vec![Action::ScaleOut(2)]);
-    assert_eq!(
-        rule.to_string(),
-        "when avg(function.inflight, 30s) > 0.8 * target for 10s then scale_out(2) cooldown 1m"
-    );
+    assert_eq!(rule.to_string(), "when avg(function.inflight, 30s) > 0.8 * target for 10s then scale_out(2) cooldown 1m");
     assert_eq!(rule.windows().len(), 1);
     assert_eq!(rule.body(), parse_rule_text(OK_RULE).unwrap());
 
     let cases = [
         (source("Burst", "all", 0, OK_RULE), "name", 1, "lowercase"),
         (source("", "all", 0, OK_RULE), "name", 1, "empty"),
-        (
-            source("burst", "labels:", 0, OK_RULE),
-            "scope",
-            8,
-            "key=value",
-        ),
-        (
-            source("burst", "all", 1001, OK_RULE),
-            "priority",
-            1,
-            "-1000 to 1000",
-        ),
-        (
-            source("burst", "all", -1001, OK_RULE),
-            "priority",
-            1,
-            "-1000 to 1000",
-        ),
+        (source("burst", "labels:", 0, OK_RULE), "scope", 8, "key=value"),
+        (source("burst", "all", 1001, OK_RULE), "priority", 1, "-1000 to 1000"),
+        (source("burst", "all", -1001, OK_RULE), "priority", 1, "-1000 to 1000"),
         (source("burst", "all", 0, "when then"), "rule", 6, "target"),
     ];
     for (src, field, column, fix) in cases {
         let e = Rule::from_source(src.clone()).unwrap_err();
-        assert_eq!(
-            (e.field.as_str(), e.line, e.column),
-            (field, 1, column),
-            "{src:?}: {e}"
-        );
+        assert_eq!((e.field.as_str(), e.line, e.column), (field, 1, column), "{src:?}: {e}");
         assert!(e.fix.contains(fix), "{src:?}: {e}");
         let v: ValidationError = e.into();
         assert_eq!(v.field, field);
@@ -554,41 +429,20 @@ fn from_source_validates_every_part() {
 
 #[test]
 fn rules_serialize_as_their_source() {
-    let src = source(
-        "burst",
-        "labels:tier=web",
-        5,
-        "when  avg(function.inflight,30s)>1 then scale_out(1)",
-    );
+    let src = source("burst", "labels:tier=web", 5, "when  avg(function.inflight,30s)>1 then scale_out(1)");
     let rule = Rule::from_source(src.clone()).unwrap();
     let json = serde_json::to_value(&rule).unwrap();
-    assert_eq!(
-        json,
-        serde_json::json!({"name": "burst", "scope": "labels:tier=web", "priority": 5, "rule": src.rule})
-    );
+    assert_eq!(json, serde_json::json!({"name": "burst", "scope": "labels:tier=web", "priority": 5, "rule": src.rule}));
     let back: Rule = serde_json::from_value(json).unwrap();
     assert_eq!(back, rule);
 
     // Defaults: scope all, priority 0.
-    let minimal: Rule =
-        serde_json::from_str(r#"{"name": "a", "rule": "when 1 > 0 then pause_idle"}"#).unwrap();
-    assert_eq!(
-        (minimal.scope.clone(), minimal.priority),
-        (RuleScope::All, 0)
-    );
+    let minimal: Rule = serde_json::from_str(r#"{"name": "a", "rule": "when 1 > 0 then pause_idle"}"#).unwrap();
+    assert_eq!((minimal.scope.clone(), minimal.priority), (RuleScope::All, 0));
 
-    let bad =
-        serde_json::from_str::<Rule>(r#"{"name": "a", "rule": "when 1 > 0 then scale_out(0)"}"#)
-            .unwrap_err();
-    assert!(
-        bad.to_string()
-            .contains("rule: line 1, column 27: expected a whole number from 1 to 1000"),
-        "{bad}"
-    );
-    let unknown = serde_json::from_str::<Rule>(
-        r#"{"name": "a", "rule": "when 1 > 0 then pause_idle", "when": 1}"#,
-    )
-    .unwrap_err();
+    let bad = serde_json::from_str::<Rule>(r#"{"name": "a", "rule": "when 1 > 0 then scale_out(0)"}"#).unwrap_err();
+    assert!(bad.to_string().contains("rule: line 1, column 27: expected a whole number from 1 to 1000"), "{bad}");
+    let unknown = serde_json::from_str::<Rule>(r#"{"name": "a", "rule": "when 1 > 0 then pause_idle", "when": 1}"#).unwrap_err();
     assert!(unknown.to_string().contains("unknown field"), "{unknown}");
     assert!(serde_json::from_str::<RuleName>("\"ok-name\"").is_ok());
     assert!(serde_json::from_str::<RuleName>("\"Not Ok\"").is_err());
@@ -596,21 +450,11 @@ fn rules_serialize_as_their_source() {
 
 #[test]
 fn scopes_print_as_they_parse() {
-    let labels: BTreeMap<String, String> = [("b", "2"), ("a", "1")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for scope in [
-        RuleScope::All,
-        RuleScope::Function(FunctionName::new("resize").unwrap()),
-        RuleScope::Labels(LabelSelector(labels)),
-    ] {
+    let labels: BTreeMap<String, String> = [("b", "2"), ("a", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for scope in [RuleScope::All, RuleScope::Function(FunctionName::new("resize").unwrap()), RuleScope::Labels(LabelSelector(labels))] {
         assert_eq!(parse_scope(&scope.to_string()).unwrap(), scope);
     }
-    assert_eq!(
-        parse_scope("labels: b=2 , a=1").unwrap().to_string(),
-        "labels:a=1,b=2"
-    );
+    assert_eq!(parse_scope("labels: b=2 , a=1").unwrap().to_string(), "labels:a=1,b=2");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Decision routes: rules (apply, check, list, remove, explain), the decision
 //! events, and placement explanations.
 
-use super::{query_param, parse_param, Api, MAX_BODY};
+use super::{parse_param, query_param, Api, MAX_BODY};
 use crate::controller;
 use crate::decide::{self, rules};
 use crate::events;
@@ -47,7 +47,10 @@ impl Api {
             if steps && rule.cooldown.is_zero() {
                 return Err(ApiError::invalid(
                     format!("rules[{i}].rule"),
-                    format!("rule {}: scale_out and scale_in add or remove instances each time the rule fires, so it needs a cooldown: end the rule with e.g. `cooldown 30s`", rule.name),
+                    format!(
+                        "rule {}: scale_out and scale_in add or remove instances each time the rule fires, so it needs a cooldown: end the rule with e.g. `cooldown 30s`",
+                        rule.name
+                    ),
                 ));
             }
             if !names.insert(rule.name.clone()) {

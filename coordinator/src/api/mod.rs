@@ -22,10 +22,10 @@ use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
 use crate::windows::{Agg, Metric, Scope};
 use crate::windows_api;
-use sluice_common::metrics;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
+use sluice_common::metrics;
 use sluice_common::{FunctionName, FunctionSpec, Instance, InstanceId, InstanceState, NodeId};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -159,11 +159,9 @@ impl Api {
                 }
                 Ok(http::json(StatusCode::OK, &self.telemetry.recent_events(limit)))
             }
-            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster" | "metrics" | "rules" | "events" | "explain", ..]) => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not supported on {path}: see the API reference in README.md"),
-            )),
+            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster" | "metrics" | "rules" | "events" | "explain", ..]) => {
+                Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not supported on {path}: see the API reference in README.md")))
+            }
             _ => Err(ApiError::not_found(format!(
                 "no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/rules, /v1/events, /v1/explain, /v1/cluster or /v1/metrics"
             ))),
@@ -350,7 +348,5 @@ fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
 }
 
 fn parse_param<T: std::str::FromStr>(req: &Request<Incoming>, key: &str) -> Result<Option<T>, ApiError> {
-    query_param(req, key)
-        .map(|v| v.parse::<T>().map_err(|_| ApiError::invalid(key, format!("{v:?} is not a valid number: use a non-negative integer"))))
-        .transpose()
+    query_param(req, key).map(|v| v.parse::<T>().map_err(|_| ApiError::invalid(key, format!("{v:?} is not a valid number: use a non-negative integer")))).transpose()
 }

@@ -48,7 +48,13 @@ pub fn health(state: &ClusterState, liveness: &Liveness, leader_since: Timestamp
         let worse = judge(silent_down);
         // Only word from the agent itself, since it was marked, makes a node healthier.
         let better = if heard.is_some_and(|h| h > node.state_since) { judge(silent_up) } else { node.health };
-        let next = if worse > node.health { worse } else if better < node.health { better } else { node.health };
+        let next = if worse > node.health {
+            worse
+        } else if better < node.health {
+            better
+        } else {
+            node.health
+        };
         if next == node.health {
             continue;
         }

@@ -45,7 +45,12 @@ impl Weights {
         let mut w = Weights::default();
         for part in text.split(',').filter(|p| !p.trim().is_empty()) {
             let (name, value) = part.split_once('=').ok_or_else(|| format!("{part:?} is not name=number"))?;
-            let value: f64 = value.trim().parse().ok().filter(|v: &f64| v.is_finite() && (0.0..=100.0).contains(v)).ok_or_else(|| format!("{part:?}: the weight must be a number from 0 to 100"))?;
+            let value: f64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && (0.0..=100.0).contains(v))
+                .ok_or_else(|| format!("{part:?}: the weight must be a number from 0 to 100"))?;
             let slot = match name.trim() {
                 "fit" => &mut w.fit,
                 "image" => &mut w.image,
@@ -302,10 +307,7 @@ fn filter_results(node: &Candidate, spec: &FunctionSpec, need: &Resources, confl
         r(
             "capacity",
             after.fits_within(&node.capacity),
-            format!(
-                "after placing: {}/{} CPU millis, {}/{} MiB",
-                after.cpu_millis, node.capacity.cpu_millis, after.memory_mb, node.capacity.memory_mb
-            ),
+            format!("after placing: {}/{} CPU millis, {}/{} MiB", after.cpu_millis, node.capacity.cpu_millis, after.memory_mb, node.capacity.memory_mb),
         ),
     ]
 }

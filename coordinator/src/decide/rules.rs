@@ -57,7 +57,6 @@ impl<'a> FunctionView<'a> {
     fn at(&self, at: Timestamp) -> FunctionView<'a> {
         FunctionView { windows: self.windows, spec: self.spec, instances: self.instances.clone(), gateways: self.gateways.clone(), hosts: self.hosts.clone(), live: self.live, at }
     }
-
 }
 
 impl EvalContext for FunctionView<'_> {
@@ -370,11 +369,9 @@ fn comparisons(condition: &Condition, view: &FunctionView<'_>) -> Vec<Comparison
 
 fn collect(c: &Condition, view: &FunctionView<'_>, out: &mut Vec<ComparisonValue>) {
     match c {
-        Condition::Compare { left, op, right } => out.push(ComparisonValue {
-            comparison: format!("{left} {} {right}", op_str(*op)),
-            left: Expr::eval(left, view),
-            right: Expr::eval(right, view),
-        }),
+        Condition::Compare { left, op, right } => {
+            out.push(ComparisonValue { comparison: format!("{left} {} {right}", op_str(*op)), left: Expr::eval(left, view), right: Expr::eval(right, view) })
+        }
         Condition::And(a, b) | Condition::Or(a, b) => {
             collect(a, view, out);
             collect(b, view, out);

@@ -18,11 +18,11 @@ use upstream::SendError;
 pub use route::{Backend, Refusal, Route, RouteLimits};
 
 use crate::http::{self, ApiError, Body};
-use sluice_common::metrics;
 use crate::state::ClusterState;
 use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use sluice_common::metrics;
 use sluice_common::{Clock, InstanceState};
 use std::collections::HashMap;
 use std::future::Future;
@@ -94,12 +94,8 @@ impl Gateway {
                 }
                 continue;
             };
-            let ready: Vec<_> = state
-                .instances
-                .values()
-                .filter(|i| &i.function == name && i.state == InstanceState::Ready)
-                .filter_map(|i| Some((i.id, i.endpoint.clone()?)))
-                .collect();
+            let ready: Vec<_> =
+                state.instances.values().filter(|i| &i.function == name && i.state == InstanceState::Ready).filter_map(|i| Some((i.id, i.endpoint.clone()?))).collect();
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             route.set_backends(spec.into(), &ready, now);
         }
@@ -311,7 +307,11 @@ fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {
         Refusal::QueueFull => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "queue_full",
-            format!("function {} is at capacity and its queue ({} requests) is full: retry after the Retry-After delay, or raise max_instances or queue_limit", route.name, route.limits().queue_limit),
+            format!(
+                "function {} is at capacity and its queue ({} requests) is full: retry after the Retry-After delay, or raise max_instances or queue_limit",
+                route.name,
+                route.limits().queue_limit
+            ),
         )
         .retry_after(1),
         Refusal::StartTimedOut => ApiError::new(

@@ -4,12 +4,12 @@
 use super::route::{Backend, Route};
 use super::upstream::Lease;
 use crate::http::Body;
-use sluice_common::metrics::Histogram;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, CONNECTION};
 use hyper::{Request, Response, StatusCode, Uri};
+use sluice_common::metrics::Histogram;
 use sluice_common::Clock;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -28,13 +28,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !any {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let named: Vec<HeaderName> =
+        headers.get_all(CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
     for name in named {
         headers.remove(name);
     }

@@ -7,8 +7,8 @@
 
 use sluice_common::metrics::Histogram;
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -163,13 +163,8 @@ impl Route {
     pub fn try_acquire_except(&self, now: Timestamp, except: Option<InstanceId>) -> Option<Arc<Backend>> {
         let concurrency = self.limits().concurrency;
         let backends = self.backends.lock().expect("backends lock");
-        let best = backends
-            .iter()
-            .filter(|b| Some(b.id) != except)
-            .map(|b| (b.outstanding.load(Ordering::Relaxed), b))
-            .filter(|(n, _)| *n < concurrency)
-            .min_by_key(|(n, _)| *n)?
-            .1;
+        let best =
+            backends.iter().filter(|b| Some(b.id) != except).map(|b| (b.outstanding.load(Ordering::Relaxed), b)).filter(|(n, _)| *n < concurrency).min_by_key(|(n, _)| *n)?.1;
         best.outstanding.fetch_add(1, Ordering::Relaxed);
         best.last_active.store(now.0, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -293,7 +288,12 @@ mod tests {
         let asked = Arc::new(AtomicU32::new(0));
         let waiter = {
             let (r, asked) = (r.clone(), asked.clone());
-            tokio::spawn(async move { r.acquire(|| T, |cold| assert!(cold) /* first wait is cold */).await.map(|b| { asked.fetch_add(1, Ordering::SeqCst); b.id }) })
+            tokio::spawn(async move {
+                r.acquire(|| T, |cold| assert!(cold) /* first wait is cold */).await.map(|b| {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    b.id
+                })
+            })
         };
         tokio::task::yield_now().await;
         assert_eq!(r.queued.load(Ordering::SeqCst), 1);

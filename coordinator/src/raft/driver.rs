@@ -293,12 +293,7 @@ fn status_of(replica: &Replica) -> RaftStatus {
     roles.extend(conf.learners.iter().map(|id| (*id, "learner")));
     let members = roles
         .into_iter()
-        .map(|(id, role)| MemberView {
-            id,
-            raft_addr: replica.members().get(&id).map(|m| m.raft_addr.clone()),
-            role,
-            matched: progress.as_ref().and_then(|p| p.get(&id).copied()),
-        })
+        .map(|(id, role)| MemberView { id, raft_addr: replica.members().get(&id).map(|m| m.raft_addr.clone()), role, matched: progress.as_ref().and_then(|p| p.get(&id).copied()) })
         .collect();
     RaftStatus {
         id: replica.id(),

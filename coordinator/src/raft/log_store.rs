@@ -80,9 +80,7 @@ impl LogStore {
 
         let read = db.begin_read().map_err(db_err)?;
         let meta = read.open_table(META).map_err(db_err)?;
-        let decode_meta = |key: &'static str| -> Result<Option<Vec<u8>>, LogError> {
-            Ok(meta.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
-        };
+        let decode_meta = |key: &'static str| -> Result<Option<Vec<u8>>, LogError> { Ok(meta.get(key).map_err(db_err)?.map(|v| v.value().to_vec())) };
         let mut hard_state = decode_meta(HARD_STATE)?.map(|b| decode::<HardState>(&b, "hard state")).transpose()?.unwrap_or_default();
         let conf_state = decode_meta(CONF_STATE)?.map(|b| decode::<ConfState>(&b, "configuration")).transpose()?.unwrap_or_default();
         let snapshot = decode_meta(SNAPSHOT)?.map(|b| decode::<Snapshot>(&b, "snapshot")).transpose()?.unwrap_or_default();

@@ -140,7 +140,8 @@ impl RaftNode {
             request_ticks: ticks(config.request_timeout) as u64,
         };
         let replica = Replica::new(replica_config, log, &initial, machine, boot_nonce()).map_err(log_error)?;
-        let (handle, thread) = driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1) }, stop).map_err(StartError::Thread)?;
+        let (handle, thread) =
+            driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1) }, stop).map_err(StartError::Thread)?;
         Ok(Self { handle, raft_addr, thread })
     }
 

@@ -45,10 +45,10 @@ use crate::state::ClusterState;
 use crate::state_machine::{Command, Response};
 use raft::prelude::{Entry, Message, MessageType};
 use raft::{GetEntriesContext, StateRole};
+use sluice_common::rng::SplitMix64 as Rng;
 use sluice_common::{FunctionName, FunctionSpec, ImageRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Display, Write as _};
-use sluice_common::rng::SplitMix64 as Rng;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -549,10 +549,7 @@ impl Sim {
                 (OpKind::Read { must_see }, Outcome::Read(state)) => {
                     let missing: Vec<usize> = must_see.iter().copied().filter(|w| !has_write(state, *w)).collect();
                     if !missing.is_empty() {
-                        self.fail(format!(
-                            "read {op} on node {} answered Ok, but misses writes acknowledged before it was asked: {missing:?}",
-                            self.ops[op].node
-                        ));
+                        self.fail(format!("read {op} on node {} answered Ok, but misses writes acknowledged before it was asked: {missing:?}", self.ops[op].node));
                     }
                 }
                 (OpKind::Write, Outcome::Written(response)) if *response != Response::FunctionCreated => {
@@ -658,10 +655,7 @@ impl Sim {
 
     fn read_pending(&self, node: u64) -> bool {
         let incarnation = self.nodes[&node].incarnation;
-        self.ops
-            .iter()
-            .enumerate()
-            .any(|(op, o)| o.node == node && o.incarnation == incarnation && matches!(o.kind, OpKind::Read { .. }) && !self.outcomes.contains_key(&op))
+        self.ops.iter().enumerate().any(|(op, o)| o.node == node && o.incarnation == incarnation && matches!(o.kind, OpKind::Read { .. }) && !self.outcomes.contains_key(&op))
     }
 
     /// One tick's client traffic: a write with probability `writes` and a read
@@ -915,9 +909,7 @@ fn for_seeds(test: &str, default_seeds: u64, scenario: impl Fn(u64)) {
     for seed in seeds {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| scenario(seed))) {
             let msg = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("(no message)");
-            panic!(
-                "raft sim `{test}` failed with seed {seed}: {msg}\nrerun it with: SLUICE_SIM_SEED={seed} cargo test -p sluice-coordinator raft::sim::{test}"
-            );
+            panic!("raft sim `{test}` failed with seed {seed}: {msg}\nrerun it with: SLUICE_SIM_SEED={seed} cargo test -p sluice-coordinator raft::sim::{test}");
         }
     }
 }
@@ -1254,8 +1246,7 @@ fn crash_restart() {
 fn random_faults_run(seed: u64) -> Sim {
     let mut pick = Rng::new(seed ^ 0xC0FF_EE00_D15E_A5E5);
     let nodes = pick.pick(&[3, 5]);
-    let cfg =
-        SimConfig { nodes, drop: pick.below(21) as f64 / 100.0, max_delay: pick.below(4), snapshot_every: pick.pick(&[5, 25, 1000]), ..SimConfig::default() };
+    let cfg = SimConfig { nodes, drop: pick.below(21) as f64 / 100.0, max_delay: pick.below(4), snapshot_every: pick.pick(&[5, 25, 1000]), ..SimConfig::default() };
     let mut sim = Sim::new(seed, cfg);
     let max_down = ((nodes - 1) / 2) as usize;
     for _ in 0..600 {

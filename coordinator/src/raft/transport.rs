@@ -14,16 +14,16 @@
 
 use super::replica::Member;
 use crate::liveness::{HeardReport, Liveness};
-use sluice_common::Clock;
-use std::sync::Mutex;
 use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
+use sluice_common::Clock;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

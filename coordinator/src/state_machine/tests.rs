@@ -161,7 +161,10 @@ fn a_replacement_may_exceed_max_by_the_instance_it_replaces() {
     let (mut st, id) = cluster_with_instance();
     st.functions.get_mut(&name("hello")).unwrap().max_instances = 1;
     apply(&mut st, &node_report("n2", 4000, vec![]), POS);
-    let moved = Decision { action: Action::Start { function: name("hello"), node: node("n2"), replaces: Some(id), placement: PlacementNote { score: 1.0, feasible: 1, considered: 2 } }, reason: Reason::Drain { node: node("n1") } };
+    let moved = Decision {
+        action: Action::Start { function: name("hello"), node: node("n2"), replaces: Some(id), placement: PlacementNote { score: 1.0, feasible: 1, considered: 2 } },
+        reason: Reason::Drain { node: node("n1") },
+    };
     let o = outcomes(apply(&mut st, &plan(3, vec![moved.clone()]), POS).0);
     assert!(matches!(o[0], Outcome::Started { .. }), "{o:?}");
     assert_eq!(st.counted_instances(&name("hello")), 1, "the old one counts through its replacement");

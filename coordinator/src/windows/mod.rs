@@ -251,18 +251,28 @@ impl Windows {
 
     /// The instances recorded for `function`, in order.
     pub fn instances_of(&self, function: &FunctionName) -> Vec<InstanceId> {
-        self.by_function.get(function).into_iter().flatten().filter_map(|scope| match scope {
-            Scope::Instance(id) => Some(*id),
-            _ => None,
-        }).collect()
+        self.by_function
+            .get(function)
+            .into_iter()
+            .flatten()
+            .filter_map(|scope| match scope {
+                Scope::Instance(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The gateways that reported `function`, in order.
     pub fn gateways_of(&self, function: &FunctionName) -> Vec<NodeId> {
-        self.by_function.get(function).into_iter().flatten().filter_map(|scope| match scope {
-            Scope::Gateway(node, _) => Some(node.clone()),
-            _ => None,
-        }).collect()
+        self.by_function
+            .get(function)
+            .into_iter()
+            .flatten()
+            .filter_map(|scope| match scope {
+                Scope::Gateway(node, _) => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Drops every series of `scope` (an instance stopped, a node removed).

@@ -284,7 +284,10 @@ fn check_outcome(kept: &[Offered], sample: Offered, outcome: Recorded) {
             // The documented blind spot: a repeat strictly inside its slot's samples.
             if repeat {
                 let coarse = |s: &Offered| s.ts / 10_000 == sample.ts / 10_000;
-                assert!(kept.iter().any(|s| coarse(s) && s.ts < sample.ts) && kept.iter().any(|s| coarse(s) && s.ts > sample.ts), "a repeat at a slot's edge went unseen: {context}");
+                assert!(
+                    kept.iter().any(|s| coarse(s) && s.ts < sample.ts) && kept.iter().any(|s| coarse(s) && s.ts > sample.ts),
+                    "a repeat at a slot's edge went unseen: {context}"
+                );
             }
         }
         Recorded::SeriesCapReached | Recorded::NotFinite => panic!("{context}"),

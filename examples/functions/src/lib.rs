@@ -55,10 +55,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the tokio runtime: {e}");
@@ -82,9 +79,7 @@ where
 pub fn port_from(value: Option<&str>) -> Result<u16, String> {
     match value {
         None | Some("") => Ok(DEFAULT_PORT),
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("PORT must be a port number 0-65535, got {v:?}")),
+        Some(v) => v.parse().map_err(|_| format!("PORT must be a port number 0-65535, got {v:?}")),
     }
 }
 
@@ -124,11 +119,7 @@ where
         let done = done_tx.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = if is_health(&req) {
-                    None
-                } else {
-                    Some(handler(req))
-                };
+                let response = if is_health(&req) { None } else { Some(handler(req)) };
                 async move {
                     Ok::<_, Infallible>(match response {
                         Some(future) => future.await,
@@ -136,9 +127,7 @@ where
                     })
                 }
             });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+            let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
             let mut conn = pin!(conn);
             // Connection errors (client resets, half-sent requests) are the client's business.
             tokio::select! {
@@ -156,13 +145,8 @@ where
     drop(listener);
     let _ = stop_tx.send(());
     drop(done_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
-        .await
-        .is_err()
-    {
-        eprintln!(
-            "{name}: some requests were still running after {DRAIN_TIMEOUT:?}; exiting anyway"
-        );
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv()).await.is_err() {
+        eprintln!("{name}: some requests were still running after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     eprintln!("{name}: stopped");
     Ok(())
@@ -176,19 +160,13 @@ fn is_health<B>(req: &Request<B>) -> bool {
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
 /// The value of the first `key=value` pair in a raw query string (no percent-decoding).
 pub fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find_map(|(k, v)| (k == key).then_some(v))
+    query?.split('&').filter_map(|pair| pair.split_once('=')).find_map(|(k, v)| (k == key).then_some(v))
 }
 
 /// The status `hello` answers with: `?status=NNN` (100-599) or 200.
@@ -208,10 +186,7 @@ pub fn parse_ms(query: Option<&str>) -> Result<u64, String> {
     let Some(raw) = query_param(query, "ms") else {
         return Ok(DEFAULT_SLEEP_MS);
     };
-    raw.parse::<u64>()
-        .ok()
-        .filter(|ms| *ms <= MAX_SLEEP_MS)
-        .ok_or_else(|| format!("ms must be an integer from 0 to {MAX_SLEEP_MS}, got {raw:?}"))
+    raw.parse::<u64>().ok().filter(|ms| *ms <= MAX_SLEEP_MS).ok_or_else(|| format!("ms must be an integer from 0 to {MAX_SLEEP_MS}, got {raw:?}"))
 }
 
 /// `hello, <body>`, or `hello, world` for an empty body.
@@ -250,14 +225,8 @@ where
 /// The response for a body that could not be read.
 pub fn body_error_response(err: BodyError) -> Resp {
     match err {
-        BodyError::TooLarge => text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {MAX_BODY} bytes"),
-        ),
-        BodyError::Read(e) => text(
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        ),
+        BodyError::TooLarge => text(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY} bytes")),
+        BodyError::Read(e) => text(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
     }
 }
 
@@ -267,10 +236,7 @@ mod tests {
 
     #[test]
     fn query_param_finds_first_exact_key() {
-        assert_eq!(
-            query_param(Some("a=1&status=404&status=500"), "status"),
-            Some("404")
-        );
+        assert_eq!(query_param(Some("a=1&status=404&status=500"), "status"), Some("404"));
         assert_eq!(query_param(Some("xstatus=1&status=2"), "status"), Some("2"));
         assert_eq!(query_param(Some("status"), "status"), None);
         assert_eq!(query_param(Some("status="), "status"), Some(""));
@@ -288,14 +254,7 @@ mod tests {
 
     #[test]
     fn status_rejects_out_of_range_and_garbage() {
-        for bad in [
-            "status=99",
-            "status=600",
-            "status=abc",
-            "status=",
-            "status=-200",
-            "status=2000",
-        ] {
+        for bad in ["status=99", "status=600", "status=abc", "status=", "status=-200", "status=2000"] {
             let err = parse_status(Some(bad)).unwrap_err();
             assert!(err.contains("100 to 599"), "{bad}: {err}");
         }
@@ -335,10 +294,7 @@ mod tests {
         let big = Full::new(Bytes::from(vec![b'x'; 4]));
         assert_eq!(read_body(big, 3).await, Err(BodyError::TooLarge));
         let huge = Full::new(Bytes::from(vec![b'x'; MAX_BODY + 1]));
-        assert_eq!(
-            body_error_response(read_body(huge, MAX_BODY).await.unwrap_err()).status(),
-            413
-        );
+        assert_eq!(body_error_response(read_body(huge, MAX_BODY).await.unwrap_err()).status(), 413);
     }
 
     #[test]

@@ -53,11 +53,7 @@ pub fn violations(host: &HostConfig, user: Option<&str>, limits: &Limits) -> Vec
 
 /// Inspects container `id` and fails unless it carries every secure default for `limits`.
 pub async fn check_secure_defaults(docker: &DockerRuntime, id: &ContainerId, limits: &Limits) -> Result<(), SecureDefaultsError> {
-    let inspect = docker
-        .client()
-        .inspect_container(&id.0, None)
-        .await
-        .map_err(|e| SecureDefaultsError::Inspect { id: id.0.clone(), source: super::map_error(e, &id.0) })?;
+    let inspect = docker.client().inspect_container(&id.0, None).await.map_err(|e| SecureDefaultsError::Inspect { id: id.0.clone(), source: super::map_error(e, &id.0) })?;
     let host = inspect.host_config.unwrap_or_default();
     let user = inspect.config.as_ref().and_then(|c| c.user.as_deref());
     let found = violations(&host, user, limits);

@@ -68,10 +68,7 @@ pub fn create_body(node: &NodeId, instance: &DesiredInstance, place: &Placement<
         // Named explicitly so the rotation options are valid whatever the daemon's default driver is.
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".to_string()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), place.log_max_size.to_string()),
-                ("max-file".to_string(), "2".to_string()),
-            ])),
+            config: Some(HashMap::from([("max-size".to_string(), place.log_max_size.to_string()), ("max-file".to_string(), "2".to_string())])),
         }),
         ..Default::default()
     };

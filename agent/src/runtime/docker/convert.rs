@@ -2,7 +2,9 @@
 //! published port, address on its network.
 
 use crate::runtime::{labels, ContainerId, ContainerInfo, ContainerStatus};
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, PortMap, PortSummary, PortSummaryTypeEnum};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, PortMap, PortSummary, PortSummaryTypeEnum,
+};
 use sluice_common::{Endpoint, FunctionName, InstanceId};
 use std::collections::HashMap;
 
@@ -56,11 +58,7 @@ pub fn port_map_port(ports: Option<&PortMap>) -> Option<u16> {
     let mut entries: Vec<_> = ports?.iter().filter(|(key, _)| key.ends_with("/tcp")).collect();
     // Deterministic choice should a container ever expose several ports.
     entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
-        .into_iter()
-        .filter_map(|(_, bindings)| bindings.as_ref())
-        .flatten()
-        .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
+    entries.into_iter().filter_map(|(_, bindings)| bindings.as_ref()).flatten().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
 }
 
 fn endpoint(host: &str, port: Option<u16>, status: ContainerStatus) -> Option<Endpoint> {

@@ -51,7 +51,16 @@ fn sizing_table() {
         Case { what: "idle at zero: nothing", spec: spec(0, 10), instances: vec![], load: load(0.0, 0.0), busy: vec![], view_complete: true, start: 0, stop: vec![] },
         Case { what: "min keeps instances up", spec: spec(2, 10), instances: vec![], load: load(0.0, 0.0), busy: vec![], view_complete: true, start: 2, stop: vec![] },
         Case { what: "one waiting request starts one", spec: spec(0, 10), instances: vec![], load: load(0.0, 1.0), busy: vec![], view_complete: true, start: 1, stop: vec![] },
-        Case { what: "target tracking: 14 at 2.8 each is 5", spec: spec(0, 10), instances: vec![], load: load(14.0, 0.0), busy: vec![], view_complete: true, start: 5, stop: vec![] },
+        Case {
+            what: "target tracking: 14 at 2.8 each is 5",
+            spec: spec(0, 10),
+            instances: vec![],
+            load: load(14.0, 0.0),
+            busy: vec![],
+            view_complete: true,
+            start: 5,
+            stop: vec![],
+        },
         Case { what: "never past max", spec: spec(0, 3), instances: vec![], load: load(50.0, 50.0), busy: vec![], view_complete: true, start: 3, stop: vec![] },
         Case {
             what: "starting instances count as capacity",

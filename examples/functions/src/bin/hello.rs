@@ -6,9 +6,7 @@
 
 use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
-use sluice_example_functions::{
-    body_error_response, greeting, parse_status, read_body, run, text, Resp, MAX_BODY,
-};
+use sluice_example_functions::{body_error_response, greeting, parse_status, read_body, run, text, Resp, MAX_BODY};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -54,19 +52,12 @@ mod tests {
     async fn call(req: Request<Full<Bytes>>) -> (StatusCode, hyper::HeaderMap, Bytes) {
         let resp = hello(req).await;
         let (parts, body) = resp.into_parts();
-        (
-            parts.status,
-            parts.headers,
-            body.collect().await.unwrap().to_bytes(),
-        )
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
     }
 
     #[tokio::test]
     async fn echoes_body_method_uri_and_answer() {
-        let req = Request::post("/greet/x?status=201&a=%20b")
-            .header("x-hello-ask", "42")
-            .body(Full::new(Bytes::from_static(b"sluice")))
-            .unwrap();
+        let req = Request::post("/greet/x?status=201&a=%20b").header("x-hello-ask", "42").body(Full::new(Bytes::from_static(b"sluice"))).unwrap();
         let (status, headers, body) = call(req).await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(body, "hello, sluice");
@@ -85,8 +76,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_status_is_400_and_big_body_is_413() {
-        let (status, _, _) =
-            call(Request::get("/?status=700").body(Full::default()).unwrap()).await;
+        let (status, _, _) = call(Request::get("/?status=700").body(Full::default()).unwrap()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let big = Full::new(Bytes::from(vec![b'x'; MAX_BODY + 1]));
         let (status, _, _) = call(Request::post("/").body(big).unwrap()).await;

@@ -49,10 +49,7 @@ mod tests {
         let resp = sleep(Request::get("/?ms=40").body(()).unwrap()).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(started.elapsed() >= Duration::from_millis(40));
-        assert_eq!(
-            resp.into_body().collect().await.unwrap().to_bytes(),
-            "slept 40 ms"
-        );
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "slept 40 ms");
     }
 
     #[tokio::test]
