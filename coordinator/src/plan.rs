@@ -165,14 +165,6 @@ pub enum Outcome {
 }
 
 impl Action {
-    /// The function a decision concerns, when it concerns one directly.
-    pub fn function(&self) -> Option<&FunctionName> {
-        match self {
-            Action::Start { function, .. } | Action::Fired { function, .. } | Action::Panic { function, .. } => Some(function),
-            _ => None,
-        }
-    }
-
     /// A short description for logs and events.
     pub fn describe(&self) -> String {
         match self {

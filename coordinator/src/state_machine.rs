@@ -129,8 +129,7 @@ pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Respo
         }
         Command::Plan(plan) => apply_plan(state, plan, at, &mut fx),
         Command::Report { report, at } => {
-            let facts = NodeFacts { labels: report.labels.clone(), max_instances: report.max_instances, images: report.images.clone() };
-            record_node(state, &report.node, report.capacity, Some(facts), *at);
+            record_node(state, &report.node, report.capacity, Some(report), *at);
             for r in &report.instances {
                 apply_instance_report(state, &report.node, r, *at, &mut fx);
             }
@@ -185,21 +184,16 @@ fn remove_function(state: &mut ClusterState, name: &FunctionName, fx: &mut Effec
     Response::Ok
 }
 
-/// The facts of a node that only a full report carries.
-struct NodeFacts {
-    labels: sluice_common::labels::Labels,
-    max_instances: Option<u32>,
-    images: std::collections::BTreeSet<String>,
-}
-
-fn record_node(state: &mut ClusterState, node: &NodeId, capacity: Resources, facts: Option<NodeFacts>, at: Timestamp) {
+/// Records a node heard of at `at`; `report`, when there is one, carries the
+/// facts only an agent's report has (labels, instance limit, images).
+fn record_node(state: &mut ClusterState, node: &NodeId, capacity: Resources, report: Option<&NodeReport>, at: Timestamp) {
     let info = state.nodes.entry(node.clone()).or_insert_with(|| NodeInfo::new(node.clone(), capacity, at));
     info.capacity = capacity;
     info.recorded_at = at;
-    if let Some(f) = facts {
-        info.labels = f.labels;
-        info.max_instances = f.max_instances;
-        info.images = f.images;
+    if let Some(r) = report {
+        info.labels = r.labels.clone();
+        info.max_instances = r.max_instances;
+        info.images = r.images.clone();
     }
 }
 

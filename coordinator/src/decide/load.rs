@@ -40,8 +40,6 @@ pub struct FunctionLoad {
     /// The most in flight plus queued any second of the panic window saw:
     /// what the function must keep room for, whatever the means say.
     pub recent_peak: f64,
-    /// Requests queued at the gateways' latest fresh figures.
-    pub queued: f64,
 }
 
 /// `function`'s load from the windows of its `gateways` (`Scope::Gateway`).
@@ -69,9 +67,7 @@ pub fn function_load<'s>(windows: &Windows, gateways: impl IntoIterator<Item = &
         let fresh = windows.newest(scope, Metric::GatewayInFlight).is_some_and(|t| now.since(t) <= FRESH && t <= now.plus(FRESH));
         if fresh {
             let last = |m| windows.query(scope, m, crate::windows::Agg::Last, FRESH, now).unwrap_or(0.0);
-            let queued = last(Metric::GatewayQueued);
-            load.queued += queued;
-            load.now += last(Metric::GatewayInFlight) + queued;
+            load.now += last(Metric::GatewayInFlight) + last(Metric::GatewayQueued);
         }
     }
     load.panic_peak = peak_by_end.into_iter().fold(0.0, f64::max);

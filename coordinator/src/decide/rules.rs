@@ -23,7 +23,7 @@
 
 use super::placer::Preferences;
 use crate::state::{ClusterState, Firing};
-use crate::windows::{Agg, Metric, Reading, Scope, Windows};
+use crate::windows::{Agg, Metric, Scope, Windows};
 use serde::Serialize;
 use sluice_common::rules::{Action as RuleAction, CmpOp, Condition, EvalContext, Expr, Param, Rule, RuleName, RuleScope, Signal, WindowRef};
 use sluice_common::{FunctionName, FunctionSpec, NodeId, Timestamp};
@@ -120,9 +120,11 @@ fn per_slot(windows: &Windows, scopes: &[Scope], metrics: &[Metric], across: Acr
     for scope in scopes {
         let mut mine: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
         for metric in metrics {
-            let Some((step, readings)) = windows.slots(scope, *metric, range, at) else { continue };
-            for r in &readings {
-                *mine.entry(r.first_ms / step).or_default() += Reading::mean(r);
+            // Slot numbers need the step, known only once read: keep the start times.
+            let mut readings = Vec::new();
+            let Some(step) = windows.visit_slots(scope, *metric, range, at, |r| readings.push((r.first_ms, r.mean()))) else { continue };
+            for (first_ms, mean) in readings {
+                *mine.entry(first_ms / step).or_default() += mean;
             }
         }
         for (slot, v) in mine {

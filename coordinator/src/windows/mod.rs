@@ -210,13 +210,6 @@ impl Windows {
         query::aggregate(&series.readings(range.as_millis() as u64, now.millis()), agg, metric.kind())
     }
 
-    /// The slots of `scope`'s `metric` covering `range` up to `now`, oldest
-    /// first, with the ring's step: for decisions that read slot by slot.
-    pub fn slots(&self, scope: &Scope, metric: Metric, range: Duration, now: Timestamp) -> Option<(u64, Vec<Reading>)> {
-        let series = self.find(scope, metric)?;
-        Some(series.slots(range.as_millis() as u64, now.millis()))
-    }
-
     /// Calls `f` with each slot reading of `scope`'s `metric` over `range`,
     /// oldest first, without collecting them; returns the ring's step, or None
     /// for an unknown series.

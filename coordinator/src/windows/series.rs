@@ -70,12 +70,6 @@ impl Series {
         ring.step_ms()
     }
 
-    /// Like `readings`, with the step of the ring read.
-    pub fn slots(&self, range_ms: u64, now_ms: u64) -> (u64, Vec<Reading>) {
-        let ring = if range_ms <= self.fine.span_ms() { &self.fine } else { &self.coarse };
-        (ring.step_ms(), ring.read(range_ms, now_ms))
-    }
-
     pub fn bytes(&self) -> usize {
         self.fine.bytes() + self.coarse.bytes()
     }

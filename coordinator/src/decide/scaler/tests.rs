@@ -30,7 +30,7 @@ fn inst(id: u64, state: InstanceState, since: u64) -> Instance {
 }
 
 fn load(stable: f64, now: f64) -> FunctionLoad {
-    FunctionLoad { stable, panic: stable, panic_peak: stable, now, queued: 0.0, recent_peak: now }
+    FunctionLoad { stable, panic: stable, panic_peak: stable, now, recent_peak: now }
 }
 
 struct Case {
