@@ -71,12 +71,24 @@ enum Command {
     /// How the coordinator would decide now.
     #[command(subcommand)]
     Explain(decisions::ExplainCommand),
+    /// Replay an invocation trace through the keep-warm policies and score them.
+    Sim(sluice_cli::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // An agent is a few timers and sockets: one thread runs it at less CPU than
     // a worker per core (B5). Everything else gets a worker per core.
+    if let Command::Sim(args) = cli.command {
+        // Pure computation: no async runtime.
+        return match sluice_cli::sim::run(args, cli.output == Output::Json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut builder = match cli.command {
         Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
             Command::Rules(command) => rules::run(&Api::new(&cli.api)?, cli.output, command).await,
             Command::Events(args) => decisions::events(&Api::new(&cli.api)?, cli.output, args).await,
             Command::Explain(command) => decisions::explain(&Api::new(&cli.api)?, cli.output, command).await,
+            Command::Sim(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -13,6 +13,7 @@ pub mod metric;
 pub mod metrics;
 pub mod node;
 pub mod placement;
+pub mod predict;
 pub mod rng;
 pub mod rules;
 pub mod scaling;
