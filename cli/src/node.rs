@@ -13,12 +13,14 @@ use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
 use sluice_bus::{Publisher, PublisherConfig};
 use sluice_common::labels::Labels;
+use sluice_common::predict::PolicyKind;
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::controller::ControllerConfig;
 use sluice_coordinator::decide::placer::Weights;
 use sluice_coordinator::decide::DecideConfig;
 use sluice_coordinator::http::{self, ApiError};
 use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig, MetricsConfig};
+use sluice_coordinator::predictor::PredictConfig;
 use sluice_coordinator::raft::RaftConfig;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,6 +44,14 @@ pub struct CoordinatorArgs {
     /// Seconds between decision ticks (demand wakes decisions sooner).
     #[arg(long, default_value_t = 1.0)]
     pub tick_secs: f64,
+    /// Keep-warm prediction: sluice (the default), hybrid, fixed-<N>m (N bins
+    /// of keep-alive) or off (reactive scaling only). See `sluice sim`.
+    #[arg(long, default_value = "sluice")]
+    pub predict_policy: String,
+    /// The prediction's unit of time, in seconds: each function's history is
+    /// kept in bins this long (a minute; shorter only for tests and demos).
+    #[arg(long, default_value_t = 60)]
+    pub predict_bin_secs: u32,
     /// Threads serving the gateway (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub gateway_threads: usize,
@@ -182,6 +192,8 @@ impl CoordinatorArgs {
             api_addr: any,
             gateway_addr: any,
             tick_secs: 0.25,
+            predict_policy: "sluice".into(),
+            predict_bin_secs: 60,
             gateway_threads: 2,
             id: 1,
             raft_addr: any,
@@ -244,7 +256,15 @@ impl CoordinatorArgs {
         let weights = Weights::parse(&self.placement_weights).map_err(|e| anyhow::anyhow!("--placement-weights: {e}"))?;
         let decide =
             DecideConfig { suspect_after: Duration::from_secs(self.suspect_after_secs), lost_after: Duration::from_secs(self.lost_after_secs), weights, ..DecideConfig::default() };
-        Ok(ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), decide })
+        anyhow::ensure!((1..=3600).contains(&self.predict_bin_secs), "--predict-bin-secs {}: use 1 to 3600 s", self.predict_bin_secs);
+        let predict = match self.predict_policy.as_str() {
+            "off" => None,
+            name => Some(PredictConfig {
+                policy: PolicyKind::parse(name).map_err(|e| anyhow::anyhow!("--predict-policy: {e}, or off"))?,
+                bin: Duration::from_secs(self.predict_bin_secs.into()),
+            }),
+        };
+        Ok(ControllerConfig { tick: Duration::from_secs_f64(self.tick_secs), decide, predict })
     }
 
     /// How many coordinators the cluster is founded with (1 when joining: unknown).

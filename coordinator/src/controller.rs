@@ -8,15 +8,22 @@
 //! entry is applied (`Leadership::since`), so it never re-places what its
 //! predecessor placed. On a follower it passes its liveness notes to the
 //! leader once a second.
+//!
+//! On every coordinator it also feeds the keep-warm models (`predictor`) at
+//! each bin's end, so whichever leads next has their history; the leader's
+//! rounds read what they hold now.
 
 use crate::decide::{self, DecideConfig, Inputs, Round};
 use crate::ingest::Telemetry;
 use crate::liveness::Liveness;
 use crate::plan::{Decision, Outcome};
+use crate::predictor::{PredictConfig, Predictor};
 use crate::state::ClusterState;
 use crate::state_machine::{Command, Response};
 use crate::store::Store;
-use sluice_common::Timestamp;
+use sluice_common::predict::Hold;
+use sluice_common::{FunctionName, Timestamp};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,11 +34,13 @@ pub struct ControllerConfig {
     /// How often decisions run when nothing wakes the loop earlier.
     pub tick: Duration,
     pub decide: DecideConfig,
+    /// Keep-warm prediction; None turns it off (reactive scaling only).
+    pub predict: Option<PredictConfig>,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        Self { tick: Duration::from_secs(1), decide: DecideConfig::default() }
+        Self { tick: Duration::from_secs(1), decide: DecideConfig::default(), predict: Some(PredictConfig::default()) }
     }
 }
 
@@ -49,6 +58,7 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
     let id = store.raft_status().id;
     let liveness = store.raft().liveness.clone();
     let mut last_round = tokio::time::Instant::now() - config.tick;
+    let mut predictor = config.predict.clone().map(Predictor::new);
     tokio::pin!(shutdown);
     loop {
         let woken = tokio::select! {
@@ -59,6 +69,9 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
             _ = &mut shutdown => return,
         };
         let now = store.now();
+        if let Some(p) = predictor.as_mut().filter(|p| p.due(now)) {
+            store.read(|state| p.advance(&telemetry.windows(), state.functions.values(), now));
+        }
         liveness.lock().expect("liveness lock poisoned").forget_older(now, LIVENESS_HORIZON);
         let lead = store.leadership();
         let (Some(since), Some(term)) = (lead.since, lead.term) else {
@@ -75,7 +88,8 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
             continue;
         }
         last_round = tokio::time::Instant::now();
-        let round = store.read_linearizable(|state| with_inputs(state, &telemetry, &liveness, (term, since), now, &config.decide, decide::plan)).await;
+        let holds = predictor.as_ref().map(|p| p.holds(now)).unwrap_or_default();
+        let round = store.read_linearizable(|state| with_inputs(state, &telemetry, &liveness, (term, since), now, &config.decide, &holds, decide::plan)).await;
         match round {
             Ok(round) => commit(&store, round).await,
             Err(e) => debug!(error = %e, "cannot read through the barrier; deciding on the next round"),
@@ -96,6 +110,7 @@ pub fn with_inputs<R>(
     lead: (u64, Timestamp),
     now: Timestamp,
     config: &DecideConfig,
+    holds: &HashMap<FunctionName, Hold>,
     f: impl FnOnce(&Inputs<'_>) -> R,
 ) -> R {
     let windows = telemetry.windows();
@@ -113,6 +128,7 @@ pub fn with_inputs<R>(
         leader_since: lead.1,
         history_from: telemetry.history_from().unwrap_or(now),
         config,
+        holds,
     })
 }
 

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod liveness;
 pub mod node;
 pub mod plan;
+pub mod predictor;
 pub mod raft;
 pub mod reports;
 pub mod state;

@@ -8,6 +8,7 @@
 //! leader's late proposal nor a decision overtaken by events can act.
 
 use serde::{Deserialize, Serialize};
+use sluice_common::predict::Why;
 use sluice_common::rules::RuleName;
 use sluice_common::{FunctionName, Health, InstanceId, NodeId, Timestamp};
 use std::fmt;
@@ -117,6 +118,10 @@ pub enum Reason {
     RuleFired { rule: RuleName, value: Option<f64> },
     /// Idle instances paused rather than stopped, by a rule's `pause_idle`.
     PauseIdle { rule: RuleName },
+    /// The function's keep-warm model (`sluice_common::predict`) holds this
+    /// many hot and paused instances now: pre-warmed before a call it expects,
+    /// or kept through an idle time it expects to end.
+    Predicted { hot: u32, paused: u32, live: u32, why: Why },
     /// Routine upkeep.
     Housekeeping,
 }
@@ -145,6 +150,7 @@ impl fmt::Display for Reason {
                 None => write!(f, "rule {rule} fired"),
             },
             Reason::PauseIdle { rule } => write!(f, "idle, paused by rule {rule}"),
+            Reason::Predicted { hot, paused, live, why } => write!(f, "predicted: hold {hot} hot and {paused} paused ({why}), has {live}"),
             Reason::Housekeeping => f.write_str("housekeeping"),
         }
     }

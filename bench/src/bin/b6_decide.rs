@@ -24,6 +24,7 @@ use sluice_coordinator::decide::load::Activity;
 use sluice_coordinator::decide::{plan, DecideConfig, Inputs, Round};
 use sluice_coordinator::liveness::Liveness;
 use sluice_coordinator::plan::Outcome;
+use sluice_coordinator::predictor::{PredictConfig, Predictor};
 use sluice_coordinator::raft::{RaftConfig, RaftNode};
 use sluice_coordinator::state_machine::{Command, Response};
 use sluice_coordinator::store::Store;
@@ -156,11 +157,12 @@ fn feed_windows(w: &mut Windows, loads: &[f64], now: Timestamp) {
     }
 }
 
-async fn round(store: &Store, windows: &Windows, liveness: &Liveness, now: Timestamp, config: &DecideConfig) -> Result<(Round, Duration)> {
+async fn round(store: &Store, windows: &Windows, liveness: &Liveness, predictor: &Predictor, now: Timestamp, config: &DecideConfig) -> Result<(Round, Duration)> {
     let activity = Activity::default();
     let calls = HashMap::new();
     let lead = store.leadership();
     let started = Instant::now();
+    let holds = predictor.holds(now);
     let round = store
         .read_linearizable(|state| {
             plan(&Inputs {
@@ -174,6 +176,7 @@ async fn round(store: &Store, windows: &Windows, liveness: &Liveness, now: Times
                 leader_since: Timestamp(now.0 - 600_000),
                 history_from: Timestamp(now.0 - 600_000),
                 config,
+                holds: &holds,
             })
         })
         .await
@@ -281,9 +284,15 @@ async fn main() -> Result<()> {
     }
     let config = DecideConfig::default();
     eprintln!("b6: {} nodes, {} functions committed and their windows filled in {:.1} s", a.nodes, a.functions, setup.elapsed().as_secs_f64());
+    // The keep-warm models, rebuilt from the windows as a new leader does; each
+    // tick then reads what they hold.
+    let mut predictor = Predictor::new(PredictConfig::default());
+    let started = Instant::now();
+    store.read(|state| predictor.advance(&windows, state.functions.values(), now));
+    eprintln!("b6: keep-warm models of {} functions rebuilt from the windows in {:.0} ms ({} KB)", predictor.functions(), ms(started.elapsed()), predictor.bytes() / 1024);
 
     // 1. Placement.
-    let (placing, plan_time) = round(&store, &windows, &liveness, now, &config).await?;
+    let (placing, plan_time) = round(&store, &windows, &liveness, &predictor, now, &config).await?;
     let decisions = placing.plan.decisions.len();
     let (placed, commit_time) = commit(&store, placing).await?;
     let placements_per_sec = placed as f64 / (plan_time + commit_time).as_secs_f64();
@@ -293,7 +302,7 @@ async fn main() -> Result<()> {
     // 2. Steady ticks.
     let mut ticks = Vec::new();
     for _ in 0..a.ticks {
-        let (r, t) = round(&store, &windows, &liveness, now, &config).await?;
+        let (r, t) = round(&store, &windows, &liveness, &predictor, now, &config).await?;
         if !r.plan.decisions.is_empty() {
             eprintln!("b6: a steady tick still decided {} things (e.g. {:?})", r.plan.decisions.len(), r.plan.decisions.first().map(|d| d.action.describe()));
         }
@@ -315,7 +324,7 @@ async fn main() -> Result<()> {
     for i in 0..a.nodes {
         liveness2.heard(&node_id(i), later);
     }
-    let (change, change_plan) = round(&store, &windows2, &liveness2, later, &config).await?;
+    let (change, change_plan) = round(&store, &windows2, &liveness2, &predictor, later, &config).await?;
     let (change_placed, change_commit) = commit(&store, change).await?;
 
     let instances = store.read(|s| s.instances.len());

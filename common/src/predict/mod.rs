@@ -24,7 +24,7 @@ pub use histogram::IdleHistogram;
 pub use hybrid::Hybrid;
 pub use sluice::{Sluice, SluiceParams};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Idle times longer than this many bins fall outside the histograms (four
@@ -50,7 +50,7 @@ impl Hold {
 }
 
 /// Why a model holds what it holds: recorded with the decisions it causes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Why {
     /// No history, or the model expects no invocation now.
@@ -63,7 +63,7 @@ pub enum Why {
     Window { idle_bins: u32, from_bins: u32, until_bins: u32 },
     /// The chance that the idle time ends in this bin (percent) is worth the
     /// memory the hold costs.
-    Likely { idle_bins: u32, chance_pct: f32 },
+    Likely { idle_bins: u32, chance_pct: u8 },
 }
 
 impl fmt::Display for Why {
@@ -73,7 +73,7 @@ impl fmt::Display for Why {
             Why::Busy { needed } => write!(f, "invoked in the last bin, needing {needed}"),
             Why::KeepAlive { idle_bins, keep_bins } => write!(f, "idle {idle_bins} of a {keep_bins}-bin keep-alive"),
             Why::Window { idle_bins, from_bins, until_bins } => write!(f, "idle {idle_bins}, inside the predicted window {from_bins}..{until_bins}"),
-            Why::Likely { idle_bins, chance_pct } => write!(f, "idle {idle_bins}, next invocation {chance_pct:.1}% likely in this bin"),
+            Why::Likely { idle_bins, chance_pct } => write!(f, "idle {idle_bins}, next invocation {chance_pct}% likely in this bin"),
         }
     }
 }

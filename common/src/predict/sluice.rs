@@ -228,7 +228,7 @@ impl KeepWarm for Sluice {
             return Hold::NOTHING;
         }
         let n = self.size(age);
-        let why = if age == 0 { Why::Busy { needed: n } } else { Why::Likely { idle_bins: age as u32, chance_pct: f32::from(self.chance[age as usize]) } };
+        let why = if age == 0 { Why::Busy { needed: n } } else { Why::Likely { idle_bins: age as u32, chance_pct: self.chance[age as usize] } };
         if contains(&self.hot, age) {
             Hold { hot: n, paused: 0, why }
         } else {

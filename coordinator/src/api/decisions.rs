@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use sluice_common::rules::{Action as RuleAction, Rule, RuleName, RuleSource};
 use sluice_common::FunctionName;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Most rules the cluster holds.
 pub const MAX_RULES: usize = 1000;
@@ -117,7 +117,7 @@ impl Api {
         let liveness = &self.store.raft().liveness;
         let verdicts = self.store.read(|state| {
             let lead = (lead.term.unwrap_or(0), lead.since.unwrap_or(now));
-            controller::with_inputs(state, &self.telemetry, liveness, lead, now, &self.decide, |inputs| decide::explain_placement(inputs, &function))
+            controller::with_inputs(state, &self.telemetry, liveness, lead, now, &self.decide, &HashMap::new(), |inputs| decide::explain_placement(inputs, &function))
         });
         match verdicts {
             Some(v) => Ok(http::json(StatusCode::OK, &serde_json::json!({ "function": function, "nodes": v }))),

@@ -27,6 +27,7 @@ use crate::state::{is_serving_state, ClusterState};
 use crate::windows::{Agg, Metric, Scope, Windows};
 use load::{function_load, Activity};
 use placer::{Placer, Weights};
+use sluice_common::predict::Hold;
 use sluice_common::{FunctionName, InstanceId, InstanceState, Timestamp};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -75,6 +76,8 @@ pub struct Inputs<'a> {
     /// When this coordinator's windows began to fill.
     pub history_from: Timestamp,
     pub config: &'a DecideConfig,
+    /// What each function's keep-warm model holds now (absent: nothing).
+    pub holds: &'a HashMap<FunctionName, Hold>,
 }
 
 /// A round's outcome: the plan, and what could not be placed.
@@ -134,6 +137,7 @@ pub fn plan(i: &Inputs<'_>) -> Round {
             leaving: &draining,
             now: i.now,
             view_complete,
+            hold: i.holds.get(&spec.name).copied().unwrap_or(Hold::NOTHING),
         });
         let reason = sizing.reason.clone().unwrap_or(Reason::Housekeeping);
         if let Some(ready) = sizing.enter_panic {

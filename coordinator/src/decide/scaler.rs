@@ -14,7 +14,12 @@
 //! of the panic window (the burst floor: one instance per `concurrency` in
 //! flight or queued at the gateways).
 //!
-//! Rules then apply by precedence (see `rules`), the bounds clamp, and
+//! The function's keep-warm model then raises the count to what it holds for
+//! the moment (`hold`: pre-warmed ahead of an expected call, or kept through
+//! an idle time expected to end), split into hot instances and paused ones:
+//! idle instances beyond the hot count are paused rather than stopped while
+//! the model holds them, and started ahead (then paused) when it holds more
+//! than there are. Rules then apply by precedence (see `rules`), the bounds clamp, and
 //! scale-downs are held back: until the leader's view of load is complete,
 //! during panic mode, within `scale_down_step_secs` of the last one, and to at
 //! most `scale_down_max_percent` of the instances at a time. The last instance
@@ -25,6 +30,7 @@ use super::load::{Activity, FunctionLoad};
 use super::rules::{CountEffect, RuleEffects};
 use crate::plan::{Mode, Reason};
 use crate::state::ScalingMemory;
+use sluice_common::predict::Hold;
 use sluice_common::{FunctionSpec, Instance, InstanceId, InstanceState, Timestamp};
 use std::time::Duration;
 
@@ -47,6 +53,8 @@ pub struct FunctionInputs<'a> {
     pub now: Timestamp,
     /// The leader has everyone's load: stops may be decided.
     pub view_complete: bool,
+    /// What the keep-warm model holds now (`Hold::NOTHING` when prediction is off).
+    pub hold: Hold,
 }
 
 /// What to do with one function.
@@ -107,10 +115,16 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
     }
     let mode = if panicking { Mode::Panic } else { Mode::Stable };
     let demand = |desired| Reason::Demand { desired, live, stable: i.load.stable, panic: i.load.panic, now: i.load.now, target, mode };
+    let base = if i.hold.hot > policy {
+        policy = i.hold.hot;
+        Reason::Predicted { hot: i.hold.hot, paused: i.hold.paused, live, why: i.hold.why }
+    } else {
+        demand(policy)
+    };
 
     // 2. Rules that change the count.
     let (mut desired, mut reason) = match &i.rules.count {
-        None => (policy, demand(policy)),
+        None => (policy, base),
         Some((rule, effect)) => {
             let d = match *effect {
                 CountEffect::Exactly(n) => n,
@@ -147,6 +161,10 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
         }
     }
     out.desired = desired;
+    // The model's paused instances, beyond the hot count; a rule that sets the
+    // count owns it, and the maximum caps both.
+    let keep_paused = if i.rules.count.is_some() { 0 } else { i.hold.paused.min(max.saturating_sub(desired)) };
+    let predicted = || Reason::Predicted { hot: i.hold.hot, paused: i.hold.paused, live, why: i.hold.why };
 
     if desired > live {
         let mut need = desired - live;
@@ -161,16 +179,29 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
         return out;
     }
 
-    // Paused instances with no rule keeping them paused go after the grace.
+    // Pre-warm: the model holds more paused instances than there are idle
+    // ones to pause; start them now (they are paused once ready).
+    let surplus = live - desired;
+    let short = keep_paused.saturating_sub(paused.len() as u32 + surplus);
+    if short > 0 {
+        out.start = short.min(max.saturating_sub(live + paused.len() as u32));
+        out.reason = Some(predicted());
+    }
+
+    // Paused instances the model does not hold, and no rule keeps paused, go
+    // after the grace (the longest paused first).
     if i.rules.pause_idle.is_none() {
-        for p in &paused {
+        let mut by_age = paused.clone();
+        by_age.sort_by_key(|p| (p.state_since, p.id));
+        let unwanted = (paused.len() as u32).saturating_sub(keep_paused) as usize;
+        for p in by_age.into_iter().take(unwanted) {
             if i.now.since(p.state_since) >= spec.idle_timeout() && i.view_complete {
                 out.stop.push((p.id, reason.clone()));
             }
         }
     }
     if desired == live || !i.view_complete {
-        out.reason = Some(reason);
+        out.reason.get_or_insert(reason);
         return out;
     }
 
@@ -185,13 +216,18 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
         let idle = i.now.since(i.activity.last_active(x.id).unwrap_or(x.state_since).max(x.state_since));
         (!(i.leaving)(x), usefulness(x.state), i.activity.outstanding(x.id, i.now), std::cmp::Reverse(idle), std::cmp::Reverse(x.id))
     });
+    let mut to_pause = keep_paused.saturating_sub(paused.len() as u32);
     for victim in candidates.into_iter().take(remove as usize) {
         match &i.rules.pause_idle {
             Some(rule) if victim.state == InstanceState::Ready => out.pause.push((victim.id, Reason::PauseIdle { rule: rule.clone() })),
+            _ if to_pause > 0 && victim.state == InstanceState::Ready => {
+                to_pause -= 1;
+                out.pause.push((victim.id, predicted()));
+            }
             _ => out.stop.push((victim.id, reason.clone())),
         }
     }
-    out.reason = Some(reason);
+    out.reason.get_or_insert(reason);
     out
 }
 

@@ -28,6 +28,8 @@ pub struct Sim {
     last_active: HashMap<sluice_common::InstanceId, u64>,
     /// Every decision applied so far.
     pub reasons: Vec<Reason>,
+    /// What the keep-warm models hold (set by hand here).
+    pub holds: HashMap<FunctionName, Hold>,
 }
 
 pub fn fname() -> FunctionName {
@@ -54,6 +56,7 @@ impl Sim {
             busy_seconds: 0.0,
             last_active: HashMap::new(),
             reasons: Vec::new(),
+            holds: HashMap::new(),
         };
         sim.apply(Command::PutFunction { spec });
         for n in 0..nodes {
@@ -133,6 +136,7 @@ impl Sim {
             leader_since: self.leader_since,
             history_from: self.history_from,
             config: &self.config,
+            holds: &self.holds,
         });
         if !round.plan.decisions.is_empty() {
             self.apply(Command::Plan(round.plan.clone()));
@@ -347,4 +351,55 @@ fn a_drain_starts_replacements_before_it_stops_anything() {
     sim.run(3, |_| 0.0);
     assert_eq!(sim.state.live_on(&n0).count(), 0, "all moved");
     assert_eq!(sim.ready(), 4);
+}
+
+/// The keep-warm model's holds drive the tiers: a paused hold pre-warms an
+/// instance and pauses it once ready; a hot hold resumes it; no hold lets it go.
+#[test]
+fn predicted_holds_prewarm_pause_resume_and_release() {
+    let mut sim = Sim::new(1, |s| s.idle_timeout_secs = 5);
+    let why = sluice_common::predict::Why::Likely { idle_bins: 3, chance_pct: 40 };
+    let count = |sim: &Sim, state: InstanceState| sim.state.live_instances(&fname()).filter(|i| i.state == state).count();
+    // Nothing held, no load: nothing runs.
+    for _ in 0..3 {
+        sim.second(0.0);
+    }
+    assert_eq!(sim.state.live_instances(&fname()).count(), 0);
+    // The model holds one paused: one is started, then paused once ready.
+    sim.holds.insert(fname(), Hold { hot: 0, paused: 1, why });
+    for _ in 0..10 {
+        sim.second(0.0);
+    }
+    assert_eq!((count(&sim, InstanceState::Paused), sim.state.live_instances(&fname()).count()), (1, 1), "{:?}", sim.reasons);
+    assert!(sim.reasons.iter().any(|r| matches!(r, Reason::Predicted { paused: 1, .. })), "{:?}", sim.reasons);
+    // Now it holds one hot: the paused one is resumed, not a new one started.
+    sim.holds.insert(fname(), Hold { hot: 1, paused: 0, why });
+    for _ in 0..3 {
+        sim.second(0.0);
+    }
+    assert_eq!((sim.ready(), sim.state.live_instances(&fname()).count()), (1, 1));
+    // Held paused again: the idle instance is paused, not stopped.
+    sim.holds.insert(fname(), Hold { hot: 0, paused: 1, why });
+    for _ in 0..10 {
+        sim.second(0.0);
+    }
+    assert_eq!((count(&sim, InstanceState::Paused), sim.state.live_instances(&fname()).count()), (1, 1));
+    // No hold: after the idle timeout the paused instance is stopped.
+    sim.holds.clear();
+    for _ in 0..10 {
+        sim.second(0.0);
+    }
+    assert_eq!(sim.state.live_instances(&fname()).count(), 0, "{:?}", sim.reasons);
+}
+
+/// A rule that sets the count overrides the model.
+#[test]
+fn a_count_rule_overrides_the_prediction() {
+    let mut sim = Sim::new(1, |_| {});
+    sim.rule("none", 10, "when avg(function.concurrency, 5s) >= 0 then scale_to(0)");
+    sim.holds.insert(fname(), Hold { hot: 2, paused: 1, why: sluice_common::predict::Why::Busy { needed: 2 } });
+    for _ in 0..5 {
+        sim.second(0.0);
+    }
+    assert_eq!(sim.state.live_instances(&fname()).count(), 0, "{:?}", sim.reasons);
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::decide::rules::RuleEffects;
+use sluice_common::predict::Hold;
 use sluice_common::{FunctionName, ImageRef, NodeId};
 
 const NOW: Timestamp = Timestamp(1_000_000);
@@ -141,6 +142,7 @@ fn sizing_table() {
             leaving: &|_| false,
             now: NOW,
             view_complete: c.view_complete,
+            hold: Hold::NOTHING,
         };
         let s = size(&inputs);
         assert_eq!(s.start, c.start, "{}: {s:?}", c.what);
