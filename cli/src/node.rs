@@ -192,7 +192,9 @@ impl CoordinatorArgs {
             api_addr: any,
             gateway_addr: any,
             tick_secs: 0.25,
-            predict_policy: "sluice".into(),
+            // Tests and benchmarks of reactive behaviour want it alone; those of
+            // prediction turn it on.
+            predict_policy: "off".into(),
             predict_bin_secs: 60,
             gateway_threads: 2,
             id: 1,

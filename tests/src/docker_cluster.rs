@@ -433,6 +433,9 @@ impl DockerCluster {
             "NO_COLOR=1",
             IMAGE,
             "coordinator",
+            // Raft fault tests: no prediction needed.
+            "--predict-policy",
+            "off",
             "--id",
             &id,
             "--api",

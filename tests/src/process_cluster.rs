@@ -85,6 +85,9 @@ impl ProcessCluster {
         let bus = self.broker.url(&self.name);
         let mut args: Vec<String> = vec![
             "coordinator".into(),
+            // These clusters test failover of reactive scaling; prediction has its own tests.
+            "--predict-policy".into(),
+            "off".into(),
             "--id".into(),
             i.to_string(),
             "--api".into(),

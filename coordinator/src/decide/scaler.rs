@@ -161,9 +161,10 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
         }
     }
     out.desired = desired;
-    // The model's paused instances, beyond the hot count; a rule that sets the
-    // count owns it, and the maximum caps both.
-    let keep_paused = if i.rules.count.is_some() { 0 } else { i.hold.paused.min(max.saturating_sub(desired)) };
+    // The model's hold is a floor on all instances, hot and paused: those
+    // beyond the hot count wanted are kept paused. A rule that sets the count
+    // owns it, and the maximum caps both.
+    let keep_paused = if i.rules.count.is_some() { 0 } else { i.hold.total().min(max).saturating_sub(desired) };
     let predicted = || Reason::Predicted { hot: i.hold.hot, paused: i.hold.paused, live, why: i.hold.why };
 
     if desired > live {
