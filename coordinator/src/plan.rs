@@ -117,6 +117,14 @@ pub enum Reason {
     RuleFired { rule: RuleName, value: Option<f64> },
     /// Idle instances paused rather than stopped, by a rule's `pause_idle`.
     PauseIdle { rule: RuleName },
+    /// A gateway holds requests for a function with no free slot and resumes
+    /// a paused instance itself, without waiting for the controller's round.
+    RequestWaiting {
+        /// The gateway's coordinator, as its figures name it (`coordinator-<id>`).
+        gateway: NodeId,
+        /// Requests waiting there when it asked.
+        queued: u32,
+    },
     /// Routine upkeep.
     Housekeeping,
 }
@@ -145,6 +153,7 @@ impl fmt::Display for Reason {
                 None => write!(f, "rule {rule} fired"),
             },
             Reason::PauseIdle { rule } => write!(f, "idle, paused by rule {rule}"),
+            Reason::RequestWaiting { gateway, queued } => write!(f, "request waiting at gateway {gateway} ({queued} queued)"),
             Reason::Housekeeping => f.write_str("housekeeping"),
         }
     }
