@@ -125,6 +125,10 @@ pub enum Reason {
         /// Requests waiting there when it asked.
         queued: u32,
     },
+    /// A gateway saw an instance paused while its requests were on it (the
+    /// pause was decided from activity a second old): they wait in the frozen
+    /// container until it thaws, so the gateway resumes it at once.
+    RequestsInFlight { gateway: NodeId, in_flight: u32 },
     /// Routine upkeep.
     Housekeeping,
 }
@@ -154,6 +158,7 @@ impl fmt::Display for Reason {
             },
             Reason::PauseIdle { rule } => write!(f, "idle, paused by rule {rule}"),
             Reason::RequestWaiting { gateway, queued } => write!(f, "request waiting at gateway {gateway} ({queued} queued)"),
+            Reason::RequestsInFlight { gateway, in_flight } => write!(f, "paused with {in_flight} requests in flight at gateway {gateway}"),
             Reason::Housekeeping => f.write_str("housekeeping"),
         }
     }

@@ -6,8 +6,8 @@
 use anyhow::{bail, Result};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use sluice_agent::runtime::ContainerStatus;
-use sluice_tests::{eventually, hello_image, Cluster};
+use sluice_common::NodeId;
+use sluice_tests::{hello_image, host_args, remove_containers, Cluster};
 use std::time::{Duration, Instant};
 
 /// Resumes timed.
@@ -26,12 +26,12 @@ async fn state_of(c: &Cluster, function: &str, id: u64) -> Result<Option<String>
 /// Waits until instance `id` is paused in the state and its container frozen;
 /// if it is not, says what the rules and the decisions made of it.
 async fn wait_paused(c: &Cluster, function: &str, id: u64) -> Result<()> {
-    let paused = eventually("the idle instance paused, and its container frozen", Duration::from_secs(60), || async {
-        let paused = state_of(c, function, id).await?.as_deref() == Some("paused");
-        let frozen = c.containers(function).await?.iter().any(|x| x.instance.0 == id && x.status == ContainerStatus::Paused);
-        Ok((paused && frozen).then_some(()))
-    })
-    .await;
+    wait_paused_on(c, &c.node_id, function, id).await
+}
+
+/// As `wait_paused`, for an instance on `node`.
+async fn wait_paused_on(c: &Cluster, node: &NodeId, function: &str, id: u64) -> Result<()> {
+    let paused = c.wait_paused(node, function, id, Duration::from_secs(60)).await;
     if paused.is_err() {
         let explain = c.http.get(&c.api("/v1/rules/explain")).await?.text();
         let events = c.http.get(&c.api(&format!("/v1/events?function={function}"))).await?.text();
@@ -45,23 +45,37 @@ fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn a_request_resumes_a_paused_instance_and_is_answered_by_it_at_once() -> Result<()> {
-    let c = Cluster::start("t-paused").await?;
-    let f = "warm";
+/// Deploys `f` (instances idle a second after a request) with a rule that
+/// pauses its idle instances, calls it once, and returns the instance that
+/// answered (its header value and its id).
+async fn deploy_kept_warm(c: &Cluster, f: &str, extra: Value) -> Result<(String, u64)> {
     // Short windows, so the instance is idle (and paused) a few seconds after each request.
     let scaling = json!({"stable_window_secs": 2, "panic_window_secs": 1});
-    c.deploy(json!({"name": f, "image": hello_image(), "min_instances": 0, "max_instances": 1, "concurrency": 4, "idle_timeout_secs": 1, "scaling": scaling})).await?;
-    // Always in effect: idle instances of `warm` are paused, never stopped.
-    let rules = json!({"rules": [{"name": "keep-warm", "scope": "function:warm", "rule": "when max >= 0 then pause_idle"}]});
+    let mut spec = json!({"name": f, "image": hello_image(), "min_instances": 0, "max_instances": 1, "concurrency": 4, "idle_timeout_secs": 1, "scaling": scaling});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    c.deploy(spec).await?;
+    // Always in effect: idle instances are paused, never stopped.
+    let rules = json!({"rules": [{"name": format!("keep-{f}-warm"), "scope": format!("function:{f}"), "rule": "when max >= 0 then pause_idle"}]});
     let r = c.http.json(Method::PUT, &c.api("/v1/rules"), &rules).await?;
     if !r.status.is_success() {
         bail!("rules refused: {} {}", r.status, r.text());
     }
     let first = c.http.get(&c.function_url(f, "")).await?;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    if first.status != StatusCode::OK {
+        bail!("first call failed: {} {}", first.status, first.text());
+    }
     let served_by = first.header("x-sluice-instance").expect("instance header");
     let id: u64 = served_by.trim_start_matches('i').parse()?;
+    Ok((served_by, id))
+}
+
+#[tokio::test]
+async fn a_request_resumes_a_paused_instance_and_is_answered_by_it_at_once() -> Result<()> {
+    let c = Cluster::start("t-paused").await?;
+    let f = "warm";
+    let (served_by, id) = deploy_kept_warm(&c, f, json!({})).await?;
 
     let mut took = Vec::new();
     for round in 0..ROUNDS {
@@ -102,5 +116,35 @@ async fn a_request_resumes_a_paused_instance_and_is_answered_by_it_at_once() -> 
     assert_eq!((reserved["cpu_millis"].as_u64(), reserved["memory_mb"].as_u64()), (Some(0), Some(128)), "{nodes}");
     let api = c.http.get(&c.api("/metrics")).await?.text();
     assert_eq!(metric(&api, "sluice_coordinator_instances{state=\"paused\"}"), 1.0, "{api}");
+    c.stop().await
+}
+
+/// A resumed instance whose agent never thaws it (the agent is gone): the
+/// request sent to its frozen container is answered 504 at the start timeout,
+/// rather than hanging as long as the client waits.
+#[tokio::test]
+async fn a_resumed_instance_that_never_thaws_is_answered_504_at_the_start_timeout() -> Result<()> {
+    let c = Cluster::start("t-frozen").await?;
+    // The function runs on a second agent of its own, which the test can stop.
+    let node = NodeId::new("t-frozen-b")?;
+    remove_containers(&c.docker, &node).await?;
+    let mut host = host_args(node.as_str());
+    host.labels = vec!["role=frozen".into()];
+    let agent = c.node.add_agent(&host, vec![c.node.api_url()]).await?;
+    let f = "frozen";
+    let (_, id) = deploy_kept_warm(&c, f, json!({"start_timeout_secs": 2, "placement": {"node_selector": {"role": "frozen"}}})).await?;
+    wait_paused_on(&c, &node, f, id).await?;
+    agent.stop().await;
+
+    let started = Instant::now();
+    let r = c.http.get(&c.function_url(f, "")).await?;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert_eq!(r.json()?["error"]["code"], "instance_not_thawed", "{}", r.text());
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "answered after {took:?}");
+    assert_eq!(state_of(&c, f, id).await?.as_deref(), Some("ready"), "the coordinator resumed it");
+    let gateway = c.http.get(&format!("{}/metrics", c.node.gateway_url())).await?.text();
+    assert_eq!(metric(&gateway, "sluice_gateway_thaw_timeouts_total{function=\"frozen\"}"), 1.0, "{gateway}");
+    remove_containers(&c.docker, &node).await?;
     c.stop().await
 }

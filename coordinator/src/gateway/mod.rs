@@ -87,7 +87,8 @@ impl Gateway {
         for spec in state.functions.values() {
             let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             let name = spec.name.as_str();
-            route.set_instances(spec.into(), ready.get(name).map_or(&[][..], |v| v), paused.get(name).map_or(&[][..], |v| v), now);
+            let caught = route.set_instances(spec.into(), ready.get(name).map_or(&[][..], |v| v), paused.get(name).map_or(&[][..], |v| v), now);
+            self.resume_caught(route, caught);
         }
         let mut callers = self.callers.write().expect("callers lock");
         *callers = Callers::default();
@@ -116,7 +117,8 @@ impl Gateway {
                 }
             }
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
-            route.set_instances(spec.into(), &ready, &paused, now);
+            let caught = route.set_instances(spec.into(), &ready, &paused, now);
+            self.resume_caught(route, caught);
         }
         drop(routes);
         let mut callers = self.callers.write().expect("callers lock");
@@ -303,8 +305,24 @@ impl Gateway {
     /// own, so it goes through whatever becomes of the request that asked.
     fn resume(&self, route: &Arc<Route>) {
         let Some(id) = route.take_resume() else { return };
-        let (store, route, at) = (self.store.clone(), route.clone(), self.clock.now());
-        tokio::spawn(commit_resume(store, route, id, at));
+        let reason = Reason::RequestWaiting { gateway: self.id(), queued: route.queued.load(Ordering::Relaxed) };
+        tokio::spawn(commit_resume(self.store.clone(), route.clone(), id, self.clock.now(), reason));
+    }
+
+    /// Resumes instances paused while requests from this gateway were on them
+    /// (see `Route::set_instances`): those requests wait in the frozen
+    /// containers until they thaw.
+    fn resume_caught(&self, route: &Arc<Route>, caught: Vec<(InstanceId, u32)>) {
+        for (id, in_flight) in caught {
+            warn!(function = %route.name, instance = %id, in_flight, "instance paused with requests on it; resuming it");
+            let reason = Reason::RequestsInFlight { gateway: self.id(), in_flight };
+            tokio::spawn(commit_resume(self.store.clone(), route.clone(), id, self.clock.now(), reason));
+        }
+    }
+
+    /// This gateway's name in decisions and figures: its coordinator's.
+    fn id(&self) -> sluice_common::NodeId {
+        coordinator_node_id(self.store.raft_status().id)
     }
 
     /// Per-function counters in Prometheus text format.
@@ -375,18 +393,17 @@ fn routing(i: &Instance) -> Option<Routing> {
     }
 }
 
-/// Commits the resume of paused instance `id` for requests waiting at this
-/// gateway, as a one-decision plan in this coordinator's current term (the
+/// Commits the resume of paused instance `id` for requests at this gateway,
+/// as a one-decision plan in this coordinator's current term (the
 /// state machine re-checks that the instance is still paused; a follower's
 /// store forwards the proposal to the leader). On success the routing table
 /// follows the applied state and the waiting requests get the instance; on
 /// failure the instance may be asked for again, and meanwhile the controller,
 /// which hears of the waiting requests through the metrics bus, resumes it.
-async fn commit_resume(store: Arc<Store>, route: Arc<Route>, id: InstanceId, at: sluice_common::Timestamp) {
-    let status = store.raft_status();
-    let queued = route.queued.load(Ordering::Relaxed);
-    let reason = Reason::RequestWaiting { gateway: coordinator_node_id(status.id), queued };
-    let plan = Plan { term: status.term, at, decisions: vec![Decision { action: Action::Resume { id }, reason }] };
+async fn commit_resume(store: Arc<Store>, route: Arc<Route>, id: InstanceId, at: sluice_common::Timestamp, reason: Reason) {
+    let term = store.raft_status().term;
+    let why = reason.to_string();
+    let plan = Plan { term, at, decisions: vec![Decision { action: Action::Resume { id }, reason }] };
     let asked = Instant::now();
     let result = store.execute(Command::Plan(plan)).await;
     let took = asked.elapsed();
@@ -394,7 +411,7 @@ async fn commit_resume(store: Arc<Store>, route: Arc<Route>, id: InstanceId, at:
         Ok(Applied::Planned { outcomes }) if outcomes.first() == Some(&Outcome::Done) => {
             route.counters.resumes.fetch_add(1, Ordering::Relaxed);
             route.counters.resume_commit.observe(took.as_secs_f64());
-            info!(function = %route.name, instance = %id, queued, commit_ms = took.as_secs_f64() * 1e3, "resumed a paused instance for waiting requests");
+            info!(function = %route.name, instance = %id, why = %why, commit_ms = took.as_secs_f64() * 1e3, "resumed a paused instance");
         }
         Ok(other) => {
             route.resume_failed(id);

@@ -150,9 +150,15 @@ impl Route {
     /// still ready. An instance that was paused at the last sync and is ready
     /// now, or that is ready again since another moment than before (paused
     /// and resumed between two syncs), is thawing.
-    pub fn set_instances(&self, limits: RouteLimits, ready: &[ReadyInstance], paused: &[InstanceId], now: Timestamp) {
+    ///
+    /// Returns the instances paused while requests from this gateway were on
+    /// them (with how many), marked as being resumed: the controller decides
+    /// a pause from activity a second old, and those requests would hang in the
+    /// frozen container until something resumed it.
+    #[must_use = "instances paused under requests in flight must be resumed"]
+    pub fn set_instances(&self, limits: RouteLimits, ready: &[ReadyInstance], paused: &[InstanceId], now: Timestamp) -> Vec<(InstanceId, u32)> {
         *self.limits.lock().expect("limits lock") = limits;
-        let mut added = false;
+        let (mut added, mut caught) = (false, Vec::new());
         {
             let mut was_paused = self.paused.lock().expect("paused lock");
             let mut backends = self.backends.lock().expect("backends lock");
@@ -185,10 +191,17 @@ impl Route {
             // (or the instance went): the next pause of it may be resumed again.
             let Paused { ids, resuming } = &mut *was_paused;
             resuming.retain(|id| ids.contains(id));
+            for b in &old {
+                let busy = b.outstanding.load(Ordering::Relaxed);
+                if busy > 0 && ids.contains(&b.id) && !backends.iter().any(|n| n.id == b.id) && resuming.insert(b.id) {
+                    caught.push((b.id, busy));
+                }
+            }
         }
         if added {
             self.wake.notify_waiters();
         }
+        caught
     }
 
     /// A paused instance to resume for the requests waiting now, marked as
@@ -343,7 +356,8 @@ mod tests {
     fn set_since(r: &Route, ready: &[u64], paused: &[u64], since: Timestamp) {
         let ready: Vec<ReadyInstance> = ready.iter().map(|&id| ReadyInstance { id: InstanceId(id), endpoint: ep(id as u16), since }).collect();
         let paused: Vec<InstanceId> = paused.iter().map(|&id| InstanceId(id)).collect();
-        r.set_instances(r.limits(), &ready, &paused, T);
+        let caught = r.set_instances(r.limits(), &ready, &paused, T);
+        assert!(caught.is_empty(), "no request was on an instance paused: {caught:?}");
     }
 
     fn thawing(r: &Route, id: u64) -> bool {
@@ -482,5 +496,31 @@ mod tests {
         set(&r, &[], &[1]);
         set_since(&r, &[1], &[], Timestamp(12));
         assert!(thawing(&r, 1));
+    }
+
+    #[test]
+    fn an_instance_paused_under_a_request_in_flight_is_handed_back_for_a_resume_once() {
+        let r = route(4, 10, 30);
+        set(&r, &[1, 2], &[]);
+        let busy = r.try_acquire(T).unwrap();
+        // The controller paused both: its view of activity lags a second.
+        let both = [InstanceId(1), InstanceId(2)];
+        assert_eq!(r.set_instances(r.limits(), &[], &both, T), vec![(busy.id, 1)], "only the one with a request on it");
+        assert!(r.set_instances(r.limits(), &[], &both, T).is_empty(), "once");
+        // Its resume is marked in flight, and a request that comes to wait counts
+        // on it (it has room), rather than resuming the other one too.
+        let asked = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let w = tokio::spawn({
+                let r = r.clone();
+                async move { r.acquire(|| T, |_| {}).await.map(|b| b.id) }
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(r.queued.load(Ordering::SeqCst), 1);
+            let asked = r.take_resume();
+            r.remove();
+            let _ = w.await;
+            asked
+        });
+        assert_eq!(asked, None);
     }
 }
