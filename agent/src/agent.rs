@@ -2,7 +2,9 @@
 //!
 //! One loop owns all state. A poller task long-polls for the desired set; on each
 //! new set and on every resync tick the loop lists the containers, plans with
-//! `reconcile::plan` and hands slow steps to tasks (`tasks`). Every state change
+//! `reconcile::plan` and hands slow steps to tasks (`tasks`). A new set that
+//! wants a paused container running thaws it before the listing: requests are
+//! already waiting on it. Every state change
 //! is reported at once through a reporter task, and each tick sends a heartbeat.
 //! Nothing here stops a container because the coordinator is unreachable, and
 //! shutting the agent down leaves containers running for the next agent to adopt.
@@ -106,9 +108,10 @@ impl Agent {
         let sampler = tokio::spawn(sampler::run(self.metrics.clone(), self.publisher.clone(), self.clock.clone(), watched_rx, cfg.host_sample_interval));
         let reporter = tokio::spawn(reporter::run(self.control.clone(), reports_rx, delivered_tx, Backoff::new(cfg.retry_base, cfg.retry_cap, seed.rotate_left(32))));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let worker = Worker { runtime: self.runtime.clone(), node: self.node.clone(), events: events_tx };
+        let worker = Worker { runtime: self.runtime.clone(), node: self.node.clone(), events: events_tx, metrics: self.metrics.clone() };
         let mut state = LoopState {
             desired: None,
+            desired_at: tokio::time::Instant::now(),
             table: ReportTable::new(),
             inflight: HashMap::new(),
             next_serial: 0,
@@ -117,6 +120,7 @@ impl Agent {
             worker,
             watched: watched_tx,
             addresses: HashMap::new(),
+            paused: HashMap::new(),
             images: std::collections::BTreeSet::new(),
             reports: reports_tx,
             delivered: delivered_rx,
@@ -140,6 +144,7 @@ impl Agent {
                 }
                 Ok(()) = desired_rx.changed() => {
                     state.desired = desired_rx.borrow_and_update().clone();
+                    state.desired_at = tokio::time::Instant::now();
                     resync = true;
                 }
                 _ = tick.tick() => (resync, heartbeat) = (true, true),
@@ -175,6 +180,8 @@ struct InFlight {
     kind: Kind,
     /// Revision of the desired set when the operation began.
     revision: u64,
+    /// The container a pause freezes: once paused, a thaw needs it.
+    pausing: Option<crate::runtime::ContainerId>,
     abort: AbortHandle,
 }
 
@@ -183,6 +190,8 @@ struct LoopState<'a> {
     agent: &'a Agent,
     /// None until the first desired set arrives; until then no container is touched.
     desired: Option<DesiredSet>,
+    /// When the current desired set arrived.
+    desired_at: tokio::time::Instant,
     table: ReportTable,
     inflight: HashMap<InstanceId, InFlight>,
     next_serial: u64,
@@ -194,6 +203,10 @@ struct LoopState<'a> {
     watched: watch::Sender<Vec<crate::runtime::ContainerInfo>>,
     /// Each live container's address on its network, from the last listing.
     addresses: HashMap<InstanceId, std::net::IpAddr>,
+    /// Instances whose one container was paused at the last listing, or that
+    /// this agent paused since, with that container and its endpoint: what a
+    /// thaw needs without listing again.
+    paused: HashMap<InstanceId, (crate::runtime::ContainerId, Option<sluice_common::Endpoint>)>,
     /// Images instances ran from since the agent started: on this host's disk.
     images: std::collections::BTreeSet<String>,
     reports: watch::Sender<Option<reporter::Numbered>>,
@@ -214,6 +227,9 @@ impl LoopState<'_> {
         match event.kind {
             EventKind::State { state, endpoint, reason } => {
                 let function = op.function.clone();
+                if let (InstanceState::Paused, Some(container)) = (state, &op.pausing) {
+                    self.paused.insert(event.instance, (container.clone(), endpoint.clone()));
+                }
                 self.set_state(event.instance, &function, state, endpoint, reason);
                 false
             }
@@ -272,6 +288,7 @@ impl LoopState<'_> {
         let Some(desired) = self.desired.clone() else { return };
         let wanted: HashSet<InstanceId> = desired.instances.iter().map(|d| d.id).collect();
         self.abandon_unwanted_launches(&wanted);
+        self.thaw_at_once(&desired);
         let a = self.agent;
         let listed = tokio::time::timeout(LIST_TIMEOUT, a.runtime.list(&a.node)).await;
         let observed = match listed.unwrap_or_else(|_| Err(RuntimeError::Backend(format!("listing containers took over {LIST_TIMEOUT:?}")))) {
@@ -293,6 +310,7 @@ impl LoopState<'_> {
         self.reconciled = true;
         self.watched.send_replace(observed.iter().filter(|c| c.status == ContainerStatus::Running).cloned().collect());
         self.addresses = observed.iter().filter_map(|c| Some((c.instance, c.addr?))).collect();
+        self.paused = paused_alone(&observed);
         let busy: HashSet<InstanceId> = self.inflight.keys().copied().collect();
         let actions = reconcile::plan(&desired.instances, &observed, &self.table.states(), &busy, a.config.stop_grace);
         if !actions.is_empty() {
@@ -302,6 +320,26 @@ impl LoopState<'_> {
             self.execute(action, desired.revision);
         }
         self.table.prune(&wanted, *self.delivered.borrow());
+    }
+
+    /// Unpauses, before listing the containers, every instance this desired set
+    /// wants running that this agent paused, and whose one container the last
+    /// listing showed paused or this agent has paused since. It is what the
+    /// pass would decide (`reconcile` rules: wanted running, container paused),
+    /// decided without waiting for the listing: requests already wait on the
+    /// instance (a resume routes them there at once), and the unpause then
+    /// runs beside the listing. If the container changed meanwhile, the
+    /// unpause fails or finds it running, and the next pass repairs the rest.
+    fn thaw_at_once(&mut self, desired: &DesiredSet) {
+        let revision = desired.revision;
+        for d in desired.instances.iter().filter(|d| d.state == sluice_common::DesiredState::Running) {
+            if self.inflight.contains_key(&d.id) || self.table.state_of(d.id) != Some(InstanceState::Paused) {
+                continue;
+            }
+            let Some((container, endpoint)) = self.paused.remove(&d.id) else { continue };
+            debug!(instance = %d.id, "thawing before the listing");
+            self.execute(Action::Unpause { instance: d.id, function: d.spec.name.clone(), container, endpoint }, revision);
+        }
     }
 
     /// A start still in flight for an instance no longer wanted is cut short: the
@@ -341,10 +379,15 @@ impl LoopState<'_> {
                 self.set_state(instance, &function, InstanceState::Paused, endpoint, None);
             }
             Action::Pause { instance, function, container, endpoint } => {
+                let frozen = container.clone();
                 self.spawn(instance, function, Kind::Other, revision, |task| tasks::pause(task, container, endpoint));
+                if let Some(op) = self.inflight.get_mut(&instance) {
+                    op.pausing = Some(frozen);
+                }
             }
             Action::Unpause { instance, function, container, endpoint } => {
-                self.spawn(instance, function, Kind::Other, revision, |task| tasks::unpause(task, container, endpoint));
+                let desired_at = self.desired_at;
+                self.spawn(instance, function, Kind::Other, revision, |task| tasks::unpause(task, container, endpoint, desired_at));
             }
             Action::Retire { instance, function, containers, grace } => {
                 info!(instance = %instance, function = %function, grace_ms = grace.as_millis() as u64, "stopping instance");
@@ -374,7 +417,7 @@ impl LoopState<'_> {
         self.next_serial += 1;
         let serial = self.next_serial;
         let handle = tokio::spawn(work(Task::new(self.worker.clone(), instance, serial)));
-        self.inflight.insert(instance, InFlight { serial, function, kind, revision, abort: handle.abort_handle() });
+        self.inflight.insert(instance, InFlight { serial, function, kind, revision, pausing: None, abort: handle.abort_handle() });
     }
 
     fn abort_all(&mut self) {
@@ -382,6 +425,15 @@ impl LoopState<'_> {
             op.abort.abort();
         }
     }
+}
+
+/// Instances with exactly one container, paused, from a listing.
+fn paused_alone(observed: &[crate::runtime::ContainerInfo]) -> HashMap<InstanceId, (crate::runtime::ContainerId, Option<sluice_common::Endpoint>)> {
+    let mut count: HashMap<InstanceId, usize> = HashMap::new();
+    for c in observed {
+        *count.entry(c.instance).or_default() += 1;
+    }
+    observed.iter().filter(|c| c.status == ContainerStatus::Paused && count.get(&c.instance) == Some(&1)).map(|c| (c.instance, (c.id.clone(), c.endpoint.clone()))).collect()
 }
 
 /// The event a state change is, if any. Gone after Stopping was asked for;

@@ -229,6 +229,29 @@ async fn pauses_and_unpauses_as_desired() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_paused_instance_wanted_running_is_thawed_before_the_listing_and_not_health_checked() {
+    let (rt, control) = setup();
+    let agent = spawn_agent(&rt, &control);
+    control.want(vec![inst(1)]);
+    eventually("i1 ready", || control.state(1) == Some(InstanceState::Ready)).await;
+    control.want(vec![paused(1)]);
+    eventually("i1 paused", || control.state(1) == Some(InstanceState::Paused)).await;
+    // A slow container listing: requests waiting on the resume must not wait for it.
+    rt.set_delay(Op::List, Duration::from_secs(5));
+    rt.clear_calls();
+    let asked = Instant::now();
+    control.want(vec![inst(1)]);
+    eventually("i1's container running", || rt.containers()[0].status == ContainerStatus::Running).await;
+    assert!(asked.elapsed() < Duration::from_secs(1), "thawed after {:?}: it waited for the listing", asked.elapsed());
+    eventually("i1 ready again", || control.state(1) == Some(InstanceState::Ready)).await;
+    // The unpause ran beside the listing, not after it (which took 5 s).
+    let ops: Vec<Op> = rt.calls().iter().map(|c| c.op()).collect();
+    assert!(!ops.contains(&Op::WaitReady), "no health check after a thaw: {ops:?}");
+    assert_eq!(rt.count(Op::Unpause), 1, "{ops:?}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_instance_dropped_mid_start_is_abandoned_and_cleaned_up() {
     let (rt, control) = setup();
     rt.set_delay(Op::WaitReady, Duration::from_secs(30));

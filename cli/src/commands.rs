@@ -221,6 +221,7 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
                 format!("{}-{}", s["min_instances"], s["max_instances"]),
                 table::cell(&s["concurrency"]),
                 count(f, "ready").to_string(),
+                count(f, "paused").to_string(),
                 (count(f, "pending") + count(f, "starting")).to_string(),
                 table::cell(&f["requests"]),
                 table::cell(&f["in_flight"]),
@@ -229,7 +230,7 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
             ]
         })
         .collect();
-    println!("{}", table::render(&["FUNCTION", "IMAGE", "MIN-MAX", "CONC", "READY", "STARTING", "REQUESTS", "IN-FLIGHT", "QUEUED", "COLD"], &rows));
+    println!("{}", table::render(&["FUNCTION", "IMAGE", "MIN-MAX", "CONC", "READY", "PAUSED", "STARTING", "REQUESTS", "IN-FLIGHT", "QUEUED", "COLD"], &rows));
     let now = SystemClock.now();
     let rows: Vec<Vec<String>> = instances
         .as_array()

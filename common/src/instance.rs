@@ -17,7 +17,8 @@ pub enum InstanceState {
     Starting,
     /// Answering requests.
     Ready,
-    /// Frozen by the runtime; unpausing is much cheaper than a cold start.
+    /// Frozen by the runtime: holds its memory but no CPU, and is not routed
+    /// to; a waiting request resumes it, much faster than a cold start.
     Paused,
     /// Being stopped; takes no new requests.
     Stopping,
@@ -26,6 +27,10 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [InstanceState; 6] =
+        [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
+
     /// True while the instance holds (or will soon hold) resources on its node.
     pub fn is_live(self) -> bool {
         !matches!(self, InstanceState::Gone)

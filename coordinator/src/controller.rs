@@ -16,7 +16,8 @@
 use crate::decide::{self, DecideConfig, Inputs, Round};
 use crate::ingest::Telemetry;
 use crate::liveness::Liveness;
-use crate::plan::{Decision, Outcome};
+
+use crate::plan::{Action, Decision, Outcome};
 use crate::predictor::{PredictConfig, Predictor};
 use crate::state::ClusterState;
 use crate::state_machine::{Command, Response};
@@ -103,6 +104,8 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
 ///
 /// Locks are taken in one order everywhere, so none waits on another in a
 /// circle: the state (held by the caller), the windows, activity, calls, liveness.
+// Each argument is one decision input the caller holds; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn with_inputs<R>(
     state: &ClusterState,
     telemetry: &Telemetry,
@@ -147,6 +150,12 @@ async fn commit(store: &Store, round: Round) {
                 match outcome {
                     Outcome::Started { id } => info!(instance = %id, decision = %what, reason = %d.reason, "instance placed"),
                     Outcome::Done => info!(decision = %what, reason = %d.reason, "applied"),
+                    // A gateway resumes a paused instance for its waiting requests
+                    // without waiting for a round, so a round that saw them waiting
+                    // often finds the resume done: expected, not worth a warning.
+                    Outcome::Refused { why } if matches!(d.action, Action::Resume { .. }) => {
+                        debug!(decision = %what, why = %why, "resume refused when applied (a gateway resumed it first, or it moved on)")
+                    }
                     Outcome::Refused { why } => warn!(decision = %what, why = %why, "decision refused when applied; deciding again on the next round"),
                 }
             }

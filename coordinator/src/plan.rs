@@ -122,6 +122,18 @@ pub enum Reason {
     /// many hot and paused instances now: pre-warmed before a call it expects,
     /// or kept through an idle time it expects to end.
     Predicted { hot: u32, paused: u32, live: u32, why: Why },
+    /// A gateway holds requests for a function with no free slot and resumes
+    /// a paused instance itself, without waiting for the controller's round.
+    RequestWaiting {
+        /// The gateway's coordinator, as its figures name it (`coordinator-<id>`).
+        gateway: NodeId,
+        /// Requests waiting there when it asked.
+        queued: u32,
+    },
+    /// A gateway saw an instance paused while its requests were on it (the
+    /// pause was decided from activity a second old): they wait in the frozen
+    /// container until it thaws, so the gateway resumes it at once.
+    RequestsInFlight { gateway: NodeId, in_flight: u32 },
     /// Routine upkeep.
     Housekeeping,
 }
@@ -151,6 +163,8 @@ impl fmt::Display for Reason {
             },
             Reason::PauseIdle { rule } => write!(f, "idle, paused by rule {rule}"),
             Reason::Predicted { hot, paused, live, why } => write!(f, "predicted: hold {hot} hot and {paused} paused ({why}), has {live}"),
+            Reason::RequestWaiting { gateway, queued } => write!(f, "request waiting at gateway {gateway} ({queued} queued)"),
+            Reason::RequestsInFlight { gateway, in_flight } => write!(f, "paused with {in_flight} requests in flight at gateway {gateway}"),
             Reason::Housekeeping => f.write_str("housekeeping"),
         }
     }

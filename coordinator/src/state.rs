@@ -54,8 +54,8 @@ pub struct Firing {
     pub base: u32,
 }
 
-/// Live (not gone) instances by function and by node, and what they reserve
-/// on each node.
+/// Live (not gone) instances by function and by node, and what they hold on
+/// each node (see [`held`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Index {
     by_function: HashMap<FunctionName, BTreeSet<InstanceId>>,
@@ -113,6 +113,22 @@ pub fn reservation(spec: &FunctionSpec) -> Resources {
     Resources { cpu_millis: spec.limits.cpu_millis.into(), memory_mb: spec.limits.memory_mb.into() }
 }
 
+/// What an instance in `state` holds of its reservation `reserved` on its node.
+///
+/// A paused container keeps its memory but uses no CPU: its CPU goes back to
+/// the node for the placer, and comes back to it when it resumes. That may
+/// take the node past its CPU capacity (the CPU was placed meanwhile); CPU
+/// limits are cgroup quotas, so that is contention, not failure, and the node
+/// takes no new instance until it is back under. Memory is never lent out. A
+/// stopping container may be thawed to stop, so it holds all of it.
+pub fn held(state: InstanceState, reserved: &Resources) -> Resources {
+    match state {
+        InstanceState::Gone => Resources::default(),
+        InstanceState::Paused => Resources { cpu_millis: 0, memory_mb: reserved.memory_mb },
+        InstanceState::Pending | InstanceState::Starting | InstanceState::Ready | InstanceState::Stopping => *reserved,
+    }
+}
+
 /// States in which an instance is wanted on its node.
 pub fn is_serving_state(s: InstanceState) -> bool {
     matches!(s, InstanceState::Pending | InstanceState::Starting | InstanceState::Ready | InstanceState::Paused)
@@ -141,7 +157,7 @@ impl ClusterState {
         self.index.by_function.entry(inst.function.clone()).or_default().insert(inst.id);
         self.index.by_node.entry(inst.node.clone()).or_default().insert(inst.id);
         let r = self.index.reserved.entry(inst.node.clone()).or_default();
-        *r = r.plus(&inst.reserved);
+        *r = r.plus(&held(inst.state, &inst.reserved));
     }
 
     /// Adds a new instance (live by construction).
@@ -150,21 +166,42 @@ impl ClusterState {
         self.instances.insert(instance.id, instance);
     }
 
-    /// Moves an instance to `to`; leaving the live states drops it from the index.
+    /// Moves an instance to `to` at `at`; leaving the live states drops it from
+    /// the index, and what it holds on its node follows its state.
     pub(crate) fn set_instance_state(&mut self, id: InstanceId, to: InstanceState, at: Timestamp) {
+        self.move_instance(id, to, Some(at));
+    }
+
+    /// As `set_instance_state`, leaving `state_since` as it was: for entries
+    /// that carry no time (`RemoveFunction`), which must replay as they always did.
+    pub(crate) fn set_instance_state_untimed(&mut self, id: InstanceId, to: InstanceState) {
+        self.move_instance(id, to, None);
+    }
+
+    /// The one place an instance's state changes, so the index cannot drift.
+    fn move_instance(&mut self, id: InstanceId, to: InstanceState, at: Option<Timestamp>) {
         let Some(inst) = self.instances.get_mut(&id) else { return };
-        if inst.state == to {
+        let from = inst.state;
+        if from == to {
             return;
         }
         inst.state = to;
-        inst.state_since = at;
-        if !to.is_live() {
-            let (function, node, reserved) = (inst.function.clone(), inst.node.clone(), inst.reserved);
+        if let Some(at) = at {
+            inst.state_since = at;
+        }
+        let (function, node, reserved) = (inst.function.clone(), inst.node.clone(), inst.reserved);
+        if from.is_live() && !to.is_live() {
             remove_from(&mut self.index.by_function, &function, id);
             remove_from(&mut self.index.by_node, &node, id);
-            if let Some(r) = self.index.reserved.get_mut(&node) {
-                *r = r.minus(&reserved);
-            }
+        } else if !from.is_live() && to.is_live() {
+            // Nothing leaves Gone today; should it ever, the index follows.
+            self.index.by_function.entry(function).or_default().insert(id);
+            self.index.by_node.entry(node.clone()).or_default().insert(id);
+        }
+        let (before, after) = (held(from, &reserved), held(to, &reserved));
+        if before != after {
+            let r = self.index.reserved.entry(node).or_default();
+            *r = r.minus(&before).plus(&after);
         }
     }
 
@@ -212,7 +249,8 @@ impl ClusterState {
     }
 
     /// Resources reserved on `node` by its live instances (stopping ones too:
-    /// their containers still hold them), each at the limits it was placed with.
+    /// their containers still hold them), each at the limits it was placed
+    /// with; a paused one holds its memory only (see [`held`]).
     pub fn reserved_on(&self, node: &NodeId) -> Resources {
         self.index.reserved.get(node).copied().unwrap_or_default()
     }

@@ -175,8 +175,11 @@ fn remove_function(state: &mut ClusterState, name: &FunctionName, fx: &mut Effec
     let live: Vec<InstanceId> = state.live_of(name).filter(|i| i.state != InstanceState::Stopping).map(|i| i.id).collect();
     for id in live {
         if let Some(inst) = state.instances.get_mut(&id) {
-            inst.state = InstanceState::Stopping;
             inst.reason = Some("function removed".into());
+            // Through the state's own method, so a paused instance's CPU is
+            // counted again while it stops; the entry carries no time, so its
+            // `state_since` stays as older versions left it.
+            state.set_instance_state_untimed(id, InstanceState::Stopping);
             fx.desired_changed = true;
         }
     }
@@ -291,8 +294,16 @@ fn apply_decision(state: &mut ClusterState, d: &Decision, at: Timestamp, fx: &mu
         },
         Action::Resume { id } => match state.instances.get(id) {
             Some(i) if i.state == InstanceState::Paused => {
-                state.set_instance_state(*id, InstanceState::Starting, at);
+                // Its container passed its health check before it was frozen,
+                // and a frozen container's sockets still accept connections
+                // (answered when it thaws): it is routable at once, while its
+                // agent's long poll sees it wanted running and unpauses it. One
+                // paused before its endpoint was known waits for its agent's
+                // Ready, as a start does.
+                let (function, routable) = (i.function.clone(), i.endpoint.is_some());
+                state.set_instance_state(*id, if routable { InstanceState::Ready } else { InstanceState::Starting }, at);
                 fx.desired_changed = true;
+                fx.routes.push(function);
                 Outcome::Done
             }
             _ => refused(format!("instance {id} is not paused")),
@@ -387,9 +398,17 @@ fn apply_instance_report(state: &mut ClusterState, node: &NodeId, report: &Insta
         (_, Gone) => true,
         (Stopping, _) => false,
         (_, Stopping) => true,
-        // A pause is the coordinator's decision: a late Ready must not undo it.
-        (Paused, Ready) => false,
-        (Pending | Starting | Ready | Paused, Starting | Ready | Paused) => true,
+        // Pausing and resuming are the coordinator's decisions; its agent acts
+        // on them a moment later, and until then its reports (every report
+        // carries every instance) still show the state before. So an agent's
+        // Paused is only ever an acknowledgement, and a paused instance moves
+        // on only by a decision, or by its agent losing or stopping it: a late
+        // Ready or Starting must not undo a pause, and a late Paused must not
+        // undo a resume (the instance would then be routable in no one's view
+        // but stay wanted frozen).
+        (Paused, Paused) => true,
+        (Paused, _) | (_, Paused) => false,
+        (Pending | Starting | Ready, Starting | Ready) => true,
         (_, Pending) => false,
     };
     if !allowed {

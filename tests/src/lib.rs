@@ -117,6 +117,17 @@ impl Cluster {
         Ok(all.into_iter().filter(|c| c.function.as_str() == function && c.status == ContainerStatus::Running).count())
     }
 
+    /// Waits until instance `id` of `function`, on `node`, is paused in the
+    /// coordinator's state and its container frozen in Docker.
+    pub async fn wait_paused(&self, node: &NodeId, function: &str, id: u64, timeout: Duration) -> Result<()> {
+        eventually("the instance paused, and its container frozen", timeout, || async {
+            let paused = self.instances(function).await?.iter().any(|i| i["id"] == id && i["state"] == "paused");
+            let frozen = self.docker.list(node).await?.iter().any(|c| c.instance.0 == id && c.function.as_str() == function && c.status == ContainerStatus::Paused);
+            Ok((paused && frozen).then_some(()))
+        })
+        .await
+    }
+
     /// Stops Sluice and removes every container it left.
     pub async fn stop(self) -> Result<()> {
         self.node.shutdown().await;

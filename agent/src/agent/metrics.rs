@@ -1,16 +1,16 @@
 //! The agent's own figures, for `/metrics`: its instances by state, the state
-//! changes it made, whether its container runtime and coordinator answer, and
-//! the host's latest sample.
+//! changes it made, how long thawing paused instances takes, whether its
+//! container runtime and coordinator answer, and the host's latest sample.
 
 use crate::host::{self, HostSample};
 use sluice_bus::Publisher;
-use sluice_common::metrics::{header, sample};
+use sluice_common::metrics::{header, sample, Histogram};
 use sluice_common::wire::ContainerFigures;
 use sluice_common::InstanceState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const STATES: [InstanceState; 6] = [InstanceState::Pending, InstanceState::Starting, InstanceState::Ready, InstanceState::Paused, InstanceState::Stopping, InstanceState::Gone];
+const STATES: [InstanceState; 6] = InstanceState::ALL;
 
 fn slot(state: InstanceState) -> usize {
     STATES.iter().position(|s| *s == state).expect("every state is listed")
@@ -25,6 +25,11 @@ pub struct AgentMetrics {
     desired_revision: AtomicU64,
     reports_delivered: AtomicU64,
     runtime_unreachable: AtomicBool,
+    /// The runtime's unpause call alone.
+    unpause: Histogram,
+    /// From the desired set that wants a paused instance running to its
+    /// container thawed: what a request waiting on a resume waits for here.
+    thaw: Histogram,
     host: Mutex<Option<HostSample>>,
     containers: Mutex<Vec<ContainerFigures>>,
     publisher: std::sync::OnceLock<Arc<Publisher>>,
@@ -75,6 +80,13 @@ impl AgentMetrics {
         self.reports_delivered.store(n, Ordering::Relaxed);
     }
 
+    /// An instance was thawed: the unpause call took `call`, and `since_desired`
+    /// passed from its desired set's arrival to the end of that call.
+    pub(super) fn unpaused(&self, call: std::time::Duration, since_desired: std::time::Duration) {
+        self.unpause.observe(call.as_secs_f64());
+        self.thaw.observe(since_desired.as_secs_f64());
+    }
+
     pub(super) fn set_runtime_unreachable(&self, down: bool) {
         self.runtime_unreachable.store(down, Ordering::Relaxed);
     }
@@ -96,6 +108,10 @@ impl AgentMetrics {
         sample(&mut out, "sluice_agent_reports_delivered", "", self.reports_delivered.load(Ordering::Relaxed));
         header(&mut out, "sluice_agent_runtime_unreachable", "gauge", "1 while the container runtime cannot be listed.");
         sample(&mut out, "sluice_agent_runtime_unreachable", "", u8::from(self.runtime_unreachable.load(Ordering::Relaxed)));
+        header(&mut out, "sluice_agent_unpause_seconds", "histogram", "Time the container runtime took to unpause an instance.");
+        self.unpause.write(&mut out, "sluice_agent_unpause_seconds", "");
+        header(&mut out, "sluice_agent_thaw_seconds", "histogram", "Time from a desired set wanting a paused instance running to its container unpaused.");
+        self.thaw.write(&mut out, "sluice_agent_thaw_seconds", "");
         if let Some(h) = self.host() {
             host::render(&h, &mut out);
         }

@@ -30,12 +30,14 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// What every task needs: the runtime, the node, and the way back to the loop.
+/// What every task needs: the runtime, the node, the way back to the loop,
+/// and the agent's figures.
 #[derive(Clone)]
 pub struct Worker {
     pub runtime: Arc<dyn ContainerRuntime>,
     pub node: NodeId,
     pub events: UnboundedSender<Event>,
+    pub metrics: Arc<super::AgentMetrics>,
 }
 
 /// One task's handle on the loop. Dropping it sends `Done`, so the instance is
@@ -176,11 +178,18 @@ pub async fn pause(task: Task, container: ContainerId, endpoint: Option<Endpoint
     }
 }
 
-/// Thaws the container; Ready on success.
-pub async fn unpause(task: Task, container: ContainerId, endpoint: Option<Endpoint>) {
+/// Thaws the container; Ready on success, at once. No health check follows:
+/// the container passed one before it was frozen, and the coordinator already
+/// routes requests to it (they wait in its sockets until it thaws), so every
+/// millisecond here is one those requests wait. `desired_at` is when the
+/// desired set that asked for it arrived.
+pub async fn unpause(task: Task, container: ContainerId, endpoint: Option<Endpoint>, desired_at: Instant) {
+    let began = Instant::now();
     match task.runtime().unpause(&container).await {
         Ok(()) => {
-            info!(instance = %task.instance, "instance unpaused");
+            let (call, since_desired) = (began.elapsed(), desired_at.elapsed());
+            task.worker.metrics.unpaused(call, since_desired);
+            info!(instance = %task.instance, unpause_ms = call.as_secs_f64() * 1e3, since_desired_ms = since_desired.as_secs_f64() * 1e3, "instance unpaused");
             task.state(InstanceState::Ready, endpoint, None);
         }
         Err(e) => warn!(instance = %task.instance, error = %e, "could not unpause; retrying next pass"),

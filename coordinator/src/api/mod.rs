@@ -279,13 +279,22 @@ impl Api {
             metrics::sample(&mut out, "sluice_coordinator_functions", "", s.functions.len());
             metrics::header(&mut out, "sluice_coordinator_nodes", "gauge", "Nodes known.");
             metrics::sample(&mut out, "sluice_coordinator_nodes", "", s.nodes.len());
-            metrics::header(&mut out, "sluice_coordinator_instances", "gauge", "Instances by state.");
-            let mut by_state: BTreeMap<InstanceState, usize> = BTreeMap::new();
+            metrics::header(&mut out, "sluice_coordinator_instances", "gauge", "Instances by state (paused: frozen, holding memory but no CPU).");
+            // Every state, zero or not, so a dashboard sees the tiers it is watching empty too.
+            let mut by_state: BTreeMap<InstanceState, usize> = InstanceState::ALL.iter().map(|s| (*s, 0)).collect();
             for i in s.instances.values() {
                 *by_state.entry(i.state).or_default() += 1;
             }
             for (state, n) in by_state {
                 metrics::sample(&mut out, "sluice_coordinator_instances", &format!("state=\"{state}\""), n);
+            }
+            metrics::header(&mut out, "sluice_coordinator_reserved_cpu_millis", "gauge", "CPU reserved on each node by its live instances (paused ones hold none).");
+            for node in s.nodes.keys() {
+                metrics::sample(&mut out, "sluice_coordinator_reserved_cpu_millis", &format!("node=\"{node}\""), s.reserved_on(node).cpu_millis);
+            }
+            metrics::header(&mut out, "sluice_coordinator_reserved_memory_mb", "gauge", "Memory reserved on each node by its live instances (paused ones included).");
+            for node in s.nodes.keys() {
+                metrics::sample(&mut out, "sluice_coordinator_reserved_memory_mb", &format!("node=\"{node}\""), s.reserved_on(node).memory_mb);
             }
             metrics::header(&mut out, "sluice_coordinator_desired_revision", "gauge", "Revision of the nodes' desired sets.");
             metrics::sample(&mut out, "sluice_coordinator_desired_revision", "", s.desired_revision);

@@ -5,6 +5,13 @@
 //! gateway publishes its figures at once (`waiting`) rather than at its next
 //! second, and the leader's ingest wakes its controller. A full queue answers
 //! 429 and a start that outlasts the start timeout 503, both with `Retry-After`.
+//!
+//! When the function has a paused instance, the waiting request does not wait
+//! for the controller's round: the gateway commits the resume itself (`resume`),
+//! a one-decision plan through the store like any other, and the instance is
+//! ready, and routable, as soon as it applies. Its agent thaws the container a
+//! moment later; a request sent to it meanwhile waits in its sockets, for no
+//! longer than the start timeout (see `invoke`).
 
 mod figures;
 mod proxy;
@@ -15,22 +22,24 @@ pub use figures::{coordinator_node_id, FiguresTaker};
 pub use upstream::Client;
 use upstream::SendError;
 
-pub use route::{Backend, Refusal, Route, RouteLimits};
+pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits};
 
 use crate::http::{self, ApiError, Body};
+use crate::plan::{Action, Decision, Outcome, Plan, Reason};
 use crate::state::ClusterState;
+use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sluice_common::metrics;
-use sluice_common::{Clock, InstanceState};
+use sluice_common::{Clock, Instance, InstanceId, InstanceState};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Response header naming the instance that served a request.
 pub const INSTANCE_HEADER: &str = "x-sluice-instance";
@@ -57,10 +66,13 @@ impl Gateway {
     /// Brings the routing table in line with the cluster state.
     pub fn sync(&self, state: &ClusterState) {
         let now = self.clock.now();
-        let mut ready: HashMap<&str, Vec<_>> = HashMap::new();
-        for i in state.instances.values().filter(|i| i.state == InstanceState::Ready) {
-            if let Some(ep) = &i.endpoint {
-                ready.entry(i.function.as_str()).or_default().push((i.id, ep.clone()));
+        let mut ready: HashMap<&str, Vec<ReadyInstance>> = HashMap::new();
+        let mut paused: HashMap<&str, Vec<InstanceId>> = HashMap::new();
+        for i in state.instances.values() {
+            match routing(i) {
+                Some(Routing::Ready(r)) => ready.entry(i.function.as_str()).or_default().push(r),
+                Some(Routing::Paused(id)) => paused.entry(i.function.as_str()).or_default().push(id),
+                None => {}
             }
         }
         let deployed: std::collections::HashSet<&str> = state.functions.keys().map(|f| f.as_str()).collect();
@@ -74,7 +86,9 @@ impl Gateway {
         });
         for spec in state.functions.values() {
             let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
-            route.set_backends(spec.into(), ready.get(spec.name.as_str()).map_or(&[][..], |v| v), now);
+            let name = spec.name.as_str();
+            let caught = route.set_instances(spec.into(), ready.get(name).map_or(&[][..], |v| v), paused.get(name).map_or(&[][..], |v| v), now);
+            self.resume_caught(route, caught);
         }
         let mut callers = self.callers.write().expect("callers lock");
         *callers = Callers::default();
@@ -94,10 +108,17 @@ impl Gateway {
                 }
                 continue;
             };
-            let ready: Vec<_> =
-                state.instances.values().filter(|i| &i.function == name && i.state == InstanceState::Ready).filter_map(|i| Some((i.id, i.endpoint.clone()?))).collect();
+            let (mut ready, mut paused) = (Vec::new(), Vec::new());
+            for i in state.live_of(name) {
+                match routing(i) {
+                    Some(Routing::Ready(r)) => ready.push(r),
+                    Some(Routing::Paused(id)) => paused.push(id),
+                    None => {}
+                }
+            }
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
-            route.set_backends(spec.into(), &ready, now);
+            let caught = route.set_instances(spec.into(), &ready, &paused, now);
+            self.resume_caught(route, caught);
         }
         drop(routes);
         let mut callers = self.callers.write().expect("callers lock");
@@ -186,12 +207,15 @@ impl Gateway {
             }
         }
         let clock = self.clock.clone();
+        let waited = std::sync::atomic::AtomicBool::new(false);
         let backend = route
             .acquire(
                 || clock.now(),
                 |cold| {
                     debug!(function = %route.name, cold, "request waits for an instance");
+                    waited.store(true, Ordering::Relaxed);
                     self.waiting.notify_one();
+                    self.resume(&route);
                 },
             )
             .await
@@ -200,6 +224,9 @@ impl Gateway {
                 proxy::record(&route, err.status, &route.counters.latency, started);
                 err
             })?;
+        if waited.load(Ordering::Relaxed) {
+            route.counters.wait.observe(started.elapsed().as_secs_f64());
+        }
         let mut release = proxy::Release { route: route.clone(), backend, clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
         let mut upstream = match proxy::to_upstream(req, forward) {
             Ok(r) => r,
@@ -211,7 +238,37 @@ impl Gateway {
         let mut retried = false;
         loop {
             let target = release.backend.clone();
-            let SendError { error, unsent } = match client.send(&target.authority, upstream).await {
+            let sent = if target.thawing.load(Ordering::Relaxed) {
+                // Resumed a moment ago: its agent may not have thawed it yet, and
+                // a frozen container accepts the connection and then says nothing.
+                // Its answer is awaited as long as a start would be, no longer.
+                let (sent_at, limit) = (Instant::now(), route.limits().start_timeout);
+                match tokio::time::timeout(limit, client.send(&target.authority, upstream)).await {
+                    Ok(sent) => {
+                        if sent.is_ok() {
+                            target.thawing.store(false, Ordering::Relaxed);
+                            route.counters.thaw_first_byte.observe(sent_at.elapsed().as_secs_f64());
+                        }
+                        sent
+                    }
+                    Err(_) => {
+                        route.counters.thaw_timeouts.fetch_add(1, Ordering::Relaxed);
+                        release.status = StatusCode::GATEWAY_TIMEOUT;
+                        warn!(function = %route.name, instance = %target.id, limit_ms = limit.as_millis() as u64, "resumed instance did not answer; is its agent unpausing it?");
+                        return Err(ApiError::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "instance_not_thawed",
+                            format!(
+                                "instance {} of {} was resumed from a pause but did not answer within the start timeout ({limit:?}); its agent may not have unpaused it: retry, and check `sluice ls` and the agent's log",
+                                target.id, route.name
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                client.send(&target.authority, upstream).await
+            };
+            let SendError { error, unsent } = match sent {
                 Ok((resp, lease)) => {
                     release.lease = Some(lease);
                     return Ok(proxy::from_upstream(resp, release));
@@ -242,18 +299,49 @@ impl Gateway {
         }
     }
 
+    /// Asks for a paused instance of `route`'s function to be resumed for the
+    /// requests waiting there, if one is paused and not already being resumed
+    /// (see `Route::take_resume`). The resume is committed by a task of its
+    /// own, so it goes through whatever becomes of the request that asked.
+    fn resume(&self, route: &Arc<Route>) {
+        let Some(id) = route.take_resume() else { return };
+        let reason = Reason::RequestWaiting { gateway: self.id(), queued: route.queued.load(Ordering::Relaxed) };
+        tokio::spawn(commit_resume(self.store.clone(), route.clone(), id, self.clock.now(), reason));
+    }
+
+    /// Resumes instances paused while requests from this gateway were on them
+    /// (see `Route::set_instances`): those requests wait in the frozen
+    /// containers until they thaw.
+    fn resume_caught(&self, route: &Arc<Route>, caught: Vec<(InstanceId, u32)>) {
+        for (id, in_flight) in caught {
+            warn!(function = %route.name, instance = %id, in_flight, "instance paused with requests on it; resuming it");
+            let reason = Reason::RequestsInFlight { gateway: self.id(), in_flight };
+            tokio::spawn(commit_resume(self.store.clone(), route.clone(), id, self.clock.now(), reason));
+        }
+    }
+
+    /// This gateway's name in decisions and figures: its coordinator's.
+    fn id(&self) -> sluice_common::NodeId {
+        coordinator_node_id(self.store.raft_status().id)
+    }
+
     /// Per-function counters in Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let routes = self.routes();
         let mut out = String::new();
         type Get = fn(&Route) -> u64;
-        let counters: [(&str, &str, Get); 6] = [
+        let counters: [(&str, &str, Get); 9] = [
             ("sluice_gateway_requests_total", "Invocations received.", |r| r.counters.requests.load(Ordering::Relaxed)),
             ("sluice_gateway_cold_starts_total", "Invocations that waited for an instance to start.", |r| r.counters.cold_starts.load(Ordering::Relaxed)),
             ("sluice_gateway_shed_total", "Invocations refused with 429 because the queue was full.", |r| r.counters.shed.load(Ordering::Relaxed)),
             ("sluice_gateway_start_timeouts_total", "Invocations answered 503 after waiting the start timeout.", |r| r.counters.timeouts.load(Ordering::Relaxed)),
             ("sluice_gateway_upstream_errors_total", "Invocations whose instance failed to answer.", |r| r.counters.upstream_errors.load(Ordering::Relaxed)),
             ("sluice_gateway_in_flight", "Invocations being served now.", |r| r.in_flight.load(Ordering::Relaxed).into()),
+            ("sluice_gateway_resumes_total", "Paused instances this gateway resumed for waiting invocations.", |r| r.counters.resumes.load(Ordering::Relaxed)),
+            ("sluice_gateway_thaw_timeouts_total", "Invocations answered 504 because a resumed instance did not answer within the start timeout.", |r| {
+                r.counters.thaw_timeouts.load(Ordering::Relaxed)
+            }),
+            ("sluice_gateway_paused_instances", "Paused instances, resumable by a waiting invocation.", |r| r.paused().len() as u64),
         ];
         for (name, help, get) in counters {
             metrics::header(&mut out, name, if name.ends_with("_total") { "counter" } else { "gauge" }, help);
@@ -271,11 +359,68 @@ impl Gateway {
                 metrics::sample(&mut out, "sluice_gateway_responses_total", &format!("function=\"{}\",class=\"{class}\"", r.name), c.load(Ordering::Relaxed));
             }
         }
-        metrics::header(&mut out, "sluice_gateway_request_duration_seconds", "histogram", "Time from request to the end of the response.");
-        for r in &routes {
-            r.counters.latency.write(&mut out, "sluice_gateway_request_duration_seconds", &format!("function=\"{}\"", r.name));
+        type Hist = fn(&Route) -> &sluice_common::metrics::Histogram;
+        let histograms: [(&str, &str, Hist); 4] = [
+            ("sluice_gateway_request_duration_seconds", "Time from request to the end of the response.", |r| &r.counters.latency),
+            ("sluice_gateway_wait_seconds", "Time invocations that found no free slot waited for one (a start or a resume).", |r| &r.counters.wait),
+            ("sluice_gateway_resume_commit_seconds", "Time from asking for a resume to its applying on this coordinator.", |r| &r.counters.resume_commit),
+            ("sluice_gateway_thaw_first_byte_seconds", "For invocations sent to a resumed instance not yet seen answering: time from sending to the response head.", |r| {
+                &r.counters.thaw_first_byte
+            }),
+        ];
+        for (name, help, get) in histograms {
+            metrics::header(&mut out, name, "histogram", help);
+            for r in &routes {
+                get(r).write(&mut out, name, &format!("function=\"{}\"", r.name));
+            }
         }
         out
+    }
+}
+
+/// What the routing table makes of an instance.
+enum Routing {
+    Ready(ReadyInstance),
+    /// Not routable, but a waiting request may resume it.
+    Paused(InstanceId),
+}
+
+fn routing(i: &Instance) -> Option<Routing> {
+    match i.state {
+        InstanceState::Ready => Some(Routing::Ready(ReadyInstance { id: i.id, endpoint: i.endpoint.clone()?, since: i.state_since })),
+        InstanceState::Paused => Some(Routing::Paused(i.id)),
+        _ => None,
+    }
+}
+
+/// Commits the resume of paused instance `id` for requests at this gateway,
+/// as a one-decision plan in this coordinator's current term (the
+/// state machine re-checks that the instance is still paused; a follower's
+/// store forwards the proposal to the leader). On success the routing table
+/// follows the applied state and the waiting requests get the instance; on
+/// failure the instance may be asked for again, and meanwhile the controller,
+/// which hears of the waiting requests through the metrics bus, resumes it.
+async fn commit_resume(store: Arc<Store>, route: Arc<Route>, id: InstanceId, at: sluice_common::Timestamp, reason: Reason) {
+    let term = store.raft_status().term;
+    let why = reason.to_string();
+    let plan = Plan { term, at, decisions: vec![Decision { action: Action::Resume { id }, reason }] };
+    let asked = Instant::now();
+    let result = store.execute(Command::Plan(plan)).await;
+    let took = asked.elapsed();
+    match result {
+        Ok(Applied::Planned { outcomes }) if outcomes.first() == Some(&Outcome::Done) => {
+            route.counters.resumes.fetch_add(1, Ordering::Relaxed);
+            route.counters.resume_commit.observe(took.as_secs_f64());
+            info!(function = %route.name, instance = %id, why = %why, commit_ms = took.as_secs_f64() * 1e3, "resumed a paused instance");
+        }
+        Ok(other) => {
+            route.resume_failed(id);
+            debug!(function = %route.name, instance = %id, response = ?other, "resume not applied (the instance moved on); the routing table follows the state");
+        }
+        Err(e) => {
+            route.resume_failed(id);
+            warn!(function = %route.name, instance = %id, error = %e, "resume not committed; the controller resumes it on its next round");
+        }
     }
 }
 

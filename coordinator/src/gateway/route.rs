@@ -1,13 +1,20 @@
-//! One function's routing entry: its ready instances, the requests waiting for
-//! one, and its counters.
+//! One function's routing entry: its ready instances, its paused ones (not
+//! routable, but resumable), the requests waiting for one, and its counters.
 //!
 //! Picking an instance is a short critical section (least outstanding requests
 //! among those under the function's concurrency); waiting is a `Notify` woken
 //! when an instance frees a slot or a new one becomes ready.
+//!
+//! A waiting request may resume a paused instance (`take_resume`): the route
+//! keeps which resumes are in flight, so one instance is asked for once, and
+//! no more instances than the waiting requests need. An instance that comes
+//! back from a pause is `thawing` until its first response: its container may
+//! still be frozen, so a request sent to it waits for the answer no longer
+//! than the start timeout (see `Gateway::invoke`).
 
 use sluice_common::metrics::Histogram;
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +31,21 @@ pub struct Backend {
     pub outstanding: AtomicU32,
     /// Milliseconds since the epoch of the last request start or end.
     pub last_active: AtomicU64,
+    /// When the instance last became ready (its `state_since`), in milliseconds
+    /// since the epoch: a change means it was paused and resumed meanwhile.
+    since: AtomicU64,
+    /// Resumed from a pause and not yet seen answering: its container may
+    /// still be frozen.
+    pub thawing: AtomicBool,
+}
+
+/// A ready instance as the routing table learns it from the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyInstance {
+    pub id: InstanceId,
+    pub endpoint: Endpoint,
+    /// When it became ready.
+    pub since: Timestamp,
 }
 
 /// The part of a spec the gateway needs, refreshed on every sync.
@@ -47,7 +69,7 @@ pub struct RouteCounters {
     pub responses_2xx: AtomicU64,
     pub responses_4xx: AtomicU64,
     pub responses_5xx: AtomicU64,
-    /// Requests that found no ready instance and waited for one to start.
+    /// Requests that found no ready instance, and none paused, and waited for one to start.
     pub cold_starts: AtomicU64,
     /// Requests refused because the queue was full.
     pub shed: AtomicU64,
@@ -55,6 +77,17 @@ pub struct RouteCounters {
     pub timeouts: AtomicU64,
     /// Requests the instance failed to answer.
     pub upstream_errors: AtomicU64,
+    /// Requests that found no free slot: time until they had one.
+    pub wait: Histogram,
+    /// Resumes this gateway asked for that applied, and the time from asking
+    /// to the resume applied on this coordinator.
+    pub resumes: AtomicU64,
+    pub resume_commit: Histogram,
+    /// Requests sent to a thawing instance that got no answer in the start timeout.
+    pub thaw_timeouts: AtomicU64,
+    /// For requests sent to a thawing instance: time from sending to the
+    /// response head, which includes the rest of the thaw.
+    pub thaw_first_byte: Histogram,
     pub latency: Histogram,
     /// Requests from other functions' instances, by calling function.
     pub calls: Mutex<HashMap<FunctionName, u64>>,
@@ -86,6 +119,7 @@ pub struct Route {
     pub name: FunctionName,
     limits: Mutex<RouteLimits>,
     backends: Mutex<Vec<Arc<Backend>>>,
+    paused: Mutex<Paused>,
     pub in_flight: AtomicU32,
     pub queued: AtomicU32,
     removed: AtomicBool,
@@ -99,6 +133,7 @@ impl Route {
             name: spec.name.clone(),
             limits: Mutex::new(spec.into()),
             backends: Mutex::new(Vec::new()),
+            paused: Mutex::new(Paused::default()),
             in_flight: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             removed: AtomicBool::new(false),
@@ -111,33 +146,88 @@ impl Route {
         *self.limits.lock().expect("limits lock")
     }
 
-    /// Replaces the ready set, keeping the counters of instances still in it.
-    pub fn set_backends(&self, limits: RouteLimits, ready: &[(InstanceId, Endpoint)], now: Timestamp) {
+    /// Replaces the ready and paused sets, keeping the counters of instances
+    /// still ready. An instance that was paused at the last sync and is ready
+    /// now, or that is ready again since another moment than before (paused
+    /// and resumed between two syncs), is thawing.
+    ///
+    /// Returns the instances paused while requests from this gateway were on
+    /// them (with how many), marked as being resumed: the controller decides
+    /// a pause from activity a second old, and those requests would hang in the
+    /// frozen container until something resumed it.
+    #[must_use = "instances paused under requests in flight must be resumed"]
+    pub fn set_instances(&self, limits: RouteLimits, ready: &[ReadyInstance], paused: &[InstanceId], now: Timestamp) -> Vec<(InstanceId, u32)> {
         *self.limits.lock().expect("limits lock") = limits;
-        let mut added = false;
+        let (mut added, mut caught) = (false, Vec::new());
         {
+            let mut was_paused = self.paused.lock().expect("paused lock");
             let mut backends = self.backends.lock().expect("backends lock");
             let old = std::mem::take(&mut *backends);
-            for (id, endpoint) in ready {
-                let authority = endpoint.to_string();
-                match old.iter().find(|b| b.id == *id && b.authority == authority) {
-                    Some(b) => backends.push(b.clone()),
+            for r in ready {
+                let authority = r.endpoint.to_string();
+                match old.iter().find(|b| b.id == r.id && b.authority == authority) {
+                    Some(b) => {
+                        if b.since.swap(r.since.0, Ordering::Relaxed) != r.since.0 {
+                            b.thawing.store(true, Ordering::Relaxed);
+                        }
+                        backends.push(b.clone());
+                    }
                     None => {
                         added = true;
                         backends.push(Arc::new(Backend {
-                            id: *id,
-                            header: hyper::header::HeaderValue::from_str(&id.to_string()).expect("instance ids are ASCII"),
+                            id: r.id,
+                            header: hyper::header::HeaderValue::from_str(&r.id.to_string()).expect("instance ids are ASCII"),
                             authority,
                             outstanding: AtomicU32::new(0),
                             last_active: AtomicU64::new(now.0),
+                            since: AtomicU64::new(r.since.0),
+                            thawing: AtomicBool::new(was_paused.ids.contains(&r.id)),
                         }));
                     }
+                }
+            }
+            was_paused.ids = paused.to_vec();
+            // A resume in flight for an instance no longer paused has applied
+            // (or the instance went): the next pause of it may be resumed again.
+            let Paused { ids, resuming } = &mut *was_paused;
+            resuming.retain(|id| ids.contains(id));
+            for b in &old {
+                let busy = b.outstanding.load(Ordering::Relaxed);
+                if busy > 0 && ids.contains(&b.id) && !backends.iter().any(|n| n.id == b.id) && resuming.insert(b.id) {
+                    caught.push((b.id, busy));
                 }
             }
         }
         if added {
             self.wake.notify_waiters();
         }
+        caught
+    }
+
+    /// A paused instance to resume for the requests waiting now, marked as
+    /// being resumed; none if every paused instance is already being resumed,
+    /// or if those being resumed will have room enough for the waiting requests.
+    pub fn take_resume(&self) -> Option<InstanceId> {
+        let concurrency = self.limits().concurrency.max(1);
+        let queued = self.queued.load(Ordering::SeqCst);
+        let mut paused = self.paused.lock().expect("paused lock");
+        let Paused { ids, resuming } = &mut *paused;
+        if u64::from(queued) <= resuming.len() as u64 * u64::from(concurrency) {
+            return None;
+        }
+        let id = *ids.iter().find(|id| !resuming.contains(id))?;
+        resuming.insert(id);
+        Some(id)
+    }
+
+    /// The resume of `id` was refused or not committed: it may be asked for again.
+    pub fn resume_failed(&self, id: InstanceId) {
+        self.paused.lock().expect("paused lock").resuming.remove(&id);
+    }
+
+    /// The function's paused instances, in id order.
+    pub fn paused(&self) -> Vec<InstanceId> {
+        self.paused.lock().expect("paused lock").ids.clone()
     }
 
     pub fn backends(&self) -> Vec<Arc<Backend>> {
@@ -194,7 +284,8 @@ impl Route {
             return Err(Refusal::QueueFull);
         }
         let _queued = QueuedGuard(&self.queued);
-        let cold = !self.has_backends();
+        // Waiting for a paused instance to resume is not a cold start.
+        let cold = !self.has_backends() && self.paused.lock().expect("paused lock").ids.is_empty();
         if cold {
             self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
         }
@@ -219,6 +310,15 @@ impl Route {
             }
         }
     }
+}
+
+/// The function's paused instances, and those a resume was asked for.
+#[derive(Debug, Default)]
+struct Paused {
+    /// In id order.
+    ids: Vec<InstanceId>,
+    /// Resumes asked for and not yet seen applied (or refused).
+    resuming: BTreeSet<InstanceId>,
 }
 
 struct QueuedGuard<'a>(&'a AtomicU32);
@@ -248,10 +348,26 @@ mod tests {
 
     const T: Timestamp = Timestamp(5);
 
+    /// Syncs `r` with instances `ready` (each at port = id, ready since T) and `paused`.
+    fn set(r: &Route, ready: &[u64], paused: &[u64]) {
+        set_since(r, ready, paused, T);
+    }
+
+    fn set_since(r: &Route, ready: &[u64], paused: &[u64], since: Timestamp) {
+        let ready: Vec<ReadyInstance> = ready.iter().map(|&id| ReadyInstance { id: InstanceId(id), endpoint: ep(id as u16), since }).collect();
+        let paused: Vec<InstanceId> = paused.iter().map(|&id| InstanceId(id)).collect();
+        let caught = r.set_instances(r.limits(), &ready, &paused, T);
+        assert!(caught.is_empty(), "no request was on an instance paused: {caught:?}");
+    }
+
+    fn thawing(r: &Route, id: u64) -> bool {
+        r.backends().iter().find(|b| b.id == InstanceId(id)).expect("a backend").thawing.load(Ordering::Relaxed)
+    }
+
     #[test]
     fn least_outstanding_within_concurrency() {
         let r = route(2, 10, 30);
-        r.set_backends(r.limits(), &[(InstanceId(1), ep(1)), (InstanceId(2), ep(2))], T);
+        set(&r, &[1, 2], &[]);
         let a = r.try_acquire(T).unwrap();
         let b = r.try_acquire(T).unwrap();
         assert_ne!(a.id, b.id, "second request goes to the idle instance");
@@ -265,18 +381,18 @@ mod tests {
     #[test]
     fn a_failed_instance_can_be_passed_over() {
         let r = route(4, 10, 30);
-        r.set_backends(r.limits(), &[(InstanceId(1), ep(1)), (InstanceId(2), ep(2))], T);
+        set(&r, &[1, 2], &[]);
         assert_eq!(r.try_acquire_except(T, Some(InstanceId(1))).unwrap().id, InstanceId(2));
-        r.set_backends(r.limits(), &[(InstanceId(1), ep(1))], T);
+        set(&r, &[1], &[]);
         assert!(r.try_acquire_except(T, Some(InstanceId(1))).is_none());
     }
 
     #[test]
     fn resync_keeps_counters() {
         let r = route(4, 10, 30);
-        r.set_backends(r.limits(), &[(InstanceId(1), ep(1))], T);
+        set(&r, &[1], &[]);
         let a = r.try_acquire(T).unwrap();
-        r.set_backends(r.limits(), &[(InstanceId(1), ep(1)), (InstanceId(2), ep(2))], T);
+        set(&r, &[1, 2], &[]);
         let kept = r.backends().into_iter().find(|b| b.id == InstanceId(1)).unwrap();
         assert!(Arc::ptr_eq(&kept, &a));
         assert_eq!(kept.outstanding.load(Ordering::Relaxed), 1);
@@ -297,7 +413,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert_eq!(r.queued.load(Ordering::SeqCst), 1);
-        r.set_backends(r.limits(), &[(InstanceId(7), ep(7))], T);
+        set(&r, &[7], &[]);
         assert_eq!(waiter.await.unwrap(), Ok(InstanceId(7)));
         assert_eq!(r.queued.load(Ordering::SeqCst), 0);
         assert_eq!(r.counters.cold_starts.load(Ordering::Relaxed), 1);
@@ -328,5 +444,83 @@ mod tests {
         tokio::task::yield_now().await;
         r.remove();
         assert_eq!(w.await.unwrap(), Err(Refusal::Removed));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_resumes_one_paused_instance_at_a_time() {
+        let r = route(2, 10, 30);
+        set(&r, &[], &[3, 4]);
+        assert_eq!(r.take_resume(), None, "nobody waits");
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move { r.acquire(|| T, |_| {}).await.map(|b| b.id) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(r.queued.load(Ordering::SeqCst), 3);
+        assert_eq!(r.take_resume(), Some(InstanceId(3)));
+        // One resume brings room for 2 of the 3 waiting: one more is wanted, then no more.
+        assert_eq!(r.take_resume(), Some(InstanceId(4)));
+        assert_eq!(r.take_resume(), None);
+        // Instance 4's resume was refused: it may be asked for again.
+        r.resume_failed(InstanceId(4));
+        assert_eq!(r.take_resume(), Some(InstanceId(4)));
+        // 3 resumed: it is ready, and thawing until it answers; the waiters get it.
+        set(&r, &[3], &[4]);
+        assert!(thawing(&r, 3));
+        assert_eq!(r.paused(), vec![InstanceId(4)]);
+        // Its resume is no longer in flight; 4's still is.
+        r.resume_failed(InstanceId(4));
+        assert_eq!(r.take_resume(), Some(InstanceId(4)));
+        set(&r, &[3, 4], &[]);
+        let mut served = Vec::new();
+        for w in waiters {
+            served.push(w.await.unwrap().unwrap());
+        }
+        assert_eq!(served.len(), 3);
+        assert_eq!(r.take_resume(), None, "nothing paused");
+    }
+
+    #[test]
+    fn an_instance_back_from_a_pause_is_thawing_and_a_new_one_is_not() {
+        let r = route(4, 10, 30);
+        set(&r, &[1], &[]);
+        assert!(!thawing(&r, 1), "a started instance passed its health check");
+        // Paused and resumed between two syncs: ready since another moment.
+        set_since(&r, &[1], &[], Timestamp(9));
+        assert!(thawing(&r, 1));
+        r.backends()[0].thawing.store(false, Ordering::Relaxed);
+        set_since(&r, &[1], &[], Timestamp(9));
+        assert!(!thawing(&r, 1), "the same ready instance stays as it was");
+        set(&r, &[], &[1]);
+        set_since(&r, &[1], &[], Timestamp(12));
+        assert!(thawing(&r, 1));
+    }
+
+    #[test]
+    fn an_instance_paused_under_a_request_in_flight_is_handed_back_for_a_resume_once() {
+        let r = route(4, 10, 30);
+        set(&r, &[1, 2], &[]);
+        let busy = r.try_acquire(T).unwrap();
+        // The controller paused both: its view of activity lags a second.
+        let both = [InstanceId(1), InstanceId(2)];
+        assert_eq!(r.set_instances(r.limits(), &[], &both, T), vec![(busy.id, 1)], "only the one with a request on it");
+        assert!(r.set_instances(r.limits(), &[], &both, T).is_empty(), "once");
+        // Its resume is marked in flight, and a request that comes to wait counts
+        // on it (it has room), rather than resuming the other one too.
+        let asked = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let w = tokio::spawn({
+                let r = r.clone();
+                async move { r.acquire(|| T, |_| {}).await.map(|b| b.id) }
+            });
+            tokio::task::yield_now().await;
+            assert_eq!(r.queued.load(Ordering::SeqCst), 1);
+            let asked = r.take_resume();
+            r.remove();
+            let _ = w.await;
+            asked
+        });
+        assert_eq!(asked, None);
     }
 }

@@ -223,3 +223,149 @@ fn commands_round_trip_through_json() {
     let old = r#"{"type":"stop_instance","id":3,"reason":"idle","at":9}"#;
     assert!(matches!(serde_json::from_str::<Command>(old).unwrap(), Command::StopInstance { .. }));
 }
+
+fn decide(action: Action) -> Decision {
+    Decision { action, reason: demand() }
+}
+
+/// What the index says `node` holds, checked against the same state decoded
+/// afresh (which rebuilds the index from the instances alone).
+fn reserved(st: &ClusterState, n: &str) -> Resources {
+    let fresh: ClusterState = serde_json::from_str(&serde_json::to_string(st).unwrap()).unwrap();
+    assert_eq!(fresh.reserved_on(&node(n)), st.reserved_on(&node(n)), "the index kept through the transitions matches one rebuilt");
+    st.reserved_on(&node(n))
+}
+
+fn ready_instance() -> (ClusterState, InstanceId) {
+    let (mut st, id) = cluster_with_instance();
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+    (st, id)
+}
+
+fn paused_instance() -> (ClusterState, InstanceId) {
+    let (mut st, id) = ready_instance();
+    let o = outcomes(apply(&mut st, &plan(3, vec![decide(Action::Pause { id })]), POS).0);
+    assert_eq!(o, vec![Outcome::Done]);
+    (st, id)
+}
+
+#[test]
+fn a_paused_instance_holds_its_memory_but_no_cpu_through_every_transition() {
+    let full = Resources { cpu_millis: 250, memory_mb: 128 };
+    let frozen = Resources { cpu_millis: 0, memory_mb: 128 };
+    let (mut st, id) = ready_instance();
+    assert_eq!(reserved(&st, "n1"), full);
+    apply(&mut st, &plan(3, vec![decide(Action::Pause { id })]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Paused);
+    assert_eq!(reserved(&st, "n1"), frozen, "paused: memory only");
+    // The agent's acknowledgement changes nothing.
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Paused)]), POS);
+    assert_eq!(reserved(&st, "n1"), frozen);
+    apply(&mut st, &plan(3, vec![decide(Action::Resume { id })]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+    assert_eq!(reserved(&st, "n1"), full, "resumed: its CPU is back");
+    apply(&mut st, &plan(3, vec![decide(Action::Pause { id })]), POS);
+    apply(&mut st, &plan(3, vec![decide(Action::Resume { id })]), POS);
+    assert_eq!(reserved(&st, "n1"), full, "a second round trip leaves nothing behind");
+    apply(&mut st, &plan(3, vec![decide(Action::Stop { id })]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Stopping);
+    assert_eq!(reserved(&st, "n1"), full, "a stopping container still holds it all");
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Gone)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Gone);
+    assert_eq!(reserved(&st, "n1"), Resources::default());
+}
+
+#[test]
+fn stopping_a_paused_instance_counts_its_cpu_again() {
+    let (mut st, id) = paused_instance();
+    apply(&mut st, &plan(3, vec![decide(Action::Stop { id })]), POS);
+    assert_eq!(reserved(&st, "n1"), Resources { cpu_millis: 250, memory_mb: 128 });
+    // Removing a function stops its paused instances the same way.
+    let (mut st, id) = paused_instance();
+    apply(&mut st, &Command::RemoveFunction { name: name("hello") }, POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Stopping);
+    assert_eq!(reserved(&st, "n1"), Resources { cpu_millis: 250, memory_mb: 128 });
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Gone)]), POS);
+    assert_eq!(reserved(&st, "n1"), Resources::default());
+}
+
+#[test]
+fn a_resume_makes_the_instance_ready_and_routable_at_once() {
+    let (mut st, id) = paused_instance();
+    assert_eq!(st.desired_for(&node("n1")).instances[0].state, sluice_common::DesiredState::Paused);
+    let (r, e) = apply(&mut st, &plan(3, vec![decide(Action::Resume { id })]), POS);
+    assert_eq!(outcomes(r), vec![Outcome::Done]);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready, "its container passed its health check before it was frozen");
+    assert!(st.instances[&id].endpoint.is_some());
+    assert!(e.desired_changed, "its agent must hear it is wanted running");
+    assert_eq!(e.routes, vec![name("hello")], "the gateways must route to it");
+    assert_eq!(st.desired_for(&node("n1")).instances[0].state, sluice_common::DesiredState::Running);
+    // A second resume of the same instance (two gateways asked) is refused, harmlessly.
+    let o = outcomes(apply(&mut st, &plan(3, vec![decide(Action::Resume { id })]), POS).0);
+    assert!(matches!(&o[0], Outcome::Refused { why } if why.contains("not paused")), "{o:?}");
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+}
+
+#[test]
+fn a_paused_instance_without_an_endpoint_resumes_through_starting() {
+    let (mut st, id) = cluster_with_instance();
+    let mut ready = report(id, "hello", InstanceState::Ready);
+    ready.endpoint = None;
+    apply(&mut st, &node_report("n1", 4000, vec![ready]), POS);
+    apply(&mut st, &plan(3, vec![decide(Action::Pause { id })]), POS);
+    apply(&mut st, &plan(3, vec![decide(Action::Resume { id })]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Starting, "nowhere to route yet: its agent's Ready says where");
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+}
+
+#[test]
+fn late_agent_reports_undo_neither_a_pause_nor_a_resume() {
+    let (mut st, id) = paused_instance();
+    // The agent has not paused it yet: its reports still say Ready (or, from a
+    // start long ago, Starting). The pause stands.
+    for late in [InstanceState::Ready, InstanceState::Starting, InstanceState::Pending] {
+        apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", late)]), POS);
+        assert_eq!(st.instances[&id].state, InstanceState::Paused, "a late {late} report");
+    }
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Paused)]), POS);
+    apply(&mut st, &plan(3, vec![decide(Action::Resume { id })]), POS);
+    // The agent has not unpaused it yet: its reports still say Paused. The resume stands.
+    let (_, e) = apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Paused)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+    assert!(!e.desired_changed);
+    assert_eq!(reserved(&st, "n1"), Resources { cpu_millis: 250, memory_mb: 128 });
+    // And its Ready once thawed changes nothing.
+    apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Ready)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Ready);
+    // Losing a paused container is the agent's to say.
+    let (mut st, id) = paused_instance();
+    let (_, e) = apply(&mut st, &node_report("n1", 4000, vec![report(id, "hello", InstanceState::Gone)]), POS);
+    assert_eq!(st.instances[&id].state, InstanceState::Gone);
+    assert!(e.desired_changed);
+    assert_eq!(reserved(&st, "n1"), Resources::default());
+}
+
+#[test]
+fn a_paused_instances_cpu_may_be_placed_and_its_resume_still_applies() {
+    let mut st = ClusterState::default();
+    apply(&mut st, &Command::PutFunction { spec: spec("hello") }, POS);
+    // Room for two at 250 millis.
+    apply(&mut st, &node_report("n1", 500, vec![]), POS);
+    let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n1"), start("hello", "n1")]), POS).0);
+    let [Outcome::Started { id: a }, Outcome::Started { .. }] = o[..] else { panic!("{o:?}") };
+    apply(&mut st, &node_report("n1", 500, vec![report(a, "hello", InstanceState::Ready)]), POS);
+    apply(&mut st, &plan(3, vec![decide(Action::Pause { id: a })]), POS);
+    // Its CPU is free for a third.
+    let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS).0);
+    assert!(matches!(o[0], Outcome::Started { .. }), "{o:?}");
+    // Resuming it takes the node past its CPU (a quota, shared under contention,
+    // not a failure): a waiting request is served rather than refused...
+    let o = outcomes(apply(&mut st, &plan(3, vec![decide(Action::Resume { id: a })]), POS).0);
+    assert_eq!(o, vec![Outcome::Done]);
+    assert_eq!(reserved(&st, "n1"), Resources { cpu_millis: 750, memory_mb: 384 });
+    // ...and the node takes nothing more until it is back under.
+    let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS).0);
+    assert!(matches!(&o[0], Outcome::Refused { why } if why.contains("no room")), "{o:?}");
+}
