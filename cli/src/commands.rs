@@ -78,6 +78,9 @@ pub struct DeployArgs {
     /// Least seconds between scale-down steps (default 2).
     #[arg(long)]
     pub scale_down_step: Option<u32>,
+    /// No keep-warm prediction for this function: demand, rules and bounds alone.
+    #[arg(long)]
+    pub no_predict: bool,
     /// Placement: fill the fullest node first (binpack) or the emptiest (spread, the default).
     #[arg(long, value_parser = ["binpack", "spread"])]
     pub strategy: Option<String>,
@@ -106,6 +109,7 @@ impl DeployArgs {
         set!(target_utilization => scaling.target_utilization_percent, stable_window => scaling.stable_window_secs,
              panic_window => scaling.panic_window_secs, panic_threshold => scaling.panic_threshold_percent,
              scale_down_max_percent => scaling.scale_down_max_percent, scale_down_step => scaling.scale_down_step_secs);
+        spec.scaling.predict = !self.no_predict;
         for kv in self.env {
             let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
             spec.env.insert(k.to_string(), v.to_string());

@@ -32,6 +32,12 @@ pub struct Scaling {
     /// Least time between two scale-down steps.
     #[serde(default = "default_scale_down_step")]
     pub scale_down_step_secs: u32,
+    /// Let the coordinator's keep-warm model (`--predict-policy`) pre-warm,
+    /// pause and hold instances of this function from its history. Off: only
+    /// demand, rules and the bounds decide, and the last instance stops after
+    /// `idle_timeout_secs`.
+    #[serde(default = "default_predict")]
+    pub predict: bool,
 }
 
 fn default_target_utilization() -> u32 {
@@ -52,6 +58,9 @@ fn default_scale_down_percent() -> u32 {
 fn default_scale_down_step() -> u32 {
     2
 }
+fn default_predict() -> bool {
+    true
+}
 
 impl Default for Scaling {
     fn default() -> Self {
@@ -62,6 +71,7 @@ impl Default for Scaling {
             panic_threshold_percent: default_panic_threshold(),
             scale_down_max_percent: default_scale_down_percent(),
             scale_down_step_secs: default_scale_down_step(),
+            predict: default_predict(),
         }
     }
 }

@@ -55,13 +55,13 @@ impl Predictor {
 
     /// Observes the bins completed since the last call (on the first call, as
     /// many as the models' range reaches back) for every function in
-    /// `functions`, forgetting functions that are gone.
+    /// `functions` that allows prediction, forgetting the others.
     pub fn advance<'a>(&mut self, windows: &Windows, functions: impl IntoIterator<Item = &'a FunctionSpec>, now: Timestamp) {
         let bin_ms = self.bin_ms();
         let current = now.millis() / bin_ms;
         let first = self.next_bin.unwrap_or_else(|| current.saturating_sub(RANGE_BINS as u64));
         let mut seen = Vec::new();
-        for spec in functions {
+        for spec in functions.into_iter().filter(|s| s.scaling.predict) {
             seen.push(spec.name.clone());
             let memory_mb = spec.limits.memory_mb;
             let model = self.models.entry(spec.name.clone()).or_insert_with(|| Model { memory_mb, keep: self.config.policy.model(f64::from(memory_mb)) });
@@ -198,7 +198,11 @@ mod tests {
         // the model holds ahead of it.
         let hold = p.holds(now).get(&s.name).copied();
         assert!(hold.is_some_and(|h| h.total() == 1), "{hold:?}");
-        // A function that is gone is forgotten.
+        // A function that opts out, or is gone, is forgotten.
+        let mut off = s.clone();
+        off.scaling.predict = false;
+        p.advance(&w, [&off], Timestamp(now.0 + 5000));
+        assert_eq!((p.functions(), p.holds(now).len()), (0, 0));
         p.advance(&w, [], now);
         assert_eq!(p.functions(), 0);
     }
