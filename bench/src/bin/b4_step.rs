@@ -6,7 +6,10 @@
 //! once (the over-shoot) and the requests queued or refused. The reference in
 //! the same run is one cold start (a call to the function at zero instances):
 //! the goal is enough instances within 1 s plus one cold start, and never more
-//! than the policy's maximum. Prints the figures and writes `bench/results/b4.json`.
+//! than the policy's maximum. `B4_PREDICT` names the node's keep-warm policy
+//! (default off; a first step has no history to predict from, so this shows
+//! that prediction costs the reactive path nothing). Prints the figures and
+//! writes `bench/results/b4-<policy>.json`.
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -28,13 +31,14 @@ fn ready_and_serving(instances: &Value) -> (usize, usize) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let c = Cluster::start("b4-step").await?;
-    let result = run(&c).await;
+    let policy = std::env::var("B4_PREDICT").unwrap_or_else(|_| "off".into());
+    let c = Cluster::start_with("b4-step", |a| a.coordinator.predict_policy = policy.clone()).await?;
+    let result = run(&c, &policy).await;
     c.stop().await?;
     result
 }
 
-async fn run(c: &Cluster) -> Result<()> {
+async fn run(c: &Cluster, policy: &str) -> Result<()> {
     let image = sluice_tests::sleep_image();
     c.deploy(json!({"name": "step", "image": image, "min_instances": 0, "max_instances": MAX, "concurrency": CONCURRENCY, "queue_limit": 1000})).await?;
     let url = c.function_url("step", "?ms=100");
@@ -110,7 +114,7 @@ async fn run(c: &Cluster) -> Result<()> {
     let view: Value = c.http.get(&c.api("/v1/functions/step")).await?.json()?;
     let enough = enough_ms.unwrap_or(f64::NAN);
     let goal = 1000.0 + cold_ms;
-    println!("B4 load step 1 -> {STEP_CLIENTS} clients (100 ms requests, concurrency {CONCURRENCY}, max {MAX}):");
+    println!("B4 load step 1 -> {STEP_CLIENTS} clients (100 ms requests, concurrency {CONCURRENCY}, max {MAX}), prediction {policy}:");
     println!("  reference: one cold start {cold_ms:.0} ms; goal: enough instances within 1 s + one cold start = {goal:.0} ms");
     println!("  8 instances placed:    {:.0} ms after the step (the decision; the rest is starting containers)", placed_ms.unwrap_or(f64::NAN));
     println!("  enough ready (8):      {enough:.0} ms after the step ({:.2} of the goal)", enough / goal);
@@ -129,6 +133,6 @@ async fn run(c: &Cluster) -> Result<()> {
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("b4.json"), serde_json::to_string_pretty(&out)?)?;
+    std::fs::write(dir.join(format!("b4-{policy}.json")), serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }
