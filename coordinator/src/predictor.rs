@@ -121,13 +121,17 @@ fn bins_of(windows: &Windows, spec: &FunctionSpec, first: u64, current: u64, bin
                 arrivals[b] += if r.first >= prev.last { r.first - prev.last } else { r.first };
             }
         }
-        let mut per_gateway = vec![0f64; n];
+        // In flight plus queued at the same moment (slot), then the most per bin:
+        // the two peak at different times (queued at the step, in flight after).
+        let mut at_once: HashMap<u64, f64> = HashMap::new();
         for metric in [Metric::GatewayInFlight, Metric::GatewayQueued] {
-            windows.visit_slots(scope, metric, range, now, |r| {
-                if let Some(b) = slot(r.first_ms) {
-                    per_gateway[b] += r.max;
-                }
-            });
+            windows.visit_slots(scope, metric, range, now, |r| *at_once.entry(r.first_ms / 1000).or_default() += r.max);
+        }
+        let mut per_gateway = vec![0f64; n];
+        for (second, c) in at_once {
+            if let Some(b) = slot(second * 1000) {
+                per_gateway[b] = per_gateway[b].max(c);
+            }
         }
         for (total, g) in busiest.iter_mut().zip(per_gateway) {
             *total += g;

@@ -85,9 +85,6 @@ impl ProcessCluster {
         let bus = self.broker.url(&self.name);
         let mut args: Vec<String> = vec![
             "coordinator".into(),
-            // These clusters test failover of reactive scaling; prediction has its own tests.
-            "--predict-policy".into(),
-            "off".into(),
             "--id".into(),
             i.to_string(),
             "--api".into(),
@@ -109,6 +106,10 @@ impl ProcessCluster {
             "--gateway-threads".into(),
             "1".into(),
         ];
+        // Reactive scaling alone unless a test asks for prediction.
+        if !self.extra.iter().any(|a| a == "--predict-policy") {
+            args.extend(["--predict-policy".into(), "off".into()]);
+        }
         args.extend(self.extra.iter().cloned());
         let child = Command::new(&self.binary)
             .args(&args)

@@ -25,7 +25,7 @@
 //! can be several windows (a timer at 15 and 60 minutes is held around both).
 //!
 //! How many: right after use, what the last active bins needed plus their
-//! rising trend (so a ramp is met before it arrives); after a gap, the largest
+//! rise when they ramp (two rises in a row: met before it arrives); after a gap, the largest
 //! of the last arrivals' needs. Which tier: hot right after use and where an
 //! invocation is likely in the bin (`hot_chance`); otherwise paused, which
 //! keeps the memory but frees the CPU, and a request resumes it in tens of
@@ -180,8 +180,10 @@ impl Sluice {
         if age == 0 && self.run > 0 {
             let run = &self.recent[RECENT - usize::from(self.run).min(RECENT)..];
             let peak = run.iter().copied().max().unwrap_or(1);
+            // A ramp (two rises in a row) is extrapolated one bin; a single
+            // jump is a step, already met by the peak.
             let rise = match run {
-                [.., a, b] => b.saturating_sub(*a),
+                [x, a, b] if b > a && a > x => (b - a).min(a - x),
                 _ => 0,
             };
             return (peak + rise).max(1);

@@ -87,6 +87,11 @@ fn a_rising_load_is_met_before_it_arrives() {
     }
     // Last need 6, rising by 2 a bin: hold 8 hot.
     assert_eq!(m.hold(3), Hold { hot: 8, paused: 0, why: Why::Busy { needed: 8 } });
+    // A single step up is not a ramp: the peak, not more.
+    let mut m = Sluice::new(SluiceParams::default(), 128.0);
+    m.observe(0, 10, 1);
+    m.observe(1, 80, 8);
+    assert_eq!(m.hold(2).hot, 8);
 }
 
 #[test]
