@@ -98,8 +98,8 @@ impl Predictor {
 }
 
 /// Per bin in `first..current`: invocations received (summed over gateways)
-/// and the instances they needed at once (concurrency in flight and queued,
-/// over the function's `concurrency`; at least one when any came).
+/// and the instances they needed at once (the busiest concurrency, in flight
+/// and queued, over the function's `concurrency`; at least one when any came).
 fn bins_of(windows: &Windows, spec: &FunctionSpec, first: u64, current: u64, bin_ms: u64, now: Timestamp) -> Vec<(u32, u32)> {
     let n = (current - first) as usize;
     let mut arrivals = vec![0f64; n];
@@ -121,16 +121,17 @@ fn bins_of(windows: &Windows, spec: &FunctionSpec, first: u64, current: u64, bin
                 arrivals[b] += if r.first >= prev.last { r.first - prev.last } else { r.first };
             }
         }
-        // In flight plus queued at the same moment (slot), then the most per bin:
-        // the two peak at different times (queued at the step, in flight after).
-        let mut at_once: HashMap<u64, f64> = HashMap::new();
-        for metric in [Metric::GatewayInFlight, Metric::GatewayQueued] {
-            windows.visit_slots(scope, metric, range, now, |r| *at_once.entry(r.first_ms / 1000).or_default() += r.max);
-        }
+        // Concurrency (in flight plus queued) as the gateway's time-in-gateway
+        // counter gives it between samples, at its busiest per bin. (The two
+        // gauges' peaks in a second are at different moments and do not add.)
+        let mut seconds: Vec<Reading> = Vec::new();
+        windows.visit_slots(scope, Metric::GatewayRequestSecondsTotal, range, now, |r| seconds.push(r));
         let mut per_gateway = vec![0f64; n];
-        for (second, c) in at_once {
-            if let Some(b) = slot(second * 1000) {
-                per_gateway[b] = per_gateway[b].max(c);
+        for pair in seconds.windows(2) {
+            let (prev, r) = (pair[0], pair[1]);
+            let elapsed_s = r.last_ms.saturating_sub(prev.last_ms) as f64 / 1000.0;
+            if let (Some(b), true) = (slot(r.last_ms), elapsed_s > 0.0 && r.last >= prev.last) {
+                per_gateway[b] = per_gateway[b].max((r.last - prev.last) / elapsed_s);
             }
         }
         for (total, g) in busiest.iter_mut().zip(per_gateway) {
@@ -165,14 +166,17 @@ mod tests {
         let mut w = Windows::new(WindowsConfig::default());
         let scope = Scope::Gateway(NodeId::new("c1").unwrap(), FunctionName::new("f").unwrap());
         let f = FunctionName::new("f").unwrap();
-        let mut total = 0.0;
+        let (mut total, mut busy) = (0.0, 0.0);
         for s in 0..secs {
             let ts = Timestamp(1_000_000 + s * 1000);
             if calls.contains(&s) {
                 total += 1.0;
             }
             w.record(&scope, Metric::GatewayRequestsTotal, Some(&f), ts, total, ts);
-            w.record(&scope, Metric::GatewayInFlight, Some(&f), ts, if calls.contains(&s) { 1.0 } else { 0.0 }, ts);
+            if calls.contains(&s) {
+                busy += 0.5;
+            }
+            w.record(&scope, Metric::GatewayRequestSecondsTotal, Some(&f), ts, busy, ts);
         }
         w
     }
@@ -187,6 +191,30 @@ mod tests {
         // 5-second bins from t=0: calls at 3 and 4 in bin 0, 12 in bin 2, 20 in bin 4.
         assert_eq!(bins.iter().map(|b| b.0).collect::<Vec<_>>(), vec![2, 0, 1, 0, 1, 0]);
         assert!(bins.iter().all(|(a, n)| (*a == 0) == (*n == 0)));
+    }
+
+    #[test]
+    fn instances_needed_come_from_the_busiest_concurrency_not_summed_gauge_peaks() {
+        // 33 requests in the gateway for 5 s (a step: all queued at first, all
+        // in flight after), concurrency 4 per instance: 9 instances, not 17.
+        let mut w = Windows::new(WindowsConfig::default());
+        let scope = Scope::Gateway(NodeId::new("c1").unwrap(), FunctionName::new("f").unwrap());
+        let f = FunctionName::new("f").unwrap();
+        for s in 0..=5u64 {
+            let ts = Timestamp(1_000_000 + s * 1000);
+            for (m, v) in [
+                (Metric::GatewayRequestsTotal, 33.0 * s as f64),
+                (Metric::GatewayRequestSecondsTotal, 33.0 * s as f64),
+                (Metric::GatewayQueued, 33.0),
+                (Metric::GatewayInFlight, 33.0),
+            ] {
+                w.record(&scope, m, Some(&f), ts, v, ts);
+            }
+        }
+        let mut s = spec();
+        s.concurrency = 4;
+        let bins = bins_of(&w, &s, 1_000_000 / 10_000, 1_010_000 / 10_000, 10_000, Timestamp(1_010_000));
+        assert_eq!(bins, vec![(165, 9)]);
     }
 
     #[test]
