@@ -14,8 +14,10 @@ use tracing::{debug, info, warn};
 const EARLY_ANSWER_PAUSE: Duration = Duration::from_millis(250);
 
 /// Polls forever; run it as a task and abort it to stop. `wait` is the long-poll
-/// duration; failures are retried after `backoff`. Only sets with a revision other
-/// than the last one are passed on.
+/// duration; failures are retried after `backoff`. Only sets newer than the last
+/// one are passed on: a coordinator that lags behind the one the agent heard
+/// last (it failed over to a follower that has not applied as much) answers with
+/// an older set, and acting on it would stop instances that should run.
 pub async fn run(control: Arc<dyn ControlPlane>, node: NodeId, wait: Duration, mut backoff: Backoff, out: watch::Sender<Option<DesiredSet>>) {
     let mut last: Option<u64> = None;
     let mut failing = false;
@@ -31,7 +33,10 @@ pub async fn run(control: Arc<dyn ControlPlane>, node: NodeId, wait: Duration, m
                     info!(node = %node, revision = set.revision, "coordinator reachable again");
                     failing = false;
                 }
-                if last == Some(set.revision) {
+                if let Some(newest) = last.filter(|l| set.revision <= *l) {
+                    if set.revision < newest {
+                        warn!(node = %node, revision = set.revision, newest, "the coordinator answered with an older desired set than the agent has; keeping the newer one until it catches up");
+                    }
                     if asked.elapsed() < this_wait / 2 {
                         sleep(EARLY_ANSWER_PAUSE).await;
                     }
@@ -55,5 +60,47 @@ pub async fn run(control: Arc<dyn ControlPlane>, node: NodeId, wait: Duration, m
                 sleep(delay).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::ControlError;
+    use async_trait::async_trait;
+    use sluice_common::NodeReport;
+    use std::sync::Mutex;
+
+    /// Answers with the revisions it is given, in order, then the last forever.
+    struct Scripted(Mutex<Vec<u64>>);
+
+    #[async_trait]
+    impl ControlPlane for Scripted {
+        async fn desired(&self, _: &NodeId, _: u64, _: Duration) -> Result<DesiredSet, ControlError> {
+            // A moment per answer, so the watcher sees each set passed on.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mut left = self.0.lock().unwrap();
+            let revision = if left.len() > 1 { left.remove(0) } else { left[0] };
+            Ok(DesiredSet { revision, instances: vec![] })
+        }
+        async fn report(&self, _: NodeReport) -> Result<(), ControlError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_desired_set_from_a_lagging_coordinator_is_never_passed_on() {
+        // 5, then a lagging coordinator's 3 (and 5 again), then 6.
+        let control = Arc::new(Scripted(Mutex::new(vec![5, 3, 5, 6])));
+        let (tx, mut rx) = watch::channel(None);
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100), 1);
+        let task = tokio::spawn(run(control, NodeId::new("n").unwrap(), Duration::from_secs(1), backoff, tx));
+        let mut seen = Vec::new();
+        while seen.last() != Some(&6) {
+            rx.changed().await.unwrap();
+            seen.push(rx.borrow_and_update().as_ref().unwrap().revision);
+        }
+        task.abort();
+        assert_eq!(seen, vec![5, 6]);
     }
 }
