@@ -1,8 +1,9 @@
 //! The Raft log on disk: entries, hard state, configuration and the latest
 //! snapshot, in one `redb` database, with an in-memory copy that serves raft-rs.
 //!
-//! Why redb: a pure-Rust embedded store whose commits are atomic and, with its
-//! default durability, fsynced before `commit` returns; a crash mid-commit
+//! Why redb: a pure-Rust embedded store whose commits are atomic and, with
+//! `Durability::Immediate` (set on every write, not left to the default),
+//! fsynced before `commit` returns; a crash mid-commit
 //! (a torn tail) is detected by its checksummed commit slots and rolled back to
 //! the previous commit when the file is opened. One write transaction per Raft
 //! `Ready` gives batching for free: every entry a `Ready` carries costs one fsync
@@ -15,7 +16,7 @@
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition, WriteTransaction};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,6 +38,15 @@ pub enum LogError {
 
 fn db_err(e: impl std::fmt::Display) -> LogError {
     LogError::Db(e.to_string())
+}
+
+/// A write that is on disk when `commit` returns: Raft acknowledges what it
+/// persisted, so a commit must never be merely in the page cache. Stated
+/// here rather than trusted to the library's default.
+fn durable_write(db: &Database) -> Result<WriteTransaction, LogError> {
+    let mut txn = db.begin_write().map_err(db_err)?;
+    txn.set_durability(Durability::Immediate).map_err(db_err)?;
+    Ok(txn)
 }
 
 /// What one `Ready` asks to persist, written in a single fsynced transaction.
@@ -73,7 +83,7 @@ impl LogStore {
     }
 
     fn load(db: Database) -> Result<Self, LogError> {
-        let txn = db.begin_write().map_err(db_err)?;
+        let txn = durable_write(&db)?;
         txn.open_table(ENTRIES).map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
@@ -119,7 +129,7 @@ impl LogStore {
         if p.snapshot.is_none() && p.entries.is_empty() && p.hard_state.is_none() && p.conf_state.is_none() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = durable_write(&self.db)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
@@ -178,7 +188,7 @@ impl LogStore {
     /// drops the entries it covers.
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), LogError> {
         let index = snapshot.get_metadata().index;
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = durable_write(&self.db)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
