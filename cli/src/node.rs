@@ -481,9 +481,16 @@ pub async fn connect_bus(url: &str, client: &str) -> Result<Arc<dyn MetricsBus>>
 
 pub async fn up(args: UpArgs) -> Result<ExitCode> {
     let node = Node::start(args).await?;
-    signal().await;
+    let raft = node.coordinator.store.raft().clone();
+    let why = tokio::select! {
+        _ = signal() => None,
+        why = raft.stopped() => Some(why),
+    };
     node.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    match why {
+        Some(why) => anyhow::bail!("{why}: sluice exits so that its service manager restarts it (fix the disk or data directory first)"),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
@@ -500,7 +507,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
         config.bus = Some(connect_bus(url, &format!("coordinator-{}", args.id)).await?);
     }
     let coordinator = Coordinator::start(config, Arc::new(SystemClock)).await?;
-    coordinator.run_until(signal()).await;
+    if let Some(why) = coordinator.run_until(signal()).await {
+        anyhow::bail!("{why}: this coordinator exits so that its service manager restarts it (fix the disk or data directory first)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

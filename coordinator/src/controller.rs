@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -66,7 +66,16 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
             _ = tick.tick() => false,
             _ = telemetry.demand.notified() => true,
             _ = desired.changed() => true,
-            _ = leadership.changed() => true,
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    // The Raft loop is gone (its storage failed): nothing can be
+                    // decided or committed, and a closed watch would wake this loop
+                    // at once, forever.
+                    error!("the raft loop has ended; the controller stops (the coordinator exits so it is restarted)");
+                    return;
+                }
+                true
+            }
             _ = &mut shutdown => return,
         };
         let now = store.now();

@@ -156,9 +156,16 @@ impl Coordinator {
     }
 
     /// Runs until `signal` fires, then shuts down.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) {
-        signal.await;
+    /// Runs until `signal`, or until the Raft replica stops on its own (its
+    /// storage failed); then shuts down. Returns why it stopped on its own.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Option<String> {
+        let raft = self.store.raft().clone();
+        let why = tokio::select! {
+            _ = signal => None,
+            why = raft.stopped() => Some(why),
+        };
         self.shutdown().await;
+        why
     }
 }
 

@@ -78,7 +78,14 @@ impl Api {
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
         match (method.clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => Ok(http::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            (Method::GET, ["healthz"]) => match self.store.raft_status().stopped {
+                None => Ok(http::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+                Some(why) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "raft_stopped",
+                    format!("{why}; this coordinator takes no part in the cluster and exits so its service manager restarts it: fix the disk or data directory"),
+                )),
+            },
             (Method::GET, ["metrics"]) => Ok(self.metrics()),
             (Method::GET, ["v1", "functions"]) => {
                 self.barrier().await?;

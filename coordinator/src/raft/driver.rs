@@ -57,6 +57,10 @@ pub struct RaftStatus {
     pub commit: u64,
     pub applied: u64,
     pub members: Vec<MemberView>,
+    /// Why the replica stopped taking part in the cluster (its storage failed,
+    /// its listener is unusable); `role` is then "stopped". The process should
+    /// fail its health check and exit, so that its service manager restarts it.
+    pub stopped: Option<String>,
 }
 
 /// Who leads, republished only when that changes: what the controller and the
@@ -109,6 +113,18 @@ impl RaftHandle {
 
     pub fn status(&self) -> RaftStatus {
         self.status.borrow().clone()
+    }
+
+    /// Resolves, with the reason, once the replica has stopped taking part in
+    /// the cluster on its own (not when it is told to stop).
+    pub async fn stopped(&self) -> String {
+        let mut status = self.status.clone();
+        let why = match status.wait_for(|s| s.stopped.is_some()).await {
+            Ok(s) => s.stopped.clone().unwrap_or_default(),
+            // The loop's thread has gone without saying why: as bad.
+            Err(_) => "the raft loop ended".to_string(),
+        };
+        why
     }
 
     pub fn leadership(&self) -> Leadership {
@@ -179,6 +195,7 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, "raft listener unusable; this coordinator cannot take part in the cluster");
+            stopped(&outputs, format!("the raft listener is unusable: {e}"));
             return;
         }
     };
@@ -217,6 +234,7 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
             Err(e) => {
                 // A replica that cannot persist must not vote or acknowledge anything.
                 error!(error = %e, "raft storage failed; this coordinator stops taking part in the cluster (fix the disk or data directory and restart it)");
+                stopped(&outputs, format!("raft storage failed: {e}"));
                 break;
             }
         }
@@ -245,6 +263,17 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
     while let Ok(req) = requests.try_recv() {
         handle_stopped(req);
     }
+}
+
+/// Publishes that the replica no longer takes part: it leads nobody, knows no
+/// leader, and says why.
+fn stopped(outputs: &Outputs, why: String) {
+    outputs.leadership.send_replace(Leadership::default());
+    outputs.status.send_modify(|s| {
+        s.role = "stopped";
+        s.leader = None;
+        s.stopped = Some(why);
+    });
 }
 
 fn publish<T: PartialEq>(tx: &watch::Sender<T>, next: T) {
@@ -307,6 +336,7 @@ fn status_of(replica: &Replica) -> RaftStatus {
         },
         commit: replica.commit(),
         applied: replica.applied(),
+        stopped: None,
         members,
     }
 }

@@ -82,6 +82,12 @@ impl LogStore {
         Self::load(Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(db_err)?)
     }
 
+    /// A log on a given storage backend, for tests of what a failing disk does.
+    #[cfg(test)]
+    pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, LogError> {
+        Self::load(Database::builder().create_with_backend(backend).map_err(db_err)?)
+    }
+
     fn load(db: Database) -> Result<Self, LogError> {
         let txn = durable_write(&db)?;
         txn.open_table(ENTRIES).map_err(db_err)?;

@@ -106,6 +106,12 @@ pub struct RaftNode {
 
 impl RaftNode {
     pub fn start(config: RaftConfig, machine: Arc<AppliedState>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
+        Self::start_with(config, None, machine, clock, stop)
+    }
+
+    /// `start`, on `log` if given instead of the one in the data directory
+    /// (tests give one whose disk fails on demand).
+    fn start_with(config: RaftConfig, log: Option<LogStore>, machine: Arc<AppliedState>, clock: Arc<dyn Clock>, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
         if config.id == 0 {
             return Err(StartError::Config("--id must be 1 or more (0 means \"nobody\" in Raft)".into()));
         }
@@ -119,7 +125,10 @@ impl RaftNode {
         let raft_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir { dir: config.data_dir.clone(), source })?;
         let log_error = |source| StartError::Log { dir: config.data_dir.clone(), source };
-        let log = LogStore::open(&config.data_dir.join("raft.redb")).map_err(log_error)?;
+        let log = match log {
+            Some(log) => log,
+            None => LogStore::open(&config.data_dir.join("raft.redb")).map_err(log_error)?,
+        };
         if config.advertise.is_none() && raft_addr.ip().is_unspecified() {
             return Err(StartError::Config(format!("--raft {raft_addr} listens on every interface: say which address peers reach it at with --advertise-raft host:port")));
         }
@@ -156,4 +165,75 @@ impl RaftNode {
 fn boot_nonce() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_common::{ManualClock, Timestamp};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A disk in memory that fails every write once told to.
+    #[derive(Debug)]
+    struct FailingDisk {
+        inner: redb::backends::InMemoryBackend,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.fail()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.fail()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.fail()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    impl FailingDisk {
+        fn fail(&self) -> Result<(), std::io::Error> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("the disk is gone"));
+            }
+            Ok(())
+        }
+    }
+
+    /// Before: the loop ended quietly, the status still said leader, and the
+    /// leadership watch closed (which made the controller spin). Now the
+    /// replica says it stopped, and why, and leads nobody.
+    #[tokio::test]
+    async fn a_storage_failure_stops_the_replica_and_says_so() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let disk = FailingDisk { inner: redb::backends::InMemoryBackend::new(), failing: failing.clone() };
+        let log = LogStore::with_backend(disk).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = RaftConfig::single(dir.path().to_path_buf());
+        let (_stop, stop) = watch::channel(false);
+        let node = RaftNode::start_with(config, Some(log), AppliedState::new(), Arc::new(ManualClock::new(Timestamp(1_000))), stop).unwrap();
+        let raft = node.handle.clone();
+        let mut leadership = raft.watch_leadership();
+        tokio::time::timeout(Duration::from_secs(10), leadership.wait_for(|l| l.since.is_some())).await.expect("a cluster of one elects itself").unwrap();
+
+        failing.store(true, Ordering::SeqCst);
+        let refused = raft.propose(crate::state_machine::Command::SetDraining { node: sluice_common::NodeId::new("n").unwrap(), draining: true, at: Timestamp(1_000) }).await;
+        assert!(refused.is_err(), "{refused:?}");
+        let why = tokio::time::timeout(Duration::from_secs(5), raft.stopped()).await.expect("the replica says it stopped");
+        assert!(why.contains("storage failed"), "{why}");
+        let status = raft.status();
+        assert_eq!((status.role, status.leader, status.stopped.is_some()), ("stopped", None, true));
+        assert_eq!(raft.leadership(), Leadership::default());
+        node.join();
+    }
 }
