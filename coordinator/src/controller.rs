@@ -16,7 +16,6 @@
 use crate::decide::{self, DecideConfig, Inputs, Round};
 use crate::ingest::Telemetry;
 use crate::liveness::Liveness;
-
 use crate::plan::{Action, Decision, Outcome};
 use crate::predictor::{PredictConfig, Predictor};
 use crate::state::ClusterState;

@@ -8,10 +8,10 @@
 //! range (the coarse ring keeps a day); with nothing there yet, the models'
 //! safe defaults apply. Pure: time and windows come in as arguments.
 
-use crate::windows::{Metric, Reading, Windows};
+use crate::windows::{increase_between, increase_within, Metric, Reading, Windows};
 use sluice_common::predict::{Hold, KeepWarm, PolicyKind, RANGE_BINS};
 use sluice_common::{FunctionName, FunctionSpec, Timestamp};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,9 +60,9 @@ impl Predictor {
         let bin_ms = self.bin_ms();
         let current = now.millis() / bin_ms;
         let first = self.next_bin.unwrap_or_else(|| current.saturating_sub(RANGE_BINS as u64));
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for spec in functions.into_iter().filter(|s| s.scaling.predict) {
-            seen.push(spec.name.clone());
+            seen.insert(spec.name.clone());
             let memory_mb = spec.limits.memory_mb;
             let model = self.models.entry(spec.name.clone()).or_insert_with(|| Model { memory_mb, keep: self.config.policy.model(f64::from(memory_mb)) });
             if model.memory_mb != memory_mb {
@@ -87,7 +87,7 @@ impl Predictor {
         self.models.iter().map(|(name, m)| (name.clone(), m.keep.hold(bin))).filter(|(_, h)| h.total() > 0).collect()
     }
 
-    /// Bytes the models keep, for `/metrics`.
+    /// Bytes the models keep (the bound B6 reports).
     pub fn bytes(&self) -> usize {
         self.models.values().map(|m| m.keep.bytes()).sum()
     }
@@ -112,13 +112,11 @@ fn bins_of(windows: &Windows, spec: &FunctionSpec, first: u64, current: u64, bin
         let mut readings: Vec<Reading> = Vec::new();
         windows.visit_slots(scope, Metric::GatewayRequestsTotal, range, now, |r| readings.push(r));
         for (k, r) in readings.iter().enumerate() {
-            // A counter going down restarted from zero: what it shows after counts whole.
-            let within = if r.last >= r.first { r.last - r.first } else { r.last };
             if let Some(b) = slot(r.last_ms) {
-                arrivals[b] += within;
+                arrivals[b] += increase_within(r);
             }
-            if let (Some(prev), Some(b)) = (k.checked_sub(1).map(|p| readings[p]), slot(r.first_ms)) {
-                arrivals[b] += if r.first >= prev.last { r.first - prev.last } else { r.first };
+            if let (Some(prev), Some(b)) = (k.checked_sub(1).map(|p| &readings[p]), slot(r.first_ms)) {
+                arrivals[b] += increase_between(prev, r);
             }
         }
         // Concurrency (in flight plus queued) as the gateway's time-in-gateway
@@ -128,10 +126,11 @@ fn bins_of(windows: &Windows, spec: &FunctionSpec, first: u64, current: u64, bin
         windows.visit_slots(scope, Metric::GatewayRequestSecondsTotal, range, now, |r| seconds.push(r));
         let mut per_gateway = vec![0f64; n];
         for pair in seconds.windows(2) {
-            let (prev, r) = (pair[0], pair[1]);
+            let (prev, r) = (&pair[0], &pair[1]);
             let elapsed_s = r.last_ms.saturating_sub(prev.last_ms) as f64 / 1000.0;
-            if let (Some(b), true) = (slot(r.last_ms), elapsed_s > 0.0 && r.last >= prev.last) {
-                per_gateway[b] = per_gateway[b].max((r.last - prev.last) / elapsed_s);
+            if let (Some(b), true) = (slot(r.last_ms), elapsed_s > 0.0) {
+                let busy_s = increase_between(prev, r) + increase_within(r);
+                per_gateway[b] = per_gateway[b].max(busy_s / elapsed_s);
             }
         }
         for (total, g) in busiest.iter_mut().zip(per_gateway) {

@@ -115,9 +115,10 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
     }
     let mode = if panicking { Mode::Panic } else { Mode::Stable };
     let demand = |desired| Reason::Demand { desired, live, stable: i.load.stable, panic: i.load.panic, now: i.load.now, target, mode };
+    let predicted = || Reason::Predicted { hot: i.hold.hot, paused: i.hold.paused, live, why: i.hold.why };
     let base = if i.hold.hot > policy {
         policy = i.hold.hot;
-        Reason::Predicted { hot: i.hold.hot, paused: i.hold.paused, live, why: i.hold.why }
+        predicted()
     } else {
         demand(policy)
     };
@@ -165,7 +166,6 @@ pub fn size(i: &FunctionInputs<'_>) -> Sizing {
     // beyond the hot count wanted are kept paused. A rule that sets the count
     // owns it, and the maximum caps both.
     let keep_paused = if i.rules.count.is_some() { 0 } else { i.hold.total().min(max).saturating_sub(desired) };
-    let predicted = || Reason::Predicted { hot: i.hold.hot, paused: i.hold.paused, live, why: i.hold.why };
 
     if desired > live {
         let mut need = desired - live;

@@ -28,6 +28,7 @@ mod query;
 mod ring;
 mod series;
 
+pub use query::{increase_between, increase_within};
 pub use ring::Reading;
 
 use serde::Serialize;

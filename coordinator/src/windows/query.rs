@@ -41,8 +41,18 @@ fn rate(readings: &[Reading]) -> Option<f64> {
     let (first, last) = (readings.first()?, readings.last()?);
     let elapsed_ms = last.last_ms.checked_sub(first.first_ms).filter(|ms| *ms > 0)?;
     let within: f64 = readings.iter().map(increase_within).sum();
-    let between: f64 = readings.windows(2).map(|w| if w[1].first >= w[0].last { w[1].first - w[0].last } else { w[1].first }).sum();
+    let between: f64 = readings.windows(2).map(|w| increase_between(&w[0], &w[1])).sum();
     Some((within + between) * 1000.0 / elapsed_ms as f64)
+}
+
+/// A counter's increase from one slot's last sample to the next slot's first;
+/// a drop is a restart from zero, so the value after it counts whole.
+pub fn increase_between(prev: &Reading, next: &Reading) -> f64 {
+    if next.first >= prev.last {
+        next.first - prev.last
+    } else {
+        next.first
+    }
 }
 
 /// The increase of a counter over one slot's samples, as the sum over
@@ -52,7 +62,7 @@ fn rate(readings: &[Reading]) -> Option<f64> {
 /// and the answer is still exact: (max - first) + last. Past that (several
 /// restarts, or a climb past the old peak) only the part since the restart is
 /// known, so it counts `last`: an undercount.
-fn increase_within(r: &Reading) -> f64 {
+pub fn increase_within(r: &Reading) -> f64 {
     if r.min >= r.first {
         r.last - r.first
     } else if r.max > r.last {
