@@ -13,6 +13,8 @@ use serde_json::Value;
 #[derive(Clone)]
 pub struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Sent as `Authorization: Bearer` on every request that does not carry its own.
+    token: Option<std::sync::Arc<str>>,
 }
 
 /// A response: status, headers and the whole body.
@@ -45,7 +47,13 @@ impl Default for Http {
 
 impl Http {
     pub fn new() -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http() }
+        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http(), token: None }
+    }
+
+    /// The same client, sending `token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.map(Into::into);
+        self
     }
 
     /// A client that opens a new connection per request and gives up connecting
@@ -56,13 +64,16 @@ impl Http {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
-        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector) }
+        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector), token: None }
     }
 
     pub async fn send(&self, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Result<Reply> {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(token) = self.token.as_deref().filter(|_| !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))) {
+            req = req.header("authorization", format!("Bearer {token}"));
         }
         let req = req.body(Full::new(body.into())).with_context(|| format!("bad URL {url:?}: use http://host:port/..."))?;
         let resp = self.client.request(req).await.map_err(|e| anyhow!("cannot reach {url}: {e}; is `sluice up` running, and is --api/--gateway right?"))?;
@@ -118,6 +129,12 @@ impl Api {
             }
         }
         Ok(Self { bases, current: Default::default(), http: Http::new() })
+    }
+
+    /// The same API, calling with `token`.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.http = self.http.with_token(token);
+        self
     }
 
     /// Calls `path` on the first coordinator that can serve it and returns its JSON.

@@ -93,6 +93,9 @@ pub struct DeployArgs {
     /// Never on a node running this function (repeatable).
     #[arg(long)]
     pub anti_affinity: Vec<String>,
+    /// Callers at the gateway need a token with the invoker role (default: public).
+    #[arg(long)]
+    pub private: bool,
 }
 
 impl DeployArgs {
@@ -110,6 +113,7 @@ impl DeployArgs {
              panic_window => scaling.panic_window_secs, panic_threshold => scaling.panic_threshold_percent,
              scale_down_max_percent => scaling.scale_down_max_percent, scale_down_step => scaling.scale_down_step_secs);
         spec.scaling.predict = !self.no_predict;
+        spec.private = self.private;
         for kv in self.env {
             let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
             spec.env.insert(k.to_string(), v.to_string());
@@ -166,7 +170,7 @@ pub struct InvokeArgs {
     pub include: bool,
 }
 
-pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
+pub async fn invoke(gateway: &str, token: Option<String>, args: InvokeArgs) -> Result<ExitCode> {
     let name = FunctionName::new(args.name)?;
     let method = match (&args.method, &args.data) {
         (Some(m), _) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).with_context(|| format!("--method {m:?} is not an HTTP method"))?,
@@ -184,7 +188,7 @@ pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
     let path = if args.path == "/" { String::new() } else { args.path.clone() };
     let url = format!("{gateway}/function/{name}{path}");
     let body = Bytes::from(args.data.unwrap_or_default());
-    let reply = Http::new().send(method, &url, body, &headers).await?;
+    let reply = Http::new().with_token(token).send(method, &url, body, &headers).await?;
     let mut stdout = std::io::stdout().lock();
     if args.include {
         writeln!(stdout, "{}", reply.status)?;

@@ -2,5 +2,6 @@
 //! nodes, and the HTTP client.
 
 pub mod client;
+pub mod credentials;
 pub mod node;
 pub mod sim;

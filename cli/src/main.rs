@@ -9,6 +9,7 @@ mod decisions;
 mod nodes;
 mod rules;
 mod table;
+mod tokens;
 use sluice_cli::node;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -25,6 +26,13 @@ struct Cli {
     /// Gateway address, for `invoke`.
     #[arg(long, env = "SLUICE_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
+    /// API token for client commands (default: --token-file, else the admin
+    /// token `sluice up` wrote to its data directory).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, env = "SLUICE_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     /// Output format of client commands.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -71,6 +79,9 @@ enum Command {
     /// How the coordinator would decide now.
     #[command(subcommand)]
     Explain(decisions::ExplainCommand),
+    /// API tokens and their roles: create, ls, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Replay an invocation trace through the keep-warm policies and score them.
     Sim(sluice_cli::sim::SimArgs),
 }
@@ -101,6 +112,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let token = || sluice_cli::credentials::resolve(cli.token.clone(), cli.token_file.as_deref());
+        let api = || -> anyhow::Result<Api> { Ok(Api::new(&cli.api)?.with_token(token()?)) };
         match cli.command {
             Command::Up(args) => {
                 node::init_tracing();
@@ -114,15 +127,16 @@ fn main() -> ExitCode {
                 node::init_tracing();
                 node::agent(args).await
             }
-            Command::Deploy(args) => commands::deploy(&Api::new(&cli.api)?, cli.output, args).await,
-            Command::Invoke(args) => commands::invoke(&cli.gateway, args).await,
-            Command::Ls => commands::ls(&Api::new(&cli.api)?, cli.output).await,
-            Command::Rm { name } => commands::rm(&Api::new(&cli.api)?, cli.output, &name).await,
-            Command::Cluster(command) => cluster::run(&Api::new(&cli.api)?, cli.output, command).await,
-            Command::Nodes(command) => nodes::run(&Api::new(&cli.api)?, cli.output, command).await,
-            Command::Rules(command) => rules::run(&Api::new(&cli.api)?, cli.output, command).await,
-            Command::Events(args) => decisions::events(&Api::new(&cli.api)?, cli.output, args).await,
-            Command::Explain(command) => decisions::explain(&Api::new(&cli.api)?, cli.output, command).await,
+            Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
+            Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, args).await,
+            Command::Tokens(command) => tokens::run(&api()?, cli.output, command).await,
+            Command::Ls => commands::ls(&api()?, cli.output).await,
+            Command::Rm { name } => commands::rm(&api()?, cli.output, &name).await,
+            Command::Cluster(command) => cluster::run(&api()?, cli.output, command).await,
+            Command::Nodes(command) => nodes::run(&api()?, cli.output, command).await,
+            Command::Rules(command) => rules::run(&api()?, cli.output, command).await,
+            Command::Events(args) => decisions::events(&api()?, cli.output, args).await,
+            Command::Explain(command) => decisions::explain(&api()?, cli.output, command).await,
             Command::Sim(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -15,6 +15,8 @@ use sluice_bus::{Publisher, PublisherConfig};
 use sluice_common::labels::Labels;
 use sluice_common::predict::PolicyKind;
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
+use sluice_coordinator::auth::bootstrap::AuthConfig;
+use sluice_coordinator::auth::{AuthMode, Role};
 use sluice_coordinator::controller::ControllerConfig;
 use sluice_coordinator::decide::placer::Weights;
 use sluice_coordinator::decide::DecideConfig;
@@ -101,6 +103,23 @@ pub struct CoordinatorArgs {
     /// (default fit=1,image=0.5,load=0.5,colocation=1,preference=2).
     #[arg(long, default_value = "")]
     pub placement_weights: String,
+    /// Whether callers need a token: required (the default) or off. Off is
+    /// refused on a non-loopback address unless --insecure-expose-without-auth.
+    #[arg(long, value_enum, default_value_t = AuthArg::Required)]
+    pub auth: AuthArg,
+    /// Serve a non-loopback address with --auth off (a trusted, private network only).
+    #[arg(long)]
+    pub insecure_expose_without_auth: bool,
+    /// Where a new cluster's first admin token is written, mode 0600 (default: <data-dir>/admin.token).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// `--auth`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthArg {
+    Required,
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -158,6 +177,9 @@ pub struct AgentArgs {
     /// Without it the figures are only on the agent's /metrics.
     #[arg(long, env = "SLUICE_BUS")]
     pub bus: Option<String>,
+    /// File holding a token with the agent role (`sluice tokens create NAME --role agent`).
+    #[arg(long, env = "SLUICE_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub host: HostArgs,
 }
@@ -211,7 +233,16 @@ impl CoordinatorArgs {
             suspect_after_secs: 5,
             lost_after_secs: 15,
             placement_weights: String::new(),
+            // Tests of everything else call without tokens; the auth tests turn it on.
+            auth: AuthArg::Off,
+            insecure_expose_without_auth: false,
+            admin_token_file: None,
         }
+    }
+
+    /// The data directory: --data-dir, else the user's default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(crate::credentials::default_data_dir)
     }
 
     pub fn config(&self) -> Result<CoordinatorConfig> {
@@ -234,7 +265,7 @@ impl CoordinatorArgs {
                 listen: self.raft_addr,
                 advertise: self.advertise_raft.clone(),
                 initial,
-                data_dir: self.data_dir.clone().unwrap_or_else(default_data_dir),
+                data_dir: self.data_dir(),
                 heartbeat: Duration::from_millis(self.heartbeat_ms),
                 election: Duration::from_millis(self.election_ms),
                 snapshot_every: self.snapshot_every,
@@ -243,6 +274,14 @@ impl CoordinatorArgs {
             },
             bus: None,
             metrics: MetricsConfig::default(),
+            auth: AuthConfig {
+                mode: match self.auth {
+                    AuthArg::Required => AuthMode::Required,
+                    AuthArg::Off => AuthMode::Off,
+                },
+                admin_token_file: Some(self.admin_token_file.clone().unwrap_or_else(|| self.data_dir().join(crate::credentials::ADMIN_TOKEN_FILE))),
+                expose_without_auth: self.insecure_expose_without_auth,
+            },
         })
     }
 }
@@ -287,17 +326,6 @@ fn parse_initial_cluster(items: &[String]) -> Result<BTreeMap<u64, String>> {
     Ok(members)
 }
 
-/// `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`, else `./sluice-data`.
-fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sluice");
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/sluice"),
-        None => PathBuf::from("sluice-data"),
-    }
-}
-
 impl HostArgs {
     pub fn node_id(&self) -> Result<NodeId> {
         NodeId::new(self.node.clone()).map_err(|e| anyhow::anyhow!("--node: {}", e.message))
@@ -333,9 +361,9 @@ fn host_memory_mb() -> u64 {
 }
 
 /// Starts an agent for `host` that talks to `coordinators`.
-pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, clock: Arc<dyn Clock>) -> Result<Agent> {
+pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, token: Option<String>, clock: Arc<dyn Clock>) -> Result<Agent> {
     let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() }).await.context("connecting to Docker")?;
-    let control = HttpControlPlane::new(coordinators, HttpControlConfig::default()).context("coordinator addresses")?;
+    let control = HttpControlPlane::new(coordinators, HttpControlConfig { token, ..HttpControlConfig::default() }).context("coordinator addresses")?;
     anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
     let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
     Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config).with_placement(host.labels()?, host.max_instances))
@@ -349,6 +377,8 @@ pub struct Node {
     /// The metrics bus the agent publishes to and the coordinator reads.
     bus: Arc<dyn MetricsBus>,
     agent: AgentHandle,
+    /// The token the agents in this process speak with (none with --auth off).
+    agent_token: Option<String>,
 }
 
 impl Node {
@@ -360,10 +390,22 @@ impl Node {
         };
         let mut config = args.coordinator.config()?;
         config.bus = Some(bus.clone());
+        let auth = config.auth.clone();
         let coordinator = Coordinator::start(config, clock.clone()).await?;
-        let agent = spawn_agent(&args.host, &coordinator, clock.clone(), bus.clone()).await?;
+        let agent_token = match auth.mode {
+            AuthMode::Off => None,
+            AuthMode::Required => {
+                let file = args.coordinator.data_dir().join(crate::credentials::AGENT_TOKEN_FILE);
+                let name = format!("agent-{}", args.host.node);
+                let token = tokio::time::timeout(START_TIMEOUT, ensure_agent_token(&coordinator, &file, &name)).await;
+                let token = token.map_err(|_| anyhow::anyhow!("the cluster could not commit the agent's token within {START_TIMEOUT:?}: is the data directory right?"))?;
+                coordinator.admin_token_ready(START_TIMEOUT).await.map_err(anyhow::Error::msg)?;
+                Some(token)
+            }
+        };
+        let agent = spawn_agent(&args.host, &coordinator, agent_token.clone(), clock.clone(), bus.clone()).await?;
         info!(api = %format!("http://{}", coordinator.api_addr), gateway = %format!("http://{}", coordinator.gateway_addr), bus = bus.name(), "sluice is up");
-        Ok(Node { coordinator, host: args.host, clock, bus, agent })
+        Ok(Node { coordinator, host: args.host, clock, bus, agent, agent_token })
     }
 
     pub fn api_url(&self) -> String {
@@ -379,7 +421,7 @@ impl Node {
     /// something in front of it).
     pub async fn add_agent(&self, host: &HostArgs, coordinators: Vec<String>) -> Result<AgentHandle> {
         let (stop, rx) = watch::channel(false);
-        let (metrics_addr, agent) = run_agent(host, coordinators, self.clock.clone(), Some(self.bus.clone()), rx).await?;
+        let (metrics_addr, agent) = run_agent(host, coordinators, self.agent_token.clone(), self.clock.clone(), Some(self.bus.clone()), rx).await?;
         Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
     }
 
@@ -392,7 +434,7 @@ impl Node {
     pub async fn restart_agent(&mut self) -> Result<()> {
         let _ = self.agent.stop.send(true);
         (&mut self.agent.task).await.context("agent task")?;
-        self.agent = spawn_agent(&self.host, &self.coordinator, self.clock.clone(), self.bus.clone()).await?;
+        self.agent = spawn_agent(&self.host, &self.coordinator, self.agent_token.clone(), self.clock.clone(), self.bus.clone()).await?;
         Ok(())
     }
 
@@ -418,10 +460,26 @@ impl AgentHandle {
     }
 }
 
-async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn Clock>, bus: Arc<dyn MetricsBus>) -> Result<AgentHandle> {
+/// How long `sluice up` waits for its single-node cluster to commit its first entries.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The agent token of `sluice up`, kept in its data directory across restarts.
+async fn ensure_agent_token(coordinator: &Coordinator, file: &std::path::Path, name: &str) -> String {
+    loop {
+        match sluice_coordinator::auth::bootstrap::ensure_token_file(&coordinator.store, file, name, [Role::Agent].into()).await {
+            Ok(token) => return token,
+            Err(e) => {
+                tracing::debug!(error = %e, "agent token not settled yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, token: Option<String>, clock: Arc<dyn Clock>, bus: Arc<dyn MetricsBus>) -> Result<AgentHandle> {
     let (stop, rx) = watch::channel(false);
     let bus = Some(bus);
-    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], clock, bus, rx).await?;
+    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], token, clock, bus, rx).await?;
     Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
 }
 
@@ -431,11 +489,12 @@ async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, clock: Arc<dyn 
 pub async fn run_agent(
     host: &HostArgs,
     coordinators: Vec<String>,
+    token: Option<String>,
     clock: Arc<dyn Clock>,
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
-    let mut agent = start_agent(host, coordinators, clock.clone()).await?;
+    let mut agent = start_agent(host, coordinators, token, clock.clone()).await?;
     let mut delivery = Vec::new();
     if let Some(bus) = bus {
         anyhow::ensure!(host.bus_buffer_messages >= 1 && host.bus_buffer_kib >= 1, "--bus-buffer-messages and --bus-buffer-kib: use at least 1");
@@ -519,7 +578,11 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         Some(url) => Some(connect_bus(url, &args.host.node).await?),
         None => None,
     };
-    let (_, agent) = run_agent(&args.host, args.coordinator, Arc::new(SystemClock), bus, rx).await?;
+    let token = match &args.token_file {
+        Some(file) => Some(crate::credentials::resolve(None, Some(file))?.context("--token-file is empty")?),
+        None => None,
+    };
+    let (_, agent) = run_agent(&args.host, args.coordinator, token, Arc::new(SystemClock), bus, rx).await?;
     tokio::spawn(async move {
         signal().await;
         let _ = stop.send(true);

@@ -53,6 +53,10 @@ pub struct FunctionSpec {
     /// Where its instances may go and which nodes they prefer.
     #[serde(default)]
     pub placement: PlacementSpec,
+    /// Callers at the gateway need a token with the invoker role; without it a
+    /// function is public, as in OpenFaaS and Knative.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// Per-instance resource limits, enforced by the container runtime.
@@ -147,6 +151,7 @@ impl FunctionSpec {
             labels: Labels::new(),
             scaling: Scaling::default(),
             placement: PlacementSpec::default(),
+            private: false,
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod applied;
+pub mod auth;
 pub mod controller;
 pub mod decide;
 pub mod events;

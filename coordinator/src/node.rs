@@ -3,6 +3,7 @@
 
 use crate::api::Api;
 use crate::applied::AppliedState;
+use crate::auth::{self, bootstrap::AuthConfig, AuthMode};
 use crate::controller::{self, ControllerConfig};
 use crate::gateway::{self, coordinator_node_id, FiguresTaker, Gateway};
 use crate::http;
@@ -37,6 +38,7 @@ pub struct CoordinatorConfig {
     /// coordinator's own gateway and the agents in this process publish.
     pub bus: Option<Arc<dyn MetricsBus>>,
     pub metrics: MetricsConfig,
+    pub auth: AuthConfig,
 }
 
 impl std::fmt::Debug for CoordinatorConfig {
@@ -79,6 +81,8 @@ pub struct Coordinator {
     raft: Option<RaftNode>,
     tasks: JoinSet<()>,
     gateway_threads: Vec<std::thread::JoinHandle<()>>,
+    /// True once the cluster's first admin token is settled (at once with auth off).
+    admin_ready: watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +96,32 @@ pub enum BindError {
     },
     #[error(transparent)]
     Raft(#[from] StartError),
+    #[error(
+        "refusing to serve {addr} without authentication: anyone who can reach it could run containers on every host; \
+         drop `--auth off`, bind to 127.0.0.1, or add --insecure-expose-without-auth if this network is trusted"
+    )]
+    ExposedWithoutAuth { addr: SocketAddr },
 }
 
 impl Coordinator {
+    /// Waits until the cluster's first admin token is settled, and its file
+    /// written if this coordinator made it.
+    pub async fn admin_token_ready(&self, within: Duration) -> Result<(), String> {
+        let mut ready = self.admin_ready.clone();
+        let settled = tokio::time::timeout(within, async move { ready.wait_for(|r| *r).await.is_ok() }).await;
+        match settled {
+            Ok(true) => Ok(()),
+            _ => Err(format!("the admin token was not settled within {within:?}: can this coordinator reach a quorum?")),
+        }
+    }
+
     /// Binds both servers and starts every task.
     pub async fn start(config: CoordinatorConfig, clock: Arc<dyn Clock>) -> Result<Self, BindError> {
+        if config.auth.mode == AuthMode::Off && !config.auth.expose_without_auth {
+            if let Some(addr) = [config.api_addr, config.gateway_addr].into_iter().find(|a| !a.ip().is_loopback()) {
+                return Err(BindError::ExposedWithoutAuth { addr });
+            }
+        }
         let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| BindError::Listen { what, addr, source }) };
         let api_listener = bind("API", config.api_addr).await?;
         let api_addr = api_listener.local_addr().map_err(|source| BindError::Listen { what: "API", addr: config.api_addr, source })?;
@@ -113,12 +138,24 @@ impl Coordinator {
         let raft = RaftNode::start(config.raft, applied.clone(), clock.clone(), stop.subscribe())?;
         let raft_addr = raft.raft_addr;
         let store = Store::new(applied, raft.handle.clone(), clock.clone());
-        let gateway = Gateway::new(store.clone(), clock.clone());
+        let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode);
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
-        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone());
+        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone(), config.auth.mode);
         let bus: Arc<dyn MetricsBus> = config.bus.clone().unwrap_or_else(|| Arc::new(InProcessBus::new()));
 
         let mut tasks = JoinSet::new();
+        let (admin_ready_tx, admin_ready) = watch::channel(true);
+        if let (AuthMode::Required, Some(file)) = (config.auth.mode, config.auth.admin_token_file.clone()) {
+            admin_ready_tx.send_replace(false);
+            let store = store.clone();
+            let stop = stopped(stop.subscribe());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = auth::bootstrap::admin_token(store, file) => { admin_ready_tx.send_replace(true); }
+                    () = stop => {}
+                }
+            });
+        }
         tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
         tasks.spawn(gateway.clone().follow_store(stopped(stop.subscribe())));
         tasks.spawn(controller::run(store.clone(), telemetry.clone(), config.controller, stopped(stop.subscribe())));
@@ -137,7 +174,7 @@ impl Coordinator {
         }
         info!(api = %api_addr, gateway = %gateway_addr, raft = %raft_addr, gateway_threads = threads, "coordinator listening");
         tasks.spawn(deal_connections(gateway_listener, workers, stopped(stop.subscribe())));
-        Ok(Self { store, gateway, api_addr, gateway_addr, raft_addr, stop, raft: Some(raft), tasks, gateway_threads })
+        Ok(Self { store, gateway, api_addr, gateway_addr, raft_addr, stop, raft: Some(raft), tasks, gateway_threads, admin_ready })
     }
 
     /// Stops accepting, drains open requests and waits for every task.

@@ -7,6 +7,7 @@
 //! that function or node holds, not what the cluster holds: at 10,000
 //! functions a plan applies in milliseconds instead of minutes.
 
+use crate::auth::TokenRecord;
 use serde::{Deserialize, Serialize};
 use sluice_common::rules::{Rule, RuleName};
 use sluice_common::{DesiredInstance, DesiredSet, DesiredState, FunctionName, FunctionSpec, Instance, InstanceId, InstanceState, NodeId, NodeInfo, Resources, Timestamp};
@@ -27,7 +28,20 @@ pub struct ClusterState {
     pub desired_revision: u64,
     /// What the scaler must remember between rounds, per function.
     pub memory: BTreeMap<FunctionName, ScalingMemory>,
+    /// Access: the tokens (hashed) and whether the first admin token was made.
+    pub auth: AuthState,
     index: Index,
+}
+
+/// The cluster's tokens, as hashes of their secrets (`crate::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthState {
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Set once the first admin token exists; a cluster is bootstrapped once,
+    /// so revoking every admin token does not let a restart mint a new one.
+    #[serde(default)]
+    pub bootstrapped: bool,
 }
 
 /// Decisions that later decisions depend on, kept in the replicated state so a
@@ -75,6 +89,8 @@ struct Stored {
     desired_revision: u64,
     #[serde(default)]
     memory: BTreeMap<FunctionName, ScalingMemory>,
+    #[serde(default)]
+    auth: AuthState,
 }
 
 impl From<Stored> for ClusterState {
@@ -87,6 +103,7 @@ impl From<Stored> for ClusterState {
             next_instance: s.next_instance,
             desired_revision: s.desired_revision,
             memory: s.memory,
+            auth: s.auth,
             index: Index::default(),
         };
         state.reindex();
@@ -104,6 +121,7 @@ impl From<ClusterState> for Stored {
             next_instance: s.next_instance,
             desired_revision: s.desired_revision,
             memory: s.memory,
+            auth: s.auth,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! an older version must still replay; the first variants below are such
 //! entries, no longer proposed.
 
+use crate::auth::{TokenRecord, MAX_TOKENS};
 use crate::events::DecisionEvent;
 use crate::plan::{Action, Decision, Outcome, Plan, Reason};
 use crate::state::{is_serving_state, reservation, ClusterState, Firing};
@@ -43,6 +44,12 @@ pub enum Command {
     PutRules { rules: Vec<Rule> },
     /// Delete a rule.
     RemoveRule { name: RuleName },
+    /// Add a token (its secret's hash only).
+    CreateToken { token: TokenRecord },
+    /// Delete a token: it stops working on every coordinator as this applies.
+    RevokeToken { id: String },
+    /// The cluster's first admin token; applies once per cluster.
+    BootstrapAdmin { token: TokenRecord },
 }
 
 /// Where an entry sits in the log: plans check the term they were made in.
@@ -160,11 +167,36 @@ pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Respo
             }
             None => Response::NotFound { what: format!("rule {name}") },
         },
+        Command::CreateToken { token } => create_token(state, token),
+        Command::RevokeToken { id } => match state.auth.tokens.remove(id) {
+            Some(_) => Response::Ok,
+            None => Response::NotFound { what: format!("token {id}") },
+        },
+        Command::BootstrapAdmin { token } => {
+            if state.auth.bootstrapped {
+                Response::Rejected { reason: "the cluster already has its first admin token".into() }
+            } else {
+                state.auth.bootstrapped = true;
+                create_token(state, token)
+            }
+        }
     };
     if fx.desired_changed {
         state.desired_revision += 1;
     }
     (response, fx)
+}
+
+fn create_token(state: &mut ClusterState, token: &TokenRecord) -> Response {
+    if let Some(existing) = state.auth.tokens.get(&token.id) {
+        // A retried proposal of the same token is a success; another token under the id is not.
+        return if existing == token { Response::Ok } else { Response::Rejected { reason: format!("token id {} is taken", token.id) } };
+    }
+    if state.auth.tokens.len() >= MAX_TOKENS {
+        return Response::Rejected { reason: format!("the cluster holds {MAX_TOKENS} tokens, the most it keeps: revoke unused ones (`sluice tokens ls`, `sluice tokens revoke`)") };
+    }
+    state.auth.tokens.insert(token.id.clone(), token.clone());
+    Response::Ok
 }
 
 fn remove_function(state: &mut ClusterState, name: &FunctionName, fx: &mut Effects) -> Response {

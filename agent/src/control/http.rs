@@ -10,7 +10,7 @@ use super::{ControlError, ControlPlane};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, LOCATION};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -38,11 +38,13 @@ pub struct HttpControlConfig {
     pub connect_timeout: Duration,
     /// How long a report, or a long poll beyond its own wait, may take.
     pub request_timeout: Duration,
+    /// A token with the agent role, sent as `Authorization: Bearer`.
+    pub token: Option<String>,
 }
 
 impl Default for HttpControlConfig {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(2), request_timeout: Duration::from_secs(5) }
+        Self { connect_timeout: Duration::from_secs(2), request_timeout: Duration::from_secs(5), token: None }
     }
 }
 
@@ -146,7 +148,11 @@ impl HttpControlPlane {
 
     async fn exchange(&self, method: &Method, url: &str, body: &Bytes, timeout: Duration) -> Outcome {
         let unreachable = |reason: String| Outcome::Next(ControlError::Unreachable { addr: url.to_string(), reason });
-        let request = Request::builder().method(method.clone()).uri(url).header(CONTENT_TYPE, "application/json").body(Full::new(body.clone()));
+        let mut request = Request::builder().method(method.clone()).uri(url).header(CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.config.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(body.clone()));
         let request = match request {
             Ok(r) => r,
             Err(e) => return Outcome::Fail(ControlError::Refused(format!("cannot build a request for {url}: {e}"))),

@@ -12,7 +12,10 @@
 
 mod decisions;
 mod nodes;
+pub mod routes;
+mod tokens;
 
+use crate::auth::{self, AuthMode};
 use crate::decide::DecideConfig;
 use crate::gateway::Gateway;
 use crate::http::{self, read_body, ApiError, Body};
@@ -23,7 +26,9 @@ use crate::store::Store;
 use crate::windows::{Agg, Metric, Scope};
 use crate::windows_api;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::AUTHORIZATION;
+use hyper::{Request, Response, StatusCode};
+use routes::{Found, RouteId};
 use serde::Serialize;
 use sluice_common::metrics;
 use sluice_common::{FunctionName, FunctionSpec, Instance, InstanceId, InstanceState, NodeId};
@@ -50,6 +55,7 @@ pub struct Api {
     telemetry: Arc<Telemetry>,
     /// The decision settings, for explaining placements as the leader would.
     decide: DecideConfig,
+    auth: AuthMode,
 }
 
 /// A function as `GET /v1/functions` shows it.
@@ -65,8 +71,8 @@ pub struct FunctionView {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>, decide: DecideConfig) -> Arc<Self> {
-        Arc::new(Self { store, gateway, telemetry, decide })
+    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>, decide: DecideConfig, auth: AuthMode) -> Arc<Self> {
+        Arc::new(Self { store, gateway, telemetry, decide, auth })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -75,10 +81,28 @@ impl Api {
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path().trim_end_matches('/').to_string();
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
-        match (method.clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => match self.store.raft_status().stopped {
+        let (route, params) = match routes::find(method.as_str(), &path) {
+            Found::Route(route, params) => (route, params.into_iter().map(str::to_string).collect::<Vec<_>>()),
+            Found::WrongMethod(allowed) => {
+                return Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not supported on {path}: use {} (see /v1/openapi.json or the API reference in README.md)", allowed.join(" or ")),
+                ))
+            }
+            Found::NotFound => {
+                return Err(ApiError::not_found(format!(
+                    "no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/rules, /v1/events, /v1/explain, /v1/cluster, /v1/tokens or /v1/metrics"
+                )))
+            }
+        };
+        // Who may call it is settled before anything is read or changed.
+        let now = self.store.now();
+        auth::authorize(self.auth, req.headers().get(AUTHORIZATION), route.permission, now, |id| self.store.read(|s| s.auth.tokens.get(id).cloned()))?;
+        let param = |i: usize| params[i].as_str();
+        match route.id {
+            RouteId::Health => match self.store.raft_status().stopped {
                 None => Ok(http::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
                 Some(why) => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -86,92 +110,89 @@ impl Api {
                     format!("{why}; this coordinator takes no part in the cluster and exits so its service manager restarts it: fix the disk or data directory"),
                 )),
             },
-            (Method::GET, ["metrics"]) => Ok(self.metrics()),
-            (Method::GET, ["v1", "functions"]) => {
+            RouteId::Metrics => Ok(self.metrics()),
+            RouteId::ListFunctions => {
                 self.barrier().await?;
                 Ok(http::json(StatusCode::OK, &self.functions(None)))
             }
-            (Method::POST, ["v1", "functions"]) => self.put_function(req).await,
-            (Method::GET, ["v1", "functions", name]) => {
-                let name = FunctionName::new(*name)?;
+            RouteId::PutFunction => self.put_function(req).await,
+            RouteId::GetFunction => {
+                let name = FunctionName::new(param(0))?;
                 self.barrier().await?;
                 let view = self.functions(Some(&name)).pop().ok_or_else(|| no_function(&name))?;
                 let instances = self.instances(Some(&name));
                 Ok(http::json(StatusCode::OK, &serde_json::json!({"function": view, "instances": instances})))
             }
-            (Method::DELETE, ["v1", "functions", name]) => {
-                let name = FunctionName::new(*name)?;
+            RouteId::RemoveFunction => {
+                let name = FunctionName::new(param(0))?;
                 match self.execute(Command::RemoveFunction { name: name.clone() }).await? {
                     Applied::Ok => Ok(http::json(StatusCode::OK, &serde_json::json!({"removed": name}))),
                     _ => Err(no_function(&name)),
                 }
             }
-            (Method::GET, ["v1", "instances"]) => {
+            RouteId::ListInstances => {
                 let function = query_param(&req, "function").map(FunctionName::new).transpose()?;
                 self.barrier().await?;
                 Ok(http::json(StatusCode::OK, &self.instances(function.as_ref())))
             }
-            (Method::GET, ["v1", "nodes"]) => {
+            RouteId::ListNodes => {
                 self.barrier().await?;
                 Ok(http::json(StatusCode::OK, &self.nodes()))
             }
-            (Method::GET, ["v1", "cluster"]) => Ok(http::json(StatusCode::OK, &self.store.raft_status())),
-            (Method::POST, ["v1", "cluster", "members"]) => self.add_member(req).await,
-            (Method::DELETE, ["v1", "cluster", "members", id]) => {
-                let id = parse_member_id(id)?;
+            RouteId::Cluster => Ok(http::json(StatusCode::OK, &self.store.raft_status())),
+            RouteId::AddMember => self.add_member(req).await,
+            RouteId::RemoveMember => {
+                let id = parse_member_id(param(0))?;
                 self.store.change_members(MemberChange::Remove { id }).await.map_err(|e| ApiError::unavailable(&e))?;
                 Ok(http::json(StatusCode::OK, &self.store.raft_status()))
             }
-            (Method::GET, ["v1", "nodes", node, "desired"]) => {
-                let node = NodeId::new(*node)?;
+            RouteId::Desired => {
+                let node = NodeId::new(param(0))?;
                 let after = parse_param::<u64>(&req, "after")?.unwrap_or(0);
                 let wait = Duration::from_millis(parse_param::<u64>(&req, "wait_ms")?.unwrap_or(0)).min(MAX_WAIT);
                 Ok(http::json(StatusCode::OK, &self.store.desired_for(&node, after, wait).await))
             }
-            (Method::POST, ["v1", "nodes", node, "report"]) => {
-                let node = NodeId::new(*node)?;
+            RouteId::Report => {
+                let node = NodeId::new(param(0))?;
                 self.report(node, req).await
             }
-            (Method::GET, ["v1", "metrics", "nodes", node]) => {
-                let node = NodeId::new(*node)?;
+            RouteId::NodeFigures => {
+                let node = NodeId::new(param(0))?;
                 let range = windows_api::parse_range(query_param(&req, "range"))?;
-                Ok(http::json(StatusCode::OK, &windows_api::node(&self.telemetry, &node, range, self.store.now())))
+                Ok(http::json(StatusCode::OK, &windows_api::node(&self.telemetry, &node, range, now)))
             }
-            (Method::GET, ["v1", "metrics", "instances", id]) => {
-                let id: InstanceId = id.parse()?;
+            RouteId::InstanceFigures => {
+                let id: InstanceId = param(0).parse()?;
                 let range = windows_api::parse_range(query_param(&req, "range"))?;
-                Ok(http::json(StatusCode::OK, &windows_api::instance(&self.telemetry, id, range, self.store.now())))
+                Ok(http::json(StatusCode::OK, &windows_api::instance(&self.telemetry, id, range, now)))
             }
-            (Method::GET, ["v1", "metrics", "functions", name]) => {
-                let name = FunctionName::new(*name)?;
+            RouteId::FunctionFigures => {
+                let name = FunctionName::new(param(0))?;
                 let range = windows_api::parse_range(query_param(&req, "range"))?;
-                Ok(http::json(StatusCode::OK, &windows_api::function(&self.telemetry, &name, range, self.store.now())))
+                Ok(http::json(StatusCode::OK, &windows_api::function(&self.telemetry, &name, range, now)))
             }
-            (Method::POST, ["v1", "nodes", node, "drain"]) => self.set_draining(NodeId::new(*node)?, true).await,
-            (Method::DELETE, ["v1", "nodes", node, "drain"]) => self.set_draining(NodeId::new(*node)?, false).await,
-            (Method::GET, ["v1", "rules"]) => {
-                self.barrier().await?;
-                Ok(http::json(StatusCode::OK, &self.rules()))
-            }
-            (Method::PUT, ["v1", "rules"]) => self.put_rules(req).await,
-            (Method::POST, ["v1", "rules", "check"]) => self.check_rules(req).await,
-            (Method::GET, ["v1", "rules", "explain"]) => self.explain_rules(&req).await,
-            (Method::DELETE, ["v1", "rules", name]) => self.remove_rule(name).await,
-            (Method::GET, ["v1", "events"]) => self.events(&req).await,
-            (Method::GET, ["v1", "explain", "placement", name]) => self.explain_placement(FunctionName::new(*name)?).await,
-            (Method::GET, ["v1", "metrics", "events"]) => {
+            RouteId::RecentBusEvents => {
                 let limit = parse_param::<usize>(&req, "limit")?.unwrap_or(100);
                 if limit == 0 || limit > windows_api::MAX_EVENTS {
                     return Err(ApiError::invalid("limit", format!("use a number from 1 to {}", windows_api::MAX_EVENTS)));
                 }
                 Ok(http::json(StatusCode::OK, &self.telemetry.recent_events(limit)))
             }
-            (_, ["healthz" | "metrics"]) | (_, ["v1", "functions" | "instances" | "nodes" | "cluster" | "metrics" | "rules" | "events" | "explain", ..]) => {
-                Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not supported on {path}: see the API reference in README.md")))
+            RouteId::Drain => self.set_draining(NodeId::new(param(0))?, true).await,
+            RouteId::Undrain => self.set_draining(NodeId::new(param(0))?, false).await,
+            RouteId::ListRules => {
+                self.barrier().await?;
+                Ok(http::json(StatusCode::OK, &self.rules()))
             }
-            _ => Err(ApiError::not_found(format!(
-                "no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/rules, /v1/events, /v1/explain, /v1/cluster or /v1/metrics"
-            ))),
+            RouteId::PutRules => self.put_rules(req).await,
+            RouteId::CheckRules => self.check_rules(req).await,
+            RouteId::ExplainRules => self.explain_rules(&req).await,
+            RouteId::RemoveRule => self.remove_rule(param(0)).await,
+            RouteId::Events => self.events(&req).await,
+            RouteId::ExplainPlacement => self.explain_placement(FunctionName::new(param(0))?).await,
+            RouteId::ListTokens => self.list_tokens().await,
+            RouteId::CreateToken => self.create_token(req).await,
+            RouteId::RevokeToken => self.revoke_token(param(0)).await,
         }
     }
 

@@ -24,6 +24,7 @@ use upstream::SendError;
 
 pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits};
 
+use crate::auth::{self, AuthMode, Permission};
 use crate::http::{self, ApiError, Body};
 use crate::plan::{Action, Decision, Outcome, Plan, Reason};
 use crate::state::ClusterState;
@@ -52,6 +53,8 @@ pub struct Gateway {
     /// The applied state the routes follow (see [`Gateway::follow_store`]).
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
+    /// Whether private functions check tokens.
+    auth: AuthMode,
     /// Woken when a request has to wait: the gateway's figures go out at once.
     pub waiting: Notify,
     /// Route misses confirm through the Raft barrier one at a time.
@@ -59,8 +62,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, waiting: Notify::new(), miss_gate: tokio::sync::Mutex::new(()) })
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode) -> Arc<Self> {
+        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, auth, waiting: Notify::new(), miss_gate: tokio::sync::Mutex::new(()) })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -185,10 +188,20 @@ impl Gateway {
             return self.invoke(&client, &name, &forward, req).await.unwrap_or_else(ApiError::into_response);
         }
         match (req.method(), path) {
-            (&Method::GET, "/metrics") => http::text(self.render_metrics()),
+            (&Method::GET, "/metrics") => match self.authorize(&req, Permission::Read) {
+                Ok(()) => http::text(self.render_metrics()),
+                Err(e) => e.into_response(),
+            },
             (&Method::GET, "/healthz") => http::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             _ => ApiError::not_found(format!("no route for {path}: invoke functions at /function/<name>[/<path>]")).into_response(),
         }
+    }
+
+    /// Checks the request's token against the cluster's (the local applied
+    /// state: a revocation takes effect here when this coordinator applies it).
+    fn authorize(&self, req: &Request<Incoming>, permission: Permission) -> Result<(), ApiError> {
+        let header = req.headers().get(hyper::header::AUTHORIZATION);
+        auth::authorize(self.auth, header, permission, self.clock.now(), |id| self.store.read(|s| s.auth.tokens.get(id).cloned())).map(|_| ())
     }
 
     async fn invoke(&self, client: &Client, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -199,6 +212,12 @@ impl Gateway {
                 None => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
             }
         })?;
+        let mut req = req;
+        if route.private.load(Ordering::Relaxed) {
+            self.authorize(&req, Permission::Invoke)?;
+            // The caller's Sluice token is for the gateway, not for the function.
+            req.headers_mut().remove(hyper::header::AUTHORIZATION);
+        }
         let started = Instant::now();
         route.counters.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {

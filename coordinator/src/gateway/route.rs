@@ -54,11 +54,12 @@ pub struct RouteLimits {
     pub concurrency: u32,
     pub queue_limit: u32,
     pub start_timeout: Duration,
+    pub private: bool,
 }
 
 impl From<&FunctionSpec> for RouteLimits {
     fn from(s: &FunctionSpec) -> Self {
-        Self { concurrency: s.concurrency, queue_limit: s.queue_limit, start_timeout: s.start_timeout() }
+        Self { concurrency: s.concurrency, queue_limit: s.queue_limit, start_timeout: s.start_timeout(), private: s.private }
     }
 }
 
@@ -122,6 +123,8 @@ pub struct Route {
     paused: Mutex<Paused>,
     pub in_flight: AtomicU32,
     pub queued: AtomicU32,
+    /// Callers need an invoker token (`FunctionSpec::private`).
+    pub private: AtomicBool,
     removed: AtomicBool,
     wake: Notify,
     pub counters: RouteCounters,
@@ -136,6 +139,7 @@ impl Route {
             paused: Mutex::new(Paused::default()),
             in_flight: AtomicU32::new(0),
             queued: AtomicU32::new(0),
+            private: AtomicBool::new(spec.private),
             removed: AtomicBool::new(false),
             wake: Notify::new(),
             counters: RouteCounters::default(),
@@ -158,6 +162,7 @@ impl Route {
     #[must_use = "instances paused under requests in flight must be resumed"]
     pub fn set_instances(&self, limits: RouteLimits, ready: &[ReadyInstance], paused: &[InstanceId], now: Timestamp) -> Vec<(InstanceId, u32)> {
         *self.limits.lock().expect("limits lock") = limits;
+        self.private.store(limits.private, Ordering::Relaxed);
         let (mut added, mut caught) = (false, Vec::new());
         {
             let mut was_paused = self.paused.lock().expect("paused lock");
