@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn "$SLUICE" coordinator --api "$API" --gateway 127.0.0.1:17080 --raft 127.0.0.1:17071 --data-dir "$WORK/data" --bus "$BUS" >"$WORK/coordinator.log" 2>&1 &
+RUST_LOG=warn "$SLUICE" coordinator --auth off --api "$API" --gateway 127.0.0.1:17080 --raft 127.0.0.1:17071 --data-dir "$WORK/data" --bus "$BUS" >"$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
 RUST_LOG=warn "$SLUICE" agent --node b5 --coordinator "http://$API" --bus "$BUS" --agent-metrics 127.0.0.1:19101 --sample-secs 1 >"$WORK/agent.log" 2>&1 &
 AGENT=$!

@@ -436,6 +436,10 @@ impl DockerCluster {
             // Raft fault tests: no prediction needed.
             "--predict-policy",
             "off",
+            // Nor tokens: the private network is the test's own.
+            "--auth",
+            "off",
+            "--insecure-expose-without-auth",
             "--id",
             &id,
             "--api",

@@ -110,6 +110,10 @@ impl ProcessCluster {
         if !self.extra.iter().any(|a| a == "--predict-policy") {
             args.extend(["--predict-policy".into(), "off".into()]);
         }
+        // Tokens only where a test asks for them.
+        if !self.extra.iter().any(|a| a == "--auth") {
+            args.extend(["--auth".into(), "off".into()]);
+        }
         args.extend(self.extra.iter().cloned());
         let child = Command::new(&self.binary)
             .args(&args)

@@ -184,6 +184,8 @@ impl Coordinators {
         let log = OpenOptions::new().create(true).append(true).open(&n.log)?;
         let mut cmd = Command::new(&self.sluice);
         cmd.arg("coordinator")
+            // Raft throughput on loopback: no tokens.
+            .args(["--auth", "off"])
             .args(["--id", &n.id.to_string()])
             .args(["--api", &n.api.to_string()])
             .args(["--gateway", &n.gateway.to_string()])

@@ -149,6 +149,11 @@ pub fn record_for(token: &str, name: &str, roles: BTreeSet<Role>, created_at: Ti
     Some(TokenRecord { id: id.to_string(), name: name.to_string(), roles, secret_sha256: sha256_hex(secret.as_bytes()), created_at, expires_at: None })
 }
 
+/// The id of a token string, if it has the shape of one.
+pub fn split_id(token: &str) -> Option<&str> {
+    split(token).map(|(id, _)| id)
+}
+
 /// `sluice_<id>_<secret>` split into its parts, if it has that shape.
 fn split(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(PREFIX)?;
