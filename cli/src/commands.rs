@@ -166,7 +166,7 @@ pub struct InvokeArgs {
     pub include: bool,
 }
 
-pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
+pub async fn invoke(gateway: &str, tls_ca: Option<&std::path::Path>, args: InvokeArgs) -> Result<ExitCode> {
     let name = FunctionName::new(args.name)?;
     let method = match (&args.method, &args.data) {
         (Some(m), _) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).with_context(|| format!("--method {m:?} is not an HTTP method"))?,
@@ -184,7 +184,7 @@ pub async fn invoke(gateway: &str, args: InvokeArgs) -> Result<ExitCode> {
     let path = if args.path == "/" { String::new() } else { args.path.clone() };
     let url = format!("{gateway}/function/{name}{path}");
     let body = Bytes::from(args.data.unwrap_or_default());
-    let reply = Http::new().send(method, &url, body, &headers).await?;
+    let reply = Http::with_ca(tls_ca)?.send(method, &url, body, &headers).await?;
     let mut stdout = std::io::stdout().lock();
     if args.include {
         writeln!(stdout, "{}", reply.status)?;

@@ -25,6 +25,9 @@ struct Cli {
     /// Gateway address, for `invoke`.
     #[arg(long, env = "SLUICE_GATEWAY", default_value = "http://127.0.0.1:8080")]
     gateway: String,
+    /// The cluster CA's certificate (ca.pem), to check https:// API and gateway addresses against.
+    #[arg(long, env = "SLUICE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Output format of client commands.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -43,7 +46,7 @@ enum Command {
     /// Run a single-node Sluice: coordinator, gateway and agent in one process, on local Docker.
     Up(node::UpArgs),
     /// Run a coordinator (state, decisions, API and gateway) without an agent.
-    Coordinator(node::CoordinatorArgs),
+    Coordinator(node::CoordinatorCommand),
     /// Run an agent that drives this host's containers for a coordinator.
     Agent(node::AgentArgs),
     /// Create or update a function.
@@ -73,6 +76,9 @@ enum Command {
     Explain(decisions::ExplainCommand),
     /// Replay an invocation trace through the keep-warm policies and score them.
     Sim(sluice_cli::sim::SimArgs),
+    /// A cluster CA and node certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(sluice_cli::certs::CertsCommand),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let api = || Api::new(&cli.api, cli.tls_ca.as_deref());
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
@@ -114,15 +121,16 @@ fn main() -> ExitCode {
                 node::init_tracing();
                 node::agent(args).await
             }
-            Command::Deploy(args) => commands::deploy(&Api::new(&cli.api)?, cli.output, args).await,
-            Command::Invoke(args) => commands::invoke(&cli.gateway, args).await,
-            Command::Ls => commands::ls(&Api::new(&cli.api)?, cli.output).await,
-            Command::Rm { name } => commands::rm(&Api::new(&cli.api)?, cli.output, &name).await,
-            Command::Cluster(command) => cluster::run(&Api::new(&cli.api)?, cli.output, command).await,
-            Command::Nodes(command) => nodes::run(&Api::new(&cli.api)?, cli.output, command).await,
-            Command::Rules(command) => rules::run(&Api::new(&cli.api)?, cli.output, command).await,
-            Command::Events(args) => decisions::events(&Api::new(&cli.api)?, cli.output, args).await,
-            Command::Explain(command) => decisions::explain(&Api::new(&cli.api)?, cli.output, command).await,
+            Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
+            Command::Invoke(args) => commands::invoke(&cli.gateway, cli.tls_ca.as_deref(), args).await,
+            Command::Certs(command) => sluice_cli::certs::run(command),
+            Command::Ls => commands::ls(&api()?, cli.output).await,
+            Command::Rm { name } => commands::rm(&api()?, cli.output, &name).await,
+            Command::Cluster(command) => cluster::run(&api()?, cli.output, command).await,
+            Command::Nodes(command) => nodes::run(&api()?, cli.output, command).await,
+            Command::Rules(command) => rules::run(&api()?, cli.output, command).await,
+            Command::Events(args) => decisions::events(&api()?, cli.output, args).await,
+            Command::Explain(command) => decisions::explain(&api()?, cli.output, command).await,
             Command::Sim(_) => unreachable!("handled before the runtime starts"),
         }
     });
