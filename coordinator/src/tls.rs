@@ -182,6 +182,77 @@ fn host_of(addr: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{self, Body};
+    use hyper::{Request, Response};
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use sluice_common::tls::{ClientCerts, TlsFiles};
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A CA in `dir` (ca.pem) that signs `names`' certificates (NAME.pem, NAME.key).
+    fn pki(dir: &Path, names: &[&str]) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        for name in names {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+    }
+
+    fn files(dir: &Path, name: &str, ca_dir: &Path) -> TlsFiles {
+        TlsFiles { flag: "--tls", cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")), ca: ca_dir.join("ca.pem") }
+    }
+
+    /// `GET /` over TLS as `client` shows it; the answer's body, or the error.
+    async fn get(addr: SocketAddr, client: Arc<ClientConfig>) -> Result<String, std::io::Error> {
+        let tcp = TcpStream::connect(addr).await?;
+        let mut tls = TlsConnector::from(client).connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await?;
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await?;
+        Ok(answer.rsplit("\r\n\r\n").next().unwrap_or_default().to_string())
+    }
+
+    #[tokio::test]
+    async fn the_api_names_verified_clients_serves_anonymous_ones_and_refuses_other_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+        pki(&ours, &["coord-1", "agent-1"]);
+        pki(&theirs, &["rogue"]);
+        let failures = Arc::new(HandshakeFailures::default());
+        let server = ServerTls::new(files(&ours, "coord-1", &ours).server_config(ClientCerts::Optional).unwrap(), Listener::Api, failures.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = |req: Request<hyper::body::Incoming>| async move {
+            let name = req.extensions().get::<TlsPeer>().map_or("anonymous".to_string(), |p| p.name.clone());
+            Response::new(http::full(name)) as Response<Body>
+        };
+        tokio::spawn(http::serve_tls("api", listener, Some(server), handler, std::future::pending()));
+
+        assert_eq!(get(addr, files(&ours, "agent-1", &ours).client_config().unwrap()).await.unwrap(), "agent-1");
+        let anonymous = sluice_common::tls::ca_client_config("--tls-ca", &ours.join("ca.pem")).unwrap();
+        assert_eq!(get(addr, anonymous).await.unwrap(), "anonymous");
+        assert_eq!(failures.count(Listener::Api), 0);
+        // A certificate from another CA, from a client that trusts ours: the server refuses it.
+        let rogue = get(addr, files(&theirs, "rogue", &ours).client_config().unwrap()).await;
+        assert!(!matches!(&rogue, Ok(body) if !body.is_empty()), "served: {rogue:?}");
+        // The server may send its alert just before it counts.
+        for _ in 0..100 {
+            if failures.count(Listener::Api) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(failures.count(Listener::Api), 1);
+    }
 
     #[test]
     fn hosts_of_peer_addresses() {
