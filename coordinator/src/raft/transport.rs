@@ -208,6 +208,8 @@ type LinkStream = Box<dyn AsyncWrite + Unpin + Send>;
 enum ConnectError {
     /// Down, or not there yet: Raft's everyday business.
     Unreachable(String),
+    /// No answer in time: the wait was the backoff already.
+    TimedOut,
     /// Reached, but the TLS handshake failed: a configuration problem.
     Tls(String),
 }
@@ -217,12 +219,16 @@ async fn connect(addr: &str, tls: Option<&RaftTls>) -> Result<LinkStream, Connec
     let tcp = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
-        Err(_) => return Err(ConnectError::Unreachable("no TCP connection within 1s".into())),
+        Err(_) => return Err(ConnectError::TimedOut),
     };
     let _ = tcp.set_nodelay(true);
-    match tls {
-        None => Ok(Box::new(tcp)),
-        Some(tls) => Ok(Box::new(tls.connect(addr, tcp).await.map_err(ConnectError::Tls)?)),
+    let Some(tls) = tls else { return Ok(Box::new(tcp)) };
+    // As long as a TCP connect: a peer that accepts but never answers (a
+    // paused process) is as good as unreachable.
+    match tokio::time::timeout(Duration::from_secs(1), tls.connect(addr, tcp)).await {
+        Ok(Ok(stream)) => Ok(Box::new(stream)),
+        Ok(Err(e)) => Err(ConnectError::Tls(e)),
+        Err(_) => Err(ConnectError::TimedOut),
     }
 }
 
@@ -243,15 +249,19 @@ async fn run_link(link: LinkParts, mut queue: mpsc::Receiver<Frame>, events: mps
             }
             Err(e) => {
                 fail(peer, &first, &events, &counters);
-                match e {
+                match &e {
                     // Warned now and then: the link retries every second.
                     ConnectError::Tls(e) if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
                         warn!(peer, addr = %addr, error = %e, "raft link refused");
                         warned = Some(Instant::now());
                     }
                     ConnectError::Tls(e) | ConnectError::Unreachable(e) => debug!(peer, addr = %addr, error = %e, "raft peer unreachable"),
+                    ConnectError::TimedOut => debug!(peer, addr = %addr, "raft peer did not answer in time"),
                 }
                 discard_queued(peer, &mut queue, &events, &counters);
+                if let ConnectError::TimedOut = e {
+                    continue;
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
