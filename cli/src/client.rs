@@ -1,20 +1,24 @@
 //! A small HTTP/1.1 client: the CLI's calls to the coordinator API and gateway,
-//! also used by the end-to-end tests and benchmarks.
+//! also used by the end-to-end tests and benchmarks. `https://` URLs are
+//! checked against the CA given with `--tls-ca` (or `SLUICE_TLS_CA`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use sluice_agent::control::connector::Connector;
+use std::path::Path;
+use std::sync::Arc;
 
 /// A client with pooled keep-alive connections; cheap to clone.
 #[derive(Clone)]
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     /// Sent as `Authorization: Bearer` on every request that does not carry its own.
-    token: Option<std::sync::Arc<str>>,
+    token: Option<Arc<str>>,
 }
 
 /// A response: status, headers and the whole body.
@@ -47,7 +51,19 @@ impl Default for Http {
 
 impl Http {
     pub fn new() -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http(), token: None }
+        Self::with_tls(None)
+    }
+
+    /// A client for `http://` and, with `tls`, `https://` URLs.
+    pub fn with_tls(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(Connector::new(None, tls)), token: None }
+    }
+
+    /// A client checking `https://` servers against the CA certificate in `ca`
+    /// (a flag's value, named in errors), and showing none of its own.
+    pub fn with_ca(ca: Option<&Path>) -> Result<Self> {
+        let tls = ca.map(|ca| sluice_common::tls::ca_client_config("--tls-ca", ca)).transpose()?;
+        Ok(Self::with_tls(tls))
     }
 
     /// The same client, sending `token` with every request.
@@ -61,10 +77,12 @@ impl Http {
     /// connection to a host that vanished (no RST ever comes) would otherwise
     /// hang the next request until its own timeout.
     pub fn fresh_connections(connect_timeout: std::time::Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector), token: None }
+        Self::fresh_connections_tls(connect_timeout, None)
+    }
+
+    /// `fresh_connections`, for `https://` URLs too with `tls`.
+    pub fn fresh_connections_tls(connect_timeout: std::time::Duration, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(Connector::new(Some(connect_timeout), tls)), token: None }
     }
 
     pub async fn send(&self, method: Method, url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Result<Reply> {
@@ -76,7 +94,7 @@ impl Http {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         let req = req.body(Full::new(body.into())).with_context(|| format!("bad URL {url:?}: use http://host:port/..."))?;
-        let resp = self.client.request(req).await.map_err(|e| anyhow!("cannot reach {url}: {e}; is `sluice up` running, and is --api/--gateway right?"))?;
+        let resp = self.client.request(req).await.map_err(|e| anyhow!("cannot reach {url}: {}; is `sluice up` running, and is --api/--gateway right?", error_chain(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.context("reading the response")?.to_bytes();
@@ -117,18 +135,22 @@ pub struct Api {
 }
 
 impl Api {
-    /// `bases`: one or more `http://host:port` addresses.
-    pub fn new(bases: &[String]) -> Result<Self> {
+    /// `bases`: one or more `http://host:port` addresses, or `https://` ones
+    /// whose certificates are checked against the CA in `tls_ca`.
+    pub fn new(bases: &[String], tls_ca: Option<&Path>) -> Result<Self> {
         let bases: Vec<String> = bases.iter().map(|b| b.trim().trim_end_matches('/').to_string()).filter(|b| !b.is_empty()).collect();
         if bases.is_empty() {
             bail!("no coordinator API address: pass --api http://host:port (comma-separate several)");
         }
         for b in &bases {
-            if !b.starts_with("http://") {
-                bail!("--api {b:?}: write it as http://host:port");
+            if b.starts_with("https://") && tls_ca.is_none() {
+                bail!("--api {b:?}: an https:// API needs the cluster CA to check it against: pass --tls-ca ca.pem (or set SLUICE_TLS_CA)");
+            }
+            if !b.starts_with("http://") && !b.starts_with("https://") {
+                bail!("--api {b:?}: write it as http://host:port (or https://host:port with --tls-ca)");
             }
         }
-        Ok(Self { bases, current: Default::default(), http: Http::new() })
+        Ok(Self { bases, current: Default::default(), http: Http::with_ca(tls_ca)? })
     }
 
     /// The same API, calling with `token`.
@@ -170,6 +192,19 @@ impl Api {
         }
         Err(last_error.unwrap_or_else(|| anyhow!("no coordinator answered")))
     }
+}
+
+/// An error with its sources: hyper puts the useful part (connection refused,
+/// the TLS handshake's complaint) there.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// `400 Bad Request: name: "Foo" is invalid ...` from an API error body.

@@ -170,7 +170,7 @@ pub struct InvokeArgs {
     pub include: bool,
 }
 
-pub async fn invoke(gateway: &str, token: Option<String>, args: InvokeArgs) -> Result<ExitCode> {
+pub async fn invoke(gateway: &str, token: Option<String>, tls_ca: Option<&std::path::Path>, args: InvokeArgs) -> Result<ExitCode> {
     let name = FunctionName::new(args.name)?;
     let method = match (&args.method, &args.data) {
         (Some(m), _) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).with_context(|| format!("--method {m:?} is not an HTTP method"))?,
@@ -188,7 +188,7 @@ pub async fn invoke(gateway: &str, token: Option<String>, args: InvokeArgs) -> R
     let path = if args.path == "/" { String::new() } else { args.path.clone() };
     let url = format!("{gateway}/function/{name}{path}");
     let body = Bytes::from(args.data.unwrap_or_default());
-    let reply = Http::new().with_token(token).send(method, &url, body, &headers).await?;
+    let reply = Http::with_ca(tls_ca)?.with_token(token).send(method, &url, body, &headers).await?;
     let mut stdout = std::io::stdout().lock();
     if args.include {
         writeln!(stdout, "{}", reply.status)?;

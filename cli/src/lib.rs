@@ -1,6 +1,7 @@
 //! The pieces of the `sluice` binary that tests and benchmarks reuse: starting
 //! nodes, and the HTTP client.
 
+pub mod certs;
 pub mod client;
 pub mod credentials;
 pub mod node;

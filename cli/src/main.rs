@@ -33,6 +33,9 @@ struct Cli {
     /// File holding the API token.
     #[arg(long, env = "SLUICE_TOKEN_FILE", global = true)]
     token_file: Option<std::path::PathBuf>,
+    /// The cluster CA's certificate (ca.pem), to check https:// API and gateway addresses against.
+    #[arg(long, env = "SLUICE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Output format of client commands.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -51,7 +54,7 @@ enum Command {
     /// Run a single-node Sluice: coordinator, gateway and agent in one process, on local Docker.
     Up(node::UpArgs),
     /// Run a coordinator (state, decisions, API and gateway) without an agent.
-    Coordinator(node::CoordinatorArgs),
+    Coordinator(node::CoordinatorCommand),
     /// Run an agent that drives this host's containers for a coordinator.
     Agent(node::AgentArgs),
     /// Create or update a function.
@@ -84,6 +87,9 @@ enum Command {
     Tokens(tokens::TokensCommand),
     /// Replay an invocation trace through the keep-warm policies and score them.
     Sim(sluice_cli::sim::SimArgs),
+    /// A cluster CA and node certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(sluice_cli::certs::CertsCommand),
 }
 
 fn main() -> ExitCode {
@@ -113,7 +119,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let token = || sluice_cli::credentials::resolve(cli.token.clone(), cli.token_file.as_deref());
-        let api = || -> anyhow::Result<Api> { Ok(Api::new(&cli.api)?.with_token(token()?)) };
+        let api = || -> anyhow::Result<Api> { Ok(Api::new(&cli.api, cli.tls_ca.as_deref())?.with_token(token()?)) };
         match cli.command {
             Command::Up(args) => {
                 node::init_tracing();
@@ -128,8 +134,9 @@ fn main() -> ExitCode {
                 node::agent(args).await
             }
             Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
-            Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, args).await,
+            Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,
             Command::Tokens(command) => tokens::run(&api()?, cli.output, command).await,
+            Command::Certs(command) => sluice_cli::certs::run(command),
             Command::Ls => commands::ls(&api()?, cli.output).await,
             Command::Rm { name } => commands::rm(&api()?, cli.output, &name).await,
             Command::Cluster(command) => cluster::run(&api()?, cli.output, command).await,

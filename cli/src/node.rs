@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
+use rustls::ClientConfig;
 use sluice_agent::agent::{Agent, AgentConfig};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
@@ -14,6 +15,7 @@ use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
 use sluice_bus::{Publisher, PublisherConfig};
 use sluice_common::labels::Labels;
 use sluice_common::predict::PolicyKind;
+use sluice_common::tls::TlsFiles;
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::auth::bootstrap::AuthConfig;
 use sluice_coordinator::auth::{AuthMode, Role};
@@ -21,7 +23,7 @@ use sluice_coordinator::controller::ControllerConfig;
 use sluice_coordinator::decide::placer::Weights;
 use sluice_coordinator::decide::DecideConfig;
 use sluice_coordinator::http::{self, ApiError};
-use sluice_coordinator::node::{stopped, Coordinator, CoordinatorConfig, MetricsConfig};
+use sluice_coordinator::node::{stopped, ClusterTls, Coordinator, CoordinatorConfig, CoordinatorTls, MetricsConfig};
 use sluice_coordinator::predictor::PredictConfig;
 use sluice_coordinator::raft::RaftConfig;
 use std::collections::BTreeMap;
@@ -122,6 +124,53 @@ pub enum AuthArg {
     Off,
 }
 
+/// Mutual TLS of a coordinator or an agent: all three files, or none for plain TCP.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// This node's certificate (NAME.pem from `sluice certs issue`): shown to peers, and served on the API.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (NAME.key from `sluice certs issue`).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (ca.pem from `sluice certs init`): peers' certificates must be signed by it.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn files(&self) -> Result<Option<TlsFiles>> {
+        Ok(TlsFiles::from_flags("--tls", self.tls_cert.as_deref(), self.tls_key.as_deref(), self.tls_ca.as_deref())?)
+    }
+}
+
+/// `sluice coordinator`: a coordinator, with TLS if asked for.
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorCommand {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    /// With these, Raft links are mutual TLS, the API is served over TLS and agents must show a certificate from the CA.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// The gateway's certificate: with it and --gateway-tls-key, the gateway is served over TLS.
+    #[arg(long, requires = "gateway_tls_key")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// The gateway certificate's private key.
+    #[arg(long, requires = "gateway_tls_cert")]
+    pub gateway_tls_key: Option<PathBuf>,
+}
+
+impl CoordinatorCommand {
+    pub fn tls(&self) -> Result<CoordinatorTls> {
+        let cluster = self.tls.files()?.map(|files| ClusterTls::load(&files)).transpose()?;
+        let gateway = match (&self.gateway_tls_cert, &self.gateway_tls_key) {
+            (Some(cert), Some(key)) => Some(sluice_common::tls::server_config_without_client_certs("--gateway-tls", cert, key)?),
+            _ => None,
+        };
+        Ok(CoordinatorTls { cluster, gateway })
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct HostArgs {
     /// This host's node name in the cluster.
@@ -182,6 +231,9 @@ pub struct AgentArgs {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub host: HostArgs,
+    /// With these, the agent reaches https:// coordinators over mutual TLS: it checks them against the CA and shows its certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 pub fn init_tracing() {
@@ -271,6 +323,7 @@ impl CoordinatorArgs {
                 snapshot_every: self.snapshot_every,
                 request_timeout: Duration::from_secs(5),
                 max_batch: self.raft_max_batch,
+                tls: None,
             },
             bus: None,
             metrics: MetricsConfig::default(),
@@ -282,6 +335,7 @@ impl CoordinatorArgs {
                 admin_token_file: Some(self.admin_token_file.clone().unwrap_or_else(|| self.data_dir().join(crate::credentials::ADMIN_TOKEN_FILE))),
                 expose_without_auth: self.insecure_expose_without_auth,
             },
+            tls: CoordinatorTls::default(),
         })
     }
 }
@@ -360,10 +414,10 @@ fn host_memory_mb() -> u64 {
         .map_or(1024, |kb| kb / 1024)
 }
 
-/// Starts an agent for `host` that talks to `coordinators`.
-pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, token: Option<String>, clock: Arc<dyn Clock>) -> Result<Agent> {
+/// Starts an agent for `host` that talks to `coordinators`, with `token` (agent role) and over mutual TLS with `tls`.
+pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, token: Option<String>, tls: Option<Arc<ClientConfig>>, clock: Arc<dyn Clock>) -> Result<Agent> {
     let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() }).await.context("connecting to Docker")?;
-    let control = HttpControlPlane::new(coordinators, HttpControlConfig { token, ..HttpControlConfig::default() }).context("coordinator addresses")?;
+    let control = HttpControlPlane::new(coordinators, HttpControlConfig { token, tls, ..HttpControlConfig::default() }).context("coordinator addresses")?;
     anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
     let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
     Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config).with_placement(host.labels()?, host.max_instances))
@@ -421,7 +475,7 @@ impl Node {
     /// something in front of it).
     pub async fn add_agent(&self, host: &HostArgs, coordinators: Vec<String>) -> Result<AgentHandle> {
         let (stop, rx) = watch::channel(false);
-        let (metrics_addr, agent) = run_agent(host, coordinators, self.agent_token.clone(), self.clock.clone(), Some(self.bus.clone()), rx).await?;
+        let (metrics_addr, agent) = run_agent(host, coordinators, self.agent_token.clone(), None, self.clock.clone(), Some(self.bus.clone()), rx).await?;
         Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
     }
 
@@ -479,22 +533,24 @@ async fn ensure_agent_token(coordinator: &Coordinator, file: &std::path::Path, n
 async fn spawn_agent(host: &HostArgs, coordinator: &Coordinator, token: Option<String>, clock: Arc<dyn Clock>, bus: Arc<dyn MetricsBus>) -> Result<AgentHandle> {
     let (stop, rx) = watch::channel(false);
     let bus = Some(bus);
-    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], token, clock, bus, rx).await?;
+    let (metrics_addr, agent) = run_agent(host, vec![format!("http://{}", coordinator.api_addr)], token, None, clock, bus, rx).await?;
     Ok(AgentHandle { stop, task: tokio::spawn(agent), metrics_addr })
 }
 
 /// Starts an agent for `host` and its `/metrics` server; returns the metrics
 /// address and a future that runs both until `stop` turns true.
-/// With `bus`, the agent's figures and events are published there.
+/// With `bus`, the agent's figures and events are published there; with `tls`,
+/// it reaches the coordinators over mutual TLS.
 pub async fn run_agent(
     host: &HostArgs,
     coordinators: Vec<String>,
     token: Option<String>,
+    tls: Option<Arc<ClientConfig>>,
     clock: Arc<dyn Clock>,
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
-    let mut agent = start_agent(host, coordinators, token, clock.clone()).await?;
+    let mut agent = start_agent(host, coordinators, token, tls, clock.clone()).await?;
     let mut delivery = Vec::new();
     if let Some(bus) = bus {
         anyhow::ensure!(host.bus_buffer_messages >= 1 && host.bus_buffer_kib >= 1, "--bus-buffer-messages and --bus-buffer-kib: use at least 1");
@@ -552,8 +608,10 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     }
 }
 
-pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
+pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
+    let args = &command.coordinator;
     let mut config = args.config()?;
+    config.tls = command.tls()?;
     // Load travels on the bus: without a shared one, the leader never sees a
     // follower's gateway, and requests waiting there start nothing.
     anyhow::ensure!(
@@ -582,7 +640,8 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         Some(file) => Some(crate::credentials::resolve(None, Some(file))?.context("--token-file is empty")?),
         None => None,
     };
-    let (_, agent) = run_agent(&args.host, args.coordinator, token, Arc::new(SystemClock), bus, rx).await?;
+    let tls = args.tls.files()?.map(|files| files.client_config()).transpose()?;
+    let (_, agent) = run_agent(&args.host, args.coordinator, token, tls, Arc::new(SystemClock), bus, rx).await?;
     tokio::spawn(async move {
         signal().await;
         let _ = stop.send(true);

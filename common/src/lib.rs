@@ -18,6 +18,7 @@ pub mod rng;
 pub mod rules;
 pub mod scaling;
 pub mod spec;
+pub mod tls;
 pub mod validation;
 pub mod wire;
 

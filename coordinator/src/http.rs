@@ -1,16 +1,19 @@
 //! HTTP plumbing shared by the API and the gateway: the accept loop with graceful
-//! drain, bodies, and JSON errors that name the problem and the fix.
+//! drain and optional TLS, bodies, and JSON errors that name the problem and the fix.
 
+use crate::tls::ServerTls;
+pub use crate::tls::TlsPeer;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::Serialize;
 use std::future::Future;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -175,7 +178,20 @@ impl Acceptor for mpsc::UnboundedReceiver<std::net::TcpStream> {
 
 /// Serves HTTP/1.1 on the connections `acceptor` yields until `shutdown` fires,
 /// then drains open connections for up to `DRAIN_GRACE`.
-pub async fn serve<A, H, Fut>(name: &'static str, mut acceptor: A, handler: H, shutdown: impl Future<Output = ()>)
+pub async fn serve<A, H, Fut>(name: &'static str, acceptor: A, handler: H, shutdown: impl Future<Output = ()>)
+where
+    A: Acceptor,
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_tls(name, acceptor, None, handler, shutdown).await
+}
+
+/// `serve`, with every connection first through the TLS handshake of `tls` if
+/// given: a client that fails it is refused (and counted) before any request is
+/// read, and a verified client certificate's identity is put in the requests'
+/// extensions as a `TlsPeer`.
+pub async fn serve_tls<A, H, Fut>(name: &'static str, mut acceptor: A, tls: Option<ServerTls>, handler: H, shutdown: impl Future<Output = ()>)
 where
     A: Acceptor,
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -194,25 +210,59 @@ where
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok().map(|a| PeerAddr(a.ip()));
+        let connection = Connection { name, builder: builder.clone(), watcher: graceful.watcher(), peer: stream.peer_addr().ok() };
         let handler = handler.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            if let Some(peer) = peer {
-                req.extensions_mut().insert(peer);
+        // The handshake runs in the connection's own task: a slow or silent
+        // client must not hold up the accept loop.
+        match &tls {
+            None => tokio::spawn(connection.serve(stream, None, handler)),
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Some(addr) = connection.peer else { return };
+                    if let Some((stream, client)) = tls.accept(stream, addr).await {
+                        connection.serve(stream, client, handler).await;
+                    }
+                })
             }
-            let fut = handler(req);
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(server = name, error = %e, "connection ended with an error");
-            }
-        });
+        };
     }
     info!(server = name, "draining");
     if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown()).await.is_err() {
         warn!(server = name, "drain grace passed with connections still open");
+    }
+}
+
+/// One accepted connection, before its stream is known to be plain or TLS.
+struct Connection {
+    name: &'static str,
+    builder: hyper::server::conn::http1::Builder,
+    watcher: Watcher,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Connection {
+    /// Serves requests on `io` until the client closes it or the drain ends it.
+    async fn serve<I, H, Fut>(self, io: I, client: Option<TlsPeer>, handler: H)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let peer = self.peer.map(|a| PeerAddr(a.ip()));
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
+            if let Some(client) = &client {
+                req.extensions_mut().insert(client.clone());
+            }
+            let fut = handler(req);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        if let Err(e) = self.watcher.watch(self.builder.serve_connection(TokioIo::new(io), service)).await {
+            debug!(server = self.name, error = %e, "connection ended with an error");
+        }
     }
 }
 

@@ -23,5 +23,6 @@ pub mod reports;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+pub mod tls;
 pub mod windows;
 pub mod windows_api;

@@ -10,8 +10,11 @@ use crate::http;
 use crate::ingest::{self, Telemetry};
 use crate::raft::{RaftConfig, RaftNode, StartError};
 use crate::store::Store;
+use crate::tls::{HandshakeFailures, Listener, RaftTls, ServerTls};
 use crate::windows::{Windows, WindowsConfig};
+use rustls::{ClientConfig, ServerConfig};
 use sluice_bus::{InProcessBus, MetricsBus, Publisher, PublisherConfig, Topic};
+use sluice_common::tls::{ClientCerts, TlsError, TlsFiles};
 use sluice_common::Clock;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +42,31 @@ pub struct CoordinatorConfig {
     pub bus: Option<Arc<dyn MetricsBus>>,
     pub metrics: MetricsConfig,
     pub auth: AuthConfig,
+    pub tls: CoordinatorTls,
+}
+
+/// TLS of a coordinator; what is `None` is plain TCP, as without any flag.
+#[derive(Debug, Clone, Default)]
+pub struct CoordinatorTls {
+    /// Mutual TLS on Raft links, and TLS on the API (where client certificates
+    /// are checked when shown: agents show theirs).
+    pub cluster: Option<ClusterTls>,
+    /// TLS on the gateway, without client certificates.
+    pub gateway: Option<Arc<ServerConfig>>,
+}
+
+/// The rustls configurations behind `--tls-cert`, `--tls-key` and `--tls-ca`.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub raft_server: Arc<ServerConfig>,
+    pub api_server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+}
+
+impl ClusterTls {
+    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        Ok(Self { raft_server: files.server_config(ClientCerts::Required)?, api_server: files.server_config(ClientCerts::Optional)?, client: files.client_config()? })
+    }
 }
 
 impl std::fmt::Debug for CoordinatorConfig {
@@ -48,6 +76,7 @@ impl std::fmt::Debug for CoordinatorConfig {
             .field("gateway_addr", &self.gateway_addr)
             .field("raft", &self.raft)
             .field("bus", &self.bus.as_ref().map(|b| b.name()))
+            .field("tls", &(self.tls.cluster.is_some(), self.tls.gateway.is_some()))
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +106,8 @@ pub struct Coordinator {
     pub api_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
     pub raft_addr: SocketAddr,
+    /// Peers refused by the TLS handshake, per listener.
+    pub tls_failures: Arc<HandshakeFailures>,
     stop: watch::Sender<bool>,
     raft: Option<RaftNode>,
     tasks: JoinSet<()>,
@@ -116,7 +147,7 @@ impl Coordinator {
     }
 
     /// Binds both servers and starts every task.
-    pub async fn start(config: CoordinatorConfig, clock: Arc<dyn Clock>) -> Result<Self, BindError> {
+    pub async fn start(mut config: CoordinatorConfig, clock: Arc<dyn Clock>) -> Result<Self, BindError> {
         if config.auth.mode == AuthMode::Off && !config.auth.expose_without_auth {
             if let Some(addr) = [config.api_addr, config.gateway_addr].into_iter().find(|a| !a.ip().is_loopback()) {
                 return Err(BindError::ExposedWithoutAuth { addr });
@@ -132,6 +163,10 @@ impl Coordinator {
         let gateway_listener = bind("gateway", config.gateway_addr).await?;
         let gateway_addr = gateway_listener.local_addr().map_err(|source| BindError::Listen { what: "gateway", addr: config.gateway_addr, source })?;
 
+        let tls_failures = Arc::new(HandshakeFailures::default());
+        let api_tls = config.tls.cluster.as_ref().map(|t| ServerTls::new(t.api_server.clone(), Listener::Api, tls_failures.clone()));
+        let gateway_tls = config.tls.gateway.as_ref().map(|c| ServerTls::new(c.clone(), Listener::Gateway, tls_failures.clone()));
+        config.raft.tls = config.tls.cluster.as_ref().map(|t| RaftTls::new(t.raft_server.clone(), t.client.clone(), tls_failures.clone()));
         let (stop, _) = watch::channel(false);
         let applied = AppliedState::new();
         let raft_id = config.raft.id;
@@ -140,7 +175,7 @@ impl Coordinator {
         let store = Store::new(applied, raft.handle.clone(), clock.clone());
         let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode);
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
-        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone(), config.auth.mode);
+        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone(), config.auth.mode, tls_failures.clone());
         let bus: Arc<dyn MetricsBus> = config.bus.clone().unwrap_or_else(|| Arc::new(InProcessBus::new()));
 
         let mut tasks = JoinSet::new();
@@ -156,7 +191,7 @@ impl Coordinator {
                 }
             });
         }
-        tasks.spawn(http::serve("api", api_listener, move |req| api.clone().handle(req), stopped(stop.subscribe())));
+        tasks.spawn(http::serve_tls("api", api_listener, api_tls, move |req| api.clone().handle(req), stopped(stop.subscribe())));
         tasks.spawn(gateway.clone().follow_store(stopped(stop.subscribe())));
         tasks.spawn(controller::run(store.clone(), telemetry.clone(), config.controller, stopped(stop.subscribe())));
         let group = format!("sluice-coordinator-{raft_id}");
@@ -169,12 +204,17 @@ impl Coordinator {
         for i in 0..threads {
             let (tx, rx) = mpsc::unbounded_channel();
             workers.push(tx);
-            let thread = serve_gateway_thread(i, rx, gateway.clone(), stop.subscribe()).map_err(|source| BindError::Listen { what: "gateway", addr: gateway_addr, source })?;
+            let thread = serve_gateway_thread(i, rx, gateway.clone(), gateway_tls.clone(), stop.subscribe()).map_err(|source| BindError::Listen {
+                what: "gateway",
+                addr: gateway_addr,
+                source,
+            })?;
             gateway_threads.push(thread);
         }
-        info!(api = %api_addr, gateway = %gateway_addr, raft = %raft_addr, gateway_threads = threads, "coordinator listening");
+        let (cluster_tls, gateway_tls) = (config.tls.cluster.is_some(), config.tls.gateway.is_some());
+        info!(api = %api_addr, gateway = %gateway_addr, raft = %raft_addr, gateway_threads = threads, cluster_tls, gateway_tls, "coordinator listening");
         tasks.spawn(deal_connections(gateway_listener, workers, stopped(stop.subscribe())));
-        Ok(Self { store, gateway, api_addr, gateway_addr, raft_addr, stop, raft: Some(raft), tasks, gateway_threads, admin_ready })
+        Ok(Self { store, gateway, api_addr, gateway_addr, raft_addr, tls_failures, stop, raft: Some(raft), tasks, gateway_threads, admin_ready })
     }
 
     /// Stops accepting, drains open requests and waits for every task.
@@ -275,13 +315,14 @@ fn serve_gateway_thread(
     index: usize,
     connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
     gateway: Arc<Gateway>,
+    tls: Option<ServerTls>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
         runtime.block_on(async move {
             let client = gateway::Client::new();
-            http::serve("gateway", connections, move |req| gateway.clone().handle(client.clone(), req), stopped(stop)).await;
+            http::serve_tls("gateway", connections, tls, move |req| gateway.clone().handle(client.clone(), req), stopped(stop)).await;
         })
     })
 }

@@ -121,7 +121,7 @@ async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> 
         max_instances: None,
     };
     let coordinators: Vec<String> = c.ids().into_iter().map(|i| c.api_url(i)).collect();
-    let agent = sluice_cli::node::start_agent(&host, coordinators, None, Arc::new(SystemClock)).await?;
+    let agent = sluice_cli::node::start_agent(&host, coordinators, None, None, Arc::new(SystemClock)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let agent_task = tokio::spawn(agent.run(sluice_coordinator::node::stopped(stopped)));
 

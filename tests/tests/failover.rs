@@ -49,7 +49,7 @@ async fn leader_kills_stop_no_serving_instance_exceed_no_max_and_fail_no_request
         let bus = sluice_cli::node::connect_bus(&pc.bus_url(), name).await?;
         let (stop, rx) = tokio::sync::watch::channel(false);
         let coordinators: Vec<String> = pc.ids().into_iter().map(|i| pc.api_url(i)).collect();
-        let (_, run) = run_agent(&host_args(name), coordinators, None, Arc::new(SystemClock), Some(bus), rx).await?;
+        let (_, run) = run_agent(&host_args(name), coordinators, None, None, Arc::new(SystemClock), Some(bus), rx).await?;
         agents.push((stop, tokio::spawn(run)));
     }
     let result = run(&mut pc).await;

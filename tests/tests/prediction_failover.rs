@@ -28,7 +28,7 @@ async fn a_new_leader_keeps_a_periodic_function_warm() -> Result<()> {
     let bus = sluice_cli::node::connect_bus(&pc.bus_url(), AGENT).await?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let coordinators: Vec<String> = pc.ids().into_iter().map(|i| pc.api_url(i)).collect();
-    let (_, agent) = run_agent(&host_args(AGENT), coordinators, None, Arc::new(SystemClock), Some(bus), rx).await?;
+    let (_, agent) = run_agent(&host_args(AGENT), coordinators, None, None, Arc::new(SystemClock), Some(bus), rx).await?;
     let agent = tokio::spawn(agent);
     let result = run(&mut pc).await;
     let _ = stop.send(true);

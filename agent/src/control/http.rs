@@ -5,18 +5,23 @@
 //! base URLs may be given: on a connection failure the next one is tried, and a
 //! non-leader's 307/308 (or 421) `location` hint is followed once, so the agent
 //! follows the coordinator leader without knowing which one it is.
+//!
+//! With `HttpControlConfig::tls`, the base URLs are `https://`: the agent checks
+//! each coordinator's certificate against the cluster CA and shows its own, so
+//! the channel is mutual TLS.
 
+use super::connector::Connector;
 use super::{ControlError, ControlPlane};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sluice_common::{DesiredSet, NodeId, NodeReport};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info};
 
@@ -25,14 +30,14 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// A base URL that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("coordinator URL {url:?} is unusable: {reason}; use http://host:port, e.g. http://127.0.0.1:7070")]
+#[error("coordinator URL {url:?} is unusable: {reason}; use http://host:port, e.g. http://127.0.0.1:7070 (https:// with --tls-cert, --tls-key and --tls-ca)")]
 pub struct InvalidBaseUrl {
     pub url: String,
     pub reason: String,
 }
 
-/// Timeouts of the HTTP link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Timeouts and TLS of the HTTP link.
+#[derive(Debug, Clone)]
 pub struct HttpControlConfig {
     /// How long a TCP connect may take before the next coordinator is tried.
     pub connect_timeout: Duration,
@@ -40,11 +45,14 @@ pub struct HttpControlConfig {
     pub request_timeout: Duration,
     /// A token with the agent role, sent as `Authorization: Bearer`.
     pub token: Option<String>,
+    /// Mutual TLS to `https://` coordinators: the cluster CA and this node's
+    /// certificate. `None`: plain `http://` only.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for HttpControlConfig {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(2), request_timeout: Duration::from_secs(5), token: None }
+        Self { connect_timeout: Duration::from_secs(2), request_timeout: Duration::from_secs(5), token: None, tls: None }
     }
 }
 
@@ -53,7 +61,7 @@ pub struct HttpControlPlane {
     bases: Vec<String>,
     /// Index of the base that answered last; calls start there.
     current: AtomicUsize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     config: HttpControlConfig,
 }
 
@@ -77,14 +85,13 @@ enum Outcome {
 impl HttpControlPlane {
     /// A link to the coordinator at `bases`, tried in order.
     pub fn new<S: AsRef<str>>(bases: impl IntoIterator<Item = S>, config: HttpControlConfig) -> Result<Self, InvalidBaseUrl> {
-        let bases = bases.into_iter().map(|b| parse_base(b.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        let https = config.tls.is_some();
+        let bases = bases.into_iter().map(|b| parse_base(b.as_ref(), https)).collect::<Result<Vec<_>, _>>()?;
         if bases.is_empty() {
             return Err(InvalidBaseUrl { url: String::new(), reason: "no coordinator URL given".into() });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        // Reports carry Ready states the gateway is waiting for: no Nagle delay.
-        connector.set_nodelay(true);
+        // Reports carry Ready states the gateway is waiting for: no Nagle delay (the connector sets none).
+        let connector = Connector::new(Some(config.connect_timeout), config.tls.clone());
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self { bases, current: AtomicUsize::new(0), client, config })
     }
@@ -199,14 +206,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Validates a base URL and drops any trailing '/'.
-pub fn parse_base(url: &str) -> Result<String, InvalidBaseUrl> {
+/// Validates a base URL and drops any trailing '/'. With `https` (TLS
+/// configured) it must be `https://`, without it `http://`: a node given
+/// certificates never talks in the clear by mistake.
+pub fn parse_base(url: &str, https: bool) -> Result<String, InvalidBaseUrl> {
     let bad = |reason: &str| InvalidBaseUrl { url: url.to_string(), reason: reason.to_string() };
     let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("https is not supported; terminate TLS in front of the coordinator")),
-        _ => return Err(bad("it must start with http://")),
+    match (uri.scheme_str(), https) {
+        (Some("http"), false) | (Some("https"), true) => {}
+        (Some("https"), false) => return Err(bad("https needs TLS settings: pass --tls-cert, --tls-key and --tls-ca")),
+        (Some("http"), true) => return Err(bad("with TLS settings the coordinator is reached over https://")),
+        _ => return Err(bad("it must start with http:// or https://")),
     }
     if uri.authority().is_none() {
         return Err(bad("no host"));
@@ -335,11 +345,16 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        assert_eq!(parse_base("http://127.0.0.1:7070/").unwrap(), "http://127.0.0.1:7070");
-        assert_eq!(parse_base("http://127.0.0.1:7070/sluice").unwrap(), "http://127.0.0.1:7070/sluice");
+        assert_eq!(parse_base("http://127.0.0.1:7070/", false).unwrap(), "http://127.0.0.1:7070");
+        assert_eq!(parse_base("http://127.0.0.1:7070/sluice", false).unwrap(), "http://127.0.0.1:7070/sluice");
+        assert_eq!(parse_base("https://10.0.0.1:7070", true).unwrap(), "https://10.0.0.1:7070");
         for bad in ["127.0.0.1:7070", "https://a:1", "ftp://a", "http://a:1/?x=1", "not a url"] {
-            assert!(parse_base(bad).is_err(), "{bad}");
+            assert!(parse_base(bad, false).is_err(), "{bad}");
         }
+        let e = parse_base("https://a:1", false).unwrap_err().to_string();
+        assert!(e.contains("pass --tls-cert, --tls-key and --tls-ca"), "{e}");
+        let e = parse_base("http://a:1", true).unwrap_err().to_string();
+        assert!(e.contains("over https://"), "{e}");
         let none: [&str; 0] = [];
         let err = HttpControlPlane::new(none, HttpControlConfig::default()).unwrap_err();
         assert!(err.to_string().contains("no coordinator URL"), "{err}");

@@ -23,6 +23,7 @@ use crate::ingest::Telemetry;
 use crate::raft::MemberChange;
 use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
+use crate::tls::HandshakeFailures;
 use crate::windows::{Agg, Metric, Scope};
 use crate::windows_api;
 use hyper::body::Incoming;
@@ -56,6 +57,8 @@ pub struct Api {
     /// The decision settings, for explaining placements as the leader would.
     decide: DecideConfig,
     auth: AuthMode,
+    /// Peers this coordinator's listeners refused at the TLS handshake, for `/metrics`.
+    tls_failures: Arc<HandshakeFailures>,
 }
 
 /// A function as `GET /v1/functions` shows it.
@@ -71,8 +74,8 @@ pub struct FunctionView {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>, decide: DecideConfig, auth: AuthMode) -> Arc<Self> {
-        Arc::new(Self { store, gateway, telemetry, decide, auth })
+    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>, decide: DecideConfig, auth: AuthMode, tls_failures: Arc<HandshakeFailures>) -> Arc<Self> {
+        Arc::new(Self { store, gateway, telemetry, decide, auth, tls_failures })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -328,6 +331,7 @@ impl Api {
             metrics::sample(&mut out, "sluice_coordinator_desired_revision", "", s.desired_revision);
         });
         self.telemetry.render(&mut out);
+        self.tls_failures.render(&mut out);
         let raft = self.store.raft_status();
         metrics::header(&mut out, "sluice_raft_term", "gauge", "Current Raft term.");
         metrics::sample(&mut out, "sluice_raft_term", "", raft.term);

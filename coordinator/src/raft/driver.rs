@@ -10,6 +10,7 @@ use super::replica::{MemberChange, RaftError, Replica, Reply};
 use super::transport::{self, LearntAddresses, LinkEvent, Sinks, Transport, TransportCounters};
 use crate::liveness::Liveness;
 use crate::state_machine::{Command, Response};
+use crate::tls::RaftTls;
 use bytes::Bytes;
 use raft::prelude::Message;
 use raft::StateRole;
@@ -160,6 +161,8 @@ pub(super) struct Loop {
     pub advertise: String,
     /// Local requests taken per loop turn (1 turns batching off, for comparison).
     pub max_batch: usize,
+    /// Mutual TLS on every link, in and out.
+    pub tls: Option<RaftTls>,
 }
 
 /// Starts the loop on its own thread; it runs until `stop` turns true.
@@ -186,9 +189,9 @@ struct Outputs {
 }
 
 async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Outputs, mut stop: watch::Receiver<bool>) {
-    let Loop { mut replica, tick, listener, clock, advertise, max_batch } = parts;
+    let Loop { mut replica, tick, listener, clock, advertise, max_batch, tls } = parts;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut transport = Transport::new(replica.id(), advertise, events_tx, outputs.counters.clone());
+    let mut transport = Transport::new(replica.id(), advertise, events_tx, outputs.counters.clone(), tls.clone());
     let addresses = Arc::new(LearntAddresses::default());
     let (inbox_tx, mut inbox) = mpsc::channel::<Message>(MAX_BATCH);
     let listener = match listener.set_nonblocking(true).and_then(|_| TcpListener::from_std(listener)) {
@@ -201,7 +204,7 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
     };
     let sinks = Sinks { inbox: inbox_tx, liveness: outputs.liveness.clone(), clock: clock.clone(), addresses: addresses.clone(), counters: outputs.counters.clone() };
     let mut server_stop = stop.clone();
-    tokio::spawn(transport::serve(listener, sinks, async move {
+    tokio::spawn(transport::serve(listener, sinks, tls, async move {
         let _ = server_stop.wait_for(|s| *s).await;
     }));
     let mut peers = addresses.fill(replica.members());

@@ -24,6 +24,7 @@ pub use replica::{Member, MemberChange, RaftError};
 pub use transport::TransportCounters;
 
 use crate::applied::AppliedState;
+use crate::tls::RaftTls;
 use replica::{Replica, ReplicaConfig};
 use sluice_common::Clock;
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ pub struct RaftConfig {
     pub request_timeout: Duration,
     /// Most client requests committed together per fsync; 1 turns batching off.
     pub max_batch: usize,
+    /// Mutual TLS between coordinators; `None` is plain TCP.
+    pub tls: Option<RaftTls>,
 }
 
 impl RaftConfig {
@@ -78,6 +81,7 @@ impl RaftConfig {
             snapshot_every: 10_000,
             request_timeout: Duration::from_secs(5),
             max_batch: DEFAULT_MAX_BATCH,
+            tls: None,
         }
     }
 }
@@ -149,8 +153,8 @@ impl RaftNode {
             request_ticks: ticks(config.request_timeout) as u64,
         };
         let replica = Replica::new(replica_config, log, &initial, machine, boot_nonce()).map_err(log_error)?;
-        let (handle, thread) =
-            driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1) }, stop).map_err(StartError::Thread)?;
+        let (handle, thread) = driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1), tls: config.tls }, stop)
+            .map_err(StartError::Thread)?;
         Ok(Self { handle, raft_addr, thread })
     }
 

@@ -11,9 +11,15 @@
 //! is unreachable so it probes gently instead of streaming into the void.
 //! Receiving is bounded too: a reader waits when the Raft loop is behind, which
 //! pushes back through TCP to the sender.
+//!
+//! With `RaftTls`, every connection is mutual TLS: the dialer shows its
+//! certificate and checks the peer's against the cluster CA, the acceptor
+//! refuses (and counts) any peer without a valid certificate from that CA
+//! before reading a frame, so a hello cannot come from an impostor.
 
 use super::replica::Member;
 use crate::liveness::{HeardReport, Liveness};
+use crate::tls::RaftTls;
 use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use protobuf::Message as _;
@@ -24,8 +30,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,6 +48,8 @@ const KIND_RAFT: u8 = 0;
 const KIND_OLD_LOAD: u8 = 1;
 const KIND_HELLO: u8 = 2;
 const KIND_HEARD: u8 = 3;
+/// Least time between two logged TLS failures of one outbound link.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The first frame on a connection.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -113,13 +121,14 @@ pub struct Transport {
     links: HashMap<u64, Link>,
     events: mpsc::UnboundedSender<LinkEvent>,
     pub counters: Arc<TransportCounters>,
+    tls: Option<RaftTls>,
 }
 
 impl Transport {
-    /// Links from coordinator `me`, reachable at `raft_addr`.
-    pub fn new(me: u64, raft_addr: String, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) -> Self {
+    /// Links from coordinator `me`, reachable at `raft_addr`; mutual TLS with `tls`.
+    pub fn new(me: u64, raft_addr: String, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>, tls: Option<RaftTls>) -> Self {
         let hello = Bytes::from(serde_json::to_vec(&Hello { id: me, raft_addr }).unwrap_or_default());
-        Self { hello, links: HashMap::new(), events, counters }
+        Self { hello, links: HashMap::new(), events, counters, tls }
     }
 
     /// Opens links to new members, closes links to removed ones, follows moves.
@@ -136,7 +145,8 @@ impl Transport {
                 continue;
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
-            let task = tokio::spawn(run_link(*id, member.raft_addr.clone(), self.hello.clone(), rx, self.events.clone(), self.counters.clone()));
+            let link = LinkParts { peer: *id, addr: member.raft_addr.clone(), hello: self.hello.clone(), tls: self.tls.clone() };
+            let task = tokio::spawn(run_link(link, rx, self.events.clone(), self.counters.clone()));
             info!(peer = id, addr = %member.raft_addr, "raft link opened");
             self.links.insert(*id, Link { addr: member.raft_addr.clone(), queue, task });
         }
@@ -183,31 +193,77 @@ impl Drop for Transport {
     }
 }
 
+/// What an outbound link needs to know.
+struct LinkParts {
+    peer: u64,
+    addr: String,
+    hello: Bytes,
+    tls: Option<RaftTls>,
+}
+
+/// An outbound link's stream: plain TCP, or TLS over it.
+type LinkStream = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Why a link could not connect.
+enum ConnectError {
+    /// Down, or not there yet: Raft's everyday business.
+    Unreachable(String),
+    /// No answer in time: the wait was the backoff already.
+    TimedOut,
+    /// Reached, but the TLS handshake failed: a configuration problem.
+    Tls(String),
+}
+
+/// Connects to `addr`, with the TLS handshake if `tls`.
+async fn connect(addr: &str, tls: Option<&RaftTls>) -> Result<LinkStream, ConnectError> {
+    let tcp = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
+        Err(_) => return Err(ConnectError::TimedOut),
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else { return Ok(Box::new(tcp)) };
+    // As long as a TCP connect: a peer that accepts but never answers (a
+    // paused process) is as good as unreachable.
+    match tokio::time::timeout(Duration::from_secs(1), tls.connect(addr, tcp)).await {
+        Ok(Ok(stream)) => Ok(Box::new(stream)),
+        Ok(Err(e)) => Err(ConnectError::Tls(e)),
+        Err(_) => Err(ConnectError::TimedOut),
+    }
+}
+
 /// Keeps one outbound connection to `addr` alive and writes what is queued.
-async fn run_link(peer: u64, addr: String, hello: Bytes, mut queue: mpsc::Receiver<Frame>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) {
+async fn run_link(link: LinkParts, mut queue: mpsc::Receiver<Frame>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) {
+    let LinkParts { peer, addr, hello, tls } = link;
     let mut backoff = Duration::from_millis(50);
     let mut buf = BytesMut::new();
+    let mut warned: Option<Instant> = None;
     loop {
         // Connect only when there is something to say: an idle link costs nothing.
         let Some(first) = queue.recv().await else { return };
-        let mut stream = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
+        let mut stream = match connect(&addr, tls.as_ref()).await {
+            Ok(s) => {
                 backoff = Duration::from_millis(50);
                 debug!(peer, addr = %addr, "raft link connected");
                 s
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 fail(peer, &first, &events, &counters);
-                debug!(peer, addr = %addr, error = %e, "raft peer unreachable");
+                match &e {
+                    // Warned now and then: the link retries every second.
+                    ConnectError::Tls(e) if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
+                        warn!(peer, addr = %addr, error = %e, "raft link refused");
+                        warned = Some(Instant::now());
+                    }
+                    ConnectError::Tls(e) | ConnectError::Unreachable(e) => debug!(peer, addr = %addr, error = %e, "raft peer unreachable"),
+                    ConnectError::TimedOut => debug!(peer, addr = %addr, "raft peer did not answer in time"),
+                }
                 discard_queued(peer, &mut queue, &events, &counters);
+                if let ConnectError::TimedOut = e {
+                    continue;
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-            Err(_) => {
-                fail(peer, &first, &events, &counters);
-                discard_queued(peer, &mut queue, &events, &counters);
                 continue;
             }
         };
@@ -231,7 +287,13 @@ async fn run_link(peer: u64, addr: String, hello: Bytes, mut queue: mpsc::Receiv
                     Err(_) => break,
                 }
             }
-            if let Err(e) = stream.write_all(&buf).await {
+            // TLS holds records until flushed; on plain TCP the flush is free.
+            let written = async {
+                stream.write_all(&buf).await?;
+                stream.flush().await
+            }
+            .await;
+            if let Err(e) = written {
                 debug!(peer, addr = %addr, error = %e, "raft link broke; reconnecting");
                 for m in &batch {
                     fail(peer, m, &events, &counters);
@@ -294,8 +356,9 @@ pub struct Sinks {
     pub counters: Arc<TransportCounters>,
 }
 
-/// Accepts peers' connections and feeds their frames to `sinks` until `shutdown`.
-pub async fn serve(listener: TcpListener, sinks: Sinks, shutdown: impl Future<Output = ()>) {
+/// Accepts peers' connections and feeds their frames to `sinks` until
+/// `shutdown`; with `tls`, only from peers that pass its handshake.
+pub async fn serve(listener: TcpListener, sinks: Sinks, tls: Option<RaftTls>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut readers = tokio::task::JoinSet::new();
     loop {
@@ -303,7 +366,18 @@ pub async fn serve(listener: TcpListener, sinks: Sinks, shutdown: impl Future<Ou
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
                     let _ = stream.set_nodelay(true);
-                    readers.spawn(read_frames(stream, from.to_string(), sinks.clone()));
+                    let sinks = sinks.clone();
+                    match &tls {
+                        None => readers.spawn(read_frames(stream, from.to_string(), sinks)),
+                        Some(tls) => {
+                            let server = tls.server.clone();
+                            readers.spawn(async move {
+                                if let Some((stream, _)) = server.accept(stream, from).await {
+                                    read_frames(stream, from.to_string(), sinks).await;
+                                }
+                            })
+                        }
+                    };
                 }
                 Err(e) => {
                     warn!(error = %e, "raft listener cannot accept; retrying");
@@ -316,7 +390,7 @@ pub async fn serve(listener: TcpListener, sinks: Sinks, shutdown: impl Future<Ou
     }
 }
 
-async fn read_frames(mut stream: TcpStream, from: String, sinks: Sinks) {
+async fn read_frames(mut stream: impl AsyncRead + Unpin, from: String, sinks: Sinks) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         while buf.len() >= 4 {
