@@ -11,6 +11,7 @@
 //! A single coordinator (`sluice up`) is a cluster of one on the same path.
 
 mod driver;
+pub mod identity;
 mod log_store;
 mod logger;
 mod replica;
@@ -20,7 +21,7 @@ mod transport;
 
 pub use driver::{Leadership, MemberView, RaftHandle, RaftStatus};
 pub use log_store::{LogError, LogStore};
-pub use replica::{Member, MemberChange, RaftError};
+pub use replica::{Fatal, Member, MemberChange, RaftError};
 pub use transport::TransportCounters;
 
 use crate::applied::AppliedState;
@@ -48,8 +49,9 @@ pub struct RaftConfig {
     /// The address peers use to reach `listen`; defaults to the bound address.
     pub advertise: Option<String>,
     /// Founding members (id -> Raft address), used only when the data directory
-    /// is empty. Empty means "join": wait to be added by an existing cluster.
-    /// `None` means a cluster of just this coordinator.
+    /// never held a log (no `raft.redb` entries, no `cluster.id`). Empty means
+    /// "join": wait to be added by an existing cluster. `None` means a cluster
+    /// of just this coordinator.
     pub initial: Option<BTreeMap<u64, String>>,
     /// Where the log lives.
     pub data_dir: PathBuf,
@@ -92,6 +94,15 @@ pub enum StartError {
     Log { dir: PathBuf, source: LogError },
     #[error("invalid Raft settings: {0}")]
     Config(String),
+    #[error("{0}")]
+    Identity(String),
+    #[error(
+        "the data directory {dir} belonged to cluster {cluster} as coordinator {member}, but its Raft log (raft.redb) is gone or empty: \
+         this coordinator may have voted and acknowledged entries it no longer has, so it must not come back as coordinator {member}. \
+         Wipe {dir} and rejoin it as a new member: start it with --join and a new --id, then run `sluice cluster leave {member}` and \
+         `sluice cluster join NEW_ID HOST:PORT` against the cluster"
+    )]
+    LostLog { dir: PathBuf, cluster: String, member: u64 },
     #[error("cannot start the Raft thread: {0}")]
     Thread(std::io::Error),
 }
@@ -125,10 +136,27 @@ impl RaftNode {
         let raft_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir { dir: config.data_dir.clone(), source })?;
         let log_error = |source| StartError::Log { dir: config.data_dir.clone(), source };
+        let identity = identity::read(&config.data_dir).map_err(StartError::Identity)?;
         let log = match log {
             Some(log) => log,
             None => LogStore::open(&config.data_dir.join("raft.redb")).map_err(log_error)?,
         };
+        if let Some(id) = &identity {
+            if id.member_id != config.id {
+                return Err(StartError::Identity(format!(
+                    "the data directory {} is coordinator {}'s (cluster {}), not {}'s: start it with --id {}, or give this coordinator its own --data-dir",
+                    config.data_dir.display(),
+                    id.member_id,
+                    id.cluster_id,
+                    config.id,
+                    id.member_id
+                )));
+            }
+            // Founding again, or waiting empty, would make a member that voted forget its votes.
+            if log.is_empty() {
+                return Err(StartError::LostLog { dir: config.data_dir.clone(), cluster: id.cluster_id.clone(), member: id.member_id });
+            }
+        }
         if config.advertise.is_none() && raft_addr.ip().is_unspecified() {
             return Err(StartError::Config(format!("--raft {raft_addr} listens on every interface: say which address peers reach it at with --advertise-raft host:port")));
         }
@@ -147,10 +175,12 @@ impl RaftNode {
             election_ticks: ticks(config.election),
             snapshot_every: config.snapshot_every.max(1),
             request_ticks: ticks(config.request_timeout) as u64,
+            new_cluster_id: Some(identity::new_cluster_id().map_err(|e| StartError::Config(format!("cannot draw a random cluster id from /dev/urandom: {e}")))?),
         };
         let replica = Replica::new(replica_config, log, &initial, machine, boot_nonce()).map_err(log_error)?;
         let (handle, thread) =
-            driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1) }, stop).map_err(StartError::Thread)?;
+            driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1), data_dir: config.data_dir.clone(), identity }, stop)
+                .map_err(StartError::Thread)?;
         Ok(Self { handle, raft_addr, thread })
     }
 

@@ -3,6 +3,10 @@
 //! follower's liveness notes (JSON, `liveness::HeardReport`) for the leader, or the hello that
 //! opens every connection (the sender's id and address), from which a new
 //! member learns where to answer before it has the cluster's configuration.
+//! The hello also carries the sender's cluster identity, whether it holds no
+//! log yet, and the entry version it runs: a peer of another cluster, or a
+//! voter that lost its data directory, is refused (and counted), and a blank
+//! voter that hears of an identity it lacks stops (`Gate`).
 //!
 //! Sending never blocks the Raft loop: each peer has a bounded queue drained by
 //! its own task, which writes everything queued in one go (batching), and
@@ -14,12 +18,13 @@
 
 use super::replica::Member;
 use crate::liveness::{HeardReport, Liveness};
+use crate::state_machine::ENTRY_VERSION;
 use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use sluice_common::Clock;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,11 +48,111 @@ const KIND_OLD_LOAD: u8 = 1;
 const KIND_HELLO: u8 = 2;
 const KIND_HEARD: u8 = 3;
 
-/// The first frame on a connection.
+/// The first frame on a connection. Fields after `raft_addr` are absent from
+/// older coordinators' hellos.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Hello {
     id: u64,
     raft_addr: String,
+    /// The sender's cluster identity, once it has one.
+    #[serde(default)]
+    cluster: Option<String>,
+    /// The sender holds no log of a cluster yet (see `Replica::is_blank`).
+    #[serde(default)]
+    blank: bool,
+    /// The newest entry version the sender reads.
+    #[serde(default = "first_version")]
+    version: u32,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// This coordinator as its hellos describe it, and what a peer's hello is checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    pub id: u64,
+    pub raft_addr: String,
+    pub cluster: Option<String>,
+    pub blank: bool,
+    /// The voters as this coordinator knows them.
+    pub voters: BTreeSet<u64>,
+}
+
+/// What a hello decides about its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Accept,
+    /// Close the connection: the peer must not take part.
+    Refuse(String),
+    /// This coordinator must stop: it lost its data and a peer just said so.
+    Halt(String),
+}
+
+/// Checks peers' hellos against this coordinator's identity, and keeps what
+/// they taught: each peer's version, and a reason to stop if one showed that
+/// this coordinator has lost its data.
+#[derive(Debug, Default)]
+pub struct Gate {
+    local: Mutex<Local>,
+    versions: Mutex<BTreeMap<u64, u32>>,
+    halted: Mutex<Option<String>>,
+}
+
+impl Gate {
+    pub fn new(local: Local) -> Arc<Self> {
+        Arc::new(Self { local: Mutex::new(local), ..Default::default() })
+    }
+
+    /// Updates what this coordinator says of itself (new links say it).
+    pub fn set_local(&self, local: Local) {
+        let mut current = self.local.lock().expect("gate lock poisoned");
+        if *current != local {
+            *current = local;
+        }
+    }
+
+    /// The entry version each peer said it runs.
+    pub fn versions(&self) -> BTreeMap<u64, u32> {
+        self.versions.lock().expect("gate lock poisoned").clone()
+    }
+
+    /// Why this coordinator must stop, once a peer's hello showed it.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().expect("gate lock poisoned").clone()
+    }
+
+    fn hello(&self) -> Bytes {
+        let local = self.local.lock().expect("gate lock poisoned");
+        let hello = Hello { id: local.id, raft_addr: local.raft_addr.clone(), cluster: local.cluster.clone(), blank: local.blank, version: ENTRY_VERSION };
+        Bytes::from(serde_json::to_vec(&hello).unwrap_or_default())
+    }
+
+    fn check(&self, hello: &Hello) -> Verdict {
+        let local = self.local.lock().expect("gate lock poisoned");
+        match (&local.cluster, &hello.cluster) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                Verdict::Refuse(format!("coordinator {} belongs to another cluster ({theirs}; this one is {mine}): check its --initial-cluster and --data-dir", hello.id))
+            }
+            (Some(mine), None) if hello.blank && local.voters.contains(&hello.id) => Verdict::Refuse(format!(
+                "coordinator {} is a voter of cluster {mine} but holds neither its log nor its identity: its data directory was lost; \
+                 wipe it and rejoin it as a new member (start it with --join and a new --id, then `sluice cluster leave {}` and `sluice cluster join NEW_ID HOST:PORT`)",
+                hello.id, hello.id
+            )),
+            (None, Some(theirs)) if local.blank && local.voters.contains(&local.id) => Verdict::Halt(format!(
+                "coordinator {} belongs to cluster {theirs}, and this coordinator is one of its voters but holds neither its log nor its identity: \
+                 its data directory was lost after it joined, or it was started with --initial-cluster to found a cluster that already exists. \
+                 It must not vote with a log it no longer has: wipe its data directory and rejoin it as a new member \
+                 (start it with --join and a new --id, then `sluice cluster leave {}` and `sluice cluster join NEW_ID HOST:PORT` on the cluster)",
+                hello.id, local.id
+            )),
+            _ => {
+                self.versions.lock().expect("gate lock poisoned").insert(hello.id, hello.version);
+                Verdict::Accept
+            }
+        }
+    }
 }
 
 /// Peers' addresses learnt from hellos, for peers the configuration does not
@@ -99,6 +204,8 @@ pub struct TransportCounters {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
     pub received: AtomicU64,
+    /// Connections closed at their hello: a peer of another cluster, or a voter that lost its data.
+    pub refused: AtomicU64,
 }
 
 struct Link {
@@ -109,17 +216,16 @@ struct Link {
 
 /// The outbound side: one link per peer.
 pub struct Transport {
-    hello: Bytes,
+    gate: Arc<Gate>,
     links: HashMap<u64, Link>,
     events: mpsc::UnboundedSender<LinkEvent>,
     pub counters: Arc<TransportCounters>,
 }
 
 impl Transport {
-    /// Links from coordinator `me`, reachable at `raft_addr`.
-    pub fn new(me: u64, raft_addr: String, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) -> Self {
-        let hello = Bytes::from(serde_json::to_vec(&Hello { id: me, raft_addr }).unwrap_or_default());
-        Self { hello, links: HashMap::new(), events, counters }
+    /// Links from the coordinator `gate` describes.
+    pub fn new(gate: Arc<Gate>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) -> Self {
+        Self { gate, links: HashMap::new(), events, counters }
     }
 
     /// Opens links to new members, closes links to removed ones, follows moves.
@@ -136,7 +242,7 @@ impl Transport {
                 continue;
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
-            let task = tokio::spawn(run_link(*id, member.raft_addr.clone(), self.hello.clone(), rx, self.events.clone(), self.counters.clone()));
+            let task = tokio::spawn(run_link(*id, member.raft_addr.clone(), self.gate.clone(), rx, self.events.clone(), self.counters.clone()));
             info!(peer = id, addr = %member.raft_addr, "raft link opened");
             self.links.insert(*id, Link { addr: member.raft_addr.clone(), queue, task });
         }
@@ -184,7 +290,7 @@ impl Drop for Transport {
 }
 
 /// Keeps one outbound connection to `addr` alive and writes what is queued.
-async fn run_link(peer: u64, addr: String, hello: Bytes, mut queue: mpsc::Receiver<Frame>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) {
+async fn run_link(peer: u64, addr: String, gate: Arc<Gate>, mut queue: mpsc::Receiver<Frame>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) {
     let mut backoff = Duration::from_millis(50);
     let mut buf = BytesMut::new();
     loop {
@@ -218,7 +324,8 @@ async fn run_link(peer: u64, addr: String, hello: Bytes, mut queue: mpsc::Receiv
             let mut batch = vec![msg];
             buf.clear();
             if !greeted {
-                encode_raw(KIND_HELLO, &hello, &mut buf);
+                // Said afresh on each connection: the identity may have come since.
+                encode_raw(KIND_HELLO, &gate.hello(), &mut buf);
                 greeted = true;
             }
             encode(&batch[0], &mut buf);
@@ -292,6 +399,7 @@ pub struct Sinks {
     pub clock: Arc<dyn Clock>,
     pub addresses: Arc<LearntAddresses>,
     pub counters: Arc<TransportCounters>,
+    pub gate: Arc<Gate>,
 }
 
 /// Accepts peers' connections and feeds their frames to `sinks` until `shutdown`.
@@ -345,7 +453,18 @@ async fn read_frames(mut stream: TcpStream, from: String, sinks: Sinks) {
                     }
                 },
                 KIND_HELLO => match serde_json::from_slice::<Hello>(&frame[1..]) {
-                    Ok(hello) => sinks.addresses.learn(hello.id, hello.raft_addr),
+                    Ok(hello) => match sinks.gate.check(&hello) {
+                        Verdict::Accept => sinks.addresses.learn(hello.id, hello.raft_addr),
+                        Verdict::Refuse(why) => {
+                            sinks.counters.refused.fetch_add(1, Ordering::Relaxed);
+                            warn!(from = %from, peer = hello.id, "raft peer refused: {why}");
+                            return;
+                        }
+                        Verdict::Halt(why) => {
+                            *sinks.gate.halted.lock().expect("gate lock poisoned") = Some(why);
+                            return;
+                        }
+                    },
                     Err(e) => warn!(from = %from, error = %e, "undecodable hello; ignored"),
                 },
                 KIND_OLD_LOAD => {}
