@@ -266,4 +266,115 @@ mod tests {
         assert_eq!(raft.leadership(), Leadership::default());
         node.join();
     }
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(Timestamp(1_000)))
+    }
+
+    async fn wait_status(raft: &RaftHandle, what: &str, ok: impl Fn(&RaftStatus) -> bool) -> RaftStatus {
+        for _ in 0..300 {
+            let status = raft.status();
+            if ok(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}: {:?}", raft.status());
+    }
+
+    /// `sluice up` needs nothing set up: its first start founds the cluster
+    /// and gives it an identity, later starts reuse it. A data directory whose
+    /// log was lost but whose identity remains refuses to start (before, it
+    /// bootstrapped a fresh log and came back as the same member).
+    #[tokio::test]
+    async fn a_data_directory_that_lost_its_log_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || {
+            let (stop_tx, stop) = watch::channel(false);
+            RaftNode::start(RaftConfig::single(dir.path().to_path_buf()), AppliedState::new(), clock(), stop).map(|node| (node, stop_tx))
+        };
+        let (node, stop) = start().unwrap();
+        let first = wait_status(&node.handle, "an identity", |s| s.cluster_id.is_some()).await;
+        assert_eq!(first.cluster_version, crate::state_machine::ENTRY_VERSION);
+        let cluster = first.cluster_id.unwrap();
+        // Written once the state has it: poll, the loop writes it on its next turn.
+        for _ in 0..100 {
+            if identity::read(dir.path()).unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(identity::read(dir.path()).unwrap(), Some(identity::Identity { cluster_id: cluster.clone(), member_id: 1 }));
+        stop.send(true).unwrap();
+        tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+
+        let (node, stop) = start().unwrap();
+        let again = wait_status(&node.handle, "a leader", |s| s.leader.is_some()).await;
+        assert_eq!(again.cluster_id.as_deref(), Some(cluster.as_str()), "a restart keeps the cluster's identity");
+        stop.send(true).unwrap();
+        tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+
+        // Another coordinator's directory is refused too.
+        let (_stop, stop) = watch::channel(false);
+        let other = RaftConfig { id: 2, ..RaftConfig::single(dir.path().to_path_buf()) };
+        let refused = RaftNode::start(other, AppliedState::new(), clock(), stop).err().expect("another id must be refused");
+        assert!(refused.to_string().contains("start it with --id 1"), "{refused}");
+
+        std::fs::remove_file(dir.path().join("raft.redb")).unwrap();
+        let refused = start().err().expect("a lost log must be refused");
+        assert!(matches!(refused, StartError::LostLog { member: 1, .. }), "{refused}");
+        assert!(refused.to_string().contains("--join and a new --id"), "{refused}");
+    }
+
+    fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    /// Three founders agree on one identity. One loses its whole data
+    /// directory and is started again with the same --initial-cluster: it
+    /// must not come back as a voter with no log (before, it did, and could
+    /// vote twice in a term); it stops and says to rejoin as a new member,
+    /// while the others keep their leader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_founder_that_lost_its_data_directory_is_kept_out() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let initial: BTreeMap<u64, String> = (1..=3).map(|id| (id, addrs[id as usize - 1].to_string())).collect();
+        let config = |id: u64| RaftConfig {
+            id,
+            listen: addrs[id as usize - 1],
+            initial: Some(initial.clone()),
+            heartbeat: Duration::from_millis(100),
+            election: Duration::from_millis(500),
+            ..RaftConfig::single(dirs[id as usize - 1].path().to_path_buf())
+        };
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3 {
+            let (stop_tx, stop) = watch::channel(false);
+            nodes.insert(id, (RaftNode::start(config(id), AppliedState::new(), clock(), stop).unwrap(), stop_tx));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (node, _) in nodes.values() {
+            ids.insert(wait_status(&node.handle, "the cluster's identity", |s| s.cluster_id.is_some()).await.cluster_id);
+        }
+        assert_eq!(ids.len(), 1, "founders share one identity: {ids:?}");
+
+        let (node, stop) = nodes.remove(&3).unwrap();
+        stop.send(true).unwrap();
+        tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+        for entry in std::fs::read_dir(dirs[2].path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let (_stop3, stop) = watch::channel(false);
+        let again = RaftNode::start(config(3), AppliedState::new(), clock(), stop).unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(15), again.handle.stopped()).await.expect("the re-founded coordinator must stop");
+        assert!(why.contains("neither its log nor its identity") && why.contains("rejoin it as a new member"), "{why}");
+        assert_eq!(again.handle.status().role, "stopped");
+        let leader = nodes[&1].0.handle.status().leader;
+        assert!(matches!(leader, Some(1 | 2)), "the others keep a leader: {leader:?}");
+        for (_, (node, stop)) in nodes {
+            stop.send(true).unwrap();
+            tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+        }
+    }
 }

@@ -484,3 +484,42 @@ async fn read_frames(mut stream: TcpStream, from: String, sinks: Sinks) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(cluster: Option<&str>, blank: bool) -> Gate {
+        Gate { local: Mutex::new(Local { id: 1, raft_addr: "a".into(), cluster: cluster.map(Into::into), blank, voters: BTreeSet::from([1, 2, 3]) }), ..Default::default() }
+    }
+
+    fn hello(id: u64, cluster: Option<&str>, blank: bool) -> Hello {
+        Hello { id, raft_addr: "b".into(), cluster: cluster.map(Into::into), blank, version: ENTRY_VERSION }
+    }
+
+    #[test]
+    fn hellos_of_another_cluster_or_of_a_voter_that_lost_its_data_are_refused() {
+        let member = gate(Some("c"), false);
+        assert!(matches!(member.check(&hello(2, Some("other"), false)), Verdict::Refuse(why) if why.contains("another cluster")));
+        assert!(matches!(member.check(&hello(3, None, true)), Verdict::Refuse(why) if why.contains("data directory was lost")));
+        // A blank coordinator being added (not a voter yet) adopts the identity later.
+        assert_eq!(member.check(&hello(4, None, true)), Verdict::Accept);
+        // A member with a log but no identity yet (it had not applied it) is fine.
+        assert_eq!(member.check(&hello(2, None, false)), Verdict::Accept);
+        assert_eq!(member.check(&hello(3, Some("c"), false)), Verdict::Accept);
+        // An older coordinator's hello has none of the new fields: version 1.
+        let old: Hello = serde_json::from_str(r#"{"id":2,"raft_addr":"x"}"#).unwrap();
+        assert_eq!(member.check(&old), Verdict::Accept);
+        assert_eq!(member.versions().get(&2), Some(&1));
+        assert_eq!(member.versions().get(&3), Some(&ENTRY_VERSION));
+    }
+
+    #[test]
+    fn a_blank_voter_that_hears_of_an_identity_must_stop() {
+        assert!(matches!(gate(None, true).check(&hello(2, Some("c"), false)), Verdict::Halt(why) if why.contains("--join and a new --id")));
+        // While founding, nobody has an identity yet.
+        assert_eq!(gate(None, true).check(&hello(2, None, true)), Verdict::Accept);
+        // Not blank: it holds a log, and takes the identity when it applies it.
+        assert_eq!(gate(None, false).check(&hello(2, Some("c"), false)), Verdict::Accept);
+    }
+}
