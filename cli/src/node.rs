@@ -65,7 +65,8 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     pub advertise_raft: Option<String>,
     /// Founding members as id=host:port,... (the same on each of them); read only
-    /// when the data directory is empty. Default: a cluster of this coordinator alone.
+    /// when the data directory never held anything (no log, no cluster.id): a
+    /// directory that lost its log is refused. Default: a cluster of this coordinator alone.
     #[arg(long, value_delimiter = ',', conflicts_with = "join")]
     pub initial_cluster: Vec<String>,
     /// Start empty and wait to be added by `sluice cluster join` on a running cluster.
