@@ -489,7 +489,7 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     };
     node.shutdown().await;
     match why {
-        Some(why) => anyhow::bail!("{why}: sluice exits so that its service manager restarts it (fix the disk or data directory first)"),
+        Some(why) => anyhow::bail!("{why}. sluice exits so that its service manager restarts it; fix the cause first"),
         None => Ok(ExitCode::SUCCESS),
     }
 }
@@ -509,7 +509,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<ExitCode> {
     }
     let coordinator = Coordinator::start(config, Arc::new(SystemClock)).await?;
     if let Some(why) = coordinator.run_until(signal()).await {
-        anyhow::bail!("{why}: this coordinator exits so that its service manager restarts it (fix the disk or data directory first)");
+        anyhow::bail!("{why}. This coordinator exits so that its service manager restarts it; fix the cause first");
     }
     Ok(ExitCode::SUCCESS)
 }
