@@ -100,7 +100,7 @@ pub enum StartError {
         "the data directory {dir} belonged to cluster {cluster} as coordinator {member}, but its Raft log (raft.redb) is gone or empty: \
          this coordinator may have voted and acknowledged entries it no longer has, so it must not come back as coordinator {member}. \
          Wipe {dir} and rejoin it as a new member: start it with --join and a new --id, then run `sluice cluster leave {member}` and \
-         `sluice cluster join NEW_ID HOST:PORT` against the cluster"
+         `sluice cluster join NEW_ID HOST:PORT` against the cluster (for `sluice up`, a cluster of one, the state is gone: delete {dir} to start afresh)"
     )]
     LostLog { dir: PathBuf, cluster: String, member: u64 },
     #[error("cannot start the Raft thread: {0}")]
@@ -372,6 +372,29 @@ mod tests {
         assert_eq!(again.handle.status().role, "stopped");
         let leader = nodes[&1].0.handle.status().leader;
         assert!(matches!(leader, Some(1 | 2)), "the others keep a leader: {leader:?}");
+        let cluster = nodes[&1].0.handle.status().cluster_id;
+
+        // The way back: the wiped directory joins as a new member under a new id,
+        // and takes the cluster's identity from the leader's snapshot.
+        let leader = nodes[&leader.unwrap()].0.handle.clone();
+        leader.change_members(MemberChange::Remove { id: 3 }).await.unwrap();
+        for entry in std::fs::read_dir(dirs[2].path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let join = RaftConfig { id: 4, listen: free_addr(), initial: Some(BTreeMap::new()), ..config(3) };
+        let join_addr = join.listen.to_string();
+        let (_stop4, stop) = watch::channel(false);
+        let joined = RaftNode::start(join, AppliedState::new(), clock(), stop).unwrap();
+        leader.change_members(MemberChange::AddLearner { id: 4, raft_addr: join_addr }).await.unwrap();
+        let adopted = wait_status(&joined.handle, "the joiner to adopt the identity", |s| s.cluster_id.is_some()).await;
+        assert_eq!(adopted.cluster_id, cluster);
+        for _ in 0..100 {
+            if identity::read(dirs[2].path()).unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(identity::read(dirs[2].path()).unwrap().map(|i| (Some(i.cluster_id), i.member_id)), Some((cluster, 4)));
         for (_, (node, stop)) in nodes {
             stop.send(true).unwrap();
             tokio::task::spawn_blocking(move || node.join()).await.unwrap();
