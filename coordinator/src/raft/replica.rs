@@ -500,7 +500,7 @@ impl Replica {
             (_, Some(set_id)) if !has_id && set_id.allowed_at(version).is_ok() && self.voters_hold_term_start() => set_id,
             _ => return,
         };
-        info!(?command, "the leader proposes a change of the cluster's own");
+        info!(?command, "the leader proposes a change of its own");
         self.housekeeping_after = self.now + self.config.request_ticks;
         let seq = self.take_seq();
         match serde_json::to_vec(&Proposal { v: command.entry_version(), origin: self.config.id, boot: self.boot, seq, command }) {
