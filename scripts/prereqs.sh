@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # prereqs.sh — checks the tools the run and test commands need, and installs the
 # Debian packages that are missing (curl, file, iptables: the fault tests cut
-# links between containers with it). Docker and Rust must be there.
+# links between containers with it; fuse3 for the power-cut test's disk). Docker and Rust must be there.
 set -euo pipefail
 
 die() { echo "prereqs: error: $*" >&2; exit 1; }
@@ -13,6 +13,8 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
 command -v iptables >/dev/null || missing+=(iptables)
+# The power-cut test mounts a FUSE file system.
+command -v fusermount3 >/dev/null || missing+=(fuse3)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
     echo "prereqs: installing ${missing[*]}"

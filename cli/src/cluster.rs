@@ -57,6 +57,8 @@ fn print_status(status: &Value, output: Output) {
     }
     let leader = status["leader"].as_u64().map_or("none".to_string(), |l| l.to_string());
     println!("leader {leader}, term {}, commit {} (as seen by coordinator {})", status["term"], status["commit"], status["id"]);
+    let cluster = status["cluster_id"].as_str().unwrap_or("not set yet");
+    println!("cluster {cluster}, version {}", status["cluster_version"]);
     let rows: Vec<Vec<String>> = status["members"]
         .as_array()
         .into_iter()

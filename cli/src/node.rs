@@ -69,7 +69,8 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     pub advertise_raft: Option<String>,
     /// Founding members as id=host:port,... (the same on each of them); read only
-    /// when the data directory is empty. Default: a cluster of this coordinator alone.
+    /// when the data directory never held anything (no log, no cluster.id): a
+    /// directory that lost its log is refused. Default: a cluster of this coordinator alone.
     #[arg(long, value_delimiter = ',', conflicts_with = "join")]
     pub initial_cluster: Vec<String>,
     /// Start empty and wait to be added by `sluice cluster join` on a running cluster.
@@ -603,7 +604,7 @@ pub async fn up(args: UpArgs) -> Result<ExitCode> {
     };
     node.shutdown().await;
     match why {
-        Some(why) => anyhow::bail!("{why}: sluice exits so that its service manager restarts it (fix the disk or data directory first)"),
+        Some(why) => anyhow::bail!("{why}. sluice exits so that its service manager restarts it; fix the cause first"),
         None => Ok(ExitCode::SUCCESS),
     }
 }
@@ -625,7 +626,7 @@ pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
     }
     let coordinator = Coordinator::start(config, Arc::new(SystemClock)).await?;
     if let Some(why) = coordinator.run_until(signal()).await {
-        anyhow::bail!("{why}: this coordinator exits so that its service manager restarts it (fix the disk or data directory first)");
+        anyhow::bail!("{why}. This coordinator exits so that its service manager restarts it; fix the cause first");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,6 +76,7 @@ impl ApiError {
             RaftError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()).retry_after(1),
             RaftError::NotLeader { .. } => Self::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", e.to_string()),
             RaftError::Rejected(_) => Self::new(StatusCode::CONFLICT, "rejected", e.to_string()),
+            RaftError::TooNew(_) => Self::new(StatusCode::CONFLICT, "cluster_version", e.to_string()),
         }
     }
 

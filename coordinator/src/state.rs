@@ -30,6 +30,13 @@ pub struct ClusterState {
     pub memory: BTreeMap<FunctionName, ScalingMemory>,
     /// Access: the tokens (hashed) and whether the first admin token was made.
     pub auth: AuthState,
+    /// The cluster's identity, set once by its first leader (`SetClusterId`)
+    /// and written by every member into its data directory (`raft::identity`);
+    /// `None` until then (and in logs of versions before it).
+    pub cluster_id: Option<String>,
+    /// The lowest entry version every member runs, as committed by the leader
+    /// (`SetClusterVersion`); read it through `cluster_version()`.
+    pub version: u32,
     index: Index,
 }
 
@@ -91,6 +98,15 @@ struct Stored {
     memory: BTreeMap<FunctionName, ScalingMemory>,
     #[serde(default)]
     auth: AuthState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
+    /// Absent in snapshots of versions before it: version 1.
+    #[serde(default = "first_version")]
+    version: u32,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 impl From<Stored> for ClusterState {
@@ -104,6 +120,8 @@ impl From<Stored> for ClusterState {
             desired_revision: s.desired_revision,
             memory: s.memory,
             auth: s.auth,
+            cluster_id: s.cluster_id,
+            version: s.version,
             index: Index::default(),
         };
         state.reindex();
@@ -122,6 +140,8 @@ impl From<ClusterState> for Stored {
             desired_revision: s.desired_revision,
             memory: s.memory,
             auth: s.auth,
+            cluster_id: s.cluster_id,
+            version: s.version,
         }
     }
 }
@@ -153,6 +173,12 @@ pub fn is_serving_state(s: InstanceState) -> bool {
 }
 
 impl ClusterState {
+    /// The committed cluster version: command kinds introduced after it are
+    /// refused (`Command::introduced_in`). A new state is at version 1.
+    pub fn cluster_version(&self) -> u32 {
+        self.version.max(1)
+    }
+
     fn reindex(&mut self) {
         self.index = Index::default();
         // Instances recorded before reservations were kept take their

@@ -7,6 +7,15 @@
 //! variants are only ever appended, never reordered, because a log written by
 //! an older version must still replay; the first variants below are such
 //! entries, no longer proposed.
+//!
+//! Versions: every kind of command names the entry version it was introduced
+//! in (`Command::introduced_in`). A kind newer than the cluster's committed
+//! version (`ClusterState::cluster_version`, the lowest version every member
+//! runs) is refused, when proposed and again when applied, so that a member
+//! still running an older binary never meets an entry it cannot read during a
+//! rolling upgrade. To add a kind: append the variant, bump `ENTRY_VERSION` if
+//! no kind has been introduced at the next version yet, and return that
+//! version for it from `introduced_in`.
 
 use crate::auth::{TokenRecord, MAX_TOKENS};
 use crate::events::DecisionEvent;
@@ -15,6 +24,10 @@ use crate::state::{is_serving_state, reservation, ClusterState, Firing};
 use serde::{Deserialize, Serialize};
 use sluice_common::rules::{Rule, RuleName};
 use sluice_common::{FunctionName, FunctionSpec, Health, Instance, InstanceId, InstanceReport, InstanceState, NodeId, NodeInfo, NodeReport, Resources, Timestamp};
+
+/// The newest entry version this binary reads and writes. Entries written
+/// before versions existed carry none and are version 1.
+pub const ENTRY_VERSION: u32 = 2;
 
 /// A change to the cluster state: the entries of the replicated log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,12 +57,64 @@ pub enum Command {
     PutRules { rules: Vec<Rule> },
     /// Delete a rule.
     RemoveRule { name: RuleName },
-    /// Add a token (its secret's hash only).
+    /// Version 2. Add a token (its secret's hash only).
     CreateToken { token: TokenRecord },
-    /// Delete a token: it stops working on every coordinator as this applies.
+    /// Version 2. Delete a token: it stops working on every coordinator as this applies.
     RevokeToken { id: String },
-    /// The cluster's first admin token; applies once per cluster.
+    /// Version 2. The cluster's first admin token; applies once per cluster.
     BootstrapAdmin { token: TokenRecord },
+    /// Version 2. Every member runs at least `version`: kinds introduced up to
+    /// it may be proposed from now on. Proposed by the leader (never lowered).
+    SetClusterVersion { version: u32 },
+    /// Version 2. The cluster's identity, set once by its first leader.
+    SetClusterId { id: String },
+}
+
+impl Command {
+    /// The entry version this kind of command was introduced in: it is refused
+    /// until the cluster version is at least that. Kinds of the first version
+    /// answer 1; a new kind answers the version it arrives in.
+    pub fn introduced_in(&self) -> u32 {
+        match self {
+            Command::PutFunction { .. }
+            | Command::RemoveFunction { .. }
+            | Command::NodeSeen { .. }
+            | Command::StartInstance { .. }
+            | Command::StopInstance { .. }
+            | Command::ReportInstance { .. }
+            | Command::PruneGone { .. }
+            | Command::Plan(_)
+            | Command::Report { .. }
+            | Command::SetDraining { .. }
+            | Command::PutRules { .. }
+            | Command::RemoveRule { .. } => 1,
+            Command::SetClusterVersion { .. } | Command::SetClusterId { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } | Command::BootstrapAdmin { .. } => 2,
+        }
+    }
+
+    /// The version a binary needs to apply this entry: its kind's, or for a
+    /// version change the version it moves to (a member that cannot run it
+    /// must stop rather than pretend).
+    pub fn entry_version(&self) -> u32 {
+        match self {
+            Command::SetClusterVersion { version } => (*version).max(self.introduced_in()),
+            _ => self.introduced_in(),
+        }
+    }
+
+    /// Whether the cluster, at version `cluster_version`, takes this command.
+    /// The version change itself is exempt: the leader proposes it only once
+    /// every member says it runs that version.
+    pub fn allowed_at(&self, cluster_version: u32) -> Result<(), String> {
+        if matches!(self, Command::SetClusterVersion { .. }) || self.introduced_in() <= cluster_version {
+            return Ok(());
+        }
+        Err(format!(
+            "this kind of change needs cluster version {}, and the cluster is at version {cluster_version}: some coordinator still runs an older sluice; \
+             upgrade every coordinator, then retry (the leader raises the version once all of them run the new one)",
+            self.introduced_in()
+        ))
+    }
 }
 
 /// Where an entry sits in the log: plans check the term they were made in.
@@ -97,6 +162,11 @@ pub struct Effects {
 /// Applies one command. Pure: the same state, command and position always give the same result.
 pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Response, Effects) {
     let mut fx = Effects::default();
+    // Checked again here, not only when proposed: a proposer's view of the
+    // version may be stale, and every replica must refuse the same entries.
+    if let Err(reason) = cmd.allowed_at(state.cluster_version()) {
+        return (Response::Rejected { reason }, fx);
+    }
     let response = match cmd {
         Command::PutFunction { spec } => {
             fx.routes.push(spec.name.clone());
@@ -180,6 +250,18 @@ pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Respo
                 create_token(state, token)
             }
         }
+        Command::SetClusterVersion { version } => {
+            state.version = state.cluster_version().max(*version);
+            Response::Ok
+        }
+        Command::SetClusterId { id } => match &state.cluster_id {
+            None => {
+                state.cluster_id = Some(id.clone());
+                Response::Ok
+            }
+            Some(existing) if existing == id => Response::Ok,
+            Some(existing) => Response::Rejected { reason: format!("the cluster already has the identity {existing}") },
+        },
     };
     if fx.desired_changed {
         state.desired_revision += 1;

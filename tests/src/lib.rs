@@ -20,6 +20,7 @@ pub mod docker_cluster;
 pub mod linearizability;
 pub mod mosquitto;
 pub mod nemesis;
+pub mod powercut;
 pub mod process_cluster;
 pub mod workload;
 

@@ -350,6 +350,7 @@ impl Api {
             ("sluice_raft_messages_sent_total", "Raft messages written to peers.", &counters.sent),
             ("sluice_raft_messages_dropped_total", "Raft messages dropped (peer unreachable or queue full).", &counters.dropped),
             ("sluice_raft_messages_received_total", "Raft messages received from peers.", &counters.received),
+            ("sluice_raft_peers_refused_total", "Raft connections refused at their hello: a peer of another cluster, or a voter that lost its data.", &counters.refused),
         ] {
             metrics::header(&mut out, name, "counter", help);
             metrics::sample(&mut out, name, "", value.load(Ordering::Relaxed));

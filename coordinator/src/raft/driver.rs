@@ -6,8 +6,9 @@
 //! batch: throughput grows with load instead of latency. The thread is its own
 //! so that an fsync never stalls the API or the gateway.
 
+use super::identity::{self, Identity};
 use super::replica::{MemberChange, RaftError, Replica, Reply};
-use super::transport::{self, LearntAddresses, LinkEvent, Sinks, Transport, TransportCounters};
+use super::transport::{self, Gate, LearntAddresses, LinkEvent, Local, Sinks, Transport, TransportCounters};
 use crate::liveness::Liveness;
 use crate::state_machine::{Command, Response};
 use crate::tls::RaftTls;
@@ -17,6 +18,7 @@ use raft::StateRole;
 use serde::Serialize;
 use sluice_common::{Clock, Timestamp};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -58,6 +60,10 @@ pub struct RaftStatus {
     pub commit: u64,
     pub applied: u64,
     pub members: Vec<MemberView>,
+    /// The cluster's identity, once its first leader has set it.
+    pub cluster_id: Option<String>,
+    /// The lowest entry version every member runs, as committed.
+    pub cluster_version: u32,
     /// Why the replica stopped taking part in the cluster (its storage failed,
     /// its listener is unusable); `role` is then "stopped". The process should
     /// fail its health check and exit, so that its service manager restarts it.
@@ -163,6 +169,10 @@ pub(super) struct Loop {
     pub max_batch: usize,
     /// Mutual TLS on every link, in and out.
     pub tls: Option<RaftTls>,
+    /// Where `cluster.id` is written once the cluster has an identity.
+    pub data_dir: PathBuf,
+    /// The identity found there at start.
+    pub identity: Option<Identity>,
 }
 
 /// Starts the loop on its own thread; it runs until `stop` turns true.
@@ -189,9 +199,10 @@ struct Outputs {
 }
 
 async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Outputs, mut stop: watch::Receiver<bool>) {
-    let Loop { mut replica, tick, listener, clock, advertise, max_batch, tls } = parts;
+    let Loop { mut replica, tick, listener, clock, advertise, max_batch, tls, data_dir, mut identity } = parts;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut transport = Transport::new(replica.id(), advertise, events_tx, outputs.counters.clone(), tls.clone());
+    let gate = Gate::new(local(&replica, &advertise, identity.as_ref()));
+    let mut transport = Transport::new(gate.clone(), events_tx, outputs.counters.clone(), tls.clone());
     let addresses = Arc::new(LearntAddresses::default());
     let (inbox_tx, mut inbox) = mpsc::channel::<Message>(MAX_BATCH);
     let listener = match listener.set_nonblocking(true).and_then(|_| TcpListener::from_std(listener)) {
@@ -202,7 +213,8 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
             return;
         }
     };
-    let sinks = Sinks { inbox: inbox_tx, liveness: outputs.liveness.clone(), clock: clock.clone(), addresses: addresses.clone(), counters: outputs.counters.clone() };
+    let sinks =
+        Sinks { inbox: inbox_tx, liveness: outputs.liveness.clone(), clock: clock.clone(), addresses: addresses.clone(), counters: outputs.counters.clone(), gate: gate.clone() };
     let mut server_stop = stop.clone();
     tokio::spawn(transport::serve(listener, sinks, tls, async move {
         let _ = server_stop.wait_for(|s| *s).await;
@@ -235,12 +247,25 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
         match replica.handle_ready() {
             Ok(out) => transport.send(out.messages),
             Err(e) => {
-                // A replica that cannot persist must not vote or acknowledge anything.
-                error!(error = %e, "raft storage failed; this coordinator stops taking part in the cluster (fix the disk or data directory and restart it)");
-                stopped(&outputs, format!("raft storage failed: {e}"));
+                // A replica that cannot persist, or cannot apply what its peers
+                // apply, must not vote or acknowledge anything.
+                error!(error = %e, "this coordinator stops taking part in the cluster");
+                stopped(&outputs, e.to_string());
                 break;
             }
         }
+        if let Err(why) = keep_identity(&replica, &data_dir, &mut identity) {
+            error!("{why}");
+            stopped(&outputs, why);
+            break;
+        }
+        if let Some(why) = gate.halted() {
+            error!("{why}");
+            stopped(&outputs, why);
+            break;
+        }
+        gate.set_local(local(&replica, &advertise, identity.as_ref()));
+        replica.set_peer_versions(gate.versions());
         let now_peers = addresses.fill(replica.members());
         if now_peers != peers {
             peers = now_peers;
@@ -265,6 +290,34 @@ async fn run(parts: Loop, mut requests: mpsc::Receiver<Request>, outputs: Output
     requests.close();
     while let Ok(req) = requests.try_recv() {
         handle_stopped(req);
+    }
+}
+
+/// What this coordinator's hellos say of it.
+fn local(replica: &Replica, advertise: &str, identity: Option<&Identity>) -> Local {
+    let cluster = replica.cluster_id().or_else(|| identity.map(|i| i.cluster_id.clone()));
+    Local { id: replica.id(), raft_addr: advertise.to_string(), blank: replica.is_blank(), cluster, voters: replica.conf_state().voters.iter().copied().collect() }
+}
+
+/// Writes the cluster's identity into the data directory once the replica
+/// has it (applied from the log, or from a leader's snapshot), and refuses a
+/// log of another cluster than the directory's.
+fn keep_identity(replica: &Replica, data_dir: &std::path::Path, stored: &mut Option<Identity>) -> Result<(), String> {
+    let Some(cluster_id) = replica.cluster_id() else { return Ok(()) };
+    match stored {
+        Some(s) if s.cluster_id == cluster_id => Ok(()),
+        Some(s) => Err(format!(
+            "the data directory {} belongs to cluster {}, but its log is of cluster {cluster_id}: it was mixed up with another coordinator's; restore the right one, or wipe it and rejoin as a new member",
+            data_dir.display(),
+            s.cluster_id
+        )),
+        None => {
+            let new = Identity { cluster_id, member_id: replica.id() };
+            identity::write(data_dir, &new).map_err(|e| format!("cannot record the cluster identity in {}: {e}; fix the disk or data directory and restart", data_dir.display()))?;
+            info!(cluster = %new.cluster_id, "this coordinator belongs to its cluster for good (cluster.id written)");
+            *stored = Some(new);
+            Ok(())
+        }
     }
 }
 
@@ -340,6 +393,8 @@ fn status_of(replica: &Replica) -> RaftStatus {
         commit: replica.commit(),
         applied: replica.applied(),
         stopped: None,
+        cluster_id: replica.cluster_id(),
+        cluster_version: replica.cluster_version(),
         members,
     }
 }

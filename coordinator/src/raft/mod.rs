@@ -11,6 +11,7 @@
 //! A single coordinator (`sluice up`) is a cluster of one on the same path.
 
 mod driver;
+pub mod identity;
 mod log_store;
 mod logger;
 mod replica;
@@ -20,7 +21,7 @@ mod transport;
 
 pub use driver::{Leadership, MemberView, RaftHandle, RaftStatus};
 pub use log_store::{LogError, LogStore};
-pub use replica::{Member, MemberChange, RaftError};
+pub use replica::{Fatal, Member, MemberChange, RaftError};
 pub use transport::TransportCounters;
 
 use crate::applied::AppliedState;
@@ -49,8 +50,9 @@ pub struct RaftConfig {
     /// The address peers use to reach `listen`; defaults to the bound address.
     pub advertise: Option<String>,
     /// Founding members (id -> Raft address), used only when the data directory
-    /// is empty. Empty means "join": wait to be added by an existing cluster.
-    /// `None` means a cluster of just this coordinator.
+    /// never held a log (no `raft.redb` entries, no `cluster.id`). Empty means
+    /// "join": wait to be added by an existing cluster. `None` means a cluster
+    /// of just this coordinator.
     pub initial: Option<BTreeMap<u64, String>>,
     /// Where the log lives.
     pub data_dir: PathBuf,
@@ -96,6 +98,15 @@ pub enum StartError {
     Log { dir: PathBuf, source: LogError },
     #[error("invalid Raft settings: {0}")]
     Config(String),
+    #[error("{0}")]
+    Identity(String),
+    #[error(
+        "the data directory {dir} belonged to cluster {cluster} as coordinator {member}, but its Raft log (raft.redb) is gone or empty: \
+         this coordinator may have voted and acknowledged entries it no longer has, so it must not come back as coordinator {member}. \
+         Wipe {dir} and rejoin it as a new member: start it with --join and a new --id, then run `sluice cluster leave {member}` and \
+         `sluice cluster join NEW_ID HOST:PORT` against the cluster (for `sluice up`, a cluster of one, the state is gone: delete {dir} to start afresh)"
+    )]
+    LostLog { dir: PathBuf, cluster: String, member: u64 },
     #[error("cannot start the Raft thread: {0}")]
     Thread(std::io::Error),
 }
@@ -129,10 +140,27 @@ impl RaftNode {
         let raft_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir { dir: config.data_dir.clone(), source })?;
         let log_error = |source| StartError::Log { dir: config.data_dir.clone(), source };
+        let identity = identity::read(&config.data_dir).map_err(StartError::Identity)?;
         let log = match log {
             Some(log) => log,
             None => LogStore::open(&config.data_dir.join("raft.redb")).map_err(log_error)?,
         };
+        if let Some(id) = &identity {
+            if id.member_id != config.id {
+                return Err(StartError::Identity(format!(
+                    "the data directory {} is coordinator {}'s (cluster {}), not {}'s: start it with --id {}, or give this coordinator its own --data-dir",
+                    config.data_dir.display(),
+                    id.member_id,
+                    id.cluster_id,
+                    config.id,
+                    id.member_id
+                )));
+            }
+            // Founding again, or waiting empty, would make a member that voted forget its votes.
+            if log.is_empty() {
+                return Err(StartError::LostLog { dir: config.data_dir.clone(), cluster: id.cluster_id.clone(), member: id.member_id });
+            }
+        }
         if config.advertise.is_none() && raft_addr.ip().is_unspecified() {
             return Err(StartError::Config(format!("--raft {raft_addr} listens on every interface: say which address peers reach it at with --advertise-raft host:port")));
         }
@@ -151,10 +179,14 @@ impl RaftNode {
             election_ticks: ticks(config.election),
             snapshot_every: config.snapshot_every.max(1),
             request_ticks: ticks(config.request_timeout) as u64,
+            new_cluster_id: Some(identity::new_cluster_id().map_err(|e| StartError::Config(format!("cannot draw a random cluster id from /dev/urandom: {e}")))?),
         };
         let replica = Replica::new(replica_config, log, &initial, machine, boot_nonce()).map_err(log_error)?;
-        let (handle, thread) = driver::spawn(driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1), tls: config.tls }, stop)
-            .map_err(StartError::Thread)?;
+        let (handle, thread) = driver::spawn(
+            driver::Loop { replica, tick: TICK, listener, clock, advertise, max_batch: config.max_batch.max(1), tls: config.tls, data_dir: config.data_dir.clone(), identity },
+            stop,
+        )
+        .map_err(StartError::Thread)?;
         Ok(Self { handle, raft_addr, thread })
     }
 
@@ -239,5 +271,139 @@ mod tests {
         assert_eq!((status.role, status.leader, status.stopped.is_some()), ("stopped", None, true));
         assert_eq!(raft.leadership(), Leadership::default());
         node.join();
+    }
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(Timestamp(1_000)))
+    }
+
+    async fn wait_status(raft: &RaftHandle, what: &str, ok: impl Fn(&RaftStatus) -> bool) -> RaftStatus {
+        for _ in 0..300 {
+            let status = raft.status();
+            if ok(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}: {:?}", raft.status());
+    }
+
+    /// `sluice up` needs nothing set up: its first start founds the cluster
+    /// and gives it an identity, later starts reuse it. A data directory whose
+    /// log was lost but whose identity remains refuses to start (before, it
+    /// bootstrapped a fresh log and came back as the same member).
+    #[tokio::test]
+    async fn a_data_directory_that_lost_its_log_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || {
+            let (stop_tx, stop) = watch::channel(false);
+            RaftNode::start(RaftConfig::single(dir.path().to_path_buf()), AppliedState::new(), clock(), stop).map(|node| (node, stop_tx))
+        };
+        let (node, stop) = start().unwrap();
+        let first = wait_status(&node.handle, "an identity", |s| s.cluster_id.is_some()).await;
+        assert_eq!(first.cluster_version, crate::state_machine::ENTRY_VERSION);
+        let cluster = first.cluster_id.unwrap();
+        // Written once the state has it: poll, the loop writes it on its next turn.
+        for _ in 0..100 {
+            if identity::read(dir.path()).unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(identity::read(dir.path()).unwrap(), Some(identity::Identity { cluster_id: cluster.clone(), member_id: 1 }));
+        stop.send(true).unwrap();
+        tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+
+        let (node, stop) = start().unwrap();
+        let again = wait_status(&node.handle, "a leader", |s| s.leader.is_some()).await;
+        assert_eq!(again.cluster_id.as_deref(), Some(cluster.as_str()), "a restart keeps the cluster's identity");
+        stop.send(true).unwrap();
+        tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+
+        // Another coordinator's directory is refused too.
+        let (_stop, stop) = watch::channel(false);
+        let other = RaftConfig { id: 2, ..RaftConfig::single(dir.path().to_path_buf()) };
+        let refused = RaftNode::start(other, AppliedState::new(), clock(), stop).err().expect("another id must be refused");
+        assert!(refused.to_string().contains("start it with --id 1"), "{refused}");
+
+        std::fs::remove_file(dir.path().join("raft.redb")).unwrap();
+        let refused = start().err().expect("a lost log must be refused");
+        assert!(matches!(refused, StartError::LostLog { member: 1, .. }), "{refused}");
+        assert!(refused.to_string().contains("--join and a new --id"), "{refused}");
+    }
+
+    fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    /// Three founders agree on one identity. One loses its whole data
+    /// directory and is started again with the same --initial-cluster: it
+    /// must not come back as a voter with no log (before, it did, and could
+    /// vote twice in a term); it stops and says to rejoin as a new member,
+    /// while the others keep their leader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_founder_that_lost_its_data_directory_is_kept_out() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let initial: BTreeMap<u64, String> = (1..=3).map(|id| (id, addrs[id as usize - 1].to_string())).collect();
+        let config = |id: u64| RaftConfig {
+            id,
+            listen: addrs[id as usize - 1],
+            initial: Some(initial.clone()),
+            heartbeat: Duration::from_millis(100),
+            election: Duration::from_millis(500),
+            ..RaftConfig::single(dirs[id as usize - 1].path().to_path_buf())
+        };
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3 {
+            let (stop_tx, stop) = watch::channel(false);
+            nodes.insert(id, (RaftNode::start(config(id), AppliedState::new(), clock(), stop).unwrap(), stop_tx));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (node, _) in nodes.values() {
+            ids.insert(wait_status(&node.handle, "the cluster's identity", |s| s.cluster_id.is_some()).await.cluster_id);
+        }
+        assert_eq!(ids.len(), 1, "founders share one identity: {ids:?}");
+
+        let (node, stop) = nodes.remove(&3).unwrap();
+        stop.send(true).unwrap();
+        tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+        for entry in std::fs::read_dir(dirs[2].path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let (_stop3, stop) = watch::channel(false);
+        let again = RaftNode::start(config(3), AppliedState::new(), clock(), stop).unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(15), again.handle.stopped()).await.expect("the re-founded coordinator must stop");
+        assert!(why.contains("neither its log nor its identity") && why.contains("rejoin it as a new member"), "{why}");
+        assert_eq!(again.handle.status().role, "stopped");
+        let leader = nodes[&1].0.handle.status().leader;
+        assert!(matches!(leader, Some(1 | 2)), "the others keep a leader: {leader:?}");
+        let cluster = nodes[&1].0.handle.status().cluster_id;
+
+        // The way back: the wiped directory joins as a new member under a new id,
+        // and takes the cluster's identity from the leader's snapshot.
+        let leader = nodes[&leader.unwrap()].0.handle.clone();
+        leader.change_members(MemberChange::Remove { id: 3 }).await.unwrap();
+        for entry in std::fs::read_dir(dirs[2].path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let join = RaftConfig { id: 4, listen: free_addr(), initial: Some(BTreeMap::new()), ..config(3) };
+        let join_addr = join.listen.to_string();
+        let (_stop4, stop) = watch::channel(false);
+        let joined = RaftNode::start(join, AppliedState::new(), clock(), stop).unwrap();
+        leader.change_members(MemberChange::AddLearner { id: 4, raft_addr: join_addr }).await.unwrap();
+        let adopted = wait_status(&joined.handle, "the joiner to adopt the identity", |s| s.cluster_id.is_some()).await;
+        assert_eq!(adopted.cluster_id, cluster);
+        for _ in 0..100 {
+            if identity::read(dirs[2].path()).unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(identity::read(dirs[2].path()).unwrap().map(|i| (Some(i.cluster_id), i.member_id)), Some((cluster, 4)));
+        for (_, (node, stop)) in nodes {
+            stop.send(true).unwrap();
+            tokio::task::spawn_blocking(move || node.join()).await.unwrap();
+        }
     }
 }

@@ -12,11 +12,18 @@
 //! follower hands its proposals to the leader (raft-rs forwards `MsgProp`) and
 //! still answers its own client. A request that is not applied within its
 //! deadline is answered "outcome unknown", never guessed.
+//!
+//! Entries carry the entry version of their command (`v`; none means 1). An
+//! entry this binary cannot read, or of a newer version than it knows, stops
+//! the replica (`Fatal::Entry`): skipping it would let members of different
+//! versions hold different states. The leader keeps the cluster version at the
+//! lowest version its members run (`SetClusterVersion`) and gives the cluster
+//! its identity once (`SetClusterId`).
 
 use super::log_store::{LogError, LogStore, Persist};
 use crate::applied::AppliedState;
 use crate::state::ClusterState;
-use crate::state_machine::{apply, Command, LogPosition, Response};
+use crate::state_machine::{apply, Command, LogPosition, Response, ENTRY_VERSION};
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
@@ -38,6 +45,22 @@ pub enum RaftError {
     Rejected(String),
     #[error("the coordinator is shutting down; retry on another coordinator")]
     Stopped,
+    /// The command's kind is newer than the cluster version (a member runs an older sluice).
+    #[error("{0}")]
+    TooNew(String),
+}
+
+/// Why a replica stops taking part in the cluster for good: going on would
+/// risk acknowledging what it did not store, or holding a state its peers do not.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error("raft storage failed: {0}")]
+    Storage(#[from] LogError),
+    #[error(
+        "log entry {index} cannot be applied: {reason}; this coordinator stops rather than skip it and hold a different state from its peers \
+         (run the same or a newer sluice than the rest of the cluster, then restart it)"
+    )]
+    Entry { index: u64, reason: String },
 }
 
 /// How a request is answered: called once, from inside the replica.
@@ -70,6 +93,9 @@ pub struct ReplicaConfig {
     pub snapshot_every: u64,
     /// Ticks a proposal or read may wait before it is answered `Unknown`/`NoLeader`.
     pub request_ticks: u64,
+    /// The identity this replica gives the cluster if it is the leader that
+    /// sets it (a random id drawn at start); `None` never sets one.
+    pub new_cluster_id: Option<String>,
 }
 
 /// What the replica wants sent after handling a `Ready`.
@@ -81,10 +107,35 @@ pub struct Outbox {
 /// Entry payload of a normal proposal.
 #[derive(Debug, Serialize, Deserialize)]
 struct Proposal {
+    /// The entry version (`Command::entry_version`); absent in entries written
+    /// before versions existed, which are version 1.
+    #[serde(default = "first_version")]
+    v: u32,
     origin: u64,
     boot: u64,
     seq: u64,
     command: Command,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// What is read of an entry before its command: its version alone, so that
+/// an entry of a newer version is told apart from a damaged one.
+#[derive(Debug, Deserialize)]
+struct EntryHeader {
+    #[serde(default = "first_version")]
+    v: u32,
+}
+
+/// Decodes a normal entry, or says why this binary cannot apply it.
+fn decode_proposal(data: &[u8]) -> Result<Proposal, String> {
+    let header: EntryHeader = serde_json::from_slice(data).map_err(|e| format!("it is not a proposal this version can read ({e})"))?;
+    if header.v > ENTRY_VERSION {
+        return Err(format!("it was written by a coordinator of entry version {}, and this one reads up to version {ENTRY_VERSION}", header.v));
+    }
+    serde_json::from_slice(data).map_err(|e| format!("its command cannot be decoded ({e}); a newer coordinator may have written it"))
 }
 
 /// Context of a membership entry.
@@ -136,6 +187,14 @@ pub struct Replica {
     /// Term of the last applied entry: once it is the current term, a leader
     /// has applied its own first entry, and with it everything committed before.
     applied_term: u64,
+    /// The first entry applied in the latest term seen (term, index): a
+    /// leader's own first entry, which every voter must hold before the
+    /// leader gives the cluster its identity.
+    term_start: (u64, u64),
+    /// The entry version each peer runs, as its hello said.
+    peer_versions: BTreeMap<u64, u32>,
+    /// No leader's proposal of its own (`housekeeping`) before this tick.
+    housekeeping_after: u64,
 }
 
 impl Replica {
@@ -179,6 +238,9 @@ impl Replica {
             ready_reads: Vec::new(),
             seen_leader: None,
             applied_term: snap.get_metadata().term,
+            term_start: (snap.get_metadata().term, snap.get_metadata().index),
+            peer_versions: BTreeMap::new(),
+            housekeeping_after: 0,
         })
     }
 
@@ -217,6 +279,27 @@ impl Replica {
 
     pub fn commit(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// The cluster's identity, once its first leader has set it.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.machine.read().cluster_id.clone()
+    }
+
+    pub fn cluster_version(&self) -> u32 {
+        self.machine.read().cluster_version()
+    }
+
+    /// Holds nothing of a cluster yet: no entry past a founder's first
+    /// snapshot, and no identity. Such a replica that is a voter and hears of
+    /// a cluster with an identity has lost its data (see `driver`).
+    pub fn is_blank(&self) -> bool {
+        self.raw.raft.raft_log.last_index() <= 1 && self.machine.read().cluster_id.is_none()
+    }
+
+    /// What entry version each peer runs, from their hellos.
+    pub fn set_peer_versions(&mut self, versions: BTreeMap<u64, u32>) {
+        self.peer_versions = versions;
     }
 
     pub fn members(&self) -> &BTreeMap<u64, Member> {
@@ -277,8 +360,11 @@ impl Replica {
         if self.leader().is_none() {
             return reply(Err(RaftError::NoLeader));
         }
+        if let Err(why) = command.allowed_at(self.cluster_version()) {
+            return reply(Err(RaftError::TooNew(why)));
+        }
         let seq = self.take_seq();
-        let data = match serde_json::to_vec(&Proposal { origin: self.config.id, boot: self.boot, seq, command }) {
+        let data = match serde_json::to_vec(&Proposal { v: command.entry_version(), origin: self.config.id, boot: self.boot, seq, command }) {
             Ok(d) => d,
             Err(e) => return reply(Err(RaftError::Rejected(format!("command cannot be encoded: {e}")))),
         };
@@ -364,8 +450,9 @@ impl Replica {
     }
 
     /// Persists, applies and collects messages: the raft-rs `Ready` cycle.
-    pub fn handle_ready(&mut self) -> Result<Outbox, LogError> {
+    pub fn handle_ready(&mut self) -> Result<Outbox, Fatal> {
         let mut out = Outbox::default();
+        self.housekeeping();
         if !self.raw.has_ready() {
             return Ok(out);
         }
@@ -395,6 +482,51 @@ impl Replica {
         Ok(out)
     }
 
+    /// The leader's own proposals, one at a time: the cluster version, once
+    /// every member says it runs a newer one; then the cluster's identity,
+    /// once every voter holds this leader's first entry (so that afterwards a
+    /// voter without the identity and without a log has lost its data).
+    fn housekeeping(&mut self) {
+        if !self.leader_ready() || self.now < self.housekeeping_after {
+            return;
+        }
+        let (version, has_id) = {
+            let state = self.machine.read();
+            (state.cluster_version(), state.cluster_id.is_some())
+        };
+        let set_id = self.config.new_cluster_id.clone().map(|id| Command::SetClusterId { id });
+        let command = match (self.members_version(), set_id) {
+            (Some(v), _) if v > version => Command::SetClusterVersion { version: v },
+            (_, Some(set_id)) if !has_id && set_id.allowed_at(version).is_ok() && self.voters_hold_term_start() => set_id,
+            _ => return,
+        };
+        info!(?command, "the leader proposes a change of its own");
+        self.housekeeping_after = self.now + self.config.request_ticks;
+        let seq = self.take_seq();
+        match serde_json::to_vec(&Proposal { v: command.entry_version(), origin: self.config.id, boot: self.boot, seq, command }) {
+            Ok(data) => {
+                // Lost with a leader change; proposed again by the next leader.
+                let _ = self.raw.propose(vec![], data);
+            }
+            Err(e) => warn!(error = %e, "cannot encode the leader's own proposal"),
+        }
+    }
+
+    /// The lowest entry version the members run, once every one has said.
+    fn members_version(&self) -> Option<u32> {
+        let conf = self.conf_state();
+        conf.voters
+            .iter()
+            .chain(&conf.learners)
+            .map(|id| if *id == self.config.id { Some(ENTRY_VERSION) } else { self.peer_versions.get(id).copied() })
+            .try_fold(ENTRY_VERSION, |low, v| v.map(|v| low.min(v)))
+    }
+
+    fn voters_hold_term_start(&self) -> bool {
+        let (term, index) = self.term_start;
+        term == self.term() && self.progress().is_some_and(|p| self.conf_state().voters.iter().all(|id| p.get(id).is_some_and(|m| *m >= index)))
+    }
+
     /// When the leader changes, a write still waiting was proposed to, or by, a
     /// leader that is gone: it may have been committed or lost, and nothing will
     /// tell. Answering "unknown" now, rather than at its deadline, lets the
@@ -415,7 +547,7 @@ impl Replica {
         self.next_seq
     }
 
-    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), LogError> {
+    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -424,9 +556,12 @@ impl Replica {
         for entry in entries {
             self.applied = entry.index;
             self.applied_term = entry.term;
+            if entry.term != self.term_start.0 {
+                self.term_start = (entry.term, entry.index);
+            }
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {} // a new leader's no-op
-                EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&entry.data) {
+                EntryType::EntryNormal => match decode_proposal(&entry.data) {
                     Ok(p) => {
                         // The lock is held per entry so that replies run without it.
                         let position = LogPosition { index: entry.index, term: entry.term };
@@ -440,11 +575,14 @@ impl Replica {
                             }
                         }
                     }
-                    // Every replica skips the same entry, so they stay identical.
-                    Err(e) => warn!(index = entry.index, error = %e, "skipping an undecodable log entry (written by a newer version?)"),
+                    // Skipping it would be silent divergence from the members that can
+                    // apply it (older versions skipped, and could disagree forever).
+                    Err(reason) => return Err(Fatal::Entry { index: entry.index, reason }),
                 },
                 EntryType::EntryConfChange => self.apply_conf_change(&entry)?,
-                EntryType::EntryConfChangeV2 => warn!(index = entry.index, "skipping a joint-consensus change: this version makes one change at a time"),
+                EntryType::EntryConfChangeV2 => {
+                    return Err(Fatal::Entry { index: entry.index, reason: "it is a joint-consensus change, and this version makes one change at a time".into() })
+                }
             }
         }
         self.machine.applied(self.applied, desired_changed, routes);
@@ -452,14 +590,8 @@ impl Replica {
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), LogError> {
-        let cc = match ConfChange::parse_from_bytes(&entry.data) {
-            Ok(cc) => cc,
-            Err(e) => {
-                warn!(index = entry.index, error = %e, "skipping an undecodable membership change");
-                return Ok(());
-            }
-        };
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), Fatal> {
+        let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Fatal::Entry { index: entry.index, reason: format!("its membership change cannot be decoded ({e})") })?;
         let ctx: Option<ChangeContext> = serde_json::from_slice(&entry.context).ok();
         let outcome = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => {
@@ -625,7 +757,7 @@ mod tests {
     fn a_leader_is_ready_to_decide_once_its_first_entry_is_applied() {
         let dir = tempfile::tempdir().unwrap();
         let log = LogStore::open(&dir.path().join("raft.redb")).unwrap();
-        let config = ReplicaConfig { id: 1, heartbeat_ticks: 3, election_ticks: 20, snapshot_every: 1000, request_ticks: 100 };
+        let config = ReplicaConfig { id: 1, heartbeat_ticks: 3, election_ticks: 20, snapshot_every: 1000, request_ticks: 100, new_cluster_id: None };
         let initial = BTreeMap::from([(1, Member { raft_addr: "127.0.0.1:1".into() })]);
         let mut r = Replica::new(config, log, &initial, AppliedState::new(), 7).unwrap();
         r.campaign_if_alone();
@@ -633,5 +765,107 @@ mod tests {
         assert!(!r.leader_ready(), "elected, but its no-op is not applied");
         r.handle_ready().unwrap();
         assert!(r.leader_ready());
+    }
+
+    /// A leader of a cluster of one, ready to decide.
+    fn alone(new_cluster_id: Option<String>) -> (Replica, Arc<AppliedState>) {
+        let config = ReplicaConfig { id: 1, heartbeat_ticks: 3, election_ticks: 20, snapshot_every: 1000, request_ticks: 100, new_cluster_id };
+        let initial = BTreeMap::from([(1, Member { raft_addr: "127.0.0.1:1".into() })]);
+        let machine = AppliedState::new();
+        let mut r = Replica::new(config, LogStore::in_memory().unwrap(), &initial, machine.clone(), 7).unwrap();
+        r.campaign_if_alone();
+        r.handle_ready().unwrap();
+        assert!(r.leader_ready());
+        (r, machine)
+    }
+
+    type Answer<T> = Arc<std::sync::Mutex<Option<Result<T, RaftError>>>>;
+
+    fn answer<T: Send + 'static>() -> (Answer<T>, Reply<T>) {
+        let slot: Answer<T> = Arc::default();
+        let reply_slot = slot.clone();
+        (slot, Box::new(move |r| *reply_slot.lock().unwrap() = Some(r)))
+    }
+
+    fn settle(r: &mut Replica) -> Result<(), Fatal> {
+        for _ in 0..5 {
+            r.handle_ready()?;
+        }
+        Ok(())
+    }
+
+    /// Before: "skipping an undecodable log entry", and the replica went on
+    /// with a state its newer peers did not have. Now it stops, and says which
+    /// entry and why, whether the entry is of a newer version or of a kind it
+    /// does not know.
+    #[test]
+    fn an_entry_this_version_cannot_apply_stops_the_replica() {
+        for (data, why) in [
+            (r#"{"v":99,"origin":1,"boot":7,"seq":50,"command":{"type":"put_function","spec":null}}"#, "entry version 99"),
+            (r#"{"origin":1,"boot":7,"seq":50,"command":{"type":"create_token","name":"t"}}"#, "cannot be decoded"),
+        ] {
+            let (mut r, _) = alone(None);
+            r.raw.propose(vec![], data.as_bytes().to_vec()).unwrap();
+            let stop = settle(&mut r).expect_err("the replica must stop at an entry it cannot apply");
+            let text = stop.to_string();
+            assert!(matches!(stop, Fatal::Entry { .. }), "{text}");
+            assert!(text.contains(why) && text.contains("stops rather than skip"), "{text}");
+        }
+    }
+
+    /// Entries written before the envelope had a version replay as version 1.
+    #[test]
+    fn an_entry_without_a_version_is_version_one() {
+        let (mut r, machine) = alone(None);
+        let data = r#"{"origin":9,"boot":1,"seq":1,"command":{"type":"put_rules","rules":[]}}"#;
+        assert_eq!(decode_proposal(data.as_bytes()).unwrap().v, 1);
+        r.raw.propose(vec![], data.as_bytes().to_vec()).unwrap();
+        settle(&mut r).unwrap();
+        assert!(machine.read().rules.is_empty());
+    }
+
+    /// A kind introduced at version 2 is refused while the cluster is at 1,
+    /// with an error saying what to do, and taken once the leader has raised
+    /// the version (it does so itself once every member runs version 2).
+    #[test]
+    fn a_newer_kind_waits_for_the_cluster_version() {
+        let (mut r, machine) = alone(None);
+        assert_eq!(machine.read().cluster_version(), 1, "the version is raised by a committed entry, not at once");
+        let (refused, reply) = answer();
+        r.propose(Command::SetClusterId { id: "c1".into() }, reply);
+        let refused = refused.lock().unwrap().take();
+        assert!(matches!(&refused, Some(Err(RaftError::TooNew(why))) if why.contains("cluster version 2") && why.contains("upgrade every coordinator")), "{refused:?}");
+        settle(&mut r).unwrap();
+        assert_eq!(machine.read().cluster_version(), ENTRY_VERSION);
+        let (taken, reply) = answer();
+        r.propose(Command::SetClusterId { id: "c1".into() }, reply);
+        settle(&mut r).unwrap();
+        assert_eq!(taken.lock().unwrap().take(), Some(Ok(Response::Ok)));
+        assert_eq!(machine.read().cluster_id.as_deref(), Some("c1"));
+    }
+
+    /// The version is the lowest any member runs, and unknown until all have said.
+    #[test]
+    fn the_cluster_version_waits_for_every_member() {
+        let config = ReplicaConfig { id: 1, heartbeat_ticks: 3, election_ticks: 20, snapshot_every: 1000, request_ticks: 100, new_cluster_id: None };
+        let initial: BTreeMap<u64, Member> = (1..=3).map(|id| (id, Member { raft_addr: format!("127.0.0.1:{id}") })).collect();
+        let mut r = Replica::new(config, LogStore::in_memory().unwrap(), &initial, AppliedState::new(), 7).unwrap();
+        assert_eq!(r.members_version(), None);
+        r.set_peer_versions(BTreeMap::from([(2, ENTRY_VERSION), (3, 1)]));
+        assert_eq!(r.members_version(), Some(1));
+        r.set_peer_versions(BTreeMap::from([(2, ENTRY_VERSION), (3, ENTRY_VERSION + 1)]));
+        assert_eq!(r.members_version(), Some(ENTRY_VERSION));
+    }
+
+    /// A cluster of one gives itself an identity once it is at version 2.
+    #[test]
+    fn a_founding_leader_gives_the_cluster_its_identity() {
+        let (mut r, machine) = alone(Some("fresh".into()));
+        settle(&mut r).unwrap();
+        for _ in 0..200 {
+            r.tick();
+        }
+        settle(&mut r).unwrap();
+        assert_eq!(machine.read().cluster_id.as_deref(), Some("fresh"));
     }
 }

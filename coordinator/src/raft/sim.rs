@@ -240,6 +240,7 @@ impl Sim {
             election_ticks: self.cfg.election,
             snapshot_every: self.cfg.snapshot_every,
             request_ticks: self.cfg.request_ticks,
+            new_cluster_id: None,
         };
         let machine = AppliedState::new();
         let node = &self.nodes[&id];

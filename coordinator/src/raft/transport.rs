@@ -3,6 +3,10 @@
 //! follower's liveness notes (JSON, `liveness::HeardReport`) for the leader, or the hello that
 //! opens every connection (the sender's id and address), from which a new
 //! member learns where to answer before it has the cluster's configuration.
+//! The hello also carries the sender's cluster identity, whether it holds no
+//! log yet, and the entry version it runs: a peer of another cluster, or a
+//! voter that lost its data directory, is refused (and counted), and a blank
+//! voter that hears of an identity it lacks stops (`Gate`).
 //!
 //! Sending never blocks the Raft loop: each peer has a bounded queue drained by
 //! its own task, which writes everything queued in one go (batching), and
@@ -19,13 +23,14 @@
 
 use super::replica::Member;
 use crate::liveness::{HeardReport, Liveness};
+use crate::state_machine::ENTRY_VERSION;
 use crate::tls::RaftTls;
 use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use sluice_common::Clock;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,11 +56,111 @@ const KIND_HEARD: u8 = 3;
 /// Least time between two logged TLS failures of one outbound link.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// The first frame on a connection.
+/// The first frame on a connection. Fields after `raft_addr` are absent from
+/// older coordinators' hellos.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Hello {
     id: u64,
     raft_addr: String,
+    /// The sender's cluster identity, once it has one.
+    #[serde(default)]
+    cluster: Option<String>,
+    /// The sender holds no log of a cluster yet (see `Replica::is_blank`).
+    #[serde(default)]
+    blank: bool,
+    /// The newest entry version the sender reads.
+    #[serde(default = "first_version")]
+    version: u32,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// This coordinator as its hellos describe it, and what a peer's hello is checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    pub id: u64,
+    pub raft_addr: String,
+    pub cluster: Option<String>,
+    pub blank: bool,
+    /// The voters as this coordinator knows them.
+    pub voters: BTreeSet<u64>,
+}
+
+/// What a hello decides about its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Accept,
+    /// Close the connection: the peer must not take part.
+    Refuse(String),
+    /// This coordinator must stop: it lost its data and a peer just said so.
+    Halt(String),
+}
+
+/// Checks peers' hellos against this coordinator's identity, and keeps what
+/// they taught: each peer's version, and a reason to stop if one showed that
+/// this coordinator has lost its data.
+#[derive(Debug, Default)]
+pub struct Gate {
+    local: Mutex<Local>,
+    versions: Mutex<BTreeMap<u64, u32>>,
+    halted: Mutex<Option<String>>,
+}
+
+impl Gate {
+    pub fn new(local: Local) -> Arc<Self> {
+        Arc::new(Self { local: Mutex::new(local), ..Default::default() })
+    }
+
+    /// Updates what this coordinator says of itself (new links say it).
+    pub fn set_local(&self, local: Local) {
+        let mut current = self.local.lock().expect("gate lock poisoned");
+        if *current != local {
+            *current = local;
+        }
+    }
+
+    /// The entry version each peer said it runs.
+    pub fn versions(&self) -> BTreeMap<u64, u32> {
+        self.versions.lock().expect("gate lock poisoned").clone()
+    }
+
+    /// Why this coordinator must stop, once a peer's hello showed it.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().expect("gate lock poisoned").clone()
+    }
+
+    fn hello(&self) -> Bytes {
+        let local = self.local.lock().expect("gate lock poisoned");
+        let hello = Hello { id: local.id, raft_addr: local.raft_addr.clone(), cluster: local.cluster.clone(), blank: local.blank, version: ENTRY_VERSION };
+        Bytes::from(serde_json::to_vec(&hello).unwrap_or_default())
+    }
+
+    fn check(&self, hello: &Hello) -> Verdict {
+        let local = self.local.lock().expect("gate lock poisoned");
+        match (&local.cluster, &hello.cluster) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                Verdict::Refuse(format!("coordinator {} belongs to another cluster ({theirs}; this one is {mine}): check its --initial-cluster and --data-dir", hello.id))
+            }
+            (Some(mine), None) if hello.blank && local.voters.contains(&hello.id) => Verdict::Refuse(format!(
+                "coordinator {} is a voter of cluster {mine} but holds neither its log nor its identity: its data directory was lost; \
+                 wipe it and rejoin it as a new member (start it with --join and a new --id, then `sluice cluster leave {}` and `sluice cluster join NEW_ID HOST:PORT`)",
+                hello.id, hello.id
+            )),
+            (None, Some(theirs)) if local.blank && local.voters.contains(&local.id) => Verdict::Halt(format!(
+                "coordinator {} belongs to cluster {theirs}, and this coordinator is one of its voters but holds neither its log nor its identity: \
+                 its data directory was lost after it joined, or it was started with --initial-cluster to found a cluster that already exists. \
+                 It must not vote with a log it no longer has: wipe its data directory and rejoin it as a new member \
+                 (start it with --join and a new --id, then `sluice cluster leave {}` and `sluice cluster join NEW_ID HOST:PORT` on the cluster)",
+                hello.id, local.id
+            )),
+            _ => {
+                self.versions.lock().expect("gate lock poisoned").insert(hello.id, hello.version);
+                Verdict::Accept
+            }
+        }
+    }
 }
 
 /// Peers' addresses learnt from hellos, for peers the configuration does not
@@ -107,6 +212,8 @@ pub struct TransportCounters {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
     pub received: AtomicU64,
+    /// Connections closed at their hello: a peer of another cluster, or a voter that lost its data.
+    pub refused: AtomicU64,
 }
 
 struct Link {
@@ -117,7 +224,7 @@ struct Link {
 
 /// The outbound side: one link per peer.
 pub struct Transport {
-    hello: Bytes,
+    gate: Arc<Gate>,
     links: HashMap<u64, Link>,
     events: mpsc::UnboundedSender<LinkEvent>,
     pub counters: Arc<TransportCounters>,
@@ -125,10 +232,9 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Links from coordinator `me`, reachable at `raft_addr`; mutual TLS with `tls`.
-    pub fn new(me: u64, raft_addr: String, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>, tls: Option<RaftTls>) -> Self {
-        let hello = Bytes::from(serde_json::to_vec(&Hello { id: me, raft_addr }).unwrap_or_default());
-        Self { hello, links: HashMap::new(), events, counters, tls }
+    /// Links from the coordinator `gate` describes; mutual TLS with `tls`.
+    pub fn new(gate: Arc<Gate>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>, tls: Option<RaftTls>) -> Self {
+        Self { gate, links: HashMap::new(), events, counters, tls }
     }
 
     /// Opens links to new members, closes links to removed ones, follows moves.
@@ -145,7 +251,7 @@ impl Transport {
                 continue;
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
-            let link = LinkParts { peer: *id, addr: member.raft_addr.clone(), hello: self.hello.clone(), tls: self.tls.clone() };
+            let link = LinkParts { peer: *id, addr: member.raft_addr.clone(), gate: self.gate.clone(), tls: self.tls.clone() };
             let task = tokio::spawn(run_link(link, rx, self.events.clone(), self.counters.clone()));
             info!(peer = id, addr = %member.raft_addr, "raft link opened");
             self.links.insert(*id, Link { addr: member.raft_addr.clone(), queue, task });
@@ -197,7 +303,7 @@ impl Drop for Transport {
 struct LinkParts {
     peer: u64,
     addr: String,
-    hello: Bytes,
+    gate: Arc<Gate>,
     tls: Option<RaftTls>,
 }
 
@@ -234,7 +340,7 @@ async fn connect(addr: &str, tls: Option<&RaftTls>) -> Result<LinkStream, Connec
 
 /// Keeps one outbound connection to `addr` alive and writes what is queued.
 async fn run_link(link: LinkParts, mut queue: mpsc::Receiver<Frame>, events: mpsc::UnboundedSender<LinkEvent>, counters: Arc<TransportCounters>) {
-    let LinkParts { peer, addr, hello, tls } = link;
+    let LinkParts { peer, addr, gate, tls } = link;
     let mut backoff = Duration::from_millis(50);
     let mut buf = BytesMut::new();
     let mut warned: Option<Instant> = None;
@@ -274,7 +380,8 @@ async fn run_link(link: LinkParts, mut queue: mpsc::Receiver<Frame>, events: mps
             let mut batch = vec![msg];
             buf.clear();
             if !greeted {
-                encode_raw(KIND_HELLO, &hello, &mut buf);
+                // Said afresh on each connection: the identity may have come since.
+                encode_raw(KIND_HELLO, &gate.hello(), &mut buf);
                 greeted = true;
             }
             encode(&batch[0], &mut buf);
@@ -354,6 +461,7 @@ pub struct Sinks {
     pub clock: Arc<dyn Clock>,
     pub addresses: Arc<LearntAddresses>,
     pub counters: Arc<TransportCounters>,
+    pub gate: Arc<Gate>,
 }
 
 /// Accepts peers' connections and feeds their frames to `sinks` until
@@ -419,7 +527,18 @@ async fn read_frames(mut stream: impl AsyncRead + Unpin, from: String, sinks: Si
                     }
                 },
                 KIND_HELLO => match serde_json::from_slice::<Hello>(&frame[1..]) {
-                    Ok(hello) => sinks.addresses.learn(hello.id, hello.raft_addr),
+                    Ok(hello) => match sinks.gate.check(&hello) {
+                        Verdict::Accept => sinks.addresses.learn(hello.id, hello.raft_addr),
+                        Verdict::Refuse(why) => {
+                            sinks.counters.refused.fetch_add(1, Ordering::Relaxed);
+                            warn!(from = %from, peer = hello.id, "raft peer refused: {why}");
+                            return;
+                        }
+                        Verdict::Halt(why) => {
+                            *sinks.gate.halted.lock().expect("gate lock poisoned") = Some(why);
+                            return;
+                        }
+                    },
                     Err(e) => warn!(from = %from, error = %e, "undecodable hello; ignored"),
                 },
                 KIND_OLD_LOAD => {}
@@ -437,5 +556,44 @@ async fn read_frames(mut stream: impl AsyncRead + Unpin, from: String, sinks: Si
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(cluster: Option<&str>, blank: bool) -> Gate {
+        Gate { local: Mutex::new(Local { id: 1, raft_addr: "a".into(), cluster: cluster.map(Into::into), blank, voters: BTreeSet::from([1, 2, 3]) }), ..Default::default() }
+    }
+
+    fn hello(id: u64, cluster: Option<&str>, blank: bool) -> Hello {
+        Hello { id, raft_addr: "b".into(), cluster: cluster.map(Into::into), blank, version: ENTRY_VERSION }
+    }
+
+    #[test]
+    fn hellos_of_another_cluster_or_of_a_voter_that_lost_its_data_are_refused() {
+        let member = gate(Some("c"), false);
+        assert!(matches!(member.check(&hello(2, Some("other"), false)), Verdict::Refuse(why) if why.contains("another cluster")));
+        assert!(matches!(member.check(&hello(3, None, true)), Verdict::Refuse(why) if why.contains("data directory was lost")));
+        // A blank coordinator being added (not a voter yet) adopts the identity later.
+        assert_eq!(member.check(&hello(4, None, true)), Verdict::Accept);
+        // A member with a log but no identity yet (it had not applied it) is fine.
+        assert_eq!(member.check(&hello(2, None, false)), Verdict::Accept);
+        assert_eq!(member.check(&hello(3, Some("c"), false)), Verdict::Accept);
+        // An older coordinator's hello has none of the new fields: version 1.
+        let old: Hello = serde_json::from_str(r#"{"id":2,"raft_addr":"x"}"#).unwrap();
+        assert_eq!(member.check(&old), Verdict::Accept);
+        assert_eq!(member.versions().get(&2), Some(&1));
+        assert_eq!(member.versions().get(&3), Some(&ENTRY_VERSION));
+    }
+
+    #[test]
+    fn a_blank_voter_that_hears_of_an_identity_must_stop() {
+        assert!(matches!(gate(None, true).check(&hello(2, Some("c"), false)), Verdict::Halt(why) if why.contains("--join and a new --id")));
+        // While founding, nobody has an identity yet.
+        assert_eq!(gate(None, true).check(&hello(2, None, true)), Verdict::Accept);
+        // Not blank: it holds a log, and takes the identity when it applies it.
+        assert_eq!(gate(None, false).check(&hello(2, Some("c"), false)), Verdict::Accept);
     }
 }

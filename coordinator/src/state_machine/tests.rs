@@ -369,3 +369,24 @@ fn a_paused_instances_cpu_may_be_placed_and_its_resume_still_applies() {
     let o = outcomes(apply(&mut st, &plan(3, vec![start("hello", "n1")]), POS).0);
     assert!(matches!(&o[0], Outcome::Refused { why } if why.contains("no room")), "{o:?}");
 }
+
+/// Every replica refuses a kind newer than the committed cluster version, the
+/// same way, even if a proposer let it through; the identity is set once.
+#[test]
+fn kinds_newer_than_the_cluster_version_are_refused_when_applied() {
+    let mut state = ClusterState::default();
+    let set_id = Command::SetClusterId { id: "c1".into() };
+    assert!(matches!(apply(&mut state, &set_id, POS).0, Response::Rejected { reason } if reason.contains("cluster version 2")));
+    assert_eq!(state.cluster_id, None);
+    assert_eq!(apply(&mut state, &Command::SetClusterVersion { version: 2 }, POS).0, Response::Ok);
+    assert_eq!(apply(&mut state, &Command::SetClusterVersion { version: 1 }, POS).0, Response::Ok);
+    assert_eq!(state.cluster_version(), 2, "never lowered");
+    assert_eq!(apply(&mut state, &set_id, POS).0, Response::Ok);
+    assert!(matches!(apply(&mut state, &Command::SetClusterId { id: "c2".into() }, POS).0, Response::Rejected { .. }));
+    assert_eq!(state.cluster_id.as_deref(), Some("c1"));
+    // Both survive a snapshot; an older snapshot, without them, is at version 1.
+    let decoded: ClusterState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    assert_eq!((decoded.cluster_version(), decoded.cluster_id.as_deref()), (2, Some("c1")));
+    let old: ClusterState = serde_json::from_str(r#"{"functions":{},"instances":{},"nodes":{},"next_instance":1,"desired_revision":0}"#).unwrap();
+    assert_eq!((old.cluster_version(), old.cluster_id), (1, None));
+}
