@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use sluice_common::{DesiredSet, NodeId, NodeReport};
 use std::time::Duration;
 
-pub mod connector;
 pub mod http;
 
 pub use http::{HttpControlConfig, HttpControlPlane, InvalidBaseUrl};

@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use sluice_agent::control::connector::Connector;
+use sluice_common::connector::Connector;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,11 +1,14 @@
 //! Sluice's shared vocabulary: the types every part of the system speaks.
 //!
-//! Nothing here does I/O or needs an async runtime; the crate is plain data,
-//! validation and the `Clock` trait, so that decision code built on it stays pure.
+//! Almost nothing here does I/O or needs an async runtime: the crate is plain
+//! data, validation and the `Clock` trait, so that decision code built on it
+//! stays pure. The exceptions are the edges every process shares: loading TLS
+//! files (`tls`) and the HTTP client connector (`connector`).
 
 pub mod backoff;
 pub mod clock;
 pub mod command;
+pub mod connector;
 pub mod ids;
 pub mod instance;
 pub mod labels;

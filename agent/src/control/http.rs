@@ -10,7 +10,7 @@
 //! each coordinator's certificate against the cluster CA and shows its own, so
 //! the channel is mutual TLS.
 
-use super::connector::Connector;
+use sluice_common::connector::Connector;
 use super::{ControlError, ControlPlane};
 use async_trait::async_trait;
 use bytes::Bytes;

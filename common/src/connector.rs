@@ -2,7 +2,8 @@
 //! `https://` a rustls handshake on top with the configuration given (the
 //! cluster CA, and the node's certificate when the coordinator asks for one).
 //!
-//! The agent talks to coordinators through it, and the CLI to the API.
+//! The agent talks to coordinators through it, the CLI to the API, and the
+//! coordinator to image registries.
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
