@@ -226,6 +226,7 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
             vec![
                 table::cell(&s["name"]),
                 table::cell(&s["image"]),
+                short_digest(&s["image_digest"]),
                 format!("{}-{}", s["min_instances"], s["max_instances"]),
                 table::cell(&s["concurrency"]),
                 count(f, "ready").to_string(),
@@ -238,7 +239,7 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
             ]
         })
         .collect();
-    println!("{}", table::render(&["FUNCTION", "IMAGE", "MIN-MAX", "CONC", "READY", "PAUSED", "STARTING", "REQUESTS", "IN-FLIGHT", "QUEUED", "COLD"], &rows));
+    println!("{}", table::render(&["FUNCTION", "IMAGE", "DIGEST", "MIN-MAX", "CONC", "READY", "PAUSED", "STARTING", "REQUESTS", "IN-FLIGHT", "QUEUED", "COLD"], &rows));
     let now = SystemClock.now();
     let rows: Vec<Vec<String>> = instances
         .as_array()
@@ -263,6 +264,15 @@ pub async fn ls(api: &Api, output: Output) -> Result<ExitCode> {
         .collect();
     println!("\n{}", table::render(&["INSTANCE", "FUNCTION", "STATE", "NODE", "ENDPOINT", "AGE", "REASON"], &rows));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sha256:0123456789ab` (the first 12 hex digits, as `docker images` shows
+/// ids), or `-` for an image deployed without pinning; `--output json` has it whole.
+fn short_digest(d: &Value) -> String {
+    match d.as_str() {
+        Some(d) => d.chars().take("sha256:".len() + 12).collect(),
+        None => "-".into(),
+    }
 }
 
 pub async fn rm(api: &Api, output: Output, name: &str) -> Result<ExitCode> {

@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod decisions;
 mod nodes;
+mod registries;
 mod rules;
 mod table;
 mod tokens;
@@ -82,6 +83,9 @@ enum Command {
     /// How the coordinator would decide now.
     #[command(subcommand)]
     Explain(decisions::ExplainCommand),
+    /// The registries images may come from: ls, allow, set, any.
+    #[command(subcommand)]
+    Registries(registries::RegistriesCommand),
     /// API tokens and their roles: create, ls, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
             Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,
             Command::Tokens(command) => tokens::run(&api()?, cli.output, command).await,
+            Command::Registries(command) => registries::run(&api()?, cli.output, command).await,
             Command::Certs(command) => sluice_cli::certs::run(command),
             Command::Ls => commands::ls(&api()?, cli.output).await,
             Command::Rm { name } => commands::rm(&api()?, cli.output, &name).await,

@@ -26,6 +26,7 @@ use sluice_coordinator::http::{self, ApiError};
 use sluice_coordinator::node::{stopped, ClusterTls, Coordinator, CoordinatorConfig, CoordinatorTls, MetricsConfig};
 use sluice_coordinator::predictor::PredictConfig;
 use sluice_coordinator::raft::RaftConfig;
+use sluice_coordinator::registry::ImagesConfig;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -116,6 +117,13 @@ pub struct CoordinatorArgs {
     /// Where a new cluster's first admin token is written, mode 0600 (default: <data-dir>/admin.token).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// Run images as named instead of pinning each deploy to the digest its
+    /// registry names (for hosts that load images by other means).
+    #[arg(long)]
+    pub no_image_pinning: bool,
+    /// A registry host:port spoken to over plain HTTP (loopback ones always are); repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// `--auth`.
@@ -290,6 +298,8 @@ impl CoordinatorArgs {
             auth: AuthArg::Off,
             insecure_expose_without_auth: false,
             admin_token_file: None,
+            no_image_pinning: false,
+            insecure_registries: Vec::new(),
         }
     }
 
@@ -299,6 +309,9 @@ impl CoordinatorArgs {
     }
 
     pub fn config(&self) -> Result<CoordinatorConfig> {
+        for r in &self.insecure_registries {
+            sluice_coordinator::registry::validate_entry(r).map_err(|why| anyhow::anyhow!("--insecure-registry: {why}"))?;
+        }
         anyhow::ensure!(self.tick_secs > 0.0 && self.tick_secs <= 60.0, "--tick-secs {}: use a value above 0 and at most 60", self.tick_secs);
         anyhow::ensure!(self.id > 0, "--id 0: use a whole number from 1 up");
         let initial = if self.join {
@@ -336,6 +349,7 @@ impl CoordinatorArgs {
                 admin_token_file: Some(self.admin_token_file.clone().unwrap_or_else(|| self.data_dir().join(crate::credentials::ADMIN_TOKEN_FILE))),
                 expose_without_auth: self.insecure_expose_without_auth,
             },
+            images: ImagesConfig { pin: !self.no_image_pinning, insecure_registries: self.insecure_registries.clone() },
             tls: CoordinatorTls::default(),
         })
     }

@@ -57,6 +57,10 @@ pub struct FunctionSpec {
     /// function is public, as in OpenFaaS and Knative.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub private: bool,
+    /// The manifest digest `image` named when it was deployed (`sha256:<hex>`),
+    /// set by the coordinator: instances run exactly that, even if the tag moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// Per-instance resource limits, enforced by the container runtime.
@@ -152,6 +156,15 @@ impl FunctionSpec {
             scaling: Scaling::default(),
             placement: PlacementSpec::default(),
             private: false,
+            image_digest: None,
+        }
+    }
+
+    /// The image instances run: `image` pinned to `image_digest` when it is set.
+    pub fn runnable_image(&self) -> ImageRef {
+        match &self.image_digest {
+            Some(digest) => ImageRef(format!("{}@{digest}", self.image.parts().name())),
+            None => self.image.clone(),
         }
     }
 
@@ -177,7 +190,11 @@ impl FunctionSpec {
         self.validate_health_path()?;
         labels::validate("labels", &self.labels)?;
         self.scaling.validate().map_err(|e| e.within("scaling"))?;
-        self.placement.validate().map_err(|e| e.within("placement"))
+        self.placement.validate().map_err(|e| e.within("placement"))?;
+        match &self.image_digest {
+            Some(d) if !is_digest(d) => Err(ValidationError::new("image_digest", "use sha256:<64 lowercase hex>, or leave it out: the coordinator sets it")),
+            _ => Ok(()),
+        }
     }
 
     fn validate_env(&self) -> Result<(), ValidationError> {
@@ -252,6 +269,59 @@ impl ImageRef {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// An image reference in its parts, as the registry API and allow-lists need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageParts<'a> {
+    /// `host[:port]`, if the reference names one.
+    pub registry: Option<&'a str>,
+    /// The path within the registry, e.g. `sluice/hello`.
+    pub repository: &'a str,
+    pub tag: Option<&'a str>,
+    /// `sha256:<hex>`.
+    pub digest: Option<&'a str>,
+}
+
+impl ImageParts<'_> {
+    /// `[registry/]repository`, without tag or digest.
+    pub fn name(&self) -> String {
+        match self.registry {
+            Some(r) => format!("{r}/{}", self.repository),
+            None => self.repository.to_string(),
+        }
+    }
+
+    /// The registry an image comes from: Docker Hub (`docker.io`) when none is named.
+    pub fn registry_or_default(&self) -> &str {
+        self.registry.unwrap_or(DEFAULT_REGISTRY)
+    }
+}
+
+/// The registry of references that name none, as Docker resolves them.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+impl ImageRef {
+    /// The reference's parts. It was checked when parsed, so this only splits.
+    pub fn parts(&self) -> ImageParts<'_> {
+        let (rest, digest) = match self.0.split_once('@') {
+            Some((r, d)) => (r, Some(d)),
+            None => (self.0.as_str(), None),
+        };
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+            _ => (rest, None),
+        };
+        match name.split_once('/') {
+            Some((first, repository)) if first.contains('.') || first.contains(':') || first == "localhost" => ImageParts { registry: Some(first), repository, tag, digest },
+            _ => ImageParts { registry: None, repository: name, tag, digest },
+        }
+    }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+pub fn is_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 impl fmt::Display for ImageRef {
@@ -380,6 +450,33 @@ mod tests {
             let e = ImageRef::parse(bad).unwrap_err();
             assert_eq!(e.field, "image", "{bad}");
         }
+    }
+
+    #[test]
+    fn image_parts_and_pinning() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let table = [
+            ("hello", (None, "hello", None, None)),
+            ("sluice/hello:v1", (None, "sluice/hello", Some("v1"), None)),
+            ("127.0.0.1:5000/sluice/hello:latest", (Some("127.0.0.1:5000"), "sluice/hello", Some("latest"), None)),
+            ("localhost/x", (Some("localhost"), "x", None, None)),
+        ];
+        for (image, (registry, repository, tag, d)) in table {
+            let image = ImageRef::parse(image).unwrap();
+            assert_eq!(image.parts(), ImageParts { registry, repository, tag, digest: d }, "{image}");
+        }
+        let pinned = ImageRef::parse(format!("r.example.com:443/a/b:1@{digest}")).unwrap();
+        assert_eq!(pinned.parts(), ImageParts { registry: Some("r.example.com:443"), repository: "a/b", tag: Some("1"), digest: Some(digest) });
+        assert_eq!(ImageRef::parse("a/b").unwrap().parts().registry_or_default(), "docker.io");
+
+        let mut s = FunctionSpec::new(FunctionName::new("f").unwrap(), ImageRef::parse("127.0.0.1:5000/sluice/hello:latest").unwrap());
+        assert_eq!(s.runnable_image().as_str(), "127.0.0.1:5000/sluice/hello:latest");
+        s.image_digest = Some(digest.into());
+        assert_eq!(s.runnable_image().as_str(), format!("127.0.0.1:5000/sluice/hello@{digest}"));
+        assert!(ImageRef::parse(s.runnable_image().as_str()).is_ok());
+        s.validate().unwrap();
+        s.image_digest = Some("sha256:short".into());
+        assert_eq!(s.validate().unwrap_err().field, "image_digest");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod node;
 pub mod plan;
 pub mod predictor;
 pub mod raft;
+pub mod registry;
 pub mod reports;
 pub mod state;
 pub mod state_machine;

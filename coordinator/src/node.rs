@@ -1,7 +1,7 @@
 //! A running coordinator: the Raft loop, the store, the controller, the API
 //! server and the gateway server, wired together and stopped together.
 
-use crate::api::Api;
+use crate::api::{Api, ImagePinning};
 use crate::applied::AppliedState;
 use crate::auth::{self, bootstrap::AuthConfig, AuthMode};
 use crate::controller::{self, ControllerConfig};
@@ -9,6 +9,7 @@ use crate::gateway::{self, coordinator_node_id, FiguresTaker, Gateway};
 use crate::http;
 use crate::ingest::{self, Telemetry};
 use crate::raft::{RaftConfig, RaftNode, StartError};
+use crate::registry::{ImagesConfig, Resolver};
 use crate::store::Store;
 use crate::tls::{HandshakeFailures, Listener, RaftTls, ServerTls};
 use crate::windows::{Windows, WindowsConfig};
@@ -42,6 +43,7 @@ pub struct CoordinatorConfig {
     pub bus: Option<Arc<dyn MetricsBus>>,
     pub metrics: MetricsConfig,
     pub auth: AuthConfig,
+    pub images: ImagesConfig,
     pub tls: CoordinatorTls,
 }
 
@@ -175,7 +177,11 @@ impl Coordinator {
         let store = Store::new(applied, raft.handle.clone(), clock.clone());
         let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode);
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
-        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone(), config.auth.mode, tls_failures.clone());
+        let pinning = match config.images.pin {
+            true => ImagePinning::Resolve(Resolver::new(config.images.insecure_registries.clone())),
+            false => ImagePinning::Off,
+        };
+        let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone(), config.auth.mode, pinning, tls_failures.clone());
         let bus: Arc<dyn MetricsBus> = config.bus.clone().unwrap_or_else(|| Arc::new(InProcessBus::new()));
 
         let mut tasks = JoinSet::new();

@@ -30,6 +30,8 @@ pub struct ClusterState {
     pub memory: BTreeMap<FunctionName, ScalingMemory>,
     /// Access: the tokens (hashed) and whether the first admin token was made.
     pub auth: AuthState,
+    /// Registries images may come from (`host[:port]`); empty allows any.
+    pub allowed_registries: Vec<String>,
     /// The cluster's identity, set once by its first leader (`SetClusterId`)
     /// and written by every member into its data directory (`raft::identity`);
     /// `None` until then (and in logs of versions before it).
@@ -98,6 +100,8 @@ struct Stored {
     memory: BTreeMap<FunctionName, ScalingMemory>,
     #[serde(default)]
     auth: AuthState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allowed_registries: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cluster_id: Option<String>,
     /// Absent in snapshots of versions before it: version 1.
@@ -120,6 +124,7 @@ impl From<Stored> for ClusterState {
             desired_revision: s.desired_revision,
             memory: s.memory,
             auth: s.auth,
+            allowed_registries: s.allowed_registries,
             cluster_id: s.cluster_id,
             version: s.version,
             index: Index::default(),
@@ -140,6 +145,7 @@ impl From<ClusterState> for Stored {
             desired_revision: s.desired_revision,
             memory: s.memory,
             auth: s.auth,
+            allowed_registries: s.allowed_registries,
             cluster_id: s.cluster_id,
             version: s.version,
         }

@@ -63,6 +63,8 @@ pub enum Command {
     RevokeToken { id: String },
     /// Version 2. The cluster's first admin token; applies once per cluster.
     BootstrapAdmin { token: TokenRecord },
+    /// Version 2. Registries images may come from; empty allows any.
+    SetAllowedRegistries { registries: Vec<String> },
     /// Version 2. Every member runs at least `version`: kinds introduced up to
     /// it may be proposed from now on. Proposed by the leader (never lowered).
     SetClusterVersion { version: u32 },
@@ -88,7 +90,12 @@ impl Command {
             | Command::SetDraining { .. }
             | Command::PutRules { .. }
             | Command::RemoveRule { .. } => 1,
-            Command::SetClusterVersion { .. } | Command::SetClusterId { .. } | Command::CreateToken { .. } | Command::RevokeToken { .. } | Command::BootstrapAdmin { .. } => 2,
+            Command::SetClusterVersion { .. }
+            | Command::SetClusterId { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::BootstrapAdmin { .. }
+            | Command::SetAllowedRegistries { .. } => 2,
         }
     }
 
@@ -249,6 +256,10 @@ pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Respo
                 state.auth.bootstrapped = true;
                 create_token(state, token)
             }
+        }
+        Command::SetAllowedRegistries { registries } => {
+            state.allowed_registries = registries.clone();
+            Response::Ok
         }
         Command::SetClusterVersion { version } => {
             state.version = state.cluster_version().max(*version);

@@ -440,6 +440,8 @@ impl DockerCluster {
             "--auth",
             "off",
             "--insecure-expose-without-auth",
+            // Nor digests: the registry is on the host's loopback, out of the containers' reach.
+            "--no-image-pinning",
             "--id",
             &id,
             "--api",

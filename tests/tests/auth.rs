@@ -66,6 +66,8 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
         RouteId::ExplainPlacement => same("/v1/explain/placement/public-fn", none),
         RouteId::ListTokens => same("/v1/tokens", none),
         RouteId::CreateToken => ("/v1/tokens".into(), json!({"name": "intruder", "roles": ["admin"]}), "/v1/tokens".into(), json!({"name": "x", "roles": ["emperor"]})),
+        RouteId::ListRegistries => same("/v1/registries", none),
+        RouteId::SetRegistries => ("/v1/registries".into(), json!({"allowed": ["evil.example.com"]}), "/v1/registries".into(), json!({"allowed": ["Not A Host"]})),
         RouteId::RevokeToken => (format!("/v1/tokens/{}", f.reader_id), none.clone(), "/v1/tokens/ffffffffffff".into(), none),
     }
 }
@@ -106,7 +108,14 @@ async fn snapshot(http: &Http, base: &str, admin: &str) -> Result<Value> {
     let functions: Vec<Value> = get("/v1/functions").await?.as_array().context("functions")?.iter().map(|f| f["spec"].clone()).collect();
     let nodes: Vec<Value> = get("/v1/nodes").await?.as_array().context("nodes")?.iter().map(|n| json!([n["node"], n["draining"]])).collect();
     let members: Vec<Value> = get("/v1/cluster").await?["members"].as_array().context("members")?.iter().map(|m| json!([m["id"], m["role"]])).collect();
-    Ok(json!({"functions": functions, "nodes": nodes, "members": members, "rules": get("/v1/rules").await?, "tokens": get("/v1/tokens").await?}))
+    Ok(json!({
+        "functions": functions,
+        "nodes": nodes,
+        "members": members,
+        "rules": get("/v1/rules").await?,
+        "tokens": get("/v1/tokens").await?,
+        "registries": get("/v1/registries").await?,
+    }))
 }
 
 async fn make_token(http: &Http, base: &str, admin: &str, name: &str, roles: &[&str], expires_in_secs: Option<u64>) -> Result<(String, String)> {

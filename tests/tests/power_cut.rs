@@ -64,7 +64,7 @@ impl Coordinator {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let child = Command::new(binary)
             .args(["coordinator", "--api", &format!("127.0.0.1:{api}"), "--gateway", &format!("127.0.0.1:{}", port()?), "--raft", &format!("127.0.0.1:{}", port()?)])
-            .args(["--data-dir", &data.display().to_string(), "--predict-policy", "off", "--gateway-threads", "1", "--auth", "off"])
+            .args(["--data-dir", &data.display().to_string(), "--predict-policy", "off", "--gateway-threads", "1", "--auth", "off", "--no-image-pinning"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(log.try_clone()?))

@@ -245,7 +245,10 @@ async fn images_are_pulled_from_the_registry_and_containers_run_locked_down() ->
 
     c.deploy(json!({"name": "locked", "image": image, "min_instances": 1, "limits": {"memory_mb": 64, "cpu_millis": 300, "pids": 50}})).await?;
     eventually("a ready instance", START, || async { Ok(c.instances("locked").await?.iter().any(|i| i["state"] == "ready").then_some(())) }).await?;
-    docker(&["image", "inspect", &image]).map_err(|e| e.context("the agent did not pull the image"))?;
+    // Pulled by the digest the deploy pinned, so Docker knows it by that name.
+    let digest = c.function("locked").await?["function"]["spec"]["image_digest"].as_str().map(str::to_string).expect("the deploy pinned a digest");
+    let pinned = format!("{}/sluice/pulled@{digest}", sluice_tests::REGISTRY);
+    docker(&["image", "inspect", &pinned]).map_err(|e| e.context("the agent did not pull the image"))?;
 
     let container = c.running_containers("locked").await?.pop().expect("a running container");
     let limits = sluice_common::Limits { memory_mb: 64, cpu_millis: 300, pids: 50 };
@@ -253,7 +256,7 @@ async fn images_are_pulled_from_the_registry_and_containers_run_locked_down() ->
     let r = c.http.get(&c.function_url("locked", "")).await?;
     assert_eq!(r.status, StatusCode::OK);
     c.stop().await?;
-    docker(&["rmi", &image])
+    docker(&["rmi", &pinned])
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ async fn launch(task: &Task, desired: &DesiredInstance, created: &mut Option<Con
         lap = Instant::now();
         ms
     };
-    rt.ensure_image(&spec.image).await?;
+    rt.ensure_image(&spec.runnable_image()).await?;
     let image_ms = split();
     let container = rt.create(&task.worker.node, desired).await?;
     *created = Some(container.clone());

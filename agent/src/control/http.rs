@@ -10,7 +10,6 @@
 //! each coordinator's certificate against the cluster CA and shows its own, so
 //! the channel is mutual TLS.
 
-use sluice_common::connector::Connector;
 use super::{ControlError, ControlPlane};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use sluice_common::connector::Connector;
 use sluice_common::{DesiredSet, NodeId, NodeReport};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

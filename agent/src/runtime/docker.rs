@@ -188,7 +188,7 @@ impl ContainerRuntime for DockerRuntime {
         let started = Instant::now();
         let created = self.docker.create_container(Some(options), request).await.map_err(|e| match status_code(&e) {
             // On create, 404 means the image is gone (removed since ensure_image).
-            Some(404) => RuntimeError::Image { image: instance.spec.image.to_string(), reason: docker_message(&e) },
+            Some(404) => RuntimeError::Image { image: instance.spec.runnable_image().to_string(), reason: docker_message(&e) },
             _ => map_error(e, &name),
         })?;
         for warning in &created.warnings {

@@ -232,8 +232,9 @@ impl ContainerRuntime for FakeRuntime {
         self.enter(Call::Create { node: node.clone(), instance: instance.id }).await.map_err(|_| injected(Op::Create))?;
         let name = container_name(&instance.spec.name, instance.id);
         let mut state = self.lock();
-        if !state.images.contains(&instance.spec.image) {
-            return Err(RuntimeError::Image { image: instance.spec.image.to_string(), reason: "No such image".into() });
+        let image = instance.spec.runnable_image();
+        if !state.images.contains(&image) {
+            return Err(RuntimeError::Image { image: image.to_string(), reason: "No such image".into() });
         }
         if state.containers.values().any(|c| c.name == name) {
             return Err(conflict(&name, "the container name is already in use"));

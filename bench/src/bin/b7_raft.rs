@@ -185,7 +185,7 @@ impl Coordinators {
         let mut cmd = Command::new(&self.sluice);
         cmd.arg("coordinator")
             // Raft throughput on loopback: no tokens.
-            .args(["--auth", "off"])
+            .args(["--auth", "off", "--no-image-pinning"])
             .args(["--id", &n.id.to_string()])
             .args(["--api", &n.api.to_string()])
             .args(["--gateway", &n.gateway.to_string()])

@@ -12,6 +12,7 @@
 
 mod decisions;
 mod nodes;
+mod registries;
 pub mod routes;
 mod tokens;
 
@@ -21,6 +22,7 @@ use crate::gateway::Gateway;
 use crate::http::{self, read_body, ApiError, Body};
 use crate::ingest::Telemetry;
 use crate::raft::MemberChange;
+use crate::registry;
 use crate::state_machine::{Command, Response as Applied};
 use crate::store::Store;
 use crate::tls::HandshakeFailures;
@@ -49,6 +51,15 @@ pub const MAX_REPORTED_INSTANCES: usize = 10_000;
 /// How long adding a voter waits for it to catch up as a learner.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Whether a deploy asks the image's registry for its digest.
+pub enum ImagePinning {
+    /// Pin every deployed image to the digest its registry names now.
+    Resolve(registry::Resolver),
+    /// Run images as named (`--no-image-pinning`: hosts that load images by
+    /// other means, and Raft tests that deploy images nobody runs).
+    Off,
+}
+
 pub struct Api {
     store: Arc<Store>,
     /// This coordinator's gateway: its counters are read live, the others' from the windows.
@@ -57,6 +68,8 @@ pub struct Api {
     /// The decision settings, for explaining placements as the leader would.
     decide: DecideConfig,
     auth: AuthMode,
+    /// How deployed images are pinned to their digest.
+    images: ImagePinning,
     /// Peers this coordinator's listeners refused at the TLS handshake, for `/metrics`.
     tls_failures: Arc<HandshakeFailures>,
 }
@@ -74,8 +87,16 @@ pub struct FunctionView {
 }
 
 impl Api {
-    pub fn new(store: Arc<Store>, gateway: Arc<Gateway>, telemetry: Arc<Telemetry>, decide: DecideConfig, auth: AuthMode, tls_failures: Arc<HandshakeFailures>) -> Arc<Self> {
-        Arc::new(Self { store, gateway, telemetry, decide, auth, tls_failures })
+    pub fn new(
+        store: Arc<Store>,
+        gateway: Arc<Gateway>,
+        telemetry: Arc<Telemetry>,
+        decide: DecideConfig,
+        auth: AuthMode,
+        images: ImagePinning,
+        tls_failures: Arc<HandshakeFailures>,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, gateway, telemetry, decide, auth, images, tls_failures })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -196,6 +217,11 @@ impl Api {
             RouteId::ListTokens => self.list_tokens().await,
             RouteId::CreateToken => self.create_token(req).await,
             RouteId::RevokeToken => self.revoke_token(param(0)).await,
+            RouteId::ListRegistries => {
+                self.barrier().await?;
+                Ok(http::json(StatusCode::OK, &serde_json::json!({"allowed": self.store.read(|s| s.allowed_registries.clone())})))
+            }
+            RouteId::SetRegistries => self.set_registries(req).await,
         }
     }
 
@@ -254,8 +280,16 @@ impl Api {
 
     async fn put_function(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let bytes = read_body(req.into_body(), MAX_BODY).await?;
-        let spec: FunctionSpec = http::parse_json(&bytes)?;
+        let mut spec: FunctionSpec = http::parse_json(&bytes)?;
         spec.validate()?;
+        // The allow-list as of a read barrier: a registry removed a moment ago is refused here.
+        let allowed = self.store.read_linearizable(|s| s.allowed_registries.clone()).await.map_err(|e| ApiError::unavailable(&e))?;
+        registry::check_allowed(&allowed, &spec.image)?;
+        spec.image_digest = match &self.images {
+            ImagePinning::Resolve(resolver) => Some(resolver.digest(&spec.image).await?),
+            // Whatever a client sent is not a digest this coordinator checked.
+            ImagePinning::Off => spec.image.parts().digest.map(str::to_string),
+        };
         let status = match self.execute(Command::PutFunction { spec: spec.clone() }).await? {
             Applied::FunctionCreated => StatusCode::CREATED,
             _ => StatusCode::OK,

@@ -37,6 +37,8 @@ pub enum RouteId {
     ListTokens,
     CreateToken,
     RevokeToken,
+    ListRegistries,
+    SetRegistries,
 }
 
 /// One route. `path` segments in braces match any one segment.
@@ -86,6 +88,8 @@ pub static ROUTES: &[Route] = &[
     route(ListTokens, "GET", "/v1/tokens", Admin, "Tokens (ids, names, roles, expiry; never secrets)."),
     route(CreateToken, "POST", "/v1/tokens", Admin, "Make a token; its secret is shown once."),
     route(RevokeToken, "DELETE", "/v1/tokens/{id}", Admin, "Revoke a token on every coordinator."),
+    route(ListRegistries, "GET", "/v1/registries", Read, "The registries images may come from (empty: any)."),
+    route(SetRegistries, "PUT", "/v1/registries", Admin, "Replace the registry allow-list."),
 ];
 
 /// The outcome of looking a request up.

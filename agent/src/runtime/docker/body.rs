@@ -73,7 +73,7 @@ pub fn create_body(node: &NodeId, instance: &DesiredInstance, place: &Placement<
         ..Default::default()
     };
     ContainerCreateBody {
-        image: Some(spec.image.to_string()),
+        image: Some(spec.runnable_image().to_string()),
         user: Some(USER.to_string()),
         env: Some(env),
         exposed_ports: Some(vec![port]),
