@@ -6,6 +6,9 @@
 //! coordinator dialling the Raft ports and an agent polling the API. Both are
 //! refused at the handshake and counted in `sluice_tls_handshake_failures_total`.
 //!
+//! Tokens are required, as by default: the test finds the founders' admin token
+//! and gives each agent its own token.
+//!
 //! Runs the `sluice` binary of `sluice_tests::process_cluster::sluice_binary`
 //! (`SLUICE_BIN`, or the static build of scripts/build-images.sh); the agents
 //! need the Docker Engine, not any image. Every process logs to a file in the
@@ -117,9 +120,6 @@ fn coordinator_args(id: u64, ports: &Ports, initial: &str, data: &Path, tls: Vec
         "1",
         "--predict-policy",
         "off",
-        // Certificates are what this test is about; tokens have tests/tests/auth.rs.
-        "--auth",
-        "off",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -200,7 +200,21 @@ async fn run(binary: &Path, dir: &Path, procs: &mut Processes) -> Result<()> {
     }
     let apis: Vec<String> = ports[..3].iter().map(|p| format!("https://127.0.0.1:{}", p.api)).collect();
     let tls = sluice_common::tls::ca_client_config("--tls-ca", &ca)?;
-    let http = Http::fresh_connections_tls(Duration::from_millis(500), Some(tls));
+    let anonymous = Http::fresh_connections_tls(Duration::from_millis(500), Some(tls));
+
+    // Tokens are on too, as by default: the founder whose admin token was
+    // committed first keeps it in its data directory; the others wrote none.
+    let data_dirs: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("data-{i}"))).collect();
+    let admin = eventually("one founder's admin token, accepted", Duration::from_secs(30), || async {
+        let files: Vec<String> = data_dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("admin.token")).ok()).collect();
+        let [token] = files.as_slice() else { return Ok(None) };
+        let token = token.trim().to_string();
+        let r = anonymous.send(Method::GET, &format!("{}/v1/cluster", apis[0]), "", &[("authorization", &format!("Bearer {token}"))]).await?;
+        Ok((r.status == hyper::StatusCode::OK).then_some(token))
+    })
+    .await?;
+    ensure!(anonymous.get(&format!("{}/v1/cluster", apis[0])).await?.status == hyper::StatusCode::UNAUTHORIZED, "TLS alone does not let a caller in");
+    let http = anonymous.clone().with_token(Some(admin));
 
     // A leader that all three agree on: the Raft links work over mutual TLS.
     let leader = eventually("a leader all three coordinators agree on", Duration::from_secs(30), || async {
@@ -229,9 +243,20 @@ async fn run(binary: &Path, dir: &Path, procs: &mut Processes) -> Result<()> {
     let r = http.get(&format!("https://127.0.0.1:{}/function/absent", ports[0].gateway)).await?;
     ensure!(r.status == hyper::StatusCode::NOT_FOUND, "gateway over TLS: {} {}", r.status, r.text());
 
-    // Two agents over mutual TLS: every coordinator lists both nodes as ready.
+    // Two agents over mutual TLS, each with its agent token: every coordinator lists both nodes as ready.
+    let agent_token = |name: &'static str| {
+        let (http, api, file) = (http.clone(), apis[0].clone(), dir.join(format!("{name}.token")));
+        async move {
+            let r = http.json(Method::POST, &format!("{api}/v1/tokens"), &json!({"name": name, "roles": ["agent"]})).await?;
+            ensure!(r.status == hyper::StatusCode::CREATED, "token for {name}: {} {}", r.status, r.text());
+            std::fs::write(&file, r.json()?["token"].as_str().context("token")?)?;
+            Ok::<_, anyhow::Error>(vec!["--token-file".to_string(), file.display().to_string()])
+        }
+    };
     for name in ["agent-1", "agent-2"] {
-        procs.spawn(name, &agent_args(name, &apis, tls_flags(&cert_dir, name, &ca)))?;
+        let mut flags = tls_flags(&cert_dir, name, &ca);
+        flags.extend(agent_token(name).await?);
+        procs.spawn(name, &agent_args(name, &apis, flags))?;
     }
     let ready = |api: String| {
         let http = http.clone();
@@ -258,7 +283,10 @@ async fn run(binary: &Path, dir: &Path, procs: &mut Processes) -> Result<()> {
     }
     let rogue_initial = format!("{initial},4=127.0.0.1:{}", ports[3].raft);
     procs.spawn("rogue-coordinator", &coordinator_args(4, &ports[3], &rogue_initial, &dir.join("data-4"), tls_flags(&rogue_dir, "rogue", &ca)))?;
-    procs.spawn("rogue-agent", &agent_args("rogue", &apis, tls_flags(&rogue_dir, "rogue", &ca)))?;
+    // The rogue agent even holds a valid agent token: its certificate is what keeps it out.
+    let mut rogue_flags = tls_flags(&rogue_dir, "rogue", &ca);
+    rogue_flags.extend(agent_token("rogue").await?);
+    procs.spawn("rogue-agent", &agent_args("rogue", &apis, rogue_flags))?;
     let after = eventually("the rogue coordinator's Raft links and the rogue agent's polls refused and counted", Duration::from_secs(30), || async {
         let mut after = (0, 0);
         for api in &apis {
