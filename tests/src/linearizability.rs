@@ -714,9 +714,7 @@ impl fmt::Display for SetViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         if let Some((acknowledged, required)) = self.too_few_acknowledged {
-            parts.push(format!(
-                "only {acknowledged} adds were acknowledged, {required} required: too few for the check to mean anything (did the writes reach a leader at all?)"
-            ));
+            parts.push(format!("only {acknowledged} adds were acknowledged, {required} required: too few for the check to mean anything (did the writes reach a leader at all?)"));
         }
         if !self.lost.is_empty() {
             parts.push(format!("{} acknowledged adds lost: {}", self.lost.len(), shown(&self.lost)));
