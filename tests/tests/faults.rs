@@ -14,8 +14,9 @@ use sluice_common::rng::SplitMix64 as Rng;
 use sluice_tests::docker_cluster::DockerCluster;
 use sluice_tests::hello_image;
 use sluice_tests::linearizability::{check_set, Recorder};
-use sluice_tests::nemesis::Nemesis;
+use sluice_tests::nemesis::{fault_seed, Fault, Nemesis, Probe, Schedule};
 use sluice_tests::workload::{function_names, read_v, verify_on, Writers, CLIENT_TIMEOUT};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,8 @@ async fn r1_leader_kills_lose_no_acknowledged_write() -> Result<()> {
             let killed = Instant::now();
             let next = wait_new_leader(&c, leader).await?;
             let took = killed.elapsed();
+            // Still down, as it was during the failover (probed after it, so as not to slow it).
+            Probe::connect_from_host(&c, leader).expect_blocked(&c).await.with_context(|| format!("killing leader {leader}"))?;
             eprintln!("R1 round {round}: node {leader} killed, node {next} leads after {took:?} ({before} writes acknowledged so far)");
             failovers.push(took);
             c.start_node(leader).await?;
@@ -141,6 +144,8 @@ async fn r3_a_paused_leader_acknowledges_nothing_stale() -> Result<()> {
         ensure!(r.status == StatusCode::CREATED, "first write: {} {}", r.status, r.text());
 
         c.pause(old).await?;
+        // Proven: a frozen node answers nothing (its kernel still accepts connections).
+        Probe::answer(&c, old).expect_blocked(&c).await.context("pausing the leader")?;
         // Writes and a read sent to the frozen leader wait in its socket backlog.
         let mut stale_writes = Vec::new();
         for k in 0..3 {
@@ -199,7 +204,10 @@ async fn r4_sigkill_during_writes_loses_nothing() -> Result<()> {
             let victim = if round % 3 == 0 { leader } else { ids[(round + leader as usize) % ids.len()] };
             tokio::time::sleep(Duration::from_millis(100 + (round as u64 * 37) % 400)).await;
             c.kill(victim).await?;
-            tokio::time::sleep(Duration::from_millis((round as u64 * 53) % 500)).await;
+            // Proven down, while it stays down anyway.
+            let probe = Probe::connect_from_host(&c, victim);
+            let (down, _) = tokio::join!(probe.expect_blocked(&c), tokio::time::sleep(Duration::from_millis((round as u64 * 53) % 500)));
+            down.with_context(|| format!("killing node {victim}"))?;
             c.start_node(victim).await?;
             let target = leader_commit(&c).await?;
             let took = wait_caught_up(&c, victim, target, Duration::from_secs(10)).await?;
@@ -261,12 +269,14 @@ async fn r5_membership_changes_under_load_lose_nothing() -> Result<()> {
 /// while a nemesis kills, pauses, isolates and partitions them (both ways, one
 /// way, and a bridge where two nodes only see the third). Every key's history
 /// must be linearizable, and every acknowledged add to a set must read back.
+/// Every fault kind happens at least once, each proven by a probe that fails
+/// across it and gets through after the heal; the seed replays the choices.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_histories_stay_linearizable_under_random_faults() -> Result<()> {
     with_cluster("r2", 3, |c| async move {
-        let seed = std::env::var("SLUICE_R2_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(seed_from_clock);
+        let seed = fault_seed()?;
         let secs = count("SLUICE_R2_SECS", 40) as u64;
-        eprintln!("R2: seed {seed} (SLUICE_R2_SEED={seed} replays the same choices), {secs} s of faults");
+        eprintln!("R2: seed {seed}, {secs} s of faults (longer if needed for every kind to happen once)");
         let nemesis = Nemesis::new("r2", sluice_tests::docker_cluster::RAFT_PORT)?;
         let recorder = Recorder::new();
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -277,20 +287,25 @@ async fn r2_histories_stay_linearizable_under_random_faults() -> Result<()> {
         let set = tokio::spawn(set_client(c.clone(), seed ^ 99, stopped.clone()));
 
         let faults = run_nemesis(&c, &nemesis, seed, Duration::from_secs(secs)).await;
+        // Only needed when the nemesis stopped half-way (its error is below).
         nemesis.heal()?;
         for i in c.ids() {
             let _ = c.unpause(i).await;
             let _ = c.start_node(i).await;
+            let _ = c.connect(i).await;
         }
         let _ = stop.send(true);
         while clients.join_next().await.is_some() {}
         let (acked, unknown) = set.await?;
-        let faults = faults?;
+        let faults = faults.map_err(|e| e.context(format!("R2 nemesis (seed {seed})")))?;
         c.wait_for_leader(Duration::from_secs(15), None).await?;
 
         let history = recorder.history();
         let completed = history.iter().filter(|op| op.complete.is_some()).count();
-        eprintln!("R2: faults {faults:?}; {} operations recorded, {completed} with an answer", history.len());
+        let counts: Vec<String> = Fault::ALL.iter().map(|k| format!("{k} {}", faults.get(k).copied().unwrap_or(0))).collect();
+        eprintln!("R2: faults (seed {seed}), each proven by probes: {}; {} operations recorded, {completed} with an answer", counts.join(", "), history.len());
+        let missing: Vec<&str> = Fault::ALL.iter().filter(|k| faults.get(k).copied().unwrap_or(0) == 0).map(|k| k.name()).collect();
+        ensure!(missing.is_empty(), "R2 (seed {seed}) claims every fault kind but never injected {missing:?}");
         ensure!(completed >= count("SLUICE_R2_MIN_OPS", 300), "only {completed} operations with an answer in the history");
         recorder.check().map_err(|e| anyhow::anyhow!("R2 (seed {seed}): {e}"))?;
 
@@ -302,10 +317,6 @@ async fn r2_histories_stay_linearizable_under_random_faults() -> Result<()> {
         Ok(())
     })
     .await
-}
-
-fn seed_from_clock() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
 }
 
 const KEYS: u64 = 4;
@@ -387,63 +398,29 @@ async fn set_client(c: Arc<DockerCluster>, seed: u64, stop: tokio::sync::watch::
     (acked, unknown)
 }
 
-/// One fault after another, each held 1-4 s then healed, with 1 s of calm in
-/// between, for `duration`. Returns how many of each kind were injected.
-async fn run_nemesis(c: &DockerCluster, nemesis: &Nemesis, seed: u64, duration: Duration) -> Result<std::collections::BTreeMap<&'static str, u32>> {
-    let mut rng = Rng::new(seed ^ 0xfa17);
+/// One fault after another, each proven, held 1-4 s, healed and proven healed,
+/// with 1 s of calm in between, for `duration` and until every kind has
+/// happened once. Returns how many of each kind were injected.
+async fn run_nemesis(c: &DockerCluster, nemesis: &Nemesis, seed: u64, duration: Duration) -> Result<BTreeMap<Fault, u32>> {
+    let mut schedule = Schedule::new(seed ^ 0xfa17);
     let ids = c.ids();
-    let mut done = std::collections::BTreeMap::new();
+    let mut done = BTreeMap::new();
     let end = Instant::now() + duration;
-    while Instant::now() < end {
+    while Instant::now() < end || schedule.owes_a_kind() {
+        let kind = schedule.next_fault();
+        let rng = schedule.rng();
         let leader = c.leader().await.ok().flatten();
         // Half the time the victim is the leader: that is where faults hurt.
         let victim = match leader {
             Some(l) if rng.below(2) == 0 => l,
             _ => ids[rng.below(ids.len() as u64) as usize],
         };
-        let others: Vec<u64> = ids.iter().copied().filter(|&i| i != victim).collect();
         let hold = Duration::from_millis(1000 + rng.below(3000));
-        let kind = match rng.below(6) {
-            0 => {
-                c.kill(victim).await?;
-                tokio::time::sleep(hold).await;
-                c.start_node(victim).await?;
-                "kill"
-            }
-            1 => {
-                c.pause(victim).await?;
-                tokio::time::sleep(hold).await;
-                c.unpause(victim).await?;
-                "pause"
-            }
-            2 => {
-                nemesis.partition(&[vec![c.ip(victim)], others.iter().map(|&i| c.ip(i)).collect()])?;
-                tokio::time::sleep(hold).await;
-                nemesis.heal()?;
-                "isolate"
-            }
-            3 => {
-                for &o in &others {
-                    nemesis.cut_one_way(&c.ip(victim), &c.ip(o))?;
-                }
-                tokio::time::sleep(hold).await;
-                nemesis.heal()?;
-                "one-way"
-            }
-            4 => {
-                // A bridge: the victim's two peers cannot see each other, only it.
-                nemesis.cut(&c.ip(others[0]), &c.ip(others[1]))?;
-                tokio::time::sleep(hold).await;
-                nemesis.heal()?;
-                "bridge"
-            }
-            _ => {
-                c.disconnect(victim).await?;
-                tokio::time::sleep(hold).await;
-                c.connect(victim).await?;
-                "disconnect"
-            }
-        };
+        let injected = nemesis.inject(c, kind, victim).await?;
+        // The probes took part of the hold already.
+        tokio::time::sleep(hold.saturating_sub(injected.elapsed())).await;
+        nemesis.heal_fault(c, injected).await?;
+        eprintln!("R2: {kind} of node {victim} held {hold:?}, proven and healed");
         *done.entry(kind).or_insert(0) += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
