@@ -165,25 +165,46 @@ async fn r3_a_paused_leader_acknowledges_nothing_stale() -> Result<()> {
 
         // Whatever the old leader acknowledged must really be committed: the new
         // leader's state shows it (the last acknowledged value, or a later one).
-        let mut acked = Vec::new();
+        // Only a success says something that can be wrong (an acknowledged write,
+        // a value read); a refusal is safe whatever happened, so with none of the
+        // former the test would pass without having judged anything.
+        let (mut acked, mut answers, mut judged) = (Vec::new(), Vec::new(), 0);
         for (k, w) in stale_writes.into_iter().enumerate() {
-            if let Ok(Ok(r)) = w.await? {
-                if r.status.is_success() {
-                    acked.push(format!("from-paused-{k}"));
+            match w.await? {
+                Ok(Ok(r)) => {
+                    answers.push(format!("write {k}: {}", r.status));
+                    if r.status.is_success() {
+                        acked.push(format!("from-paused-{k}"));
+                        judged += 1;
+                    }
                 }
+                Ok(Err(e)) => answers.push(format!("write {k}: {e:#}")),
+                Err(_) => answers.push(format!("write {k}: no answer in 20 s")),
             }
         }
         let current = read_v(&c, next, "r3").await?;
         // (They can only commit after "after": the old leader woke after it was acknowledged.)
         ensure!(acked.is_empty() || acked.contains(&current), "the paused leader acknowledged {acked:?}, but the cluster's value is {current:?}");
         // A read answered by the old leader must not be older than the new leader's write.
-        if let Ok(Ok(r)) = stale_read.await? {
-            if r.status == StatusCode::OK {
-                let v = r.json()?["function"]["spec"]["env"]["V"].as_str().unwrap_or_default().to_string();
+        match stale_read.await? {
+            Ok(Ok(r)) => {
+                let mut v = String::new();
+                if r.status == StatusCode::OK {
+                    v = r.json()?["function"]["spec"]["env"]["V"].as_str().unwrap_or_default().to_string();
+                    judged += 1;
+                }
+                answers.push(format!("read: {} {v}", r.status));
                 ensure!(v != "before", "the old leader served a stale read (V=before) after node {next} committed V=after");
             }
+            Ok(Err(e)) => answers.push(format!("read: {e:#}")),
+            Err(_) => answers.push("read: no answer in 20 s".into()),
         }
-        eprintln!("R3: node {old} paused, node {next} took over; writes acknowledged by the woken old leader: {acked:?}; final V={current}");
+        eprintln!("R3: node {old} paused, node {next} took over; the woken old leader answered {answers:?}; acknowledged {acked:?}; final V={current}");
+        ensure!(
+            judged > 0,
+            "the old leader {old} acknowledged no write and served no read of those sent to it while paused ({answers:?}), so nothing it said was judged: \
+             check that it woke up (docker unpause), and whether a woken old leader still serves reads once it follows"
+        );
         Ok(())
     })
     .await
