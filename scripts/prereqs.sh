@@ -13,6 +13,8 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v file >/dev/null || missing+=(file)
 command -v iptables >/dev/null || missing+=(iptables)
+# The fault tests probe across their cuts from inside the containers' network namespaces.
+command -v nsenter >/dev/null || missing+=(util-linux)
 # The power-cut test mounts a FUSE file system.
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 if [ ${#missing[@]} -gt 0 ]; then

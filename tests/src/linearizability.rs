@@ -23,7 +23,8 @@
 //! and is dropped.
 //!
 //! [`check_set`] is the simpler check for a grow-only set read once at the end:
-//! no acknowledged add may be lost and no element may appear that nobody added.
+//! no acknowledged add may be lost and no element may appear that nobody added,
+//! and enough adds must have been acknowledged for that to mean something.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -700,6 +701,10 @@ pub struct SetViolation {
     pub lost: Vec<String>,
     /// Elements in the final read that nobody tried to add.
     pub phantoms: Vec<String>,
+    /// `(acknowledged, required)` when fewer adds were acknowledged than the
+    /// check demands: with none, "no acknowledged add was lost" holds of any
+    /// read, so a run in which every write failed would pass.
+    pub too_few_acknowledged: Option<(usize, usize)>,
 }
 
 /// How many elements of each list a report shows.
@@ -708,6 +713,9 @@ const ELEMENTS_SHOWN: usize = 20;
 impl fmt::Display for SetViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
+        if let Some((acknowledged, required)) = self.too_few_acknowledged {
+            parts.push(format!("only {acknowledged} adds were acknowledged, {required} required: too few for the check to mean anything (did the writes reach a leader at all?)"));
+        }
         if !self.lost.is_empty() {
             parts.push(format!("{} acknowledged adds lost: {}", self.lost.len(), shown(&self.lost)));
         }
@@ -733,15 +741,19 @@ fn shown(elements: &[String]) -> String {
 /// Checks a final read of a grow-only set: every acknowledged add is present,
 /// and nothing is present that nobody tried to add. Adds with unknown outcome
 /// may or may not be present. An element both acknowledged and unacknowledged
-/// (added twice) must be present.
-pub fn check_set(acknowledged_adds: &[String], final_read: &BTreeSet<String>, unacknowledged_adds: &[String]) -> Result<(), SetViolation> {
-    let lost: BTreeSet<&String> = acknowledged_adds.iter().filter(|e| !final_read.contains(*e)).collect();
+/// (added twice) must be present. At least `min_acknowledged` distinct adds
+/// (and never fewer than one) must have been acknowledged.
+pub fn check_set(acknowledged_adds: &[String], final_read: &BTreeSet<String>, unacknowledged_adds: &[String], min_acknowledged: usize) -> Result<(), SetViolation> {
+    let acknowledged: BTreeSet<&String> = acknowledged_adds.iter().collect();
+    let required = min_acknowledged.max(1);
+    let too_few_acknowledged = (acknowledged.len() < required).then_some((acknowledged.len(), required));
+    let lost: Vec<String> = acknowledged.into_iter().filter(|e| !final_read.contains(*e)).cloned().collect();
     let attempted: HashSet<&String> = acknowledged_adds.iter().chain(unacknowledged_adds).collect();
     let phantoms: Vec<String> = final_read.iter().filter(|e| !attempted.contains(e)).cloned().collect();
-    if lost.is_empty() && phantoms.is_empty() {
+    if lost.is_empty() && phantoms.is_empty() && too_few_acknowledged.is_none() {
         return Ok(());
     }
-    Err(SetViolation { lost: lost.into_iter().cloned().collect(), phantoms })
+    Err(SetViolation { lost, phantoms, too_few_acknowledged })
 }
 
 #[cfg(test)]
@@ -1118,14 +1130,34 @@ mod tests {
 
     #[test]
     fn set_with_every_acknowledged_add_passes() {
-        check_set(&strings(&["a", "b"]), &set(&["a", "b"]), &[]).unwrap();
+        check_set(&strings(&["a", "b"]), &set(&["a", "b"]), &[], 2).unwrap();
         // Unacknowledged adds may or may not be there.
-        check_set(&strings(&["a"]), &set(&["a", "x"]), &strings(&["x", "y"])).unwrap();
+        check_set(&strings(&["a"]), &set(&["a", "x"]), &strings(&["x", "y"]), 1).unwrap();
+    }
+
+    #[test]
+    fn set_with_no_acknowledged_add_fails() {
+        // Every write failed: nothing can be lost, and the read is empty. This
+        // must not pass, whatever minimum the caller asked for.
+        for min in [0, 1, 5] {
+            let e = check_set(&[], &set(&[]), &strings(&["a", "b"]), min).unwrap_err();
+            assert_eq!(e, SetViolation { lost: vec![], phantoms: vec![], too_few_acknowledged: Some((0, min.max(1))) });
+            assert!(e.to_string().contains("only 0 adds were acknowledged"), "{e}");
+        }
+    }
+
+    #[test]
+    fn set_with_fewer_acknowledged_adds_than_required_fails() {
+        // A duplicate acknowledgement is one add, not two.
+        let e = check_set(&strings(&["a", "b", "a"]), &set(&["a", "b"]), &[], 3).unwrap_err();
+        assert_eq!(e.too_few_acknowledged, Some((2, 3)));
+        assert!(e.lost.is_empty() && e.phantoms.is_empty());
+        check_set(&strings(&["a", "b", "c"]), &set(&["a", "b", "c"]), &[], 3).unwrap();
     }
 
     #[test]
     fn set_losing_an_acknowledged_add_fails() {
-        let e = check_set(&strings(&["a", "b", "c"]), &set(&["a"]), &strings(&["b"])).unwrap_err();
+        let e = check_set(&strings(&["a", "b", "c"]), &set(&["a"]), &strings(&["b"]), 1).unwrap_err();
         // "b" was also added without acknowledgement, but one add was acknowledged.
         assert_eq!(e.lost, strings(&["b", "c"]));
         assert!(e.phantoms.is_empty());
@@ -1134,7 +1166,7 @@ mod tests {
 
     #[test]
     fn set_with_an_element_nobody_added_fails() {
-        let e = check_set(&strings(&["a"]), &set(&["a", "ghost"]), &strings(&["x"])).unwrap_err();
-        assert_eq!(e, SetViolation { lost: vec![], phantoms: strings(&["ghost"]) });
+        let e = check_set(&strings(&["a"]), &set(&["a", "ghost"]), &strings(&["x"]), 1).unwrap_err();
+        assert_eq!(e, SetViolation { lost: vec![], phantoms: strings(&["ghost"]), too_few_acknowledged: None });
     }
 }
