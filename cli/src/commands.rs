@@ -96,6 +96,8 @@ pub struct DeployArgs {
     /// Callers at the gateway need a token with the invoker role (default: public).
     #[arg(long)]
     pub private: bool,
+    #[command(flatten)]
+    pub cache: crate::cache::CacheArgs,
 }
 
 impl DeployArgs {
@@ -114,6 +116,7 @@ impl DeployArgs {
              scale_down_max_percent => scaling.scale_down_max_percent, scale_down_step => scaling.scale_down_step_secs);
         spec.scaling.predict = !self.no_predict;
         spec.private = self.private;
+        spec.cache = self.cache.spec()?;
         for kv in self.env {
             let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
             spec.env.insert(k.to_string(), v.to_string());

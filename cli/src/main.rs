@@ -3,6 +3,7 @@
 //!
 //! `main` only parses arguments, sets up tracing and hands over to a command.
 
+mod cache;
 mod cluster;
 mod commands;
 mod decisions;
@@ -86,6 +87,9 @@ enum Command {
     /// The registries images may come from: ls, allow, set, any.
     #[command(subcommand)]
     Registries(registries::RegistriesCommand),
+    /// The gateways' response cache: purge.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// API tokens and their roles: create, ls, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
             Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,
             Command::Tokens(command) => tokens::run(&api()?, cli.output, command).await,
+            Command::Cache(command) => cache::run(&api()?, cli.output, command).await,
             Command::Registries(command) => registries::run(&api()?, cli.output, command).await,
             Command::Certs(command) => sluice_cli::certs::run(command),
             Command::Ls => commands::ls(&api()?, cli.output).await,

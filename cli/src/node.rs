@@ -60,6 +60,10 @@ pub struct CoordinatorArgs {
     /// Threads serving the gateway (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub gateway_threads: usize,
+    /// MiB the gateway's response cache holds, all functions with a cache together
+    /// (least recently used responses go first).
+    #[arg(long, default_value_t = 64)]
+    pub gateway_cache_mb: u64,
     /// This coordinator's Raft id: unique in its cluster, never reused.
     #[arg(long, default_value_t = 1)]
     pub id: u64,
@@ -280,6 +284,7 @@ impl CoordinatorArgs {
             predict_policy: "off".into(),
             predict_bin_secs: 60,
             gateway_threads: 2,
+            gateway_cache_mb: 64,
             id: 1,
             raft_addr: any,
             advertise_raft: None,
@@ -314,6 +319,7 @@ impl CoordinatorArgs {
         }
         anyhow::ensure!(self.tick_secs > 0.0 && self.tick_secs <= 60.0, "--tick-secs {}: use a value above 0 and at most 60", self.tick_secs);
         anyhow::ensure!(self.id > 0, "--id 0: use a whole number from 1 up");
+        anyhow::ensure!((1..=1 << 20).contains(&self.gateway_cache_mb), "--gateway-cache-mb {}: use 1 to 1048576 (MiB)", self.gateway_cache_mb);
         let initial = if self.join {
             Some(BTreeMap::new())
         } else if self.initial_cluster.is_empty() {
@@ -325,6 +331,7 @@ impl CoordinatorArgs {
             api_addr: self.api_addr,
             gateway_addr: self.gateway_addr,
             gateway_threads: self.gateway_threads,
+            gateway_cache_bytes: self.gateway_cache_mb << 20,
             controller: self.controller()?,
             raft: RaftConfig {
                 id: self.id,

@@ -6,6 +6,7 @@
 //! files (`tls`) and the HTTP client connector (`connector`).
 
 pub mod backoff;
+pub mod cache;
 pub mod clock;
 pub mod command;
 pub mod connector;

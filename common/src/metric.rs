@@ -128,6 +128,10 @@ metrics! {
     GatewayRequestSecondsTotal => ("request_seconds_total", Gateway, Counter, "Time invocations spent in the gateway, queued or served: its rate is the mean concurrency."),
     GatewayLatencyP50Seconds => ("latency_p50_seconds", Gateway, Gauge, "Median latency of the interval's responses."),
     GatewayLatencyP99Seconds => ("latency_p99_seconds", Gateway, Gauge, "99th percentile latency of the interval's responses."),
+    GatewayCacheHitsTotal => ("cache_hits_total", Gateway, Counter, "Invocations answered from the gateway's response cache."),
+    GatewayCacheMissesTotal => ("cache_misses_total", Gateway, Counter, "Invocations of a function with a cache that the cache did not answer."),
+    GatewayCacheEvictionsTotal => ("cache_evictions_total", Gateway, Counter, "Cached responses dropped to make room for others."),
+    GatewayCacheBytes => ("cache_bytes", Gateway, Gauge, "Bytes the gateway's response cache holds for the function."),
 }
 
 impl fmt::Display for Metric {

@@ -1,5 +1,6 @@
 //! `FunctionSpec`: what a user deploys, with the bounds Sluice enforces on it.
 
+use crate::cache::CacheSpec;
 use crate::ids::{truncate, FunctionName};
 use crate::labels::{self, Labels};
 use crate::placement::PlacementSpec;
@@ -61,6 +62,9 @@ pub struct FunctionSpec {
     /// set by the coordinator: instances run exactly that, even if the tag moves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The gateway's response cache for this function; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
 }
 
 /// Per-instance resource limits, enforced by the container runtime.
@@ -157,6 +161,7 @@ impl FunctionSpec {
             placement: PlacementSpec::default(),
             private: false,
             image_digest: None,
+            cache: None,
         }
     }
 
@@ -191,6 +196,9 @@ impl FunctionSpec {
         labels::validate("labels", &self.labels)?;
         self.scaling.validate().map_err(|e| e.within("scaling"))?;
         self.placement.validate().map_err(|e| e.within("placement"))?;
+        if let Some(cache) = &self.cache {
+            cache.validate().map_err(|e| e.within("cache"))?;
+        }
         match &self.image_digest {
             Some(d) if !is_digest(d) => Err(ValidationError::new("image_digest", "use sha256:<64 lowercase hex>, or leave it out: the coordinator sets it")),
             _ => Ok(()),
@@ -522,6 +530,7 @@ mod tests {
             ),
             ("scaling.panic_window_secs", Box::new(|s| s.scaling.panic_window_secs = 0)),
             ("placement.max_per_node", Box::new(|s| s.placement.max_per_node = Some(0))),
+            ("cache.ttl_secs", Box::new(|s| s.cache = Some(crate::cache::CacheSpec::new(0)))),
         ];
         for (field, mutate) in cases {
             let mut s = spec();

@@ -152,6 +152,21 @@ pub struct FunctionFigures {
     /// The function's ready instances as this gateway routes to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceActivity>,
+    /// The gateway's response cache, for functions that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheFigures>,
+}
+
+/// One function's share of one gateway's response cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFigures {
+    /// Requests answered from the cache; they are not in `requests_total`.
+    pub hits_total: u64,
+    pub misses_total: u64,
+    /// Entries dropped to make room for others.
+    pub evictions_total: u64,
+    /// Bytes held now.
+    pub bytes: u64,
 }
 
 /// One instance as one gateway sees it: what keeps a busy instance from being

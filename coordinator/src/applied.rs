@@ -7,6 +7,7 @@
 
 use crate::events::{DecisionEvent, EventLog};
 use crate::state::ClusterState;
+use crate::state_machine::CachePurge;
 use sluice_common::FunctionName;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -29,14 +30,18 @@ pub struct AppliedState {
 /// write costs the gateway the same with ten functions or ten thousand.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DirtyRoutes {
-    /// Everything (at start, and after a snapshot replaced the state).
+    /// Everything (at start, and after a snapshot replaced the state). The
+    /// gateway then also drops every cached response: purges in the entries
+    /// the snapshot covered were never seen here.
     pub all: bool,
     pub functions: BTreeSet<FunctionName>,
+    /// Cached responses to drop, in log order.
+    pub purges: Vec<CachePurge>,
 }
 
 impl AppliedState {
     pub fn new() -> Arc<Self> {
-        let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new() });
+        let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new(), purges: Vec::new() });
         Arc::new(Self { state: RwLock::new(ClusterState::default()), events: Mutex::new(EventLog::default()), applied: watch::channel(0).0, desired: watch::channel(0).0, dirty })
     }
 
@@ -64,6 +69,13 @@ impl AppliedState {
         if desired_changed {
             let revision = self.read().desired_revision;
             self.desired.send_replace(revision);
+        }
+    }
+
+    /// Queues cache purges for the gateway (taken with the dirty routes).
+    pub(crate) fn record_purges(&self, purges: Vec<CachePurge>) {
+        if !purges.is_empty() {
+            self.dirty.lock().expect("dirty routes lock poisoned").purges.extend(purges);
         }
     }
 

@@ -35,6 +35,8 @@ pub struct CoordinatorConfig {
     /// Threads serving the gateway, each with its own runtime and upstream
     /// connection pool; 0 means one per core.
     pub gateway_threads: usize,
+    /// Bytes the gateway's response cache holds, all functions together.
+    pub gateway_cache_bytes: u64,
     pub controller: ControllerConfig,
     pub raft: RaftConfig,
     /// Where agents' figures are read from and the gateway's published. Without
@@ -175,7 +177,7 @@ impl Coordinator {
         let raft = RaftNode::start(config.raft, applied.clone(), clock.clone(), stop.subscribe())?;
         let raft_addr = raft.raft_addr;
         let store = Store::new(applied, raft.handle.clone(), clock.clone());
-        let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode);
+        let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode, config.gateway_cache_bytes);
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
         let pinning = match config.images.pin {
             true => ImagePinning::Resolve(Resolver::new(config.images.insecure_registries.clone())),

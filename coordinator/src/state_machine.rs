@@ -70,6 +70,10 @@ pub enum Command {
     SetClusterVersion { version: u32 },
     /// Version 2. The cluster's identity, set once by its first leader.
     SetClusterId { id: String },
+    /// Version 2. Every gateway drops its cached responses of `function`, of
+    /// one path (below the function's name, any query) or all of them. The
+    /// state keeps nothing of it: each gateway acts as it applies the entry.
+    PurgeCache { function: FunctionName, path: Option<String>, at: Timestamp },
 }
 
 impl Command {
@@ -95,7 +99,8 @@ impl Command {
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
             | Command::BootstrapAdmin { .. }
-            | Command::SetAllowedRegistries { .. } => 2,
+            | Command::SetAllowedRegistries { .. }
+            | Command::PurgeCache { .. } => 2,
         }
     }
 
@@ -164,6 +169,16 @@ pub struct Effects {
     pub routes: Vec<FunctionName>,
     /// The decisions of a plan, for the event log.
     pub events: Vec<DecisionEvent>,
+    /// Cached responses the gateways must drop: a purge, or a function
+    /// deployed again or removed (its old answers are not its new ones).
+    pub purges: Vec<CachePurge>,
+}
+
+/// Cached responses of one function to drop: of one path, or all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePurge {
+    pub function: FunctionName,
+    pub path: Option<String>,
 }
 
 /// Applies one command. Pure: the same state, command and position always give the same result.
@@ -177,6 +192,9 @@ pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Respo
     let response = match cmd {
         Command::PutFunction { spec } => {
             fx.routes.push(spec.name.clone());
+            // A redeploy invalidates, even of the same spec: it is how a user
+            // says the function's answers may have changed.
+            fx.purges.push(CachePurge { function: spec.name.clone(), path: None });
             let existed = state.functions.insert(spec.name.clone(), spec.clone()).is_some();
             // Running instances pick up the new spec on their next start; the desired
             // sets carry the spec, so agents must hear about it.
@@ -265,6 +283,14 @@ pub fn apply(state: &mut ClusterState, cmd: &Command, at: LogPosition) -> (Respo
             state.version = state.cluster_version().max(*version);
             Response::Ok
         }
+        Command::PurgeCache { function, path, .. } => {
+            if state.functions.contains_key(function) {
+                fx.purges.push(CachePurge { function: function.clone(), path: path.clone() });
+                Response::Ok
+            } else {
+                Response::NotFound { what: format!("function {function}") }
+            }
+        }
         Command::SetClusterId { id } => match &state.cluster_id {
             None => {
                 state.cluster_id = Some(id.clone());
@@ -297,6 +323,7 @@ fn remove_function(state: &mut ClusterState, name: &FunctionName, fx: &mut Effec
         return Response::NotFound { what: format!("function {name}") };
     }
     fx.routes.push(name.clone());
+    fx.purges.push(CachePurge { function: name.clone(), path: None });
     let live: Vec<InstanceId> = state.live_of(name).filter(|i| i.state != InstanceState::Stopping).map(|i| i.id).collect();
     for id in live {
         if let Some(inst) = state.instances.get_mut(&id) {

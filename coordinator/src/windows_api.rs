@@ -86,7 +86,7 @@ pub fn function(t: &Telemetry, function: &FunctionName, range: Duration, now: Ti
 
 /// The whole function's figures: what a rule over "the function" reads.
 fn combined(w: &Windows, instances: &[Scope], gateways: &[Scope], range: Duration, now: Timestamp) -> BTreeMap<&'static str, f64> {
-    let rows: [(&'static str, &[Scope], Metric, Agg); 11] = [
+    let rows: [(&'static str, &[Scope], Metric, Agg); 15] = [
         ("cpu_percent_avg", instances, Metric::ContainerCpuPercent, Agg::Avg),
         ("cpu_percent_p95", instances, Metric::ContainerCpuPercent, Agg::P95),
         ("cpu_percent_max", instances, Metric::ContainerCpuPercent, Agg::Max),
@@ -98,6 +98,10 @@ fn combined(w: &Windows, instances: &[Scope], gateways: &[Scope], range: Duratio
         ("concurrency_avg", gateways, Metric::GatewayRequestSecondsTotal, Agg::Rate),
         ("latency_p95_seconds_max", gateways, Metric::GatewayLatencyP95Seconds, Agg::Max),
         ("in_flight", gateways, Metric::GatewayInFlight, Agg::Last),
+        ("cache_hits_per_sec", gateways, Metric::GatewayCacheHitsTotal, Agg::Rate),
+        ("cache_misses_per_sec", gateways, Metric::GatewayCacheMissesTotal, Agg::Rate),
+        ("cache_evictions_per_sec", gateways, Metric::GatewayCacheEvictionsTotal, Agg::Rate),
+        ("cache_bytes", gateways, Metric::GatewayCacheBytes, Agg::Last),
     ];
     rows.into_iter().filter_map(|(name, scopes, metric, agg)| Some((name, w.query_combined(scopes, metric, agg, range, now)?))).collect()
 }

@@ -222,6 +222,7 @@ impl Api {
                 Ok(http::json(StatusCode::OK, &serde_json::json!({"allowed": self.store.read(|s| s.allowed_registries.clone())})))
             }
             RouteId::SetRegistries => self.set_registries(req).await,
+            RouteId::PurgeCache => self.purge_cache(FunctionName::new(param(0))?, req).await,
         }
     }
 
@@ -295,6 +296,27 @@ impl Api {
             _ => StatusCode::OK,
         };
         Ok(http::json(status, &serde_json::json!({ "function": spec })))
+    }
+
+    /// Drops a function's cached responses on every gateway, as each applies the entry.
+    async fn purge_cache(&self, name: FunctionName, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Purge {
+            #[serde(default)]
+            path: Option<String>,
+        }
+        let bytes = read_body(req.into_body(), MAX_BODY).await?;
+        let purge: Purge = if bytes.iter().all(u8::is_ascii_whitespace) { Purge { path: None } } else { http::parse_json(&bytes)? };
+        if let Some(path) = &purge.path {
+            sluice_common::cache::validate_purge_path(path)?;
+        }
+        let command = Command::PurgeCache { function: name.clone(), path: purge.path.clone(), at: self.store.now() };
+        match self.execute(command).await? {
+            Applied::Ok => Ok(http::json(StatusCode::OK, &serde_json::json!({"purged": name, "path": purge.path}))),
+            Applied::Rejected { reason } => Err(ApiError::new(StatusCode::CONFLICT, "cluster_version", reason)),
+            _ => Err(no_function(&name)),
+        }
     }
 
     /// Functions with their instances and request figures: this coordinator's

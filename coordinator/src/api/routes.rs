@@ -39,6 +39,7 @@ pub enum RouteId {
     RevokeToken,
     ListRegistries,
     SetRegistries,
+    PurgeCache,
 }
 
 /// One route. `path` segments in braces match any one segment.
@@ -90,6 +91,7 @@ pub static ROUTES: &[Route] = &[
     route(RevokeToken, "DELETE", "/v1/tokens/{id}", Admin, "Revoke a token on every coordinator."),
     route(ListRegistries, "GET", "/v1/registries", Read, "The registries images may come from (empty: any)."),
     route(SetRegistries, "PUT", "/v1/registries", Admin, "Replace the registry allow-list."),
+    route(PurgeCache, "POST", "/v1/functions/{name}/cache/purge", Deploy, "Drop a function's cached responses on every gateway (all, or one path)."),
 ];
 
 /// The outcome of looking a request up.

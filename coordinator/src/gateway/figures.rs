@@ -4,7 +4,7 @@
 
 use super::Gateway;
 use sluice_common::metrics::{HistogramSnapshot, LATENCY_BUCKETS};
-use sluice_common::wire::{CallFigures, FunctionFigures, GatewayBatch, InstanceActivity};
+use sluice_common::wire::{CacheFigures, CallFigures, FunctionFigures, GatewayBatch, InstanceActivity};
 use sluice_common::{FunctionName, NodeId};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -54,6 +54,15 @@ impl FiguresTaker {
                         .iter()
                         .map(|b| InstanceActivity { instance: b.id, outstanding: b.outstanding.load(Ordering::Relaxed), last_active_ms: b.last_active.load(Ordering::Relaxed) })
                         .collect(),
+                    cache: r.cache_spec().map(|_| {
+                        let held = gateway.cache_figures(&r.name);
+                        CacheFigures {
+                            hits_total: c.cache_hits.load(Ordering::Relaxed),
+                            misses_total: c.cache_misses.load(Ordering::Relaxed),
+                            evictions_total: held.evictions,
+                            bytes: held.bytes,
+                        }
+                    }),
                 }
             })
             .collect();

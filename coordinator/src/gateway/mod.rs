@@ -12,12 +12,19 @@
 //! ready, and routable, as soon as it applies. Its agent thaws the container a
 //! moment later; a request sent to it meanwhile waits in its sockets, for no
 //! longer than the start timeout (see `invoke`).
+//!
+//! A function with a cache (`FunctionSpec::cache`) is answered from this
+//! gateway's response cache when it can (`cache`, `cached`): a hit reaches no
+//! instance, and concurrent misses for one answer send one request.
 
+mod cache;
+mod cached;
 mod figures;
 mod proxy;
 mod route;
 mod upstream;
 
+pub use cache::{CacheFigures, ResponseCache, CACHE_HEADER};
 pub use figures::{coordinator_node_id, FiguresTaker};
 pub use upstream::Client;
 use upstream::SendError;
@@ -59,11 +66,31 @@ pub struct Gateway {
     pub waiting: Notify,
     /// Route misses confirm through the Raft barrier one at a time.
     miss_gate: tokio::sync::Mutex<()>,
+    /// Responses of functions with a cache, shared by the serving threads.
+    cache: Arc<ResponseCache>,
 }
 
+/// Bytes a gateway's response cache holds by default (`--gateway-cache-mb`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl Gateway {
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, auth, waiting: Notify::new(), miss_gate: tokio::sync::Mutex::new(()) })
+    /// A gateway whose response cache holds at most `cache_bytes`.
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode, cache_bytes: u64) -> Arc<Self> {
+        Arc::new(Self {
+            routes: RwLock::new(HashMap::new()),
+            callers: RwLock::default(),
+            store,
+            clock,
+            auth,
+            waiting: Notify::new(),
+            miss_gate: tokio::sync::Mutex::new(()),
+            cache: ResponseCache::new(cache_bytes),
+        })
+    }
+
+    /// What the response cache holds of `function`.
+    pub fn cache_figures(&self, function: &sluice_common::FunctionName) -> CacheFigures {
+        self.cache.figures(function)
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -91,6 +118,7 @@ impl Gateway {
             let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             let name = spec.name.as_str();
             let caught = route.set_instances(spec.into(), ready.get(name).map_or(&[][..], |v| v), paused.get(name).map_or(&[][..], |v| v), now);
+            route.set_cache(spec.cache.as_ref());
             self.resume_caught(route, caught);
         }
         let mut callers = self.callers.write().expect("callers lock");
@@ -121,6 +149,7 @@ impl Gateway {
             }
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             let caught = route.set_instances(spec.into(), &ready, &paused, now);
+            route.set_cache(spec.cache.as_ref());
             self.resume_caught(route, caught);
         }
         drop(routes);
@@ -218,6 +247,15 @@ impl Gateway {
             // The caller's Sluice token is for the gateway, not for the function.
             req.headers_mut().remove(hyper::header::AUTHORIZATION);
         }
+        match route.cache_spec().filter(|c| c.caches(req.method().as_str())) {
+            Some(spec) => self.cached(client, &route, &spec, forward, req).await,
+            None => self.forward(client, &route, forward, req).await,
+        }
+    }
+
+    /// Sends a request to an instance of `route`'s function: a free slot, or
+    /// a wait for one, then the proxied exchange.
+    async fn forward(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let started = Instant::now();
         route.counters.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {
@@ -234,13 +272,13 @@ impl Gateway {
                     debug!(function = %route.name, cold, "request waits for an instance");
                     waited.store(true, Ordering::Relaxed);
                     self.waiting.notify_one();
-                    self.resume(&route);
+                    self.resume(route);
                 },
             )
             .await
             .map_err(|refusal| {
-                let err = refusal_error(&route, refusal);
-                proxy::record(&route, err.status, &route.counters.latency, started);
+                let err = refusal_error(route, refusal);
+                proxy::record(route, err.status, &route.counters.latency, started);
                 err
             })?;
         if waited.load(Ordering::Relaxed) {
@@ -378,6 +416,24 @@ impl Gateway {
                 metrics::sample(&mut out, "sluice_gateway_responses_total", &format!("function=\"{}\",class=\"{class}\"", r.name), c.load(Ordering::Relaxed));
             }
         }
+        let cached: Vec<(&Arc<Route>, CacheFigures)> = routes.iter().filter(|r| r.cache_spec().is_some()).map(|r| (r, self.cache.figures(&r.name))).collect();
+        let cache_rows: [(&str, &str, &str, fn(&Route, &CacheFigures) -> u64); 5] = [
+            ("sluice_gateway_cache_hits_total", "counter", "Invocations answered from the response cache (they reach no instance).", |r, _| r.counters.cache_hits.load(Ordering::Relaxed)),
+            ("sluice_gateway_cache_misses_total", "counter", "Invocations of functions with a cache that the cache did not answer.", |r, _| {
+                r.counters.cache_misses.load(Ordering::Relaxed)
+            }),
+            ("sluice_gateway_cache_evictions_total", "counter", "Cached responses dropped to make room for others (least recently used first).", |_, c| c.evictions),
+            ("sluice_gateway_cache_bytes", "gauge", "Bytes the response cache holds for the function.", |_, c| c.bytes),
+            ("sluice_gateway_cache_entries", "gauge", "Responses the cache holds for the function.", |_, c| c.entries),
+        ];
+        for (name, kind, help, get) in cache_rows {
+            metrics::header(&mut out, name, kind, help);
+            for (r, c) in &cached {
+                metrics::sample(&mut out, name, &format!("function=\"{}\"", r.name), get(r, c));
+            }
+        }
+        metrics::header(&mut out, "sluice_gateway_cache_capacity_bytes", "gauge", "Bytes this gateway's response cache may hold, all functions together.");
+        metrics::sample(&mut out, "sluice_gateway_cache_capacity_bytes", "", self.cache.capacity());
         type Hist = fn(&Route) -> &sluice_common::metrics::Histogram;
         let histograms: [(&str, &str, Hist); 4] = [
             ("sluice_gateway_request_duration_seconds", "Time from request to the end of the response.", |r| &r.counters.latency),
@@ -495,6 +551,13 @@ impl Gateway {
         tokio::pin!(shutdown);
         loop {
             let dirty = self.store.take_dirty_routes();
+            if dirty.all {
+                self.cache.purge_all();
+            }
+            for purge in &dirty.purges {
+                let dropped = self.cache.purge(&purge.function, purge.path.as_deref());
+                debug!(function = %purge.function, path = ?purge.path, dropped, "cache purged");
+            }
             if dirty.all {
                 self.store.read(|s| self.sync(s));
             } else if !dirty.functions.is_empty() {

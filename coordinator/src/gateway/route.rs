@@ -12,6 +12,7 @@
 //! still be frozen, so a request sent to it waits for the answer no longer
 //! than the start timeout (see `Gateway::invoke`).
 
+use sluice_common::cache::CacheSpec;
 use sluice_common::metrics::Histogram;
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
 use std::collections::{BTreeSet, HashMap};
@@ -90,6 +91,11 @@ pub struct RouteCounters {
     /// response head, which includes the rest of the thaw.
     pub thaw_first_byte: Histogram,
     pub latency: Histogram,
+    /// Requests the response cache answered; they reach no instance and are
+    /// counted in nothing above (the scaler sizes by what reaches the function).
+    pub cache_hits: AtomicU64,
+    /// Requests to a function with a cache that it did not answer.
+    pub cache_misses: AtomicU64,
     /// Requests from other functions' instances, by calling function.
     pub calls: Mutex<HashMap<FunctionName, u64>>,
 }
@@ -128,6 +134,10 @@ pub struct Route {
     removed: AtomicBool,
     wake: Notify,
     pub counters: RouteCounters,
+    /// The function's response cache settings; `cached` says whether there
+    /// are any without taking the lock, so uncached functions pay one load.
+    cached: AtomicBool,
+    cache: Mutex<Option<Arc<CacheSpec>>>,
 }
 
 impl Route {
@@ -143,6 +153,25 @@ impl Route {
             removed: AtomicBool::new(false),
             wake: Notify::new(),
             counters: RouteCounters::default(),
+            cached: AtomicBool::new(spec.cache.is_some()),
+            cache: Mutex::new(spec.cache.clone().map(Arc::new)),
+        }
+    }
+
+    /// The function's cache settings, if it has a cache.
+    pub fn cache_spec(&self) -> Option<Arc<CacheSpec>> {
+        if !self.cached.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.cache.lock().expect("cache spec lock").clone()
+    }
+
+    /// Follows the spec's cache settings.
+    pub fn set_cache(&self, spec: Option<&CacheSpec>) {
+        let mut cache = self.cache.lock().expect("cache spec lock");
+        if cache.as_deref() != spec {
+            *cache = spec.cloned().map(Arc::new);
+            self.cached.store(spec.is_some(), Ordering::Relaxed);
         }
     }
 

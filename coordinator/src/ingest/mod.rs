@@ -307,6 +307,16 @@ pub fn record_gateway(w: &mut Windows, e: &Envelope<GatewayBatch>, now: Timestam
                 w.record(&scope, metric, Some(&f.function), ts, value, now);
             }
         }
+        if let Some(c) = &f.cache {
+            for (metric, value) in [
+                (Metric::GatewayCacheHitsTotal, c.hits_total),
+                (Metric::GatewayCacheMissesTotal, c.misses_total),
+                (Metric::GatewayCacheEvictionsTotal, c.evictions_total),
+                (Metric::GatewayCacheBytes, c.bytes),
+            ] {
+                w.record(&scope, metric, Some(&f.function), ts, value as f64, now);
+            }
+        }
     }
 }
 

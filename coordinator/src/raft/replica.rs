@@ -569,6 +569,7 @@ impl Replica {
                         desired_changed |= effects.desired_changed;
                         routes.extend(effects.routes);
                         self.machine.record_events(effects.events);
+                        self.machine.record_purges(effects.purges);
                         if p.origin == self.config.id && p.boot == self.boot {
                             if let Some(w) = self.proposals.remove(&p.seq) {
                                 (w.reply)(Ok(response));

@@ -390,3 +390,26 @@ fn kinds_newer_than_the_cluster_version_are_refused_when_applied() {
     let old: ClusterState = serde_json::from_str(r#"{"functions":{},"instances":{},"nodes":{},"next_instance":1,"desired_revision":0}"#).unwrap();
     assert_eq!((old.cluster_version(), old.cluster_id), (1, None));
 }
+
+/// A purge is a version-2 kind that changes no state: every gateway drops
+/// what it names as it applies it. Deploying again, or removing, purges all.
+#[test]
+fn cache_purges_are_effects_of_purges_redeploys_and_removals() {
+    let mut state = ClusterState::default();
+    let f = name("web");
+    let purge = Command::PurgeCache { function: f.clone(), path: Some("/a".into()), at: Timestamp(5) };
+    assert_eq!(purge.introduced_in(), 2);
+    assert!(matches!(apply(&mut state, &purge, POS).0, Response::Rejected { reason } if reason.contains("cluster version 2")));
+    apply(&mut state, &Command::SetClusterVersion { version: 2 }, POS);
+    assert!(matches!(apply(&mut state, &purge, POS).0, Response::NotFound { .. }));
+    let (_, fx) = apply(&mut state, &Command::PutFunction { spec: spec("web") }, POS);
+    assert_eq!(fx.purges, vec![CachePurge { function: f.clone(), path: None }]);
+    let before = state.clone();
+    let (r, fx) = apply(&mut state, &purge, POS);
+    assert_eq!((r, fx.purges), (Response::Ok, vec![CachePurge { function: f.clone(), path: Some("/a".into()) }]));
+    assert_eq!(state, before, "the state keeps nothing of a purge");
+    let (_, fx) = apply(&mut state, &Command::PutFunction { spec: spec("web") }, POS);
+    assert_eq!(fx.purges.len(), 1, "the same spec deployed again still purges");
+    let (_, fx) = apply(&mut state, &Command::RemoveFunction { name: f.clone() }, POS);
+    assert_eq!(fx.purges, vec![CachePurge { function: f, path: None }]);
+}

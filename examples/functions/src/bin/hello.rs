@@ -1,13 +1,22 @@
 //! `hello`: echoes the request body as `hello, <body>` (or `hello, world`), for tests and benchmarks.
 //!
 //! Response headers: `x-hello-method` (the method), `x-hello-uri` (path and query as received),
-//! and `x-hello-answer` echoing the request's `x-hello-ask` when present.
+//! `x-hello-answer` echoing the request's `x-hello-ask` when present, and `x-hello-count`, the
+//! requests this process has answered so far, this one included: an answer that changes, for
+//! telling a cached answer from a fresh one.
 //! `?status=NNN` (100-599) picks the response status; bodies over 1 MiB get 413.
+//! A request's `x-hello-cache-control` is answered as `cache-control`, and `x-hello-delay-ms`
+//! (at most 60000) delays the answer, for exercising caches in front of the function.
 
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
-use sluice_example_functions::{body_error_response, greeting, parse_status, read_body, run, text, Resp, MAX_BODY};
+use sluice_example_functions::{body_error_response, greeting, parse_status, read_body, run, text, Resp, MAX_BODY, MAX_SLEEP_MS};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Requests answered by this process (health checks are answered by the server loop, not here).
+static ANSWERED: AtomicU64 = AtomicU64::new(0);
 
 fn main() -> ExitCode {
     run("hello", hello)
@@ -19,6 +28,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = req.into_parts();
+    let count = ANSWERED.fetch_add(1, Ordering::Relaxed) + 1;
+    let delay = parts.headers.get("x-hello-delay-ms").and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map_or(0, |ms| ms.min(MAX_SLEEP_MS));
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let status = match parse_status(parts.uri.query()) {
         Ok(status) => status,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
@@ -40,6 +54,10 @@ where
     if let Some(ask) = parts.headers.get("x-hello-ask") {
         headers.insert("x-hello-answer", ask.clone());
     }
+    if let Some(cc) = parts.headers.get("x-hello-cache-control") {
+        headers.insert(CACHE_CONTROL, cc.clone());
+    }
+    headers.insert("x-hello-count", HeaderValue::from(count));
     resp
 }
 
@@ -72,6 +90,17 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "hello, world");
         assert!(headers.get("x-hello-answer").is_none());
+    }
+
+    #[tokio::test]
+    async fn counts_answers_and_echoes_cache_control() {
+        let req = || Request::get("/").header("x-hello-cache-control", "no-store").header("x-hello-delay-ms", "5").body(Full::default()).unwrap();
+        let (_, first, _) = call(req()).await;
+        let (_, second, _) = call(req()).await;
+        assert_eq!(first["cache-control"], "no-store");
+        let count = |h: &hyper::HeaderMap| h["x-hello-count"].to_str().unwrap().parse::<u64>().unwrap();
+        // Other tests in this process answer too: the count only grows.
+        assert!(count(&second) > count(&first));
     }
 
     #[tokio::test]
