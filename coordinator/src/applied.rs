@@ -10,6 +10,7 @@ use crate::state::ClusterState;
 use crate::state_machine::CachePurge;
 use sluice_common::FunctionName;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
@@ -24,25 +25,42 @@ pub struct AppliedState {
     desired: watch::Sender<u64>,
     /// Routes changed since the gateway last looked.
     dirty: Mutex<DirtyRoutes>,
+    /// Cache purges the gateway has not applied yet, and a flag it reads on
+    /// every cached request: a purge or redeploy holds on this coordinator's
+    /// gateway by the time its writer is answered.
+    purges: Mutex<Purges>,
+    purges_pending: AtomicBool,
+}
+
+/// Cache purges to apply, in log order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Purges {
+    /// Everything: a snapshot replaced the state, and purges in the entries it covers were never seen here.
+    pub all: bool,
+    pub functions: Vec<CachePurge>,
 }
 
 /// Which functions' routes need a look: the gateway syncs only these, so a
 /// write costs the gateway the same with ten functions or ten thousand.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DirtyRoutes {
-    /// Everything (at start, and after a snapshot replaced the state). The
-    /// gateway then also drops every cached response: purges in the entries
-    /// the snapshot covered were never seen here.
+    /// Everything (at start, and after a snapshot replaced the state).
     pub all: bool,
     pub functions: BTreeSet<FunctionName>,
-    /// Cached responses to drop, in log order.
-    pub purges: Vec<CachePurge>,
 }
 
 impl AppliedState {
     pub fn new() -> Arc<Self> {
-        let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new(), purges: Vec::new() });
-        Arc::new(Self { state: RwLock::new(ClusterState::default()), events: Mutex::new(EventLog::default()), applied: watch::channel(0).0, desired: watch::channel(0).0, dirty })
+        let dirty = Mutex::new(DirtyRoutes { all: true, functions: BTreeSet::new() });
+        Arc::new(Self {
+            state: RwLock::new(ClusterState::default()),
+            events: Mutex::new(EventLog::default()),
+            applied: watch::channel(0).0,
+            desired: watch::channel(0).0,
+            dirty,
+            purges: Mutex::default(),
+            purges_pending: AtomicBool::new(false),
+        })
     }
 
     /// Keep the guard short: the replica waits for it to apply.
@@ -59,6 +77,8 @@ impl AppliedState {
         let revision = state.desired_revision;
         *self.write() = state;
         self.dirty.lock().expect("dirty routes lock poisoned").all = true;
+        self.purges.lock().expect("purges lock poisoned").all = true;
+        self.purges_pending.store(true, Ordering::SeqCst);
         self.desired.send_replace(revision);
     }
 
@@ -72,11 +92,21 @@ impl AppliedState {
         }
     }
 
-    /// Queues cache purges for the gateway (taken with the dirty routes).
+    /// Queues cache purges for the gateway; called before the entry's writer is answered.
     pub(crate) fn record_purges(&self, purges: Vec<CachePurge>) {
         if !purges.is_empty() {
-            self.dirty.lock().expect("dirty routes lock poisoned").purges.extend(purges);
+            self.purges.lock().expect("purges lock poisoned").functions.extend(purges);
+            self.purges_pending.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// The cache purges not taken yet, if any; cheap when there are none.
+    pub fn take_purges(&self) -> Option<Purges> {
+        // A load first: on the hit path, a swap on every request would bounce the line between threads.
+        if !self.purges_pending.load(Ordering::SeqCst) || !self.purges_pending.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        Some(std::mem::take(&mut *self.purges.lock().expect("purges lock poisoned")))
     }
 
     /// Adds applied decisions to the event log.

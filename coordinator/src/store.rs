@@ -64,6 +64,11 @@ impl Store {
         self.machine.take_dirty_routes()
     }
 
+    /// Cache purges applied since the last call, if any (see `AppliedState::take_purges`).
+    pub fn take_purges(&self) -> Option<crate::applied::Purges> {
+        self.machine.take_purges()
+    }
+
     /// The latest applied decisions (of `function`, if given), newest last.
     pub fn events(&self, function: Option<&sluice_common::FunctionName>, limit: usize) -> Vec<crate::events::DecisionEvent> {
         self.machine.events(function, limit)

@@ -30,6 +30,7 @@ const MISS: HeaderValue = HeaderValue::from_static("miss");
 impl Gateway {
     /// Serves `req`, whose method `spec` caches, through the cache.
     pub(super) async fn cached(&self, client: &Client, route: &Arc<Route>, spec: &CacheSpec, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        self.apply_purges();
         let usage = cache::request_use(req.headers());
         if usage == RequestUse::Bypass {
             route.counters.cache_misses.fetch_add(1, Ordering::Relaxed);

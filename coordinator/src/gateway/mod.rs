@@ -545,19 +545,27 @@ fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {
 }
 
 impl Gateway {
+    /// Applies the cache purges the store has applied since the last call.
+    /// Called here as the gateway follows the store and before every cached
+    /// request, so that a purge holds on this gateway once its writer is answered.
+    fn apply_purges(&self) {
+        let Some(purges) = self.store.take_purges() else { return };
+        if purges.all {
+            self.cache.purge_all();
+        }
+        for purge in &purges.functions {
+            let dropped = self.cache.purge(&purge.function, purge.path.as_deref());
+            debug!(function = %purge.function, path = ?purge.path, dropped, "cache purged");
+        }
+    }
+
     /// Keeps the routing table in step with the store's applied state until `shutdown`.
     pub async fn follow_store(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let mut applied = self.store.watch_applied();
         tokio::pin!(shutdown);
         loop {
+            self.apply_purges();
             let dirty = self.store.take_dirty_routes();
-            if dirty.all {
-                self.cache.purge_all();
-            }
-            for purge in &dirty.purges {
-                let dropped = self.cache.purge(&purge.function, purge.path.as_deref());
-                debug!(function = %purge.function, path = ?purge.path, dropped, "cache purged");
-            }
             if dirty.all {
                 self.store.read(|s| self.sync(s));
             } else if !dirty.functions.is_empty() {
