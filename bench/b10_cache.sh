@@ -14,9 +14,11 @@
 #! Env:
 #!   DURATION=10   seconds per wrk run          ROUNDS=3     rounds (median over them)
 #!   THREADS=2 CONNECTIONS=32                  WARMUP=2     warm-up seconds per target
-#!   IMAGE=sluice/hello:latest (build it with scripts/build-images.sh)   FUNCTION=hello
+#!   IMAGE=127.0.0.1:5000/sluice/hello:latest (REGISTRY=127.0.0.1:5000 scripts/build-images.sh hello;
+#!         deploys pin images to their registry digest)   FUNCTION=hello
 #!   SLUICE=path   sluice binary (default $CARGO_TARGET_DIR/release/sluice, built if absent)
-#!   API_ADDR=127.0.0.1:7170 GATEWAY_ADDR=127.0.0.1:8170 NGINX_PORT=18170 AGENT_METRICS=127.0.0.1:9170
+#!   API_ADDR=127.0.0.1:7170 GATEWAY_ADDR=127.0.0.1:8170 RAFT_ADDR=127.0.0.1:7171 NGINX_PORT=18170
+#!   AGENT_METRICS=127.0.0.1:9170
 #!   OUT=bench/results/b10.json
 #! Sluice runs with its own data directory and node name, so it leaves other Sluices on the host
 #! alone. Everything it starts (sluice, nginx, the deployed function) is stopped on exit.
@@ -28,12 +30,13 @@ ROUNDS="${ROUNDS:-3}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WARMUP="${WARMUP:-2}"
-IMAGE="${IMAGE:-sluice/hello:latest}"
+IMAGE="${IMAGE:-127.0.0.1:5000/sluice/hello:latest}"
 FUNCTION="${FUNCTION:-hello}"
 API_ADDR="${API_ADDR:-127.0.0.1:7170}"
 GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8170}"
 NGINX_PORT="${NGINX_PORT:-18170}"
 AGENT_METRICS="${AGENT_METRICS:-127.0.0.1:9170}"
+RAFT_ADDR="${RAFT_ADDR:-127.0.0.1:7171}"
 OUT="${OUT:-$ROOT/bench/results/b10.json}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SLUICE="${SLUICE:-$CARGO_TARGET_DIR/release/sluice}"
@@ -140,11 +143,11 @@ if [ ! -x "$SLUICE" ]; then
     (cd "$ROOT" && cargo build --release -p sluice-cli) || die "cargo build -p sluice-cli failed"
     [ -x "$SLUICE" ] || die "built sluice-cli but $SLUICE does not exist; set SLUICE=/path/to/sluice"
 fi
-for addr in "$API_ADDR" "$GATEWAY_ADDR" "$AGENT_METRICS" "127.0.0.1:$NGINX_PORT"; do
+for addr in "$API_ADDR" "$GATEWAY_ADDR" "$RAFT_ADDR" "$AGENT_METRICS" "127.0.0.1:$NGINX_PORT"; do
     ! port_busy "$addr" || die "something already listens on $addr; stop it or pick another address (see Env above)"
 done
 say "starting sluice up (api $API_ADDR, gateway $GATEWAY_ADDR; log in $WORK/sluice.log)"
-"$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --agent-metrics "$AGENT_METRICS" --data-dir "$WORK/data" \
+"$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --raft "$RAFT_ADDR" --agent-metrics "$AGENT_METRICS" --data-dir "$WORK/data" \
     --node "b10-$$" >"$WORK/sluice.log" 2>&1 &
 SLUICE_PID=$!
 wait_for 30 "the admin token in $TOKEN_FILE" test -s "$TOKEN_FILE"

@@ -104,7 +104,12 @@ mod tests {
     #[test]
     fn flags_make_the_spec() {
         assert_eq!(CacheArgs::default().spec().unwrap(), None);
-        let args = CacheArgs { cache_ttl: Some("5m".into()), cache_methods: vec!["get".into(), "POST".into()], cache_vary: vec!["Accept-Language".into()], cache_max_entry_bytes: Some(4096) };
+        let args = CacheArgs {
+            cache_ttl: Some("5m".into()),
+            cache_methods: vec!["get".into(), "POST".into()],
+            cache_vary: vec!["Accept-Language".into()],
+            cache_max_entry_bytes: Some(4096),
+        };
         let spec = args.spec().unwrap().unwrap();
         assert_eq!((spec.ttl_secs, spec.methods, spec.vary_headers, spec.max_entry_bytes), (300, vec![CacheMethod::Get, CacheMethod::Post], vec!["accept-language".into()], 4096));
         assert!(CacheArgs { cache_vary: vec!["x".into()], ..Default::default() }.spec().is_err(), "cache flags need a TTL");

@@ -69,9 +69,7 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
         RouteId::ListRegistries => same("/v1/registries", none),
         RouteId::SetRegistries => ("/v1/registries".into(), json!({"allowed": ["evil.example.com"]}), "/v1/registries".into(), json!({"allowed": ["Not A Host"]})),
         RouteId::RevokeToken => (format!("/v1/tokens/{}", f.reader_id), none.clone(), "/v1/tokens/ffffffffffff".into(), none),
-        RouteId::PurgeCache => {
-            ("/v1/functions/public-fn/cache/purge".into(), json!({}), "/v1/functions/public-fn/cache/purge".into(), json!({"path": "no-leading-slash"}))
-        }
+        RouteId::PurgeCache => ("/v1/functions/public-fn/cache/purge".into(), json!({}), "/v1/functions/public-fn/cache/purge".into(), json!({"path": "no-leading-slash"})),
     }
 }
 

@@ -41,11 +41,21 @@ const HEADER_OVERHEAD: u64 = 32;
 #[derive(Debug)]
 pub struct Stored {
     pub status: StatusCode,
+    /// The headers a hit is answered with: the function's, `x-sluice-cache:
+    /// hit` and `age: 0`, so a hit clones one map and at most replaces a value
+    /// (adding headers to a clone would grow it on every hit).
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Stored {
+    /// The stored form of an answer with `headers` and `body`.
+    pub fn new(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
+        headers.insert(CACHE_HEADER, HeaderValue::from_static("hit"));
+        headers.insert(hyper::header::AGE, HeaderValue::from_static("0"));
+        Self { status, headers, body }
+    }
+
     /// Bytes this response is charged with under `key`.
     fn size(&self, key: &str) -> u64 {
         let headers: u64 = self.headers.iter().map(|(n, v)| (n.as_str().len() + v.len()) as u64 + HEADER_OVERHEAD).sum();
@@ -81,6 +91,9 @@ struct Inner {
     lru: BTreeMap<u64, (FunctionName, Arc<str>)>,
     tick: u64,
     bytes: u64,
+    /// The epoch of the last purge of everything, which also covers functions
+    /// this cache has no record of yet.
+    purged_all_at: u64,
     /// Flights in progress, by function and key.
     flights: HashMap<(FunctionName, Arc<str>), watch::Receiver<Flight>>,
 }
@@ -166,11 +179,15 @@ impl ResponseCache {
         if max_age.is_some_and(|m| age > m) {
             return Lookup::Miss;
         }
-        inner.tick += 1;
-        if let Some(k) = inner.lru.remove(&e.tick) {
-            inner.lru.insert(inner.tick, k);
+        // The most recently used entry stays where it is: a hot key is read
+        // again and again, and moving it within the order would change nothing.
+        if e.tick != inner.tick {
+            inner.tick += 1;
+            if let Some(k) = inner.lru.remove(&e.tick) {
+                inner.lru.insert(inner.tick, k);
+            }
+            e.tick = inner.tick;
         }
-        e.tick = inner.tick;
         Lookup::Hit { stored: e.stored.clone(), age }
     }
 
@@ -197,7 +214,7 @@ impl ResponseCache {
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if inner.functions.get(function).is_some_and(|f| f.purged_at > epoch) {
+        if inner.purged_all_at > epoch || inner.functions.get(function).is_some_and(|f| f.purged_at > epoch) {
             return false;
         }
         let key: Arc<str> = Arc::from(key);
@@ -253,6 +270,7 @@ impl ResponseCache {
     pub fn purge_all(&self) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let mut inner = self.lock();
+        inner.purged_all_at = epoch;
         inner.lru.clear();
         inner.bytes = 0;
         for f in inner.functions.values_mut() {
@@ -448,7 +466,7 @@ mod tests {
     }
 
     fn body(n: usize) -> Stored {
-        Stored { status: StatusCode::OK, headers: HeaderMap::new(), body: Bytes::from(vec![b'x'; n]) }
+        Stored::new(StatusCode::OK, HeaderMap::new(), Bytes::from(vec![b'x'; n]))
     }
 
     fn hit(c: &ResponseCache, func: &FunctionName, key: &str, now: Instant) -> bool {
@@ -511,8 +529,10 @@ mod tests {
         c.purge(&web, None);
         assert_eq!((c.bytes(), c.figures(&web).entries), (0, 0));
         c.store(&web, "GET /a", body(10), ttl, c.epoch(), t0);
+        let begun = c.epoch();
         c.purge_all();
         assert_eq!(c.bytes(), 0);
+        assert!(!c.store(&f("new"), "GET /a", body(10), ttl, begun, t0), "a purge of everything covers functions not seen before");
     }
 
     #[tokio::test]

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-const HIT: HeaderValue = HeaderValue::from_static("hit");
 const MISS: HeaderValue = HeaderValue::from_static("miss");
 
 impl Gateway {
@@ -96,7 +95,7 @@ impl Gateway {
             Read::Whole(bytes) => {
                 // The body is whole now: it is sent with its length, whatever framing the instance used.
                 parts.headers.remove(TRANSFER_ENCODING);
-                let stored = Stored { status: parts.status, headers: parts.headers.clone(), body: bytes.clone() };
+                let stored = Stored::new(parts.status, parts.headers.clone(), bytes.clone());
                 settle(self.cache.store(&route.name, &key, stored, ttl, epoch, Instant::now()));
                 parts.headers.insert(CACHE_HEADER, MISS);
                 Ok(Response::from_parts(parts, http::full(bytes)))
@@ -120,8 +119,9 @@ fn hit(stored: &Stored, age: std::time::Duration) -> Response<Body> {
     *resp.status_mut() = stored.status;
     let headers = resp.headers_mut();
     headers.clone_from(&stored.headers);
-    headers.insert(CACHE_HEADER, HIT);
-    headers.insert(AGE, cache::age_value(age));
+    if age.as_secs() > 0 {
+        headers.insert(AGE, cache::age_value(age));
+    }
     resp
 }
 
