@@ -151,9 +151,11 @@ mod tests {
         assert!(serde_json::from_str::<CacheSpec>(r#"{"ttl_secs":5,"stale":true}"#).is_err());
     }
 
+    type Mutation = fn(&mut CacheSpec);
+
     #[test]
     fn each_bound_names_its_field() {
-        let cases: Vec<(&str, fn(&mut CacheSpec))> = vec![
+        let cases: Vec<(&str, Mutation)> = vec![
             ("ttl_secs", |c| c.ttl_secs = 0),
             ("ttl_secs", |c| c.ttl_secs = 86_401),
             ("methods", |c| c.methods.clear()),

@@ -417,7 +417,8 @@ impl Gateway {
             }
         }
         let cached: Vec<(&Arc<Route>, CacheFigures)> = routes.iter().filter(|r| r.cache_spec().is_some()).map(|r| (r, self.cache.figures(&r.name))).collect();
-        let cache_rows: [(&str, &str, &str, fn(&Route, &CacheFigures) -> u64); 5] = [
+        type CacheGet = fn(&Route, &CacheFigures) -> u64;
+        let cache_rows: [(&str, &str, &str, CacheGet); 5] = [
             ("sluice_gateway_cache_hits_total", "counter", "Invocations answered from the response cache (they reach no instance).", |r, _| {
                 r.counters.cache_hits.load(Ordering::Relaxed)
             }),
