@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod predict;
+pub mod rate;
 pub mod rng;
 pub mod rules;
 pub mod scaling;
