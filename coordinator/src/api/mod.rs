@@ -12,6 +12,7 @@
 
 mod decisions;
 mod nodes;
+pub mod openapi;
 pub mod routes;
 mod tokens;
 
@@ -110,6 +111,7 @@ impl Api {
                     format!("{why}; this coordinator takes no part in the cluster and exits so its service manager restarts it: fix the disk or data directory"),
                 )),
             },
+            RouteId::OpenApi => Ok(openapi::response()),
             RouteId::Metrics => Ok(self.metrics()),
             RouteId::ListFunctions => {
                 self.barrier().await?;

@@ -9,6 +9,7 @@ use crate::auth::Permission;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteId {
     Health,
+    OpenApi,
     Metrics,
     ListFunctions,
     PutFunction,
@@ -58,6 +59,7 @@ use RouteId::*;
 
 pub static ROUTES: &[Route] = &[
     route(Health, "GET", "/healthz", Public, "Whether this coordinator takes part in the cluster."),
+    route(OpenApi, "GET", "/v1/openapi.json", Public, "This API described in OpenAPI 3.0: routes, parameters, bodies, answers and who may call each."),
     route(Metrics, "GET", "/metrics", Read, "Prometheus metrics of this coordinator."),
     route(ListFunctions, "GET", "/v1/functions", Read, "Functions with their instances by state and request figures."),
     route(PutFunction, "POST", "/v1/functions", Deploy, "Create or update a function."),
