@@ -203,11 +203,6 @@ fn operation(id: RouteId) -> Operation {
     }
 }
 
-/// Names of the path's parameters, in order.
-fn path_params(path: &str) -> Vec<&str> {
-    path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
-}
-
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "Invalid input: `error.field` names it, `error.message` says how to fix it.",
@@ -615,6 +610,11 @@ pub(crate) mod tests {
             Some(other) => return Err(format!("{at}: the checker does not know type {other}")),
         }
         Ok(())
+    }
+
+/// Names of the path's parameters, in order.
+    pub(crate) fn path_params(path: &str) -> Vec<&str> {
+        path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
     }
 
     /// The schema of `method path`'s answer with `status`.
