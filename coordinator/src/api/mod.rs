@@ -13,6 +13,8 @@
 mod decisions;
 mod nodes;
 pub mod openapi;
+#[cfg(test)]
+mod proptests;
 pub mod routes;
 mod tokens;
 
@@ -383,7 +385,12 @@ fn no_function(name: &FunctionName) -> ApiError {
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
-    req.uri().query()?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+    query_value(req.uri().query(), key)
+}
+
+/// The raw (not percent-decoded) value of the first `key=` in a query string.
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 fn parse_param<T: std::str::FromStr>(req: &Request<Incoming>, key: &str) -> Result<Option<T>, ApiError> {
