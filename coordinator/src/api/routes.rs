@@ -102,7 +102,9 @@ pub enum Found<'a> {
 /// The route of `method` on `path` (no trailing slash), with the path's
 /// parameters in order.
 pub fn find<'a>(method: &str, path: &'a str) -> Found<'a> {
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    // Only an absolute path is a route: "x/metrics" is not /metrics.
+    let Some(rest) = path.strip_prefix('/') else { return Found::NotFound };
+    let segments: Vec<&str> = rest.split('/').collect();
     let mut methods = Vec::new();
     for route in ROUTES {
         let Some(params) = matches(route.path, &segments) else { continue };
@@ -152,6 +154,8 @@ mod tests {
         assert!(matches!(find("PATCH", "/v1/functions"), Found::WrongMethod(m) if m == vec!["GET", "POST"]));
         assert!(matches!(find("GET", "/v1/nope"), Found::NotFound));
         assert!(matches!(find("GET", "/v1/functions//x"), Found::NotFound));
+        assert!(matches!(find("GET", "x/metrics"), Found::NotFound), "a relative path is no route");
+        assert!(matches!(find("GET", ""), Found::NotFound));
     }
 
     #[test]
