@@ -526,16 +526,15 @@ fn schemas() -> Value {
     })
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
+/// Checking answers against the document, for tests here and end to end.
+pub mod conformance {
+    use serde_json::Value;
 
     /// Checks `value` against `schema` (the subset of JSON Schema the document
     /// uses: `$ref`, type, nullable, enum, properties, required,
     /// additionalProperties, items, min/max, lengths and item counts).
     /// Patterns are not checked: no regex engine is linked in for this.
-    pub(crate) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    pub fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
         if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
             let name = reference.trim_start_matches("#/components/schemas/");
             let target = doc["components"]["schemas"].get(name).ok_or_else(|| format!("{at}: no schema {name}"))?;
@@ -613,12 +612,12 @@ pub(crate) mod tests {
     }
 
 /// Names of the path's parameters, in order.
-    pub(crate) fn path_params(path: &str) -> Vec<&str> {
+    pub fn path_params(path: &str) -> Vec<&str> {
         path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
     }
 
     /// The schema of `method path`'s answer with `status`.
-    pub(crate) fn response_schema<'a>(doc: &'a Value, method: &str, path: &str, status: u16) -> Option<&'a Value> {
+    pub fn response_schema<'a>(doc: &'a Value, method: &str, path: &str, status: u16) -> Option<&'a Value> {
         let resp = doc["paths"][path][method.to_ascii_lowercase()]["responses"].get(status.to_string())?;
         let resp = match resp.get("$ref").and_then(Value::as_str) {
             Some(r) => &doc["components"]["responses"][r.trim_start_matches("#/components/responses/")],
@@ -626,6 +625,13 @@ pub(crate) mod tests {
         };
         resp["content"]["application/json"].get("schema")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conformance::{check, path_params, response_schema};
+    use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn every_route_is_described_with_its_method_and_security() {
