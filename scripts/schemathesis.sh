@@ -2,10 +2,17 @@
 # schemathesis.sh — S1: fuzzes a real `sluice up` (tokens required) with schemathesis, generated
 # from the coordinator's own /v1/openapi.json, and fails on any server error or answer that does
 # not match the document (checks: not_a_server_error, status_code_conformance,
-# content_type_conformance, response_schema_conformance).
+# content_type_conformance, response_schema_conformance, and ignored_auth: every route but the
+# public ones refuses calls without a valid token).
+# Checks left out, and why: positive_data_acceptance and negative_data_rejection, because some
+# rules are not expressible in the schema (panic_window_secs <= stable_window_secs, a report's
+# node equal to the path's, the rule language) or the schema is deliberately narrower than what is
+# accepted (range); allow_header_conformance, because a path such as /v1/rules/check also matches
+# DELETE /v1/rules/{name} (a rule may be called "check"), so `Allow` truthfully lists DELETE;
+# max_response_time, because the agents' long poll waits by design.
 #
 # Usage: scripts/schemathesis.sh [--short]
-#   (default)  the long run: CASES generated cases per operation (default 350; about 10,000 in all)
+#   (default)  the long run: CASES generated cases per operation (default 500; over 10,000 in all)
 #   --short    a few hundred cases in all (CASES=10), under 3 minutes; run by tests/tests/schemathesis.rs
 # Env:
 #   SLUICE=path     sluice binary (default $CARGO_TARGET_DIR/$PROFILE/sluice, built if absent)
@@ -13,6 +20,7 @@
 #   SEED=n          schemathesis seed (default 1; the same seed replays the same cases)
 #   VENV=dir        where schemathesis is installed with pip (default ~/.cache/sluice/schemathesis-venv)
 #   KEEP=1          keep the work directory (log, data directory, reports)
+#   CHECKS=a,b      schemathesis checks (default below; CHECKS=all shows what the left-out ones say)
 #
 # What is not fuzzed as-is, and why:
 #   POST /v1/cluster/members  gets only schema-violating (negative) cases, in a second pass: a valid
@@ -33,7 +41,7 @@ case "${1:-}" in
     --short) MODE=short ;;
     *) echo "usage: $0 [--short]" >&2; exit 2 ;;
 esac
-if [ "$MODE" = short ]; then CASES="${CASES:-10}"; else CASES="${CASES:-350}"; fi
+if [ "$MODE" = short ]; then CASES="${CASES:-10}"; else CASES="${CASES:-500}"; fi
 SEED="${SEED:-1}"
 PROFILE="${PROFILE:-release}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -120,13 +128,15 @@ import schemathesis
 def map_query(context, query):
     # The agent's long poll waits up to 30 s by design; keep generated waits short.
     if context.operation is not None and context.operation.path.endswith("/desired") and query:
-        wait = query.get("wait_ms")
-        if isinstance(wait, int) and wait > 50:
-            query["wait_ms"] = 50
+        try:
+            if int(query.get("wait_ms")) > 50:
+                query["wait_ms"] = 50
+        except (TypeError, ValueError):
+            pass  # not a number: the API answers 400 at once
     return query
 EOF
 export SCHEMATHESIS_HOOKS="$WORK/hooks.py"
-CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS="${CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth}"
 COMMON=(--url "$API" -H "Authorization: Bearer $TOKEN" --checks "$CHECKS" --seed "$SEED" --workers 1
     --request-timeout 40 --suppress-health-check all --no-color --continue-on-failure)
 START=$(date +%s)

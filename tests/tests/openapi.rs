@@ -140,6 +140,11 @@ async fn check_all(c: &Cluster) -> Result<()> {
     let r = c.http.get(&c.api("/v1/functions")).await?;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     conformance::check(&doc, conformance::response_schema(&doc, "GET", "/v1/functions", 401).unwrap(), &r.json()?, "401").map_err(anyhow::Error::msg)?;
+    // A method the path does not have: 405 naming the path's methods in `Allow` too.
+    let r = http.send(Method::PATCH, &c.api("/v1/functions"), "", &[]).await?;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
+    conformance::check(&doc, &doc["components"]["schemas"]["Error"], &r.json()?, "405").map_err(anyhow::Error::msg)?;
     // Every route of the table was called.
     let all: BTreeSet<String> = ROUTES.iter().map(|r| format!("{:?}", r.id)).collect();
     assert_eq!(checked, all, "routes not exercised: {:?}", all.difference(&checked).collect::<Vec<_>>());

@@ -88,11 +88,15 @@ impl Api {
         let (route, params) = match routes::find(method.as_str(), &path) {
             Found::Route(route, params) => (route, params.into_iter().map(str::to_string).collect::<Vec<_>>()),
             Found::WrongMethod(allowed) => {
-                return Err(ApiError::new(
+                let mut resp = ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
                     format!("{method} is not supported on {path}: use {} (see /v1/openapi.json or the API reference in README.md)", allowed.join(" or ")),
-                ))
+                )
+                .into_response();
+                // A 405 must say which methods the path has (RFC 9110, 15.5.6).
+                resp.headers_mut().insert(hyper::header::ALLOW, allow_header(&allowed));
+                return Ok(resp);
             }
             Found::NotFound => {
                 return Err(ApiError::not_found(format!(
@@ -356,6 +360,11 @@ impl Api {
         }
         http::text(out)
     }
+}
+
+/// The `Allow` value of a 405: the path's methods.
+fn allow_header(methods: &[&str]) -> hyper::header::HeaderValue {
+    hyper::header::HeaderValue::from_str(&methods.join(", ")).expect("route methods are header-safe tokens")
 }
 
 fn parse_member_id(id: &str) -> Result<u64, ApiError> {

@@ -103,7 +103,8 @@ fn operation(id: RouteId) -> Operation {
     let op = |ok: u16, schema: Value| Operation { path: vec![], query: vec![], body: None, ok: (ok, Some(schema)), also_ok: &[], errors: &[] };
     let function = || ("name", dns_label("A function name"));
     let node = || ("node", dns_label("A node name"));
-    let range = || ("range", json!({ "type": "string", "pattern": "^[0-9]+[smh]?$", "maxLength": 24 }), "Seconds, or a number with s, m or h; 1s to 24h (default 60s).");
+    // The pattern is the part of the accepted forms that is always in range, so generated values reach the handler.
+    let range = || ("range", json!({ "type": "string", "pattern": "^([1-9][0-9]{0,3}s?|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$" }), "Seconds, or a number with s, m or h; 1s to 24h (default 60s).");
     match id {
         Health => Operation { errors: &[503], ..op(200, object(&["status"], json!({ "status": { "type": "string", "enum": ["ok"] } }), true)) },
         OpenApi => op(200, json!({ "type": "object", "required": ["openapi", "paths"] })),
@@ -139,7 +140,7 @@ fn operation(id: RouteId) -> Operation {
             ..op(200, r("RaftStatus"))
         },
         RemoveMember => Operation {
-            path: vec![("id", json!({ "type": "string", "pattern": "^[0-9]{1,20}$", "description": "A coordinator id, 1 up." }))],
+            path: vec![("id", json!({ "type": "string", "pattern": "^[1-9][0-9]{0,18}$", "description": "A coordinator id, 1 up." }))],
             errors: CLUSTER,
             ..op(200, r("RaftStatus"))
         },
@@ -154,7 +155,7 @@ fn operation(id: RouteId) -> Operation {
         Report => Operation { path: vec![node()], body: Some(r("NodeReport")), errors: CLUSTER, ..op(200, object(&["accepted"], json!({ "accepted": { "type": "boolean" } }), true)) },
         NodeFigures => Operation { path: vec![node()], query: vec![range()], ..op(200, r("ScopeView")) },
         InstanceFigures => Operation {
-            path: vec![("id", json!({ "type": "string", "pattern": "^i[0-9]{1,20}$", "description": "An instance id, i<number>." }))],
+            path: vec![("id", json!({ "type": "string", "pattern": "^i[0-9]{1,19}$", "description": "An instance id, i<number>." }))],
             query: vec![range()],
             ..op(200, r("ScopeView"))
         },
@@ -344,7 +345,7 @@ fn schemas() -> Value {
         "Placement": object(&[], json!({
             "strategy": { "type": "string", "enum": ["binpack", "spread"], "default": "spread" },
             "node_selector": r("Labels"),
-            "max_per_node": { "type": "integer", "minimum": 1, "maximum": 1000 },
+            "max_per_node": { "type": "integer", "minimum": 1, "maximum": 1000, "nullable": true },
             "anti_affinity": { "type": "array", "maxItems": MAX_ANTI_AFFINITY, "items": dns_label("A function name") }
         }), true),
         "FunctionSpec": object(&["name", "image"], json!({
@@ -432,12 +433,12 @@ fn schemas() -> Value {
                 "function": dns_label("Its function"),
                 "state": instance_state,
                 "endpoint": endpoint,
-                "reason": { "type": "string" },
-                "addr": ip
+                "reason": { "type": "string", "nullable": true },
+                "addr": { "type": "string", "nullable": true, "description": "An IPv4 or IPv6 address." }
             }), false) },
             "at": timestamp,
             "labels": r("Labels"),
-            "max_instances": u32_any(),
+            "max_instances": { "type": "integer", "format": "int32", "minimum": 0, "maximum": u32::MAX, "nullable": true },
             "images": { "type": "array", "maxItems": 1024, "uniqueItems": true, "items": { "type": "string" } }
         }), false),
         "SeriesSummary": object(&["metric", "count", "avg", "min", "max", "p95", "last"], json!({
@@ -521,7 +522,7 @@ fn schemas() -> Value {
         "CreateToken": object(&["name", "roles"], json!({
             "name": { "type": "string", "pattern": "^[a-z0-9._-]+$", "minLength": 1, "maxLength": TOKEN_NAME_LEN },
             "roles": { "type": "array", "minItems": 1, "maxItems": Role::ALL.len(), "items": r("Role") },
-            "expires_in_secs": { "type": "integer", "minimum": 1, "maximum": super::tokens::MAX_LIFETIME_SECS, "description": "Leave out for a token that does not expire." }
+            "expires_in_secs": { "type": "integer", "minimum": 1, "maximum": super::tokens::MAX_LIFETIME_SECS, "nullable": true, "description": "Leave out (or null) for a token that does not expire." }
         }), true),
     })
 }
