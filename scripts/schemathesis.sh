@@ -139,6 +139,8 @@ export SCHEMATHESIS_HOOKS="$WORK/hooks.py"
 CHECKS="${CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth}"
 COMMON=(--url "$API" -H "Authorization: Bearer $TOKEN" --checks "$CHECKS" --seed "$SEED" --workers 1
     --request-timeout 40 --suppress-health-check all --no-color --continue-on-failure)
+# From the work directory: schemathesis keeps a cache (.schemathesis/) in the current directory.
+cd "$WORK"
 START=$(date +%s)
 say "pass 1: every operation but POST /v1/cluster/members, $CASES cases each"
 set +e

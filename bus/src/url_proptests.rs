@@ -9,9 +9,59 @@ use sluice_common::rng::SplitMix64;
 use std::time::Duration;
 
 const PIECES: &[&str] = &[
-    "inproc", "kafka://", "mqtt://", "mqtts://", "amqp://", "://", ":", "::", "@", "@@", "/", "?", "&", "=", ",", "%", "%2", "%40", "%3A", "%FF", "%C3%A9", "[", "]", "[::1]", "localhost", "a",
-    "0", "1", "65535", "65536", "-1", "18446744073709551616", "prefix", "partitions", "linger_ms", "publish_timeout_ms", "compression", "lz4", "zstd", "idempotence", "client_id", "ca",
-    "cert", "key", "capacity", "max_payload_bytes", "keepalive_secs", "inflight", "é", "🦀", "\u{0}", " ", "\t",
+    "inproc",
+    "kafka://",
+    "mqtt://",
+    "mqtts://",
+    "amqp://",
+    "://",
+    ":",
+    "::",
+    "@",
+    "@@",
+    "/",
+    "?",
+    "&",
+    "=",
+    ",",
+    "%",
+    "%2",
+    "%40",
+    "%3A",
+    "%FF",
+    "%C3%A9",
+    "[",
+    "]",
+    "[::1]",
+    "localhost",
+    "a",
+    "0",
+    "1",
+    "65535",
+    "65536",
+    "-1",
+    "18446744073709551616",
+    "prefix",
+    "partitions",
+    "linger_ms",
+    "publish_timeout_ms",
+    "compression",
+    "lz4",
+    "zstd",
+    "idempotence",
+    "client_id",
+    "ca",
+    "cert",
+    "key",
+    "capacity",
+    "max_payload_bytes",
+    "keepalive_secs",
+    "inflight",
+    "é",
+    "🦀",
+    "\u{0}",
+    " ",
+    "\t",
 ];
 
 fn mutate(rng: &mut SplitMix64, text: &str) -> String {
@@ -57,7 +107,10 @@ fn generated_urls_parse_to_their_parts_and_print_back() {
                 let parsed = parse(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
                 let BusUrl::Kafka(c) = &parsed else { panic!("not kafka") };
                 assert_eq!(c.brokers, [format!("{h}:{port}"), format!("{h2}:{p2}")]);
-                assert_eq!((c.settings.prefix.as_str(), c.settings.publish_timeout, c.linger, c.compression), (prefix.as_str(), Duration::from_millis(timeout), Duration::from_millis(linger), compression));
+                assert_eq!(
+                    (c.settings.prefix.as_str(), c.settings.publish_timeout, c.linger, c.compression),
+                    (prefix.as_str(), Duration::from_millis(timeout), Duration::from_millis(linger), compression)
+                );
                 // The printed address parses back to the same brokers.
                 let BusUrl::Kafka(again) = parse(&parsed.to_string()).unwrap() else { panic!("not kafka") };
                 assert_eq!(again.brokers, c.brokers);
@@ -83,7 +136,11 @@ fn generated_urls_parse_to_their_parts_and_print_back() {
 #[test]
 fn random_and_mutated_urls_never_panic_and_name_the_part() {
     let mut rng = SplitMix64::new(0x5eed_2002);
-    let seeds = ["inproc?capacity=10", "kafka://a:9092,b:9093?prefix=p1&partitions=6&linger_ms=50&compression=gzip", "mqtts://u:p%3Aw@broker:8883?ca=/etc/ca.pem&cert=/c.pem&key=/k.pem&client_id=n1"];
+    let seeds = [
+        "inproc?capacity=10",
+        "kafka://a:9092,b:9093?prefix=p1&partitions=6&linger_ms=50&compression=gzip",
+        "mqtts://u:p%3Aw@broker:8883?ca=/etc/ca.pem&cert=/c.pem&key=/k.pem&client_id=n1",
+    ];
     let mut accepted = 0;
     for _ in 0..20_000 {
         let seed = rng.pick(&seeds);

@@ -14,9 +14,63 @@ use serde_json::{json, Value};
 /// Text pieces that are likely to upset a parser: structure, quotes,
 /// separators, numbers at the edges of their types, and non-ASCII.
 const PIECES: &[&str] = &[
-    "{", "}", "[", "]", ":", ",", "\"", "\\", "\\u0000", "\\ud800", "/", "//", "@", "@sha256:", ":", "::", ".", "..", "_", "__", "-", "--", "a", "z", "A", "0", "9", "-1", "0.5", "1e309",
-    "65535", "65536", "4294967295", "4294967296", "18446744073709551615", "18446744073709551616", "null", "true", "false", "localhost", "127.0.0.1:5000", "[::1]", "sha256", "é", "日本",
-    "🦀", "\u{0}", "\u{7f}", "\u{200b}", " ", "\t", "\n", "%", "%2F", "?", "#", "=",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"",
+    "\\",
+    "\\u0000",
+    "\\ud800",
+    "/",
+    "//",
+    "@",
+    "@sha256:",
+    ":",
+    "::",
+    ".",
+    "..",
+    "_",
+    "__",
+    "-",
+    "--",
+    "a",
+    "z",
+    "A",
+    "0",
+    "9",
+    "-1",
+    "0.5",
+    "1e309",
+    "65535",
+    "65536",
+    "4294967295",
+    "4294967296",
+    "18446744073709551615",
+    "18446744073709551616",
+    "null",
+    "true",
+    "false",
+    "localhost",
+    "127.0.0.1:5000",
+    "[::1]",
+    "sha256",
+    "é",
+    "日本",
+    "🦀",
+    "\u{0}",
+    "\u{7f}",
+    "\u{200b}",
+    " ",
+    "\t",
+    "\n",
+    "%",
+    "%2F",
+    "?",
+    "#",
+    "=",
 ];
 
 /// `text` with 1-4 random edits: insert a piece, delete a span, replace a span, or duplicate one.
@@ -141,7 +195,8 @@ fn mutated_spec_json_never_panics_and_accepted_specs_round_trip() {
         let mut seed = valid_spec(&mut rng);
         if rng.chance(0.3) {
             // Structured: one field (top-level or nested) set to a value at or past an edge.
-            let edges = [json!(0), json!(-1), json!(1), json!(u32::MAX), json!(u64::from(u32::MAX) + 1), json!(1.5), json!(""), json!(null), json!([]), json!({}), json!("x".repeat(300))];
+            let edges =
+                [json!(0), json!(-1), json!(1), json!(u32::MAX), json!(u64::from(u32::MAX) + 1), json!(1.5), json!(""), json!(null), json!([]), json!({}), json!("x".repeat(300))];
             let edge = edges[rng.below(edges.len() as u64) as usize].clone();
             let object = seed.as_object_mut().unwrap();
             let key = object.keys().nth(rng.below(object.len() as u64) as usize).unwrap().clone();
@@ -154,7 +209,13 @@ fn mutated_spec_json_never_panics_and_accepted_specs_round_trip() {
             }
         }
         let seed = seed.to_string();
-        let text = if rng.chance(0.1) { junk(&mut rng) } else if rng.chance(0.3) { seed } else { mutate(&mut rng, &seed) };
+        let text = if rng.chance(0.1) {
+            junk(&mut rng)
+        } else if rng.chance(0.3) {
+            seed
+        } else {
+            mutate(&mut rng, &seed)
+        };
         let parsed = serde_json::from_str::<FunctionSpec>(&text);
         match parsed.as_ref().map(|s| s.validate()) {
             Err(e) => {
@@ -242,7 +303,13 @@ fn wire_messages_round_trip_and_mutated_ones_never_panic() {
     let mut rng = SplitMix64::new(0x5eed_1005);
     for _ in 0..5_000 {
         let (n, boot, seq, ts) = (node(&mut rng), rng.next_u64(), rng.next_u64(), rng.next_u64());
-        let host = HostFigures { cpu_percent: finite(&mut rng) as f32, cpu_per_core: vec![finite(&mut rng) as f32; rng.below(4) as usize], load: [finite(&mut rng); 3], memory_used_bytes: rng.next_u64(), ..Default::default() };
+        let host = HostFigures {
+            cpu_percent: finite(&mut rng) as f32,
+            cpu_per_core: vec![finite(&mut rng) as f32; rng.below(4) as usize],
+            load: [finite(&mut rng); 3],
+            memory_used_bytes: rng.next_u64(),
+            ..Default::default()
+        };
         let containers = ContainerBatch {
             containers: (0..rng.below(3))
                 .map(|_| ContainerFigures {

@@ -8,8 +8,36 @@ use super::http::{parse_base, resolve_location};
 use sluice_common::rng::SplitMix64;
 
 const PIECES: &[&str] = &[
-    "http://", "https://", "ftp://", "//", "/", ":", "::", "@", "?", "#", "%", "%2F", "[", "]", "[::1]", "127.0.0.1", "localhost", "7070", "0", "65536", "99999999999", "/v1", "/v1/nodes/n/report",
-    "a=b", "é", "🦀", " ", "\u{0}", "\n", "\\",
+    "http://",
+    "https://",
+    "ftp://",
+    "//",
+    "/",
+    ":",
+    "::",
+    "@",
+    "?",
+    "#",
+    "%",
+    "%2F",
+    "[",
+    "]",
+    "[::1]",
+    "127.0.0.1",
+    "localhost",
+    "7070",
+    "0",
+    "65536",
+    "99999999999",
+    "/v1",
+    "/v1/nodes/n/report",
+    "a=b",
+    "é",
+    "🦀",
+    " ",
+    "\u{0}",
+    "\n",
+    "\\",
 ];
 
 fn text(rng: &mut SplitMix64) -> String {

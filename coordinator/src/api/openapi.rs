@@ -104,18 +104,21 @@ fn operation(id: RouteId) -> Operation {
     let function = || ("name", dns_label("A function name"));
     let node = || ("node", dns_label("A node name"));
     // The pattern is the part of the accepted forms that is always in range, so generated values reach the handler.
-    let range = || ("range", json!({ "type": "string", "pattern": "^([1-9][0-9]{0,3}s?|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$" }), "Seconds, or a number with s, m or h; 1s to 24h (default 60s).");
+    let range = || {
+        (
+            "range",
+            json!({ "type": "string", "pattern": "^([1-9][0-9]{0,3}s?|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h)$" }),
+            "Seconds, or a number with s, m or h; 1s to 24h (default 60s).",
+        )
+    };
     match id {
         Health => Operation { errors: &[503], ..op(200, object(&["status"], json!({ "status": { "type": "string", "enum": ["ok"] } }), true)) },
         OpenApi => op(200, json!({ "type": "object", "required": ["openapi", "paths"] })),
         Metrics => Operation { ok: (200, None), ..op(200, Value::Null) },
         ListFunctions => Operation { errors: CLUSTER, ..op(200, array(r("FunctionView"))) },
-        PutFunction => Operation {
-            body: Some(r("FunctionSpec")),
-            also_ok: &[201],
-            errors: CLUSTER,
-            ..op(200, object(&["function"], json!({ "function": r("FunctionSpec") }), true))
-        },
+        PutFunction => {
+            Operation { body: Some(r("FunctionSpec")), also_ok: &[201], errors: CLUSTER, ..op(200, object(&["function"], json!({ "function": r("FunctionSpec") }), true)) }
+        }
         GetFunction => Operation {
             path: vec![function()],
             errors: CLUSTER_404,
@@ -152,7 +155,9 @@ fn operation(id: RouteId) -> Operation {
             ],
             ..op(200, r("DesiredSet"))
         },
-        Report => Operation { path: vec![node()], body: Some(r("NodeReport")), errors: CLUSTER, ..op(200, object(&["accepted"], json!({ "accepted": { "type": "boolean" } }), true)) },
+        Report => {
+            Operation { path: vec![node()], body: Some(r("NodeReport")), errors: CLUSTER, ..op(200, object(&["accepted"], json!({ "accepted": { "type": "boolean" } }), true)) }
+        }
         NodeFigures => Operation { path: vec![node()], query: vec![range()], ..op(200, r("ScopeView")) },
         InstanceFigures => Operation {
             path: vec![("id", json!({ "type": "string", "pattern": "^i[0-9]{1,19}$", "description": "An instance id, i<number>." }))],
@@ -170,14 +175,16 @@ fn operation(id: RouteId) -> Operation {
             ..op(200, object(&["node", "draining"], json!({ "node": dns_label("The node"), "draining": { "type": "boolean" } }), true))
         },
         ListRules => Operation { errors: CLUSTER, ..op(200, array(r("RuleSource"))) },
-        PutRules => Operation {
-            body: Some(r("RulesBody")),
-            errors: CLUSTER,
-            ..op(200, object(&["applied"], json!({ "applied": array(dns_label("A rule name")) }), true))
-        },
-        CheckRules => Operation { body: Some(r("RulesBody")), ..op(200, object(&["valid", "rules"], json!({ "valid": { "type": "boolean" }, "rules": array(r("RuleSource")) }), true)) },
+        PutRules => Operation { body: Some(r("RulesBody")), errors: CLUSTER, ..op(200, object(&["applied"], json!({ "applied": array(dns_label("A rule name")) }), true)) },
+        CheckRules => {
+            Operation { body: Some(r("RulesBody")), ..op(200, object(&["valid", "rules"], json!({ "valid": { "type": "boolean" }, "rules": array(r("RuleSource")) }), true)) }
+        }
         ExplainRules => Operation { query: vec![("name", dns_label("A rule name"), "Only this rule.")], errors: CLUSTER_404, ..op(200, array(r("RuleExplanation"))) },
-        RemoveRule => Operation { path: vec![("name", dns_label("A rule name"))], errors: CLUSTER_404, ..op(200, object(&["removed"], json!({ "removed": dns_label("The rule removed") }), true)) },
+        RemoveRule => Operation {
+            path: vec![("name", dns_label("A rule name"))],
+            errors: CLUSTER_404,
+            ..op(200, object(&["removed"], json!({ "removed": dns_label("The rule removed") }), true))
+        },
         Events => Operation {
             query: vec![
                 ("function", dns_label("A function name"), "Only this function's decisions."),
@@ -578,7 +585,9 @@ pub mod conformance {
             }
             Some("array") => {
                 let Some(a) = value.as_array() else { return fail("not an array".into()) };
-                if schema.get("maxItems").and_then(Value::as_u64).is_some_and(|m| a.len() as u64 > m) || schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| (a.len() as u64) < m) {
+                if schema.get("maxItems").and_then(Value::as_u64).is_some_and(|m| a.len() as u64 > m)
+                    || schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| (a.len() as u64) < m)
+                {
                     return fail("item count out of bounds".into());
                 }
                 for (i, v) in a.iter().enumerate() {
@@ -602,17 +611,14 @@ pub mod conformance {
                     return fail("out of bounds".into());
                 }
             }
-            Some("boolean") => {
-                if !value.is_boolean() {
-                    return fail("not a boolean".into());
-                }
-            }
+            Some("boolean") if !value.is_boolean() => return fail("not a boolean".into()),
+            Some("boolean") => {}
             Some(other) => return Err(format!("{at}: the checker does not know type {other}")),
         }
         Ok(())
     }
 
-/// Names of the path's parameters, in order.
+    /// Names of the path's parameters, in order.
     pub fn path_params(path: &str) -> Vec<&str> {
         path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect()
     }

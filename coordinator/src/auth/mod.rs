@@ -63,14 +63,15 @@ impl Role {
 
     /// Whether the role allows `permission`.
     pub fn grants(self, permission: Permission) -> bool {
-        match (self, permission) {
-            (_, Permission::Public) | (Role::Admin, _) => true,
-            (Role::Deployer, Permission::Read | Permission::Deploy) => true,
-            (Role::Reader, Permission::Read) => true,
-            (Role::Invoker, Permission::Invoke) => true,
-            (Role::Agent, Permission::AgentChannel) => true,
-            _ => false,
-        }
+        matches!(
+            (self, permission),
+            (_, Permission::Public)
+                | (Role::Admin, _)
+                | (Role::Deployer, Permission::Read | Permission::Deploy)
+                | (Role::Reader, Permission::Read)
+                | (Role::Invoker, Permission::Invoke)
+                | (Role::Agent, Permission::AgentChannel)
+        )
     }
 }
 
