@@ -93,24 +93,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Five free loopback ports, so runs never clash with a Sluice already on the defaults.
-read -r API_PORT GATEWAY_PORT RAFT_PORT METRICS_PORT _ < <(python3 -c '
+# Free loopback ports, so runs never clash with a Sluice already on the defaults. Another process
+# may take a port between this pick and sluice's bind: then pick again (three tries).
+free_ports() {
+    python3 -c '
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
-API="http://127.0.0.1:$API_PORT"
+print(*[s.getsockname()[1] for s in socks])'
+}
 NODE="fuzz-$$"
-say "starting sluice up (api $API, node $NODE; log in $WORK/sluice.log)"
-"$SLUICE" up --api "127.0.0.1:$API_PORT" --gateway "127.0.0.1:$GATEWAY_PORT" --raft "127.0.0.1:$RAFT_PORT" \
-    --agent-metrics "127.0.0.1:$METRICS_PORT" --data-dir "$WORK/data" --node "$NODE" --cpu-millis 1 --memory-mb 1 \
-    >"$WORK/sluice.log" 2>&1 &
-SLUICE_PID=$!
 TOKEN_FILE="$WORK/data/admin.token"
-for _ in $(seq 300); do
-    kill -0 "$SLUICE_PID" 2>/dev/null || die "sluice up exited early"
-    [ -s "$TOKEN_FILE" ] && curl -fsS "$API/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
+for attempt in 1 2 3; do
+    read -r API_PORT GATEWAY_PORT RAFT_PORT METRICS_PORT < <(free_ports)
+    API="http://127.0.0.1:$API_PORT"
+    say "starting sluice up (api $API, node $NODE; log in $WORK/sluice.log)"
+    "$SLUICE" up --api "127.0.0.1:$API_PORT" --gateway "127.0.0.1:$GATEWAY_PORT" --raft "127.0.0.1:$RAFT_PORT" \
+        --agent-metrics "127.0.0.1:$METRICS_PORT" --data-dir "$WORK/data" --node "$NODE" --cpu-millis 1 --memory-mb 1 \
+        >"$WORK/sluice.log" 2>&1 &
+    SLUICE_PID=$!
+    for _ in $(seq 300); do
+        kill -0 "$SLUICE_PID" 2>/dev/null || break
+        [ -s "$TOKEN_FILE" ] && curl -fsS "$API/healthz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    kill -0 "$SLUICE_PID" 2>/dev/null && break
+    SLUICE_PID=""
+    grep -q "Address already in use" "$WORK/sluice.log" && [ "$attempt" -lt 3 ] || die "sluice up exited early"
+    say "a port was taken meanwhile; picking others"
+    rm -rf "$WORK/data"
 done
 [ -s "$TOKEN_FILE" ] || die "no admin token at $TOKEN_FILE after 30 s"
 [ "$(stat -c %a "$TOKEN_FILE")" = 600 ] || die "$TOKEN_FILE has mode $(stat -c %a "$TOKEN_FILE"), not 600"
