@@ -71,12 +71,14 @@ fn array(items: Value) -> Value {
     json!({ "type": "array", "items": items })
 }
 
+/// Integers carry bounds, not `format`: OpenAPI's int32/int64 are signed, and
+/// Sluice's u32 and u64 values go past them.
 fn u64_schema() -> Value {
-    json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": U64_MAX })
+    json!({ "type": "integer", "minimum": 0, "maximum": U64_MAX })
 }
 
 fn u32_range(lo: u32, hi: u32) -> Value {
-    json!({ "type": "integer", "format": "int32", "minimum": lo, "maximum": hi })
+    json!({ "type": "integer", "minimum": lo, "maximum": hi })
 }
 
 fn u32_any() -> Value {
@@ -132,7 +134,7 @@ fn operation(id: RouteId) -> Operation {
             body: Some(object(
                 &["id", "raft_addr"],
                 json!({
-                    "id": { "type": "integer", "format": "int64", "minimum": 1, "maximum": U64_MAX },
+                    "id": { "type": "integer", "minimum": 1, "maximum": U64_MAX },
                     "raft_addr": { "type": "string", "maxLength": 260, "description": "host:port of the new coordinator's Raft listener." },
                     "learner": { "type": "boolean", "default": false, "description": "Stay a learner instead of becoming a voter once caught up." }
                 }),
@@ -314,7 +316,7 @@ fn schemas() -> Value {
         "additionalProperties": { "type": "string", "pattern": "^[A-Za-z0-9._/-]+$", "minLength": 1, "maxLength": MAX_LABEL_LEN },
         "description": format!("key=value labels; keys and values are 1-{MAX_LABEL_LEN} of letters, digits and . _ / -; at most {MAX_LABELS}.")
     });
-    let timestamp = json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": U64_MAX, "description": "Unix milliseconds." });
+    let timestamp = json!({ "type": "integer", "minimum": 0, "maximum": U64_MAX, "description": "Unix milliseconds." });
     let nullable_number = json!({ "type": "number", "nullable": true });
     let resources = object(&["cpu_millis", "memory_mb"], json!({ "cpu_millis": u64_schema(), "memory_mb": u64_schema() }), false);
     let instance_state = json!({ "type": "string", "enum": ["pending", "starting", "ready", "paused", "stopping", "gone"] });
@@ -411,7 +413,7 @@ fn schemas() -> Value {
         }), true),
         "RaftStatus": object(&["id", "leader", "term", "role", "commit", "applied", "members", "stopped"], json!({
             "id": u64_schema(),
-            "leader": { "type": "integer", "format": "int64", "minimum": 0, "nullable": true },
+            "leader": { "type": "integer", "minimum": 0, "nullable": true },
             "term": u64_schema(),
             "role": { "type": "string" },
             "commit": u64_schema(),
@@ -445,7 +447,7 @@ fn schemas() -> Value {
             }), false) },
             "at": timestamp,
             "labels": r("Labels"),
-            "max_instances": { "type": "integer", "format": "int32", "minimum": 0, "maximum": u32::MAX, "nullable": true },
+            "max_instances": { "type": "integer", "minimum": 0, "maximum": u32::MAX, "nullable": true },
             "images": { "type": "array", "maxItems": 1024, "uniqueItems": true, "items": { "type": "string" } }
         }), false),
         "SeriesSummary": object(&["metric", "count", "avg", "min", "max", "p95", "last"], json!({
@@ -481,9 +483,12 @@ fn schemas() -> Value {
         }), true),
         "RuleSource": object(&["name", "rule"], json!({
             "name": dns_label("The rule's name, unique among the rules"),
-            "scope": { "type": "string", "default": "all", "description": "all, function:NAME or labels:k=v,..." },
+            // No pattern for scope and rule: they are stored as written, and the parsers take any
+            // Unicode white space where a pattern's \s would not (U+0085), so a stored rule could
+            // fail its own schema in a later answer.
+            "scope": { "type": "string", "default": "all", "description": "all, function:NAME or labels:k=v,... (spaces around the parts are allowed)." },
             "priority": { "type": "integer", "minimum": pr_lo, "maximum": pr_hi, "default": 0 },
-            "rule": { "type": "string", "description": "when ... then ... [cooldown ...] (see docs/rules.md)." }
+            "rule": { "type": "string", "minLength": 1, "maxLength": sluice_common::rules::bounds::TEXT_BYTES, "description": "when ... [for ...] then ... [cooldown ...] (see docs/rules.md)." }
         }), true),
         "RulesBody": object(&["rules"], json!({ "rules": { "type": "array", "maxItems": super::decisions::MAX_RULES, "items": r("RuleSource") } }), true),
         "RuleExplanation": object(&["rule", "function", "priority", "text", "values", "condition", "in_effect", "why"], json!({
