@@ -219,6 +219,7 @@ fn reason(status: u16) -> &'static str {
         401 => "No token, or a malformed, unknown, revoked or expired one.",
         403 => "The token lacks a role that grants this route.",
         404 => "The named object does not exist.",
+        405 => "The path has no such method: `Allow` lists those it has.",
         409 => "The cluster refused the change (say, a limit or a pending membership change).",
         413 => "The body is too large.",
         421 => "This coordinator stopped leading while serving the call: retry.",
@@ -286,7 +287,8 @@ pub fn document() -> Value {
         item[route.method.to_ascii_lowercase()] = route_operation(route);
     }
     let mut responses = Map::new();
-    for status in [400, 401, 403, 404, 409, 413, 421, 503, 504] {
+    // 405 is listed for clients, though no operation gives it: only a method the document does not list gets it.
+    for status in [400, 401, 403, 404, 405, 409, 413, 421, 503, 504] {
         let mut resp = json!({ "description": reason(status), "content": { "application/json": { "schema": r("Error") } } });
         if status == 503 {
             resp["headers"] = json!({ "Retry-After": { "description": "Seconds to wait before retrying.", "schema": { "type": "integer" } } });
