@@ -402,7 +402,8 @@ fn check_image(value: &str) -> Result<(), &'static str> {
             return Err("bad registry host");
         }
         if let Some(p) = port {
-            if p.parse::<u16>().map_or(true, |n| n == 0) {
+            // Digits only: u16's parser would also take a sign ("+5000"), which registries refuse.
+            if !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().map_or(true, |n| n == 0) {
                 return Err("bad registry port");
             }
         }
@@ -468,7 +469,7 @@ mod tests {
         ] {
             assert!(ImageRef::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Hello", "a//b", "a:", "a:-x", "/a", "a/", "a b", "a;rm", "1.2.3.4:99999/a", "a@sha256:zz", "a..b"] {
+        for bad in ["", "Hello", "a//b", "a:", "a:-x", "/a", "a/", "a b", "a;rm", "1.2.3.4:99999/a", "1.2.3.4:+5000/a", "a@sha256:zz", "a..b"] {
             let e = ImageRef::parse(bad).unwrap_err();
             assert_eq!(e.field, "image", "{bad}");
         }

@@ -12,6 +12,9 @@
 
 mod decisions;
 mod nodes;
+pub mod openapi;
+#[cfg(test)]
+mod proptests;
 mod registries;
 pub mod routes;
 mod tokens;
@@ -109,11 +112,15 @@ impl Api {
         let (route, params) = match routes::find(method.as_str(), &path) {
             Found::Route(route, params) => (route, params.into_iter().map(str::to_string).collect::<Vec<_>>()),
             Found::WrongMethod(allowed) => {
-                return Err(ApiError::new(
+                let mut resp = ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
                     format!("{method} is not supported on {path}: use {} (see /v1/openapi.json or the API reference in README.md)", allowed.join(" or ")),
-                ))
+                )
+                .into_response();
+                // A 405 must say which methods the path has (RFC 9110, 15.5.6).
+                resp.headers_mut().insert(hyper::header::ALLOW, allow_header(&allowed));
+                return Ok(resp);
             }
             Found::NotFound => {
                 return Err(ApiError::not_found(format!(
@@ -134,6 +141,7 @@ impl Api {
                     format!("{why}; this coordinator takes no part in the cluster and exits so its service manager restarts it: fix the disk or data directory"),
                 )),
             },
+            RouteId::OpenApi => Ok(openapi::response()),
             RouteId::Metrics => Ok(self.metrics()),
             RouteId::ListFunctions => {
                 self.barrier().await?;
@@ -393,6 +401,11 @@ impl Api {
     }
 }
 
+/// The `Allow` value of a 405: the path's methods.
+fn allow_header(methods: &[&str]) -> hyper::header::HeaderValue {
+    hyper::header::HeaderValue::from_str(&methods.join(", ")).expect("route methods are header-safe tokens")
+}
+
 fn parse_member_id(id: &str) -> Result<u64, ApiError> {
     match id.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -420,7 +433,12 @@ fn no_function(name: &FunctionName) -> ApiError {
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
-    req.uri().query()?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+    query_value(req.uri().query(), key)
+}
+
+/// The raw (not percent-decoded) value of the first `key=` in a query string.
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 fn parse_param<T: std::str::FromStr>(req: &Request<Incoming>, key: &str) -> Result<Option<T>, ApiError> {
