@@ -64,6 +64,9 @@ async fn check_all(c: &Cluster) -> Result<()> {
         call(ListFunctions, "/v1/functions", None, 200),
         call(GetFunction, "/v1/functions/oa", None, 200),
         call(GetFunction, "/v1/functions/nope", None, 404),
+        // Percent-encoded path segments and query values are decoded: %61 is "a".
+        call(GetFunction, "/v1/functions/o%61", None, 200),
+        call(ListInstances, "/v1/instances?function=o%61", None, 200),
         call(GetFunction, "/v1/functions/Bad_Name", None, 400),
         call(ListInstances, "/v1/instances?function=oa", None, 200),
         call(ListNodes, "/v1/nodes", None, 200),
