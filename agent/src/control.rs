@@ -8,6 +8,8 @@ use sluice_common::{DesiredSet, NodeId, NodeReport};
 use std::time::Duration;
 
 pub mod http;
+#[cfg(test)]
+mod http_proptests;
 
 pub use http::{HttpControlConfig, HttpControlPlane, InvalidBaseUrl};
 

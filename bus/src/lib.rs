@@ -22,6 +22,8 @@ pub mod outbox;
 mod publisher;
 mod topic;
 mod url;
+#[cfg(test)]
+mod url_proptests;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -13,7 +13,7 @@
 //! `SLUICE_BUS_PASSWORD` (so the password need not appear in a process list).
 
 use crate::BusError;
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -268,12 +268,16 @@ impl fmt::Display for BusUrl {
             BusUrl::Kafka(c) => write!(f, "kafka://{}", c.addr()),
             BusUrl::Mqtt(c) => {
                 let scheme = if c.tls.is_some() { "mqtts" } else { "mqtt" };
-                let user = c.credentials.as_ref().map(|c| format!("{}@", c.username)).unwrap_or_default();
+                // Encoded as in a URL, so a name holding ':' or '@' reads (and parses) as the same name.
+                let user = c.credentials.as_ref().map(|c| format!("{}@", utf8_percent_encode(&c.username, USERINFO))).unwrap_or_default();
                 write!(f, "{scheme}://{user}{}", c.addr())
             }
         }
     }
 }
+
+/// What a user name must not hold unencoded in the authority part of a URL.
+const USERINFO: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b':').add(b'@').add(b'/').add(b'?').add(b'#').add(b'[').add(b']').add(b',');
 
 /// Payloads above this are refused whatever the URL says: brokers' own limits
 /// (Kafka's message.max.bytes) sit well below it.
@@ -476,6 +480,9 @@ mod tests {
     fn display_hides_the_password() {
         let url = parse("mqtts://u:secret@b:8883").unwrap();
         assert_eq!(url.to_string(), "mqtts://u@b:8883");
+        // A user name with URL delimiters prints encoded, so the printed URL names the same user.
+        let url = parse("mqtt://%3Aw%40x:p@b").unwrap();
+        assert_eq!(url.to_string(), "mqtt://%3Aw%40x@b:1883");
         assert_eq!(parse("kafka://a:1,b:2").unwrap().to_string(), "kafka://a:1,b:2");
     }
 }

@@ -54,6 +54,15 @@ pub struct DeployArgs {
     /// Requests that may wait for an instance before 429.
     #[arg(long)]
     pub queue_limit: Option<u32>,
+    /// Seconds an instance may take to begin its answer before the caller gets 504 (default 300).
+    #[arg(long)]
+    pub request_timeout: Option<u32>,
+    /// At most this many requests per second at each gateway; beyond it 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Requests admitted at once under --rate-limit after a quiet spell (default: one second's worth).
+    #[arg(long, requires = "rate_limit")]
+    pub rate_burst: Option<u32>,
     /// Path answering 2xx when the function is ready.
     #[arg(long)]
     pub health_path: Option<String>,
@@ -110,13 +119,15 @@ impl DeployArgs {
         set!(port => port, min => min_instances, max => max_instances, concurrency => concurrency,
              cpu_millis => limits.cpu_millis, memory_mb => limits.memory_mb, pids => limits.pids,
              idle_timeout => idle_timeout_secs, start_timeout => start_timeout_secs, queue_limit => queue_limit,
+             request_timeout => request_timeout_secs,
              health_path => health_path);
         set!(target_utilization => scaling.target_utilization_percent, stable_window => scaling.stable_window_secs,
              panic_window => scaling.panic_window_secs, panic_threshold => scaling.panic_threshold_percent,
              scale_down_max_percent => scaling.scale_down_max_percent, scale_down_step => scaling.scale_down_step_secs);
         spec.scaling.predict = !self.no_predict;
         spec.private = self.private;
-        spec.cache = self.cache.spec()?;
+        spec.rate_limit = self.rate_limit.map(|requests_per_second| sluice_common::rate::RateLimit { requests_per_second, burst: self.rate_burst });
+        spec.cache = self.cache.spec()?.map(Box::new);
         for kv in self.env {
             let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
             spec.env.insert(k.to_string(), v.to_string());

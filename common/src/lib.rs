@@ -16,8 +16,11 @@ pub mod labels;
 pub mod metric;
 pub mod metrics;
 pub mod node;
+#[cfg(test)]
+mod parser_proptests;
 pub mod placement;
 pub mod predict;
+pub mod rate;
 pub mod rng;
 pub mod rules;
 pub mod scaling;

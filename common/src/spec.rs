@@ -42,6 +42,14 @@ pub struct FunctionSpec {
     /// Requests that may wait for an instance; beyond it the gateway answers 429.
     #[serde(default = "default_queue_limit")]
     pub queue_limit: u32,
+    /// How long the gateway waits for an instance's answer to begin before it
+    /// answers 504 and frees the instance's slot (a hung or frozen instance).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u32,
+    /// At most this many requests per second at each gateway; beyond it, 429
+    /// with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::rate::RateLimit>,
     /// `GET` on this path answers 2xx when the function is ready.
     #[serde(default = "default_health_path")]
     pub health_path: String,
@@ -63,8 +71,9 @@ pub struct FunctionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
     /// The gateway's response cache for this function; none by default.
+    /// Boxed: a log entry's size is its largest kind's, and most specs have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheSpec>,
+    pub cache: Option<Box<CacheSpec>>,
 }
 
 /// Per-instance resource limits, enforced by the container runtime.
@@ -104,6 +113,9 @@ fn default_start_timeout() -> u32 {
 fn default_queue_limit() -> u32 {
     100
 }
+fn default_request_timeout() -> u32 {
+    300
+}
 fn default_health_path() -> String {
     "/_/health".into()
 }
@@ -127,6 +139,7 @@ pub mod bounds {
     pub const IDLE_TIMEOUT_SECS: (u32, u32) = (1, 86_400);
     pub const START_TIMEOUT_SECS: (u32, u32) = (1, 600);
     pub const QUEUE_LIMIT: (u32, u32) = (0, 10_000);
+    pub const REQUEST_TIMEOUT_SECS: (u32, u32) = (1, 3600);
     pub const ENV_ENTRIES: usize = 64;
     pub const ENV_KEY_LEN: usize = 128;
     pub const ENV_VALUE_LEN: usize = 4096;
@@ -155,6 +168,8 @@ impl FunctionSpec {
             idle_timeout_secs: default_idle_timeout(),
             start_timeout_secs: default_start_timeout(),
             queue_limit: default_queue_limit(),
+            request_timeout_secs: default_request_timeout(),
+            rate_limit: None,
             health_path: default_health_path(),
             labels: Labels::new(),
             scaling: Scaling::default(),
@@ -190,6 +205,10 @@ impl FunctionSpec {
         in_range("idle_timeout_secs", self.idle_timeout_secs, IDLE_TIMEOUT_SECS)?;
         in_range("start_timeout_secs", self.start_timeout_secs, START_TIMEOUT_SECS)?;
         in_range("queue_limit", self.queue_limit, QUEUE_LIMIT)?;
+        in_range("request_timeout_secs", self.request_timeout_secs, REQUEST_TIMEOUT_SECS)?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate().map_err(|e| e.within("rate_limit"))?;
+        }
         self.limits.validate().map_err(|e| e.within("limits"))?;
         self.validate_env()?;
         self.validate_health_path()?;
@@ -236,6 +255,10 @@ impl FunctionSpec {
             ));
         }
         Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.into())
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -388,7 +411,8 @@ fn check_image(value: &str) -> Result<(), &'static str> {
             return Err("bad registry host");
         }
         if let Some(p) = port {
-            if p.parse::<u16>().map_or(true, |n| n == 0) {
+            // Digits only: u16's parser would also take a sign ("+5000"), which registries refuse.
+            if !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().map_or(true, |n| n == 0) {
                 return Err("bad registry port");
             }
         }
@@ -454,7 +478,7 @@ mod tests {
         ] {
             assert!(ImageRef::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Hello", "a//b", "a:", "a:-x", "/a", "a/", "a b", "a;rm", "1.2.3.4:99999/a", "a@sha256:zz", "a..b"] {
+        for bad in ["", "Hello", "a//b", "a:", "a:-x", "/a", "a/", "a b", "a;rm", "1.2.3.4:99999/a", "1.2.3.4:+5000/a", "a@sha256:zz", "a..b"] {
             let e = ImageRef::parse(bad).unwrap_err();
             assert_eq!(e.field, "image", "{bad}");
         }
@@ -505,6 +529,8 @@ mod tests {
             ("idle_timeout_secs", Box::new(|s| s.idle_timeout_secs = 0)),
             ("start_timeout_secs", Box::new(|s| s.start_timeout_secs = 601)),
             ("queue_limit", Box::new(|s| s.queue_limit = 10_001)),
+            ("request_timeout_secs", Box::new(|s| s.request_timeout_secs = 0)),
+            ("rate_limit.requests_per_second", Box::new(|s| s.rate_limit = Some(crate::rate::RateLimit { requests_per_second: 0, burst: None }))),
             ("limits.memory_mb", Box::new(|s| s.limits.memory_mb = 1)),
             ("limits.cpu_millis", Box::new(|s| s.limits.cpu_millis = 1_000_000)),
             ("limits.pids", Box::new(|s| s.limits.pids = 0)),
@@ -530,7 +556,7 @@ mod tests {
             ),
             ("scaling.panic_window_secs", Box::new(|s| s.scaling.panic_window_secs = 0)),
             ("placement.max_per_node", Box::new(|s| s.placement.max_per_node = Some(0))),
-            ("cache.ttl_secs", Box::new(|s| s.cache = Some(crate::cache::CacheSpec::new(0)))),
+            ("cache.ttl_secs", Box::new(|s| s.cache = Some(Box::new(crate::cache::CacheSpec::new(0))))),
         ];
         for (field, mutate) in cases {
             let mut s = spec();

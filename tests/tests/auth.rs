@@ -34,6 +34,7 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
     let same = |p: &str, b: Value| (p.to_string(), b.clone(), p.to_string(), b);
     match id {
         RouteId::Health => same("/healthz", none),
+        RouteId::OpenApi => same("/v1/openapi.json", none),
         RouteId::Metrics => same("/metrics", none),
         RouteId::ListFunctions => same("/v1/functions", none),
         RouteId::PutFunction => ("/v1/functions".into(), json!({"name": "intruder", "image": hello_image()}), "/v1/functions".into(), json!({"name": "Bad Name"})),

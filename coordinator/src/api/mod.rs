@@ -12,6 +12,9 @@
 
 mod decisions;
 mod nodes;
+pub mod openapi;
+#[cfg(test)]
+mod proptests;
 mod registries;
 pub mod routes;
 mod tokens;
@@ -107,13 +110,17 @@ impl Api {
         let path = req.uri().path().trim_end_matches('/').to_string();
         let method = req.method().clone();
         let (route, params) = match routes::find(method.as_str(), &path) {
-            Found::Route(route, params) => (route, params.into_iter().map(str::to_string).collect::<Vec<_>>()),
+            Found::Route(route, params) => (route, params.into_iter().map(decode).collect::<Vec<_>>()),
             Found::WrongMethod(allowed) => {
-                return Err(ApiError::new(
+                let mut resp = ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
                     format!("{method} is not supported on {path}: use {} (see /v1/openapi.json or the API reference in README.md)", allowed.join(" or ")),
-                ))
+                )
+                .into_response();
+                // A 405 must say which methods the path has (RFC 9110, 15.5.6).
+                resp.headers_mut().insert(hyper::header::ALLOW, allow_header(&allowed));
+                return Ok(resp);
             }
             Found::NotFound => {
                 return Err(ApiError::not_found(format!(
@@ -134,6 +141,7 @@ impl Api {
                     format!("{why}; this coordinator takes no part in the cluster and exits so its service manager restarts it: fix the disk or data directory"),
                 )),
             },
+            RouteId::OpenApi => Ok(openapi::response()),
             RouteId::Metrics => Ok(self.metrics()),
             RouteId::ListFunctions => {
                 self.barrier().await?;
@@ -182,17 +190,17 @@ impl Api {
             }
             RouteId::NodeFigures => {
                 let node = NodeId::new(param(0))?;
-                let range = windows_api::parse_range(query_param(&req, "range"))?;
+                let range = windows_api::parse_range(query_param(&req, "range").as_deref())?;
                 Ok(http::json(StatusCode::OK, &windows_api::node(&self.telemetry, &node, range, now)))
             }
             RouteId::InstanceFigures => {
                 let id: InstanceId = param(0).parse()?;
-                let range = windows_api::parse_range(query_param(&req, "range"))?;
+                let range = windows_api::parse_range(query_param(&req, "range").as_deref())?;
                 Ok(http::json(StatusCode::OK, &windows_api::instance(&self.telemetry, id, range, now)))
             }
             RouteId::FunctionFigures => {
                 let name = FunctionName::new(param(0))?;
-                let range = windows_api::parse_range(query_param(&req, "range"))?;
+                let range = windows_api::parse_range(query_param(&req, "range").as_deref())?;
                 Ok(http::json(StatusCode::OK, &windows_api::function(&self.telemetry, &name, range, now)))
             }
             RouteId::RecentBusEvents => {
@@ -415,6 +423,11 @@ impl Api {
     }
 }
 
+/// The `Allow` value of a 405: the path's methods.
+fn allow_header(methods: &[&str]) -> hyper::header::HeaderValue {
+    hyper::header::HeaderValue::from_str(&methods.join(", ")).expect("route methods are header-safe tokens")
+}
+
 fn parse_member_id(id: &str) -> Result<u64, ApiError> {
     match id.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -441,10 +454,35 @@ fn no_function(name: &FunctionName) -> ApiError {
     ApiError::not_found(format!("function {name} does not exist: `sluice ls` lists functions, `sluice deploy` creates one"))
 }
 
-fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
-    req.uri().query()?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+/// The percent-decoded value of `key` in the request's query.
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    query_value(req.uri().query(), key).map(decode)
+}
+
+/// A percent-decoded query value or path segment; bytes that do not decode
+/// to UTF-8 are kept as sent, for the validator to refuse by name.
+fn decode(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw).decode_utf8().map_or_else(|_| raw.to_string(), |s| s.into_owned())
+}
+
+/// The raw (not percent-decoded) value of the first `key=` in a query string.
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 fn parse_param<T: std::str::FromStr>(req: &Request<Incoming>, key: &str) -> Result<Option<T>, ApiError> {
     query_param(req, key).map(|v| v.parse::<T>().map_err(|_| ApiError::invalid(key, format!("{v:?} is not a valid number: use a non-negative integer")))).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, query_value};
+
+    #[test]
+    fn query_values_and_path_segments_are_percent_decoded() {
+        assert_eq!(query_value(Some("function=a%2Db&x=1"), "function").map(decode).as_deref(), Some("a-b"));
+        assert_eq!(decode("hello"), "hello");
+        // Not UTF-8 once decoded: kept as sent, so the validator names it.
+        assert_eq!(decode("%ff"), "%ff");
+    }
 }

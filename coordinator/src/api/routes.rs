@@ -9,6 +9,7 @@ use crate::auth::Permission;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteId {
     Health,
+    OpenApi,
     Metrics,
     ListFunctions,
     PutFunction,
@@ -61,6 +62,7 @@ use RouteId::*;
 
 pub static ROUTES: &[Route] = &[
     route(Health, "GET", "/healthz", Public, "Whether this coordinator takes part in the cluster."),
+    route(OpenApi, "GET", "/v1/openapi.json", Public, "This API described in OpenAPI 3.0: routes, parameters, bodies, answers and who may call each."),
     route(Metrics, "GET", "/metrics", Read, "Prometheus metrics of this coordinator."),
     route(ListFunctions, "GET", "/v1/functions", Read, "Functions with their instances by state and request figures."),
     route(PutFunction, "POST", "/v1/functions", Deploy, "Create or update a function."),
@@ -106,7 +108,9 @@ pub enum Found<'a> {
 /// The route of `method` on `path` (no trailing slash), with the path's
 /// parameters in order.
 pub fn find<'a>(method: &str, path: &'a str) -> Found<'a> {
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    // Only an absolute path is a route: "x/metrics" is not /metrics.
+    let Some(rest) = path.strip_prefix('/') else { return Found::NotFound };
+    let segments: Vec<&str> = rest.split('/').collect();
     let mut methods = Vec::new();
     for route in ROUTES {
         let Some(params) = matches(route.path, &segments) else { continue };
@@ -156,6 +160,8 @@ mod tests {
         assert!(matches!(find("PATCH", "/v1/functions"), Found::WrongMethod(m) if m == vec!["GET", "POST"]));
         assert!(matches!(find("GET", "/v1/nope"), Found::NotFound));
         assert!(matches!(find("GET", "/v1/functions//x"), Found::NotFound));
+        assert!(matches!(find("GET", "x/metrics"), Found::NotFound), "a relative path is no route");
+        assert!(matches!(find("GET", ""), Found::NotFound));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Longest a token may be made to last (10 years); without `expires_in_secs` it never expires.
-const MAX_LIFETIME_SECS: u64 = 10 * 365 * 86_400;
+pub(super) const MAX_LIFETIME_SECS: u64 = 10 * 365 * 86_400;
 
 /// A token as listed: everything but the hash.
 #[derive(Debug, Serialize)]

@@ -11,8 +11,8 @@
 //! that answer may be the one the purge was for.
 //!
 //! Concurrent misses for one key send one request to the function: the first
-//! leads a flight, the others wait for it (no longer than the function's start
-//! timeout) and then read what it stored, or go to the function themselves if
+//! leads a flight, the others wait for it (no longer than the leader's fetch
+//! may take: the start timeout and the request timeout) and then read what it stored, or go to the function themselves if
 //! it stored nothing (the answer was not cacheable, or the leader went away).
 //!
 //! Nothing here reads a clock: callers pass `now`, so tests move time by hand.

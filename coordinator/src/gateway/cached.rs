@@ -62,8 +62,10 @@ impl Gateway {
                 }
                 Join::Wait(rx) => {
                     waited = true;
-                    // Bounded as a wait for an instance is: the leader's fetch may be stuck on a slow function.
-                    if !cache::wait(rx, route.limits().start_timeout).await {
+                    // No longer than the leader's own fetch may take (a slot, then the
+                    // answer's start): past it, something is stuck and this request goes itself.
+                    let limit = route.limits().start_timeout + std::time::Duration::from_millis(route.request_timeout_ms.load(Ordering::Relaxed));
+                    if !cache::wait(rx, limit).await {
                         break;
                     }
                     read = Some(read.flatten());

@@ -118,7 +118,7 @@ impl Gateway {
             let route = routes.entry(spec.name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             let name = spec.name.as_str();
             let caught = route.set_instances(spec.into(), ready.get(name).map_or(&[][..], |v| v), paused.get(name).map_or(&[][..], |v| v), now);
-            route.set_cache(spec.cache.as_ref());
+            route.set_cache(spec.cache.as_deref());
             self.resume_caught(route, caught);
         }
         let mut callers = self.callers.write().expect("callers lock");
@@ -149,7 +149,7 @@ impl Gateway {
             }
             let route = routes.entry(name.to_string()).or_insert_with(|| Arc::new(Route::new(spec)));
             let caught = route.set_instances(spec.into(), &ready, &paused, now);
-            route.set_cache(spec.cache.as_ref());
+            route.set_cache(spec.cache.as_deref());
             self.resume_caught(route, caught);
         }
         drop(routes);
@@ -258,6 +258,12 @@ impl Gateway {
     async fn forward(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let started = Instant::now();
         route.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if let Err(wait) = route.admit(self.clock.now()) {
+            route.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let err = rate_limited(route, wait);
+            proxy::record(route, err.status, &route.counters.latency, started);
+            return Err(err);
+        }
         if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {
             if caller != route.name {
                 route.counters.record_call(&caller);
@@ -323,7 +329,24 @@ impl Gateway {
                     }
                 }
             } else {
-                client.send(&target.authority, upstream).await
+                // A hung or frozen instance would otherwise hold the client and the slot for ever.
+                let limit = std::time::Duration::from_millis(route.request_timeout_ms.load(Ordering::Relaxed));
+                match tokio::time::timeout(limit, client.send(&target.authority, upstream)).await {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        route.counters.request_timeouts.fetch_add(1, Ordering::Relaxed);
+                        release.status = StatusCode::GATEWAY_TIMEOUT;
+                        warn!(function = %route.name, instance = %target.id, limit_ms = limit.as_millis() as u64, "instance did not begin its answer in the request timeout");
+                        return Err(ApiError::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "request_timed_out",
+                            format!(
+                                "instance {} of {} did not begin its answer within the request timeout ({limit:?}); it may be hung or frozen: retry if the request is safe to repeat, or raise request_timeout_secs",
+                                target.id, route.name
+                            ),
+                        ));
+                    }
+                }
             };
             let SendError { error, unsent } = match sent {
                 Ok((resp, lease)) => {
@@ -387,12 +410,16 @@ impl Gateway {
         let routes = self.routes();
         let mut out = String::new();
         type Get = fn(&Route) -> u64;
-        let counters: [(&str, &str, Get); 9] = [
+        let counters: [(&str, &str, Get); 11] = [
             ("sluice_gateway_requests_total", "Invocations received.", |r| r.counters.requests.load(Ordering::Relaxed)),
             ("sluice_gateway_cold_starts_total", "Invocations that waited for an instance to start.", |r| r.counters.cold_starts.load(Ordering::Relaxed)),
             ("sluice_gateway_shed_total", "Invocations refused with 429 because the queue was full.", |r| r.counters.shed.load(Ordering::Relaxed)),
             ("sluice_gateway_start_timeouts_total", "Invocations answered 503 after waiting the start timeout.", |r| r.counters.timeouts.load(Ordering::Relaxed)),
             ("sluice_gateway_upstream_errors_total", "Invocations whose instance failed to answer.", |r| r.counters.upstream_errors.load(Ordering::Relaxed)),
+            ("sluice_gateway_rate_limited_total", "Invocations refused with 429 by the function's rate limit.", |r| r.counters.rate_limited.load(Ordering::Relaxed)),
+            ("sluice_gateway_request_timeouts_total", "Invocations answered 504 because the instance did not begin its answer within the request timeout.", |r| {
+                r.counters.request_timeouts.load(Ordering::Relaxed)
+            }),
             ("sluice_gateway_in_flight", "Invocations being served now.", |r| r.in_flight.load(Ordering::Relaxed).into()),
             ("sluice_gateway_resumes_total", "Paused instances this gateway resumed for waiting invocations.", |r| r.counters.resumes.load(Ordering::Relaxed)),
             ("sluice_gateway_thaw_timeouts_total", "Invocations answered 504 because a resumed instance did not answer within the start timeout.", |r| {
@@ -523,6 +550,18 @@ impl Callers {
             self.by_function.insert(function.clone(), ips);
         }
     }
+}
+
+/// 429 with `Retry-After`: the function's rate limit is used up for now.
+fn rate_limited(route: &Route, wait: std::time::Duration) -> ApiError {
+    let limit = route.limits().rate_limit.map_or(0, |l| l.requests_per_second);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("function {} takes at most {limit} requests per second here: retry after {secs} s, or raise its rate_limit", route.name),
+    )
+    .retry_after(secs)
 }
 
 fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {

@@ -14,6 +14,7 @@
 
 use sluice_common::cache::CacheSpec;
 use sluice_common::metrics::Histogram;
+use sluice_common::rate::{RateLimit, TokenBucket};
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -56,11 +57,21 @@ pub struct RouteLimits {
     pub queue_limit: u32,
     pub start_timeout: Duration,
     pub private: bool,
+    /// How long an instance may take to begin its answer.
+    pub request_timeout: Duration,
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl From<&FunctionSpec> for RouteLimits {
     fn from(s: &FunctionSpec) -> Self {
-        Self { concurrency: s.concurrency, queue_limit: s.queue_limit, start_timeout: s.start_timeout(), private: s.private }
+        Self {
+            concurrency: s.concurrency,
+            queue_limit: s.queue_limit,
+            start_timeout: s.start_timeout(),
+            private: s.private,
+            request_timeout: s.request_timeout(),
+            rate_limit: s.rate_limit,
+        }
     }
 }
 
@@ -79,6 +90,10 @@ pub struct RouteCounters {
     pub timeouts: AtomicU64,
     /// Requests the instance failed to answer.
     pub upstream_errors: AtomicU64,
+    /// Requests refused with 429 by the function's rate limit.
+    pub rate_limited: AtomicU64,
+    /// Requests whose instance did not begin its answer within the request timeout.
+    pub request_timeouts: AtomicU64,
     /// Requests that found no free slot: time until they had one.
     pub wait: Histogram,
     /// Resumes this gateway asked for that applied, and the time from asking
@@ -131,6 +146,11 @@ pub struct Route {
     pub queued: AtomicU32,
     /// Callers need an invoker token (`FunctionSpec::private`).
     pub private: AtomicBool,
+    /// `RouteLimits::request_timeout` in milliseconds, read on every request without the limits' lock.
+    pub request_timeout_ms: AtomicU64,
+    /// The rate limit's bucket, if the function has one; kept across syncs
+    /// while the limit stays the same.
+    bucket: Mutex<Option<TokenBucket>>,
     removed: AtomicBool,
     wake: Notify,
     pub counters: RouteCounters,
@@ -150,11 +170,13 @@ impl Route {
             in_flight: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             private: AtomicBool::new(spec.private),
+            request_timeout_ms: AtomicU64::new(spec.request_timeout().as_millis() as u64),
+            bucket: Mutex::new(None),
             removed: AtomicBool::new(false),
             wake: Notify::new(),
             counters: RouteCounters::default(),
             cached: AtomicBool::new(spec.cache.is_some()),
-            cache: Mutex::new(spec.cache.clone().map(Arc::new)),
+            cache: Mutex::new(spec.cache.as_deref().cloned().map(Arc::new)),
         }
     }
 
@@ -175,6 +197,14 @@ impl Route {
         }
     }
 
+    /// Admits a request under the rate limit, or says how long until one would be.
+    pub fn admit(&self, now: Timestamp) -> Result<(), Duration> {
+        match self.bucket.lock().expect("bucket lock").as_mut() {
+            None => Ok(()),
+            Some(bucket) => bucket.take(now.0),
+        }
+    }
+
     pub fn limits(&self) -> RouteLimits {
         *self.limits.lock().expect("limits lock")
     }
@@ -192,6 +222,13 @@ impl Route {
     pub fn set_instances(&self, limits: RouteLimits, ready: &[ReadyInstance], paused: &[InstanceId], now: Timestamp) -> Vec<(InstanceId, u32)> {
         *self.limits.lock().expect("limits lock") = limits;
         self.private.store(limits.private, Ordering::Relaxed);
+        self.request_timeout_ms.store(limits.request_timeout.as_millis() as u64, Ordering::Relaxed);
+        {
+            let mut bucket = self.bucket.lock().expect("bucket lock");
+            if bucket.as_ref().map(TokenBucket::limit) != limits.rate_limit {
+                *bucket = limits.rate_limit.map(|l| TokenBucket::new(l, now.0));
+            }
+        }
         let (mut added, mut caught) = (false, Vec::new());
         {
             let mut was_paused = self.paused.lock().expect("paused lock");
