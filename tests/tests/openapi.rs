@@ -104,6 +104,10 @@ async fn check_all(c: &Cluster) -> Result<()> {
         call(SetRegistries, "/v1/registries", Some(json!({"allowed": ["Not A Host"]})), 400),
         call(ListRegistries, "/v1/registries", None, 200),
         call(SetRegistries, "/v1/registries", Some(json!({"allowed": []})), 200),
+        call(PurgeCache, "/v1/functions/oa/cache/purge", Some(json!({"path": "/items/1"})), 200),
+        call(PurgeCache, "/v1/functions/oa/cache/purge", Some(json!({})), 200),
+        call(PurgeCache, "/v1/functions/oa/cache/purge", Some(json!({"path": "items"})), 400),
+        call(PurgeCache, "/v1/functions/nope/cache/purge", Some(json!({})), 404),
         call(RemoveFunction, "/v1/functions/oa", None, 200),
         call(RemoveFunction, "/v1/functions/oa", None, 404),
     ];
