@@ -27,6 +27,9 @@ pub struct View {
     pub errors: Vec<TryError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Outcome>,
+    /// The coordinator that started the latest try.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<String>,
     pub first_seen_ms: u64,
     pub updated_ms: u64,
     #[serde(skip)]
@@ -73,6 +76,7 @@ impl Table {
                 attempts: 0,
                 errors: Vec::new(),
                 result: None,
+                coordinator: None,
                 first_seen_ms: record.ts_ms,
                 updated_ms: record.ts_ms,
                 rank: (0, 0, 0),
@@ -99,8 +103,10 @@ impl Table {
         if rank >= view.rank {
             view.rank = rank;
             view.state = record.state.name();
-            if let State::Done { result, .. } = &record.state {
-                view.result = Some(result.clone());
+            match &record.state {
+                State::Done { result, .. } => view.result = Some(result.clone()),
+                State::Running { coordinator, .. } => view.coordinator = Some(coordinator.clone()),
+                _ => {}
             }
         }
     }
@@ -177,6 +183,7 @@ mod tests {
         assert_eq!(f, b);
         assert_eq!((f.state, f.attempts, f.errors.len(), f.first_seen_ms, f.updated_ms), ("done", 3, 2, 1, 7));
         assert_eq!(f.result.as_ref().unwrap().body.as_deref(), Some("ok"));
+        assert_eq!(f.coordinator.as_deref(), Some("c2"));
         assert!(forward.is_final("a"));
         assert_eq!(forward.failed_tries("a"), 2);
     }
