@@ -65,7 +65,16 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, auth, waiting: Notify::new(), miss_gate: tokio::sync::Mutex::new(()), invocations: std::sync::OnceLock::new() })
+        Arc::new(Self {
+            routes: RwLock::new(HashMap::new()),
+            callers: RwLock::default(),
+            store,
+            clock,
+            auth,
+            waiting: Notify::new(),
+            miss_gate: tokio::sync::Mutex::new(()),
+            invocations: std::sync::OnceLock::new(),
+        })
     }
 
     /// Brings the routing table in line with the cluster state.

@@ -167,8 +167,12 @@ impl Invocations {
         };
         let payload = serde_json::to_vec(&request).expect("requests serialise");
         self.bus.publish(Message { topic: Topic::Invocation, key: id.clone(), payload: payload.into() }).await.map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", format!("the invocation could not be queued on the {} bus ({e}): retry; with an Idempotency-Key a retry is safe", self.bus.name()))
-                .retry_after(1)
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_unavailable",
+                format!("the invocation could not be queued on the {} bus ({e}): retry; with an Idempotency-Key a retry is safe", self.bus.name()),
+            )
+            .retry_after(1)
         })?;
         // The invocation is queued whether or not this record makes it: the worker's own records follow.
         if let Err(e) = self.record(&id, function, State::Queued).await {

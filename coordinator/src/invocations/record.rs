@@ -192,10 +192,8 @@ mod tests {
 
     #[test]
     fn records_round_trip_as_documented() {
-        let r: StateRecord = serde_json::from_str(
-            r#"{"v":1,"id":"k00","function":"hello","ts_ms":5,"state":"done","attempt":3,"result":{"status":200,"body":"hi","truncated":false}}"#,
-        )
-        .unwrap();
+        let r: StateRecord =
+            serde_json::from_str(r#"{"v":1,"id":"k00","function":"hello","ts_ms":5,"state":"done","attempt":3,"result":{"status":200,"body":"hi","truncated":false}}"#).unwrap();
         assert_eq!(r.state, State::Done { attempt: 3, result: Outcome { status: 200, content_type: None, body: Some("hi".into()), body_base64: None, truncated: false } });
         let back: StateRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);

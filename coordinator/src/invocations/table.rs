@@ -37,6 +37,9 @@ pub struct View {
     /// When this coordinator first heard of it (its own clock: what age counts from).
     #[serde(skip)]
     heard_ms: u64,
+    /// (attempt, time) of the try `coordinator` names: the latest start wins, in any order of arrival.
+    #[serde(skip)]
+    started: (u32, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,20 +84,24 @@ impl Table {
                 updated_ms: record.ts_ms,
                 rank: (0, 0, 0),
                 heard_ms: now_ms,
+                started: (0, 0),
             };
             self.entries.insert(record.id.clone(), view);
         }
         let view = self.entries.get_mut(&record.id).expect("inserted above");
         view.first_seen_ms = view.first_seen_ms.min(record.ts_ms);
         view.updated_ms = view.updated_ms.max(record.ts_ms);
-        match &record.state {
-            State::Failed { attempt, error, .. } | State::DeadLettered { attempt, error } => {
-                if !view.errors.iter().any(|e| e.attempt == *attempt) && view.errors.len() < MAX_ERRORS {
-                    view.errors.push(TryError { attempt: *attempt, error: error.clone() });
-                    view.errors.sort_by_key(|e| e.attempt);
-                }
+        if let State::Failed { attempt, error, .. } | State::DeadLettered { attempt, error } = &record.state {
+            if !view.errors.iter().any(|e| e.attempt == *attempt) && view.errors.len() < MAX_ERRORS {
+                view.errors.push(TryError { attempt: *attempt, error: error.clone() });
+                view.errors.sort_by_key(|e| e.attempt);
             }
-            _ => {}
+        }
+        if let State::Running { attempt, coordinator } = &record.state {
+            if (*attempt, record.ts_ms) >= view.started {
+                view.started = (*attempt, record.ts_ms);
+                view.coordinator = Some(coordinator.clone());
+            }
         }
         let rank = record.state.rank();
         if let State::Running { attempt, .. } | State::Failed { attempt, .. } | State::Done { attempt, .. } | State::DeadLettered { attempt, .. } = &record.state {
@@ -103,10 +110,8 @@ impl Table {
         if rank >= view.rank {
             view.rank = rank;
             view.state = record.state.name();
-            match &record.state {
-                State::Done { result, .. } => view.result = Some(result.clone()),
-                State::Running { coordinator, .. } => view.coordinator = Some(coordinator.clone()),
-                _ => {}
+            if let State::Done { result, .. } = &record.state {
+                view.result = Some(result.clone());
             }
         }
     }
