@@ -7,6 +7,8 @@
 //!   callback URL receives the result.
 //! - R2: submitted twice with one idempotency key (to two coordinators), it is
 //!   one invocation: one id, and the function ran once.
+//! - R4: a function that always fails ends dead-lettered after three tries, its
+//!   request on the dead letter topic.
 //! - R3: a coordinator SIGKILLed while invocations are queued and running on it
 //!   (and restarted 12 s later): every accepted invocation ends (done, or
 //!   dead-lettered), including those it was running.
@@ -14,6 +16,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
+use sluice_bus::Topic;
 use sluice_cli::node::run_agent;
 use sluice_common::{NodeId, SystemClock};
 use sluice_tests::process_cluster::ProcessCluster;
@@ -88,6 +91,16 @@ async fn scenario(pc: &mut ProcessCluster) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = http.get(&format!("{}/function/hello?key=r2", pc.gateway_url(3))).await?;
     ensure!(r.header("x-hello-calls").as_deref() == Some("2"), "R2: the function ran {:?} times before this call, not once", r.header("x-hello-calls").map(|n| n + " - 1"));
+
+    // R4: a function that always fails is dead-lettered after three tries, its request on the dead letter topic.
+    let dead = submit(&http, &format!("{}/async-function/hello?key=r4&fail=99", pc.gateway_url(2)), &[]).await?;
+    let view = ended(&http, pc, 1, &dead).await?;
+    ensure!(view["state"] == "dead_lettered" && view["attempts"] == 3 && view["errors"].as_array().map(Vec::len) == Some(3), "R4: {view}");
+    let bus = sluice_cli::node::connect_bus(&pc.bus_url(), "t-async-reader").await?;
+    let mut letters = bus.subscribe("t-async-dead-letters", &[Topic::DeadLetter]).await?;
+    let letter = tokio::time::timeout(Duration::from_secs(60), letters.next()).await.context("R4: nothing on the dead letter topic")??;
+    let request: Value = serde_json::from_slice(&letter.payload)?;
+    ensure!(letter.key == dead && request["id"] == dead.as_str() && request["path"] == "/?key=r4&fail=99", "R4: the dead letter: {request}");
 
     // R3: queue more than the instances take at once, kill a coordinator running some.
     let mut ids = Vec::new();

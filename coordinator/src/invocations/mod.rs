@@ -45,6 +45,7 @@ use sluice_common::connector::Connector;
 use sluice_common::Clock;
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 pub use table::{Table, View};
@@ -107,6 +108,9 @@ pub struct Invocations {
     node: String,
     clock: Arc<dyn Clock>,
     callbacks: HttpClient<Connector, Full<Bytes>>,
+    /// Set once the worker's group has subscribed: a bus may drop what is
+    /// published to a group that never subscribed (the in-process bus does).
+    taking: AtomicBool,
 }
 
 impl Invocations {
@@ -120,7 +124,7 @@ impl Invocations {
             .ok()
             .map(Arc::new);
         let callbacks = HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(2).build(Connector::new(Some(config.callback_timeout), tls));
-        Arc::new(Invocations { bus, table, config, node, clock, callbacks })
+        Arc::new(Invocations { bus, table, config, node, clock, callbacks, taking: AtomicBool::new(false) })
     }
 
     /// What this coordinator knows of invocation `id`.
@@ -134,6 +138,11 @@ impl Invocations {
 
     /// Accepts `req` for function `function`: 202 once it is on the bus.
     pub async fn submit(&self, function: &str, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        if !self.taking.load(Ordering::Relaxed) {
+            return Err(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", "this coordinator has not joined the invocation queue yet: retry in a moment").retry_after(1)
+            );
+        }
         let (parts, body) = req.into_parts();
         let callback = match parts.headers.get(CALLBACK_URL) {
             Some(v) => Some(check_callback(v.to_str().unwrap_or(""))?),
@@ -240,6 +249,7 @@ impl Invocations {
                 () = &mut shutdown => return,
             };
             info!(bus = self.bus.name(), group = WORK_GROUP, "taking asynchronous invocations");
+            self.taking.store(true, Ordering::Relaxed);
             let mut acks = InOrder::default();
             let mut running: JoinSet<u64> = JoinSet::new();
             // Ids running here: a second copy of one (a retried submission) waits for the first to end.
