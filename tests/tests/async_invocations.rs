@@ -1,6 +1,7 @@
 //! Asynchronous invocations end to end: three `sluice coordinator` processes
-//! on the Kafka broker of scripts/brokers.sh (tansu on 127.0.0.1:9092; the test
-//! fails when it is not running) and an agent on the local Docker Engine.
+//! and an agent on the local Docker Engine, once on the Kafka broker of
+//! scripts/brokers.sh (tansu on 127.0.0.1:9092; the test fails when it is not
+//! running) and once on MQTT (a private mosquitto, as the other process tests).
 //!
 //! - R1: a function that fails twice, then succeeds, is retried to success; its
 //!   state, with both failed tries, reads the same on every coordinator, and its
@@ -26,28 +27,39 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const AGENT: &str = "t-async";
 const KAFKA: &str = "127.0.0.1:9092";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invocations_are_retried_deduplicated_and_survive_a_killed_coordinator() -> Result<()> {
+async fn on_kafka_invocations_are_retried_deduplicated_and_survive_a_killed_coordinator() -> Result<()> {
     // Fail loudly: a bus that is not there would only make the coordinators wait for it.
     std::net::TcpStream::connect_timeout(&KAFKA.parse()?, Duration::from_secs(2))
         .with_context(|| format!("no Kafka broker on {KAFKA}: start one with scripts/brokers.sh start"))?;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     let bus = format!("kafka://{KAFKA}?prefix=tasync{}", nanos % 1_000_000_000);
-    let mut pc = ProcessCluster::start_on_bus("async", 3, &["--tick-secs", "0.5"], Some(bus.clone())).await?;
+    let pc = ProcessCluster::start_on_bus("async-kafka", 3, &["--tick-secs", "0.5"], Some(bus)).await?;
+    with_agent(pc, "t-async-kafka").await
+}
+
+/// The same on MQTT (the cluster's private mosquitto), as on edge hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mqtt_invocations_are_retried_deduplicated_and_survive_a_killed_coordinator() -> Result<()> {
+    let pc = ProcessCluster::start("async-mqtt", 3, &["--tick-secs", "0.5"]).await?;
+    with_agent(pc, "t-async-mqtt").await
+}
+
+/// Runs the scenario with an agent `name` on the local Docker Engine.
+async fn with_agent(mut pc: ProcessCluster, name: &str) -> Result<()> {
     let docker = DockerRuntime::connect(DockerConfig::default()).await?;
-    remove_containers(&docker, &NodeId::new(AGENT)?).await?;
-    let agent_bus = sluice_cli::node::connect_bus(&bus, AGENT).await?;
+    remove_containers(&docker, &NodeId::new(name)?).await?;
+    let agent_bus = sluice_cli::node::connect_bus(&pc.bus_url(), name).await?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let coordinators: Vec<String> = pc.ids().into_iter().map(|i| pc.api_url(i)).collect();
-    let (_, run) = run_agent(&host_args(AGENT), coordinators, None, None, Arc::new(SystemClock), Some(agent_bus), rx).await?;
+    let (_, run) = run_agent(&host_args(name), coordinators, None, None, Arc::new(SystemClock), Some(agent_bus), rx).await?;
     let agent = tokio::spawn(run);
     let result = scenario(&mut pc).await;
     let _ = stop.send(true);
     let _ = agent.await;
-    remove_containers(&docker, &NodeId::new(AGENT)?).await?;
+    remove_containers(&docker, &NodeId::new(name)?).await?;
     result.map_err(|e| e.context(pc.logs(60)))
 }
 
@@ -93,11 +105,12 @@ async fn scenario(pc: &mut ProcessCluster) -> Result<()> {
     ensure!(r.header("x-hello-calls").as_deref() == Some("2"), "R2: the function ran {:?} times before this call, not once", r.header("x-hello-calls").map(|n| n + " - 1"));
 
     // R4: a function that always fails is dead-lettered after three tries, its request on the dead letter topic.
+    // (Subscribed first: an MQTT broker keeps nothing for a session that does not exist yet.)
+    let bus = sluice_cli::node::connect_bus(&pc.bus_url(), "t-async-reader").await?;
+    let mut letters = bus.subscribe("t-async-dead-letters", &[Topic::DeadLetter]).await?;
     let dead = submit(&http, &format!("{}/async-function/hello?key=r4&fail=99", pc.gateway_url(2)), &[]).await?;
     let view = ended(&http, pc, 1, &dead).await?;
     ensure!(view["state"] == "dead_lettered" && view["attempts"] == 3 && view["errors"].as_array().map(Vec::len) == Some(3), "R4: {view}");
-    let bus = sluice_cli::node::connect_bus(&pc.bus_url(), "t-async-reader").await?;
-    let mut letters = bus.subscribe("t-async-dead-letters", &[Topic::DeadLetter]).await?;
     let letter = tokio::time::timeout(Duration::from_secs(60), letters.next()).await.context("R4: nothing on the dead letter topic")??;
     let request: Value = serde_json::from_slice(&letter.payload)?;
     ensure!(letter.key == dead && request["id"] == dead.as_str() && request["path"] == "/?key=r4&fail=99", "R4: the dead letter: {request}");
@@ -125,8 +138,10 @@ async fn scenario(pc: &mut ProcessCluster) -> Result<()> {
     eprintln!("killed {victim} while it ran {on_victim:?}");
     // Kafka hands a dead member's partitions to the others after its session
     // times out; tansu 0.6 does not always (it re-forms the group without telling
-    // every member), so the victim also comes back, as under systemd, and its
-    // return rebalances the group: either way its invocations are delivered again.
+    // every member), and mosquitto keeps what the victim's session held for that
+    // session. So the victim comes back, as under systemd: its return rebalances
+    // the Kafka group and resumes its MQTT session, and its invocations are
+    // delivered again.
     tokio::time::sleep(Duration::from_secs(12)).await;
     pc.restart(victim_id)?;
     let reader = pc.alive().into_iter().find(|&i| i != victim_id).context("a survivor")?;
