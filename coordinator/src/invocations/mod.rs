@@ -43,7 +43,7 @@ use sluice_bus::{Message, MetricsBus, Received, Subscription, Topic};
 use sluice_common::backoff::{seed, Backoff};
 use sluice_common::connector::Connector;
 use sluice_common::Clock;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -252,13 +252,27 @@ impl Invocations {
             self.taking.store(true, Ordering::Relaxed);
             let mut acks = InOrder::default();
             let mut running: JoinSet<u64> = JoinSet::new();
+            // Which delivery each task runs, for a task that ends without saying.
+            let mut tasks: HashMap<tokio::task::Id, u64> = HashMap::new();
             // Ids running here: a second copy of one (a retried submission) waits for the first to end.
             let mut busy: HashSet<String> = HashSet::new();
             let mut waiting: VecDeque<(u64, InvocationRequest)> = VecDeque::new();
             loop {
                 tokio::select! {
                     Some(finished) = running.join_next() => {
-                        let Ok(seq) = finished else { continue };
+                        let seq = match finished {
+                            Ok(seq) => seq,
+                            Err(e) => {
+                                // A bug, not a failed try: say so, and do not let it hold back every later acknowledgement.
+                                let seq = tasks.remove(&e.id());
+                                tracing::error!(error = %e, "an invocation task ended abnormally; it is left as its records show");
+                                match seq {
+                                    Some(seq) => seq,
+                                    None => continue,
+                                }
+                            }
+                        };
+                        tasks.retain(|_, s| *s != seq);
                         if let Some(id) = acks.id_of(seq) {
                             busy.remove(&id);
                         }
@@ -271,7 +285,7 @@ impl Invocations {
                         if let Some(i) = waiting.iter().position(|(_, r)| !busy.contains(&r.id)) {
                             let (seq, request) = waiting.remove(i).expect("found");
                             busy.insert(request.id.clone());
-                            running.spawn(self.clone().run(gateway.clone(), client.clone(), request, seq));
+                            tasks.insert(running.spawn(self.clone().run(gateway.clone(), client.clone(), request, seq)).id(), seq);
                         }
                     }
                     next = sub.next(), if running.len() < self.config.max_in_flight => {
@@ -288,7 +302,7 @@ impl Invocations {
                             Ok(request) if request.v == VERSION && busy.contains(&request.id) => waiting.push_back((seq, request)),
                             Ok(request) if request.v == VERSION => {
                                 busy.insert(request.id.clone());
-                                running.spawn(self.clone().run(gateway.clone(), client.clone(), request, seq));
+                                tasks.insert(running.spawn(self.clone().run(gateway.clone(), client.clone(), request, seq)).id(), seq);
                             }
                             other => {
                                 warn!(outcome = ?other.map(|r| r.v), "skipping an invocation this coordinator cannot read");
