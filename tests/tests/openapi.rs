@@ -104,6 +104,8 @@ async fn check_all(c: &Cluster) -> Result<()> {
         call(SetRegistries, "/v1/registries", Some(json!({"allowed": ["Not A Host"]})), 400),
         call(ListRegistries, "/v1/registries", None, 200),
         call(SetRegistries, "/v1/registries", Some(json!({"allowed": []})), 200),
+        call(GetInvocation, format!("/v1/invocations/k{}", "0".repeat(32)), None, 404),
+        call(GetInvocation, "/v1/invocations/nope", None, 400),
         call(RemoveFunction, "/v1/functions/oa", None, 200),
         call(RemoveFunction, "/v1/functions/oa", None, 404),
     ];

@@ -40,6 +40,7 @@ pub enum RouteId {
     RevokeToken,
     ListRegistries,
     SetRegistries,
+    GetInvocation,
 }
 
 /// One route. `path` segments in braces match any one segment.
@@ -92,6 +93,7 @@ pub static ROUTES: &[Route] = &[
     route(RevokeToken, "DELETE", "/v1/tokens/{id}", Admin, "Revoke a token on every coordinator."),
     route(ListRegistries, "GET", "/v1/registries", Read, "The registries images may come from (empty: any)."),
     route(SetRegistries, "PUT", "/v1/registries", Admin, "Replace the registry allow-list."),
+    route(GetInvocation, "GET", "/v1/invocations/{id}", Read, "An asynchronous invocation's state and result."),
 ];
 
 /// The outcome of looking a request up.
