@@ -6,6 +6,11 @@
 //! (`inproc`, for `sluice up`). All three pass the same conformance suite
 //! (`conformance`, behind the cargo feature of that name).
 //!
+//! The same trait carries asynchronous invocations as a work queue (see
+//! [`Topic`]): coordinators subscribe to `Topic::Invocation` with one shared
+//! group, so each invocation goes to one of them, and mark a delivery processed
+//! only once its result is recorded.
+//!
 //! Delivery is at least once: an acknowledged publish is kept by the broker, a
 //! message not marked processed may be delivered again (after a crash, a
 //! reconnect or a new subscription of its group), one marked processed is not.

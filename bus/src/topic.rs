@@ -4,6 +4,11 @@
 //! the partition). MQTT: `{prefix}/v1/{key}/{topic}`, the key a topic level so
 //! `mosquitto_sub -t 'sluice/v1/+/host'` follows one kind from every node. The
 //! `v1` is the wire format's version: a new format gets new topics.
+//!
+//! Besides the metrics, the bus carries asynchronous invocations: a work queue
+//! (`invocation`, shared by every coordinator's group of the same name, so each
+//! invocation is taken by one), their state records (`invocation-state`, read by
+//! every coordinator) and the ones that failed every try (`dead-letter`).
 
 use std::fmt;
 
@@ -14,10 +19,16 @@ pub enum Topic {
     Container,
     Gateway,
     Event,
+    /// An accepted asynchronous invocation, keyed by its id.
+    Invocation,
+    /// A state record of an invocation (queued, running, failed try, done, dead-lettered), keyed by its id.
+    InvocationState,
+    /// An invocation that failed its last try, with its request, keyed by its id.
+    DeadLetter,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 4] = [Topic::Host, Topic::Container, Topic::Gateway, Topic::Event];
+    pub const ALL: [Topic; 7] = [Topic::Host, Topic::Container, Topic::Gateway, Topic::Event, Topic::Invocation, Topic::InvocationState, Topic::DeadLetter];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +36,9 @@ impl Topic {
             Topic::Container => "container",
             Topic::Gateway => "gateway",
             Topic::Event => "event",
+            Topic::Invocation => "invocation",
+            Topic::InvocationState => "invocation-state",
+            Topic::DeadLetter => "dead-letter",
         }
     }
 
@@ -57,9 +71,14 @@ pub(crate) fn mqtt_name(prefix: &str, key: &str, topic: Topic) -> String {
     format!("{prefix}/{VERSION}/{key}/{topic}")
 }
 
-/// The MQTT filter matching `topic` from every key.
-pub(crate) fn mqtt_filter(prefix: &str, topic: Topic) -> String {
-    format!("{prefix}/{VERSION}/+/{topic}")
+/// The MQTT filter matching `topic` from every key. The work queue is a shared
+/// subscription of the group: the broker hands each invocation to one of the
+/// group's sessions (one per coordinator), not to all.
+pub(crate) fn mqtt_filter(prefix: &str, topic: Topic, group: &str) -> String {
+    match topic {
+        Topic::Invocation => format!("$share/{prefix}.{group}/{prefix}/{VERSION}/+/{topic}"),
+        _ => format!("{prefix}/{VERSION}/+/{topic}"),
+    }
 }
 
 /// The (topic, key) of an MQTT topic name, if it is one of ours.
@@ -81,7 +100,9 @@ mod tests {
         }
         assert_eq!(kafka_name("sluice", Topic::Host), "sluice.v1.host");
         assert_eq!(mqtt_name("sluice", "n1", Topic::Container), "sluice/v1/n1/container");
-        assert_eq!(mqtt_filter("sluice", Topic::Gateway), "sluice/v1/+/gateway");
+        assert_eq!(mqtt_filter("sluice", Topic::Gateway, "g"), "sluice/v1/+/gateway");
+        assert_eq!(mqtt_filter("sluice", Topic::Invocation, "g"), "$share/sluice.g/sluice/v1/+/invocation");
+        assert_eq!(kafka_name("sluice", Topic::InvocationState), "sluice.v1.invocation-state");
     }
 
     #[test]

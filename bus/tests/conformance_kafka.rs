@@ -41,3 +41,15 @@ async fn unreachable_broker() -> anyhow::Result<()> {
     let url = BusUrl::parse_with_env(&format!("kafka://127.0.0.1:{}?publish_timeout_ms=2000", conformance::unused_port()), |_| None)?;
     conformance::unreachable_broker(|| connect(&url, "test-unreachable"), timeout).await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn work_queue() -> anyhow::Result<()> {
+    conformance::init_logs();
+    let addr = conformance::broker_addr(BrokerKind::Kafka);
+    conformance::require_broker(BrokerKind::Kafka, &addr);
+    let prefix = conformance::unique_prefix();
+    let url = BusUrl::parse_with_env(&format!("kafka://{addr}?prefix={prefix}"), |_| None).expect("a valid test URL");
+    let a = connect(&url, "coordinator-a").await?;
+    let b = connect(&url, "coordinator-b").await?;
+    conformance::work_queue(&*a, &*b, true).await
+}

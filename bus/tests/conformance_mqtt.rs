@@ -41,3 +41,18 @@ async fn unreachable_broker() -> anyhow::Result<()> {
     let url = BusUrl::parse_with_env(&format!("mqtt://127.0.0.1:{}?publish_timeout_ms=2000", conformance::unused_port()), |_| None)?;
     conformance::unreachable_broker(|| connect(&url, "test-unreachable"), timeout).await
 }
+
+/// Two nodes' sessions share the invocation queue (a shared subscription);
+/// mosquitto keeps a closed session's unacknowledged messages for its return,
+/// so there is no handover to check.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_queue() -> anyhow::Result<()> {
+    conformance::init_logs();
+    let addr = conformance::broker_addr(BrokerKind::Mqtt);
+    conformance::require_broker(BrokerKind::Mqtt, &addr);
+    let prefix = conformance::unique_prefix();
+    let url = BusUrl::parse_with_env(&format!("mqtt://{addr}?prefix={prefix}"), |_| None).expect("a valid test URL");
+    let a = connect(&url, &format!("{prefix}-a")).await?;
+    let b = connect(&url, &format!("{prefix}-b")).await?;
+    conformance::work_queue(&*a, &*b, false).await
+}

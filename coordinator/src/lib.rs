@@ -14,6 +14,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
+pub mod invocations;
 pub mod liveness;
 pub mod node;
 pub mod plan;

@@ -8,6 +8,7 @@ use crate::controller::{self, ControllerConfig};
 use crate::gateway::{self, coordinator_node_id, FiguresTaker, Gateway};
 use crate::http;
 use crate::ingest::{self, Telemetry};
+use crate::invocations::{InvocationConfig, Invocations};
 use crate::raft::{RaftConfig, RaftNode, StartError};
 use crate::registry::{ImagesConfig, Resolver};
 use crate::store::Store;
@@ -204,6 +205,10 @@ impl Coordinator {
         tasks.spawn(controller::run(store.clone(), telemetry.clone(), config.controller, stopped(stop.subscribe())));
         let group = format!("sluice-coordinator-{raft_id}");
         tasks.spawn(ingest::run(bus.clone(), group, telemetry.clone(), clock.clone(), stopped(stop.subscribe())));
+        let invocations = Invocations::new(bus.clone(), coordinator_node_id(raft_id).to_string(), clock.clone(), InvocationConfig::default());
+        let _ = gateway.invocations.set(invocations.clone());
+        tasks.spawn(invocations.clone().follow_states(format!("sluice-coordinator-{raft_id}-invocation-states"), stopped(stop.subscribe())));
+        tasks.spawn(invocations.work(gateway.clone(), stopped(stop.subscribe())));
         let publisher = Publisher::new(coordinator_node_id(raft_id), clock.clone(), PublisherConfig::default());
         let every = config.metrics.publish_every.0.max(Duration::from_millis(100));
         tasks.spawn(publish_gateway(gateway.clone(), publisher, bus, telemetry, every, stopped(stop.subscribe())));

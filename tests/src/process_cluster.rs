@@ -44,12 +44,19 @@ pub struct ProcessCluster {
     broker: Mosquitto,
     nodes: BTreeMap<u64, Coordinator>,
     extra: Vec<String>,
+    /// The `--bus` of every coordinator when not the private mosquitto.
+    bus: Option<String>,
     http: Http,
 }
 
 impl ProcessCluster {
     /// Starts `size` coordinators (with `extra` flags each) and waits for a leader.
     pub async fn start(name: &str, size: u64, extra: &[&str]) -> Result<ProcessCluster> {
+        Self::start_on_bus(name, size, extra, None).await
+    }
+
+    /// As `start`, on the bus `bus` (e.g. the Kafka broker of scripts/brokers.sh) instead of the private mosquitto.
+    pub async fn start_on_bus(name: &str, size: u64, extra: &[&str], bus: Option<String>) -> Result<ProcessCluster> {
         crate::init_logs();
         let binary = sluice_binary()?;
         let dir = tempfile::tempdir().context("a directory for the cluster")?;
@@ -68,6 +75,7 @@ impl ProcessCluster {
             broker,
             nodes,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            bus,
             http: Http::fresh_connections(Duration::from_millis(500)),
         };
         for i in 1..=size {
@@ -82,7 +90,7 @@ impl ProcessCluster {
         let n = self.nodes.get(&i).ok_or_else(|| anyhow!("no coordinator {i}"))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{i}.log")))?;
         let data = self.dir.path().join(format!("data-{i}"));
-        let bus = self.broker.url(&self.name);
+        let bus = self.bus_url();
         let mut args: Vec<String> = vec![
             "coordinator".into(),
             "--id".into(),
@@ -146,7 +154,7 @@ impl ProcessCluster {
 
     /// The `--bus` every coordinator uses, for agents joining them.
     pub fn bus_url(&self) -> String {
-        self.broker.url(&self.name)
+        self.bus.clone().unwrap_or_else(|| self.broker.url(&self.name))
     }
 
     /// SIGKILL, as a crash.

@@ -71,6 +71,7 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
         RouteId::SetRegistries => ("/v1/registries".into(), json!({"allowed": ["evil.example.com"]}), "/v1/registries".into(), json!({"allowed": ["Not A Host"]})),
         RouteId::RevokeToken => (format!("/v1/tokens/{}", f.reader_id), none.clone(), "/v1/tokens/ffffffffffff".into(), none),
         RouteId::PurgeCache => ("/v1/functions/public-fn/cache/purge".into(), json!({}), "/v1/functions/public-fn/cache/purge".into(), json!({"path": "no-leading-slash"})),
+        RouteId::GetInvocation => same(&format!("/v1/invocations/k{}", "0".repeat(32)), none),
     }
 }
 
@@ -222,6 +223,33 @@ async fn matrix(c: &Cluster) -> Result<()> {
             None => StatusCode::UNAUTHORIZED,
         };
         assert_eq!(status, expected, "private function as {}: {text}", caller.name);
+    }
+    // Asynchronous submission follows the same rule; the caller's token is checked, then left off the queued request.
+    let submit = |name: &str| format!("{}/async-function/{name}", c.node.gateway_url());
+    let (status, text) = send(&http, &submit("public-fn"), "POST", "", &Value::Null, None).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "a public function takes asynchronous invocations from anyone: {text}");
+    let mut accepted = Vec::new();
+    for caller in &callers {
+        let (status, text) = send(&http, &submit("private-fn"), "POST", "", &Value::Null, caller.header.as_deref()).await?;
+        let expected = match caller.role {
+            Some(r) if r.grants(Permission::Invoke) => StatusCode::ACCEPTED,
+            Some(_) => StatusCode::FORBIDDEN,
+            None => StatusCode::UNAUTHORIZED,
+        };
+        assert_eq!(status, expected, "asynchronous private function as {}: {text}", caller.name);
+        if status == StatusCode::ACCEPTED {
+            accepted.push(serde_json::from_str::<Value>(&text)?["id"].as_str().context("an invocation id")?.to_string());
+        }
+    }
+    assert_eq!(send(&http, &submit("public-fn"), "GET", "", &Value::Null, None).await?.0, StatusCode::METHOD_NOT_ALLOWED);
+    for id in accepted {
+        let (status, text) = eventually("the private invocation ends", Duration::from_secs(60), || async {
+            let (status, text) = send(&http, &base, "GET", &format!("/v1/invocations/{id}"), &Value::Null, Some(&admin_header)).await?;
+            Ok(text.contains("\"state\":\"done\"").then_some((status, text)))
+        })
+        .await?;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("hello, world"), "the private function ran without the caller's token: {text}");
     }
     let metrics_url = format!("{}/metrics", c.node.gateway_url());
     assert_eq!(send(&http, &metrics_url, "GET", "", &Value::Null, None).await?.0, StatusCode::UNAUTHORIZED, "the gateway's metrics need a reader");

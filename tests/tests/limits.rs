@@ -1,6 +1,7 @@
 //! The gateway's limits end to end, against real containers (G1 and G2 of the
-//! reliability reference): a hung or frozen instance gives its caller 504
-//! within the function's request timeout and frees its slot; a killed one gives
+//! reliability reference): a hung or stopped instance gives its caller 504
+//! within the function's request timeout and frees its slot (one frozen by
+//! `docker pause` is thawed by its agent, and answers late or 504); a killed one gives
 //! 502 at once and a request that reached it is not sent again; at ten times
 //! the measured capacity the excess is shed at once with 429 and `Retry-After`
 //! while admitted requests keep their latency; a rate limit admits what it says.
@@ -13,10 +14,22 @@ use std::time::{Duration, Instant};
 
 const START: Duration = Duration::from_secs(60);
 
+/// The tests take turns: their timings are what they judge, and two at once on
+/// two cores would measure each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn docker(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("docker").args(args).output()?;
-    anyhow::ensure!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    docker_out(args).map(drop)
+}
+
+fn docker_out(args: &[&str]) -> Result<String> {
+    run("docker", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(program).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 async fn one_ready(c: &Cluster, name: &str) -> Result<()> {
@@ -32,6 +45,7 @@ async fn in_flight(c: &Cluster, function: &str) -> Result<u64> {
 
 #[tokio::test]
 async fn hung_frozen_and_killed_instances_answer_within_the_timeout_and_free_their_slots() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     let c = Cluster::start("t-limits").await?;
     let result = hung_frozen_killed(&c).await;
     docker_unpause_all(&c).await;
@@ -40,7 +54,7 @@ async fn hung_frozen_and_killed_instances_answer_within_the_timeout_and_free_the
 }
 
 async fn docker_unpause_all(c: &Cluster) {
-    if let Ok(all) = c.containers("slow").await {
+    if let Ok(all) = c.containers("frozen").await {
         for k in all {
             let _ = docker(&["unpause", &k.id.0]);
         }
@@ -64,24 +78,43 @@ async fn hung_frozen_killed(c: &Cluster) -> Result<()> {
     let r = c.http.get(&c.function_url("slow", "?ms=10")).await?;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
-    // Frozen mid-request (docker pause): 504 within the timeout, never a hang.
-    let container = c.running_containers("slow").await?.pop().context("a running container")?;
-    let call = {
-        let (http, url) = (c.http.clone(), c.function_url("slow", "?ms=400"));
+    // Frozen mid-request: a function of its own, whose call would end well inside
+    // its 2 s timeout (1.5 s) unless frozen.
+    c.deploy(json!({"name": "frozen", "image": sleep_image(), "min_instances": 1, "max_instances": 1, "concurrency": 1, "request_timeout_secs": 2, "idle_timeout_secs": 600}))
+        .await?;
+    one_ready(c, "frozen").await?;
+    let container = c.running_containers("frozen").await?.pop().context("a running container")?;
+    let pid = docker_out(&["inspect", "--format", "{{.State.Pid}}", &container.id.0])?;
+    let frozen_call = || {
+        let (http, url) = (c.http.clone(), c.function_url("frozen", "?ms=1500"));
         tokio::spawn(async move {
             let t = Instant::now();
-            http.get(&url).await.map(|r| (r.status, t.elapsed()))
+            http.get(&url).await.map(|r| (r.status, r.text(), t.elapsed()))
         })
     };
+    // Stopped by a signal, which nothing in Sluice sees: the caller gets 504 at the timeout.
+    let call = frozen_call();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run("kill", &["-STOP", &pid])?;
+    let answer = tokio::time::timeout(Duration::from_secs(10), call).await.context("the stopped call hung");
+    run("kill", &["-CONT", &pid])?;
+    let (status, text, took) = answer???;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(4), "answered after {took:?}");
+    assert_eq!(in_flight(c, "frozen").await?, 0, "the frozen instance's slot is free");
+    // Frozen by `docker pause`: the agent thaws a container that should run, so the
+    // caller gets its answer late or 504 at the timeout; never a hang.
+    let call = frozen_call();
     tokio::time::sleep(Duration::from_millis(150)).await;
     docker(&["pause", &container.id.0])?;
-    let (status, took) = tokio::time::timeout(Duration::from_secs(10), call).await.context("the frozen call hung")???;
-    docker(&["unpause", &container.id.0])?;
-    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert!(took < Duration::from_secs(3), "answered after {took:?}");
-    assert_eq!(in_flight(c, "slow").await?, 0, "the frozen instance's slot is free");
+    let (status, text, took) = tokio::time::timeout(Duration::from_secs(10), call).await.context("the paused call hung")???;
+    let _ = docker(&["unpause", &container.id.0]);
+    assert!(matches!(status, StatusCode::OK | StatusCode::GATEWAY_TIMEOUT), "{status} {text}");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    assert_eq!(in_flight(c, "frozen").await?, 0);
 
     // Killed mid-request: 502 at once; the POST reached the instance, so it is not sent again.
+    let container = c.running_containers("slow").await?.pop().context("a running container")?;
     let call = {
         let (http, url) = (c.http.clone(), c.function_url("slow", "?ms=3000"));
         tokio::spawn(async move {
@@ -102,6 +135,7 @@ async fn hung_frozen_killed(c: &Cluster) -> Result<()> {
 /// requests/s) offered ten times that, open loop.
 #[tokio::test]
 async fn at_ten_times_capacity_the_excess_is_shed_at_once_and_the_admitted_keep_their_latency() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     let c = Cluster::start("t-overload").await?;
     let result = overload(&c).await;
     c.stop().await?;
@@ -165,6 +199,7 @@ fn percentile(samples: &mut [Duration], q: f64) -> Duration {
 
 #[tokio::test]
 async fn a_rate_limit_admits_its_rate_and_burst_and_sheds_the_rest_with_retry_after() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     let c = Cluster::start("t-rate").await?;
     let result = rate(&c).await;
     c.stop().await?;

@@ -108,6 +108,8 @@ async fn check_all(c: &Cluster) -> Result<()> {
         call(PurgeCache, "/v1/functions/oa/cache/purge", Some(json!({})), 200),
         call(PurgeCache, "/v1/functions/oa/cache/purge", Some(json!({"path": "items"})), 400),
         call(PurgeCache, "/v1/functions/nope/cache/purge", Some(json!({})), 404),
+        call(GetInvocation, format!("/v1/invocations/k{}", "0".repeat(32)), None, 404),
+        call(GetInvocation, "/v1/invocations/nope", None, 400),
         call(RemoveFunction, "/v1/functions/oa", None, 200),
         call(RemoveFunction, "/v1/functions/oa", None, 404),
     ];

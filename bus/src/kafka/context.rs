@@ -75,4 +75,17 @@ impl ClientContext for BusContext {
     }
 }
 
-impl ConsumerContext for BusContext {}
+impl ConsumerContext for BusContext {
+    /// Which partitions this consumer holds after a rebalance: what an operator
+    /// asks when a group's work does not move after a member died.
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(list) => {
+                let held: Vec<String> = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+                tracing::info!(partitions = ?held, "kafka group assigned partitions");
+            }
+            rdkafka::consumer::Rebalance::Revoke(list) => tracing::info!(count = list.count(), "kafka group revoked partitions"),
+            rdkafka::consumer::Rebalance::Error(e) => tracing::warn!(error = %e, "kafka group rebalance failed"),
+        }
+    }
+}

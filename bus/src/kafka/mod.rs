@@ -38,7 +38,7 @@ pub struct KafkaBus {
     config: KafkaConfig,
     client_name: String,
     /// Wire names, indexed by `Topic as usize`.
-    names: [String; 4],
+    names: [String; Topic::ALL.len()],
     topics: Arc<Topics>,
     keeper: JoinHandle<()>,
     metrics: Arc<BusMetrics>,

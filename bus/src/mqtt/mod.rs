@@ -1,7 +1,11 @@
 //! The MQTT bus (rumqttc, MQTT 3.1.1): QoS 1 on persistent sessions. One
 //! connection publishes; each subscription is a connection of its own whose
 //! session (client id `{client_id}.{group}`) is the group: MQTT has no consumer
-//! groups, so an MQTT group is per node, where a Kafka group spans nodes.
+//! groups, so an MQTT group is per node, where a Kafka group spans nodes. The
+//! exception is the invocation work queue, subscribed as a shared subscription
+//! (`$share/{prefix}.{group}/...`) so each invocation goes to one node of the
+//! group; one a node took and did not acknowledge stays in that node's session
+//! until it comes back (mosquitto does not hand it to another member).
 
 mod connection;
 mod publisher;
@@ -80,7 +84,7 @@ impl MetricsBus for MqttBus {
         check_group(group, topics)?;
         let lease = self.groups.lease(group, GROUP_WAIT).await?;
         let options = options(&self.config, self.tls.as_ref(), format!("{}.{group}", self.client_id), true);
-        let sub = subscriber::MqttSubscription::open(options, &self.config, topics, self.metrics.clone(), lease).await?;
+        let sub = subscriber::MqttSubscription::open(options, &self.config, group, topics, self.metrics.clone(), lease).await?;
         Ok(Box::new(sub))
     }
 

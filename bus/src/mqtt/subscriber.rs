@@ -44,9 +44,9 @@ pub(super) struct MqttSubscription {
 impl MqttSubscription {
     /// Connects and subscribes; returns once the broker confirmed the
     /// subscription, so the session holds from then on.
-    pub(super) async fn open(options: MqttOptions, config: &MqttConfig, topics: &[Topic], metrics: Arc<BusMetrics>, lease: GroupLease) -> Result<Self, BusError> {
+    pub(super) async fn open(options: MqttOptions, config: &MqttConfig, group: &str, topics: &[Topic], metrics: Arc<BusMetrics>, lease: GroupLease) -> Result<Self, BusError> {
         let prefix = config.settings.prefix.clone();
-        let filters: Vec<_> = topics.iter().map(|t| SubscribeFilter::new(mqtt_filter(&prefix, *t), QoS::AtLeastOnce)).collect();
+        let filters: Vec<_> = topics.iter().map(|t| SubscribeFilter::new(mqtt_filter(&prefix, *t, group), QoS::AtLeastOnce)).collect();
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
         let (tx, messages) = mpsc::unbounded_channel();
         let (ready_tx, ready) = oneshot::channel();

@@ -231,6 +231,21 @@ impl Api {
             }
             RouteId::SetRegistries => self.set_registries(req).await,
             RouteId::PurgeCache => self.purge_cache(FunctionName::new(param(0))?, req).await,
+            RouteId::GetInvocation => self.invocation(param(0)),
+        }
+    }
+
+    /// An asynchronous invocation as this coordinator's table knows it (every
+    /// coordinator reads every state record; one just accepted elsewhere may
+    /// take a moment to appear).
+    fn invocation(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        if !crate::invocations::record::is_id(id) {
+            return Err(ApiError::invalid("id", format!("{id:?} is not an invocation id: use the id the 202 of POST /async-function/<name> gave")));
+        }
+        let view = self.gateway.invocations.get().and_then(|i| i.view(id));
+        match view {
+            Some(view) => Ok(http::json(StatusCode::OK, &view)),
+            None => Err(ApiError::not_found(format!("no invocation {id} is known here: it was never accepted, or it is older than the retention (1 h)"))),
         }
     }
 

@@ -209,6 +209,11 @@ fn operation(id: RouteId) -> Operation {
             errors: CLUSTER,
             ..op(201, object(&["token", "info"], json!({ "token": { "type": "string", "description": "sluice_<id>_<secret>; shown only here." }, "info": r("TokenView") }), true))
         },
+        GetInvocation => Operation {
+            path: vec![("id", json!({ "type": "string", "pattern": "^[kr][0-9a-f]{32}$", "description": "The id the 202 of POST /async-function/<name> gave." }))],
+            errors: &[404],
+            ..op(200, r("Invocation"))
+        },
         ListRegistries => Operation { errors: CLUSTER, ..op(200, r("Registries")) },
         SetRegistries => Operation { body: Some(r("Registries")), errors: CLUSTER, ..op(200, r("Registries")) },
         RevokeToken => Operation {
@@ -576,6 +581,23 @@ fn schemas() -> Value {
             "roles": array(r("Role")),
             "created_at": timestamp,
             "expires_at": timestamp
+        }), true),
+        "Invocation": object(&["id", "function", "state", "attempts", "errors", "first_seen_ms", "updated_ms"], json!({
+            "id": { "type": "string" },
+            "function": { "type": "string" },
+            "state": { "type": "string", "enum": ["queued", "running", "retrying", "done", "dead_lettered"] },
+            "attempts": u32_any(),
+            "errors": { "type": "array", "items": object(&["attempt", "error"], json!({ "attempt": u32_any(), "error": { "type": "string" } }), true) },
+            "result": object(&["status", "truncated"], json!({
+                "status": { "type": "integer", "minimum": 100, "maximum": 999 },
+                "content_type": { "type": "string" },
+                "body": { "type": "string" },
+                "body_base64": { "type": "string" },
+                "truncated": { "type": "boolean" }
+            }), true),
+            "coordinator": { "type": "string" },
+            "first_seen_ms": { "type": "integer", "minimum": 0 },
+            "updated_ms": { "type": "integer", "minimum": 0 }
         }), true),
         "Registries": object(&["allowed"], json!({
             "allowed": {

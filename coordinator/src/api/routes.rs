@@ -41,6 +41,7 @@ pub enum RouteId {
     ListRegistries,
     SetRegistries,
     PurgeCache,
+    GetInvocation,
 }
 
 /// One route. `path` segments in braces match any one segment.
@@ -94,6 +95,7 @@ pub static ROUTES: &[Route] = &[
     route(ListRegistries, "GET", "/v1/registries", Read, "The registries images may come from (empty: any)."),
     route(SetRegistries, "PUT", "/v1/registries", Admin, "Replace the registry allow-list."),
     route(PurgeCache, "POST", "/v1/functions/{name}/cache/purge", Deploy, "Drop a function's cached responses on every gateway (all, or one path)."),
+    route(GetInvocation, "GET", "/v1/invocations/{id}", Read, "An asynchronous invocation's state and result."),
 ];
 
 /// The outcome of looking a request up.

@@ -33,7 +33,7 @@ impl Gateway {
         let usage = cache::request_use(req.headers());
         if usage == RequestUse::Bypass {
             route.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-            return self.forward(client, route, forward, req).await.map(miss);
+            return self.invoke_uncached(client, route, forward, req).await.map(miss);
         }
         let key = cache::key(req.method().as_str(), forward, req.headers(), spec);
         // What this request reads: none for a refresh, until a flight it waited for stored a fresh answer.
@@ -76,7 +76,7 @@ impl Gateway {
         let credentials = cache::has_credentials(req.headers());
         let epoch = self.cache.epoch();
         // An error drops the flight's guard: its waiters go to the function themselves.
-        let resp = self.forward(client, route, forward, req).await?;
+        let resp = self.invoke_uncached(client, route, forward, req).await?;
         let settle = |stored: bool| {
             if let Some(guard) = lead {
                 guard.settle(stored);

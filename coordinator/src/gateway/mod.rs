@@ -27,7 +27,7 @@ mod upstream;
 pub use cache::{CacheFigures, ResponseCache, CACHE_HEADER};
 pub use figures::{coordinator_node_id, FiguresTaker};
 pub use upstream::Client;
-use upstream::SendError;
+use upstream::{Outgoing, SendError};
 
 pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits};
 
@@ -68,6 +68,8 @@ pub struct Gateway {
     miss_gate: tokio::sync::Mutex<()>,
     /// Responses of functions with a cache, shared by the serving threads.
     cache: Arc<ResponseCache>,
+    /// Where `/async-function/` hands requests; set once the coordinator has started it.
+    pub invocations: std::sync::OnceLock<Arc<crate::invocations::Invocations>>,
 }
 
 /// Bytes a gateway's response cache holds by default (`--gateway-cache-mb`).
@@ -85,6 +87,7 @@ impl Gateway {
             waiting: Notify::new(),
             miss_gate: tokio::sync::Mutex::new(()),
             cache: ResponseCache::new(cache_bytes),
+            invocations: std::sync::OnceLock::new(),
         })
     }
 
@@ -204,7 +207,11 @@ impl Gateway {
     /// thread, so a request and its upstream connection stay on one thread).
     pub async fn handle(self: Arc<Self>, client: Client, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
-        if let Some(rest) = path.strip_prefix("/function/") {
+        let (asynchronous, rest) = match (path.strip_prefix("/function/"), path.strip_prefix("/async-function/")) {
+            (Some(rest), _) => (false, Some(rest)),
+            (None, rest) => (true, rest),
+        };
+        if let Some(rest) = rest {
             let (name, below) = match rest.find('/') {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
@@ -214,7 +221,12 @@ impl Gateway {
                 None => below.to_string(),
             };
             let name = name.to_string();
-            return self.invoke(&client, &name, &forward, req).await.unwrap_or_else(ApiError::into_response);
+            let answer = match asynchronous {
+                false => self.invoke(&client, &name, &forward, req).await,
+                true if req.method() == Method::POST => self.submit(&name, &forward, req).await,
+                true => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "asynchronous invocations are submitted with POST")),
+            };
+            return answer.unwrap_or_else(ApiError::into_response);
         }
         match (req.method(), path) {
             (&Method::GET, "/metrics") => match self.authorize(&req, Permission::Read) {
@@ -234,13 +246,7 @@ impl Gateway {
     }
 
     async fn invoke(&self, client: &Client, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let route = self.route(name).await.ok_or_else(|| {
-            let name_err = sluice_common::FunctionName::new(name).err();
-            match name_err {
-                Some(e) => ApiError::from(e),
-                None => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
-            }
-        })?;
+        let route = self.existing_route(name).await?;
         let mut req = req;
         if route.private.load(Ordering::Relaxed) {
             self.authorize(&req, Permission::Invoke)?;
@@ -249,26 +255,61 @@ impl Gateway {
         }
         match route.cache_spec().filter(|c| c.caches(req.method().as_str())) {
             Some(spec) => self.cached(client, &route, &spec, forward, req).await,
-            None => self.forward(client, &route, forward, req).await,
+            None => self.invoke_uncached(client, &route, forward, req).await,
         }
     }
 
-    /// Sends a request to an instance of `route`'s function: a free slot, or
-    /// a wait for one, then the proxied exchange.
-    async fn forward(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let started = Instant::now();
-        route.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if let Err(wait) = route.admit(self.clock.now()) {
-            route.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let err = rate_limited(route, wait);
-            proxy::record(route, err.status, &route.counters.latency, started);
-            return Err(err);
-        }
+    /// A `/function/` request past its checks and the cache: the rate limit
+    /// (which guards the function, so cache hits never count against it), the
+    /// caller noted for co-location, then an instance.
+    async fn invoke_uncached(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        route.admit(self.clock.now()).map_err(|wait| shed_by_rate_limit(route, wait))?;
         if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {
             if caller != route.name {
                 route.counters.record_call(&caller);
             }
         }
+        self.forward(client, route, forward, req.map(Outgoing::Streamed)).await
+    }
+
+    /// The route of `name`, or the API error saying why there is none.
+    async fn existing_route(&self, name: &str) -> Result<Arc<Route>, ApiError> {
+        self.route(name).await.ok_or_else(|| match sluice_common::FunctionName::new(name).err() {
+            Some(e) => ApiError::from(e),
+            None => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
+        })
+    }
+
+    /// Runs an asynchronous invocation's request (read whole from the bus) through
+    /// the same path as a synchronous one: a slot on a ready instance, or a wait in
+    /// the function's bounded queue. Its caller was authorised when it was accepted.
+    pub async fn call(&self, client: &Client, name: &str, path_and_query: &str, req: Request<bytes::Bytes>) -> Result<Response<Body>, ApiError> {
+        let route = self.existing_route(name).await?;
+        self.forward(client, &route, path_and_query, req.map(|b| Outgoing::Whole(http_body_util::Full::new(b)))).await
+    }
+
+    /// The `/async-function/{name}` answer: checks the function and its caller as
+    /// `/function/` does, then hands the request to the invocations queue.
+    async fn submit(&self, name: &str, forward: &str, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let route = self.existing_route(name).await?;
+        if route.private.load(Ordering::Relaxed) {
+            self.authorize(&req, Permission::Invoke)?;
+        }
+        // Never onto the bus: the token is for the gateway, not for the function or the broker.
+        req.headers_mut().remove(hyper::header::AUTHORIZATION);
+        // Limited when accepted: an invocation refused later would only be retried and dead-lettered.
+        route.admit(self.clock.now()).map_err(|wait| shed_by_rate_limit(&route, wait))?;
+        let Some(invocations) = self.invocations.get() else {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "async_unavailable", "this coordinator is still starting its invocation queue: retry in a moment"));
+        };
+        invocations.submit(route.name.as_str(), forward, req).await
+    }
+
+    /// Sends `req` to a ready instance of `route`, waiting in its queue for one.
+    async fn forward(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Outgoing>) -> Result<Response<Body>, ApiError> {
+        let route = route.clone();
+        let started = Instant::now();
+        route.counters.requests.fetch_add(1, Ordering::Relaxed);
         let clock = self.clock.clone();
         let waited = std::sync::atomic::AtomicBool::new(false);
         let backend = route
@@ -278,13 +319,13 @@ impl Gateway {
                     debug!(function = %route.name, cold, "request waits for an instance");
                     waited.store(true, Ordering::Relaxed);
                     self.waiting.notify_one();
-                    self.resume(route);
+                    self.resume(&route);
                 },
             )
             .await
             .map_err(|refusal| {
-                let err = refusal_error(route, refusal);
-                proxy::record(route, err.status, &route.counters.latency, started);
+                let err = refusal_error(&route, refusal);
+                proxy::record(&route, err.status, &route.counters.latency, started);
                 err
             })?;
         if waited.load(Ordering::Relaxed) {
@@ -550,6 +591,15 @@ impl Callers {
             self.by_function.insert(function.clone(), ips);
         }
     }
+}
+
+/// Counts a request the rate limit turned away, and says so.
+fn shed_by_rate_limit(route: &Route, wait: std::time::Duration) -> ApiError {
+    route.counters.requests.fetch_add(1, Ordering::Relaxed);
+    route.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+    let err = rate_limited(route, wait);
+    proxy::record(route, err.status, &route.counters.latency, Instant::now());
+    err
 }
 
 /// 429 with `Retry-After`: the function's rate limit is used up for now.

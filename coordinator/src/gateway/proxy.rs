@@ -40,7 +40,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Rewrites `req` for the instance: origin-form `path_and_query`, hop-by-hop
 /// headers out; method, other headers and body kept.
-pub fn to_upstream(mut req: Request<Incoming>, path_and_query: &str) -> Result<Request<Incoming>, hyper::http::uri::InvalidUri> {
+pub fn to_upstream<B>(mut req: Request<B>, path_and_query: &str) -> Result<Request<B>, hyper::http::uri::InvalidUri> {
     *req.uri_mut() = path_and_query.parse::<Uri>()?;
     strip_hop_by_hop(req.headers_mut());
     Ok(req)

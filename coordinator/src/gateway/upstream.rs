@@ -6,12 +6,16 @@
 //! the instance closed while idle is noticed on reuse and the request is sent on
 //! a fresh connection instead (safe: hyper hands back a request it did not send).
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -20,7 +24,41 @@ use tracing::debug;
 const MAX_IDLE_PER_INSTANCE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Sender = SendRequest<Incoming>;
+type Sender = SendRequest<Outgoing>;
+
+/// A request body on its way to an instance: a client's, streamed through, or
+/// one the gateway holds whole (an asynchronous invocation's, read from the bus).
+#[derive(Debug)]
+pub enum Outgoing {
+    Streamed(Incoming),
+    Whole(Full<Bytes>),
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Outgoing::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Outgoing::Whole(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Streamed(body) => body.is_end_stream(),
+            Outgoing::Whole(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Streamed(body) => body.size_hint(),
+            Outgoing::Whole(body) => body.size_hint(),
+        }
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct Client {
@@ -53,7 +91,7 @@ impl Drop for Lease {
 #[derive(Debug)]
 pub struct SendError {
     pub error: UpstreamError,
-    pub unsent: Option<Request<Incoming>>,
+    pub unsent: Option<Request<Outgoing>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +109,7 @@ impl Client {
 
     /// Sends `req` (origin-form URI) to `authority` and returns the response with
     /// the connection's lease, to be dropped when the response body is done.
-    pub async fn send(&self, authority: &str, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
+    pub async fn send(&self, authority: &str, mut req: Request<Outgoing>) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),

@@ -211,6 +211,8 @@ fn ingest(t: &Telemetry, topic: Topic, payload: &[u8], now: Timestamp) {
             }
             events.push_back(e.clone());
         }),
+        // Not metrics: the invocations module reads these, and this group never subscribes to them.
+        Topic::Invocation | Topic::InvocationState | Topic::DeadLetter => return,
     };
     if let Err(e) = outcome {
         match e {

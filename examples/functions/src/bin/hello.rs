@@ -7,16 +7,26 @@
 //! `?status=NNN` (100-599) picks the response status; bodies over 1 MiB get 413.
 //! A request's `x-hello-cache-control` is answered as `cache-control`, and `x-hello-delay-ms`
 //! (at most 60000) delays the answer, for exercising caches in front of the function.
+//!
+//! `?key=K` counts this instance's calls with key K (`x-hello-calls`), and with
+//! `&fail=N` the first N of them answer 500: a function that fails N times, then
+//! succeeds, for the retry tests of asynchronous invocations.
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
-use sluice_example_functions::{body_error_response, greeting, parse_status, read_body, run, text, Resp, MAX_BODY, MAX_SLEEP_MS};
+use sluice_example_functions::{body_error_response, greeting, parse_status, query_param, read_body, run, text, Resp, MAX_BODY, MAX_SLEEP_MS};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 /// Requests answered by this process (health checks are answered by the server loop, not here).
 static ANSWERED: AtomicU64 = AtomicU64::new(0);
+/// Calls so far per `?key=`, in this instance.
+static CALLS: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Mutex::default);
+/// Keys remembered at most; more clear the map (tests use a handful).
+const MAX_KEYS: usize = 10_000;
 
 fn main() -> ExitCode {
     run("hello", hello)
@@ -41,8 +51,28 @@ where
         Ok(body) => body,
         Err(e) => return body_error_response(e),
     };
-    let mut resp = text(status, greeting(&body));
+    let calls = query_param(parts.uri.query(), "key").map(|key| {
+        let mut calls = CALLS.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.len() >= MAX_KEYS && !calls.contains_key(key) {
+            calls.clear();
+        }
+        let n = calls.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
+    });
+    let failures = match query_param(parts.uri.query(), "fail").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "fail must be a count of calls to fail"),
+    };
+    let mut resp = match calls {
+        Some(n) if n <= failures => text(StatusCode::INTERNAL_SERVER_ERROR, format!("failing on purpose: call {n} of the first {failures}")),
+        _ => text(status, greeting(&body)),
+    };
     let headers = resp.headers_mut();
+    if let Some(n) = calls {
+        headers.insert("x-hello-calls", HeaderValue::from(n));
+    }
     let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     // A method or a received URI is always a valid header value.
     if let Ok(method) = HeaderValue::from_str(parts.method.as_str()) {
@@ -101,6 +131,21 @@ mod tests {
         let count = |h: &hyper::HeaderMap| h["x-hello-count"].to_str().unwrap().parse::<u64>().unwrap();
         // Other tests in this process answer too: the count only grows.
         assert!(count(&second) > count(&first));
+    }
+
+    #[tokio::test]
+    async fn a_key_counts_calls_and_fails_the_first_ones() {
+        let get = |q: &str| Request::get(format!("/?{q}")).body(Full::default()).unwrap();
+        for n in 1..=2 {
+            let (status, headers, body) = call(get("key=twice&fail=2")).await;
+            assert_eq!((status, headers["x-hello-calls"].to_str().unwrap()), (StatusCode::INTERNAL_SERVER_ERROR, n.to_string().as_str()));
+            assert!(String::from_utf8_lossy(&body).contains("failing on purpose"));
+        }
+        let (status, headers, body) = call(get("key=twice&fail=2")).await;
+        assert_eq!((status, &headers["x-hello-calls"], body), (StatusCode::OK, &HeaderValue::from(3), Bytes::from("hello, world")));
+        let (status, headers, _) = call(get("key=other")).await;
+        assert_eq!((status, &headers["x-hello-calls"]), (StatusCode::OK, &HeaderValue::from(1)));
+        assert_eq!(call(get("key=x&fail=many")).await.0, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]
