@@ -14,13 +14,15 @@
 //! longer than the start timeout (see `invoke`).
 
 mod figures;
+#[cfg(test)]
+mod direct_tests;
 mod proxy;
 mod route;
 mod upstream;
 
 pub use figures::{coordinator_node_id, FiguresTaker};
 pub use upstream::Client;
-use upstream::SendError;
+use upstream::{SendError, UpstreamError};
 
 pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits};
 
@@ -33,7 +35,7 @@ use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sluice_common::metrics;
-use sluice_common::{Clock, Instance, InstanceId, InstanceState};
+use sluice_common::{Clock, Instance, InstanceId, InstanceState, NodeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -59,11 +61,24 @@ pub struct Gateway {
     pub waiting: Notify,
     /// Route misses confirm through the Raft barrier one at a time.
     miss_gate: tokio::sync::Mutex<()>,
+    /// The node whose agent runs on this gateway's host (`sluice up`'s own,
+    /// `sluice coordinator --local-node`): its instances are reached at their
+    /// containers' own addresses, everyone else's at their published ports.
+    local_node: Option<NodeId>,
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode) -> Arc<Self> {
-        Arc::new(Self { routes: RwLock::new(HashMap::new()), callers: RwLock::default(), store, clock, auth, waiting: Notify::new(), miss_gate: tokio::sync::Mutex::new(()) })
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode, local_node: Option<NodeId>) -> Arc<Self> {
+        Arc::new(Self {
+            routes: RwLock::new(HashMap::new()),
+            callers: RwLock::default(),
+            store,
+            clock,
+            auth,
+            waiting: Notify::new(),
+            miss_gate: tokio::sync::Mutex::new(()),
+            local_node,
+        })
     }
 
     /// Brings the routing table in line with the cluster state.
@@ -72,7 +87,7 @@ impl Gateway {
         let mut ready: HashMap<&str, Vec<ReadyInstance>> = HashMap::new();
         let mut paused: HashMap<&str, Vec<InstanceId>> = HashMap::new();
         for i in state.instances.values() {
-            match routing(i) {
+            match routing(i, self.local_node.as_ref()) {
                 Some(Routing::Ready(r)) => ready.entry(i.function.as_str()).or_default().push(r),
                 Some(Routing::Paused(id)) => paused.entry(i.function.as_str()).or_default().push(id),
                 None => {}
@@ -113,7 +128,7 @@ impl Gateway {
             };
             let (mut ready, mut paused) = (Vec::new(), Vec::new());
             for i in state.live_of(name) {
-                match routing(i) {
+                match routing(i, self.local_node.as_ref()) {
                     Some(Routing::Ready(r)) => ready.push(r),
                     Some(Routing::Paused(id)) => paused.push(id),
                     None => {}
@@ -257,12 +272,13 @@ impl Gateway {
         let mut retried = false;
         loop {
             let target = release.backend.clone();
+            let authority = target.authority();
             let sent = if target.thawing.load(Ordering::Relaxed) {
                 // Resumed a moment ago: its agent may not have thawed it yet, and
                 // a frozen container accepts the connection and then says nothing.
                 // Its answer is awaited as long as a start would be, no longer.
                 let (sent_at, limit) = (Instant::now(), route.limits().start_timeout);
-                match tokio::time::timeout(limit, client.send(&target.authority, upstream)).await {
+                match tokio::time::timeout(limit, client.send(authority, target.connect_within(authority), upstream)).await {
                     Ok(sent) => {
                         if sent.is_ok() {
                             target.thawing.store(false, Ordering::Relaxed);
@@ -285,14 +301,25 @@ impl Gateway {
                     }
                 }
             } else {
-                client.send(&target.authority, upstream).await
+                client.send(authority, target.connect_within(authority), upstream).await
             };
             let SendError { error, unsent } = match sent {
                 Ok((resp, lease)) => {
+                    target.answered(authority);
                     release.lease = Some(lease);
                     return Ok(proxy::from_upstream(resp, release));
                 }
                 Err(e) => e,
+            };
+            // The direct way in does not work from here: the same instance,
+            // through its published port. Not the instance's failure.
+            let unsent = match unsent {
+                Some(req) if matches!(error, UpstreamError::Connect { .. }) && target.unreachable(authority) => {
+                    warn!(function = %route.name, instance = %target.id, direct = authority, error = %error, published = target.authority(), "cannot reach the instance's own address from this gateway; using its published port");
+                    upstream = req;
+                    continue;
+                }
+                unsent => unsent,
             };
             route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
             warn!(function = %route.name, instance = %target.id, error = %error, "instance did not answer");
@@ -404,9 +431,14 @@ enum Routing {
     Paused(InstanceId),
 }
 
-fn routing(i: &Instance) -> Option<Routing> {
+/// `local_node`: the node this gateway shares a host with, whose instances it
+/// reaches at their direct address.
+fn routing(i: &Instance, local_node: Option<&NodeId>) -> Option<Routing> {
     match i.state {
-        InstanceState::Ready => Some(Routing::Ready(ReadyInstance { id: i.id, endpoint: i.endpoint.clone()?, since: i.state_since })),
+        InstanceState::Ready => {
+            let local = local_node == Some(&i.node);
+            Some(Routing::Ready(ReadyInstance { id: i.id, endpoint: i.endpoint.clone()?, since: i.state_since, local }))
+        }
         InstanceState::Paused => Some(Routing::Paused(i.id)),
         _ => None,
     }

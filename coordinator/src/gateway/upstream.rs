@@ -18,7 +18,8 @@ use tracing::debug;
 
 /// Most idle connections kept per instance; more are closed when they come back.
 const MAX_IDLE_PER_INSTANCE: usize = 512;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection to an instance may take, unless the caller says otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Sender = SendRequest<Incoming>;
 
@@ -69,13 +70,14 @@ impl Client {
         Self::default()
     }
 
-    /// Sends `req` (origin-form URI) to `authority` and returns the response with
+    /// Sends `req` (origin-form URI) to `authority`, over a pooled connection or
+    /// a new one made within `connect_within`, and returns the response with
     /// the connection's lease, to be dropped when the response body is done.
-    pub async fn send(&self, authority: &str, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
+    pub async fn send(&self, authority: &str, connect_within: Duration, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),
-                None => match connect(authority).await {
+                None => match connect(authority, connect_within).await {
                     Ok(s) => (s, false),
                     Err(error) => return Err(SendError { error, unsent: Some(req) }),
                 },
@@ -113,11 +115,11 @@ impl Client {
     }
 }
 
-async fn connect(authority: &str) -> Result<Sender, UpstreamError> {
+async fn connect(authority: &str, within: Duration) -> Result<Sender, UpstreamError> {
     let err = |reason: String| UpstreamError::Connect { authority: authority.into(), reason };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+    let stream = tokio::time::timeout(within, TcpStream::connect(authority))
         .await
-        .map_err(|_| err(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|_| err(format!("no answer within {within:?}")))?
         .map_err(|e| err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| err(e.to_string()))?;
