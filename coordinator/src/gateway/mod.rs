@@ -195,12 +195,16 @@ impl Gateway {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
             };
-            let forward = match req.uri().query() {
-                Some(q) => format!("{below}?{q}"),
-                None => below.to_string(),
+            let forward = match proxy::upstream_uri(below, req.uri().query()) {
+                Ok(uri) => uri,
+                Err(e) => return ApiError::invalid("path", format!("cannot forward {below:?}: {e}; use a valid URL path")).into_response(),
             };
-            let name = name.to_string();
-            return self.invoke(&client, &name, &forward, req).await.unwrap_or_else(ApiError::into_response);
+            // The name is looked up while the request is only borrowed, so it is never copied.
+            let route = match self.route(name).await {
+                Some(route) => route,
+                None => return unknown_function(name).into_response(),
+            };
+            return self.invoke(&client, route, forward, req).await.unwrap_or_else(ApiError::into_response);
         }
         match (req.method(), path) {
             (&Method::GET, "/metrics") => match self.authorize(&req, Permission::Read) {
@@ -219,14 +223,7 @@ impl Gateway {
         auth::authorize(self.auth, header, permission, self.clock.now(), |id| self.store.read(|s| s.auth.tokens.get(id).cloned())).map(|_| ())
     }
 
-    async fn invoke(&self, client: &Client, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let route = self.route(name).await.ok_or_else(|| {
-            let name_err = sluice_common::FunctionName::new(name).err();
-            match name_err {
-                Some(e) => ApiError::from(e),
-                None => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
-            }
-        })?;
+    async fn invoke(&self, client: &Client, route: Arc<Route>, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let mut req = req;
         if route.private.load(Ordering::Relaxed) {
             self.authorize(&req, Permission::Invoke)?;
@@ -262,13 +259,7 @@ impl Gateway {
             route.counters.wait.observe(started.elapsed().as_secs_f64());
         }
         let mut release = proxy::Release { route: route.clone(), backend, clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
-        let mut upstream = match proxy::to_upstream(req, forward) {
-            Ok(r) => r,
-            Err(e) => {
-                release.status = StatusCode::BAD_REQUEST;
-                return Err(ApiError::invalid("path", format!("cannot forward {forward:?}: {e}; use a valid URL path")));
-            }
-        };
+        let mut upstream = proxy::to_upstream(req, forward);
         let mut retried = false;
         loop {
             let target = release.backend.clone();
@@ -315,7 +306,7 @@ impl Gateway {
             // through its published port. Not the instance's failure.
             let unsent = match unsent {
                 Some(req) if matches!(error, UpstreamError::Connect { .. }) && target.unreachable(authority) => {
-                    warn!(function = %route.name, instance = %target.id, direct = authority, error = %error, published = target.authority(), "cannot reach the instance's own address from this gateway; using its published port");
+                    warn!(function = %route.name, instance = %target.id, direct = %authority, error = %error, published = %target.authority(), "cannot reach the instance's own address from this gateway; using its published port");
                     upstream = req;
                     continue;
                 }
@@ -495,6 +486,14 @@ impl Callers {
         if !ips.is_empty() {
             self.by_function.insert(function.clone(), ips);
         }
+    }
+}
+
+/// The answer for a `/function/{name}` that names no function.
+fn unknown_function(name: &str) -> ApiError {
+    match sluice_common::FunctionName::new(name) {
+        Err(e) => ApiError::from(e),
+        Ok(_) => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
     }
 }
 

@@ -27,10 +27,10 @@ pub struct Backend {
     /// What its agent advertised, as the routing table last saw it.
     endpoint: Endpoint,
     /// Its published `host:port`: how a gateway on another host reaches it.
-    published: String,
+    published: Arc<str>,
     /// The container's own address, when the instance is on the node this
     /// gateway shares a host with: no port publisher in between.
-    direct: Option<String>,
+    direct: Option<Arc<str>>,
     /// Whether `direct` was seen to work (see [`Backend::unreachable`]).
     direct_state: AtomicU8,
     /// The `x-sluice-instance` value, built once.
@@ -58,8 +58,8 @@ impl Backend {
         Self {
             id: r.id,
             header: hyper::header::HeaderValue::from_str(&r.id.to_string()).expect("instance ids are ASCII"),
-            published: r.endpoint.to_string(),
-            direct: r.endpoint.direct.filter(|_| r.local).map(|a| a.to_string()),
+            published: r.endpoint.to_string().into(),
+            direct: r.endpoint.direct.filter(|_| r.local).map(|a| a.to_string().into()),
             direct_state: AtomicU8::new(DIRECT_UNPROVEN),
             endpoint: r.endpoint.clone(),
             outstanding: AtomicU32::new(0),
@@ -71,7 +71,7 @@ impl Backend {
 
     /// `host:port` to send the next request to: the direct address while it
     /// may work, else the published one.
-    pub fn authority(&self) -> &str {
+    pub fn authority(&self) -> &Arc<str> {
         match &self.direct {
             Some(direct) if self.direct_state.load(Ordering::Relaxed) != DIRECT_UNREACHABLE => direct,
             _ => &self.published,

@@ -23,15 +23,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Sender = SendRequest<Incoming>;
 
+/// Idle connections by `host:port`, shared (`Arc<str>`) with the backends
+/// that name them, so lending and returning a connection allocates nothing.
 #[derive(Clone, Default)]
 pub struct Client {
-    idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
+    idle: Arc<Mutex<HashMap<Arc<str>, Vec<Sender>>>>,
 }
 
 /// A connection lent to one request; it returns to the pool when dropped.
 pub struct Lease {
     client: Client,
-    authority: String,
+    authority: Arc<str>,
     sender: Option<Sender>,
 }
 
@@ -42,7 +44,10 @@ impl Drop for Lease {
             return;
         }
         let mut idle = self.client.idle.lock().expect("pool lock");
-        let list = idle.entry(std::mem::take(&mut self.authority)).or_default();
+        let list = match idle.get_mut(&*self.authority) {
+            Some(list) => list,
+            None => idle.entry(self.authority.clone()).or_default(),
+        };
         if list.len() < MAX_IDLE_PER_INSTANCE {
             list.push(sender);
         }
@@ -73,7 +78,7 @@ impl Client {
     /// Sends `req` (origin-form URI) to `authority`, over a pooled connection or
     /// a new one made within `connect_within`, and returns the response with
     /// the connection's lease, to be dropped when the response body is done.
-    pub async fn send(&self, authority: &str, connect_within: Duration, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
+    pub async fn send(&self, authority: &Arc<str>, connect_within: Duration, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),
@@ -86,11 +91,11 @@ impl Client {
                 if reused {
                     continue;
                 }
-                let error = UpstreamError::Connect { authority: authority.into(), reason: "connection closed at once".into() };
+                let error = UpstreamError::Connect { authority: authority.to_string(), reason: "connection closed at once".into() };
                 return Err(SendError { error, unsent: Some(req) });
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { client: self.clone(), authority: authority.to_string(), sender: Some(sender) })),
+                Ok(resp) => return Ok((resp, Lease { client: self.clone(), authority: authority.clone(), sender: Some(sender) })),
                 Err(mut e) => match e.take_message() {
                     // Not sent: a keep-alive connection the instance had closed. Try another.
                     Some(unsent) if reused => {
