@@ -247,7 +247,15 @@ impl ContainerRuntime for FakeRuntime {
         }
         state.next_id += 1;
         let id = format!("fake{:04}", state.next_id);
-        let container = Container { name, node: node.clone(), instance: instance.id, function: instance.spec.name.clone(), status: ContainerStatus::Created, endpoint: None, port: instance.spec.port };
+        let container = Container {
+            name,
+            node: node.clone(),
+            instance: instance.id,
+            function: instance.spec.name.clone(),
+            status: ContainerStatus::Created,
+            endpoint: None,
+            port: instance.spec.port,
+        };
         state.containers.insert(id.clone(), container);
         Ok(ContainerId(id))
     }

@@ -5,13 +5,13 @@
 //! ways in, each answering with its own name.
 
 use super::{Client, Gateway};
+use crate::applied::AppliedState;
 use crate::auth::AuthMode;
-use crate::plan::{Action, Decision, Mode, Plan, PlacementNote, Reason};
+use crate::plan::{Action, Decision, Mode, PlacementNote, Plan, Reason};
 use crate::raft::{RaftConfig, RaftNode};
 use crate::state::ClusterState;
 use crate::state_machine::{apply, Command, LogPosition, Response};
 use crate::store::Store;
-use crate::applied::AppliedState;
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, ImageRef, InstanceReport, InstanceState, NodeId, NodeReport, Resources, SystemClock, Timestamp};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,9 +13,9 @@
 //! moment later; a request sent to it meanwhile waits in its sockets, for no
 //! longer than the start timeout (see `invoke`).
 
-mod figures;
 #[cfg(test)]
 mod direct_tests;
+mod figures;
 mod proxy;
 mod route;
 mod upstream;

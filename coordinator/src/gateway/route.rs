@@ -105,8 +105,7 @@ impl Backend {
     /// Once the direct address has worked, a failure is the instance's, not the
     /// network's, and is handled as any other.
     pub fn unreachable(&self, authority: &str) -> bool {
-        self.direct.as_deref() == Some(authority)
-            && self.direct_state.compare_exchange(DIRECT_UNPROVEN, DIRECT_UNREACHABLE, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        self.direct.as_deref() == Some(authority) && self.direct_state.compare_exchange(DIRECT_UNPROVEN, DIRECT_UNREACHABLE, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 

@@ -122,10 +122,7 @@ impl Client {
 
 async fn connect(authority: &str, within: Duration) -> Result<Sender, UpstreamError> {
     let err = |reason: String| UpstreamError::Connect { authority: authority.into(), reason };
-    let stream = tokio::time::timeout(within, TcpStream::connect(authority))
-        .await
-        .map_err(|_| err(format!("no answer within {within:?}")))?
-        .map_err(|e| err(e.to_string()))?;
+    let stream = tokio::time::timeout(within, TcpStream::connect(authority)).await.map_err(|_| err(format!("no answer within {within:?}")))?.map_err(|e| err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| err(e.to_string()))?;
     tokio::spawn(async move {
