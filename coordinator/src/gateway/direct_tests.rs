@@ -189,3 +189,17 @@ async fn once_the_own_address_has_worked_its_failure_is_the_instances() {
     assert_eq!(status, 502);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_connection_to_the_own_address_waits_for_the_published_port_to_say_the_container_is_there() {
+    // The container is gone (its published port refuses) and its address now
+    // belongs to another container, which answers: that one must not get the request.
+    let reused = answering("another function").await;
+    let gone = closed_port().await;
+    let state = state_with(Endpoint::published("127.0.0.1", gone.port()).with_direct(Some(reused)));
+    let gw = gateway(Some("n1"), &state).await;
+    let (status, body) = gw.call().await;
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("another function"), "{body}");
+    gw.stop().await;
+}

@@ -269,7 +269,7 @@ impl Gateway {
                 // a frozen container accepts the connection and then says nothing.
                 // Its answer is awaited as long as a start would be, no longer.
                 let (sent_at, limit) = (Instant::now(), route.limits().start_timeout);
-                match tokio::time::timeout(limit, client.send(authority, target.connect_within(authority), upstream)).await {
+                match tokio::time::timeout(limit, client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream)).await {
                     Ok(sent) => {
                         if sent.is_ok() {
                             target.thawing.store(false, Ordering::Relaxed);
@@ -292,7 +292,7 @@ impl Gateway {
                     }
                 }
             } else {
-                client.send(authority, target.connect_within(authority), upstream).await
+                client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream).await
             };
             let SendError { error, unsent } = match sent {
                 Ok((resp, lease)) => {

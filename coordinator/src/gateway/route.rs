@@ -90,6 +90,19 @@ impl Backend {
         }
     }
 
+    /// Where to check, before a new connection to `authority`, that the
+    /// container is still there: its published port, when `authority` is its
+    /// own address. A container's address is handed to the next container
+    /// started on its network as soon as it is gone, which may be another
+    /// function's, while the routing table still lists it until its agent
+    /// reports it (a second or so). Its published port is withdrawn before its
+    /// address is released (Docker unmaps ports, then frees the address), so
+    /// while that port accepts, the address is still this container's. A
+    /// pooled connection needs no check: it ends with its container.
+    pub fn alive_check(&self, authority: &str) -> Option<&str> {
+        (self.direct.as_deref() == Some(authority)).then_some(&*self.published)
+    }
+
     /// The instance answered a request sent to `authority`.
     pub fn answered(&self, authority: &str) {
         if self.direct_state.load(Ordering::Relaxed) == DIRECT_UNPROVEN && self.direct.as_deref() == Some(authority) {

@@ -78,11 +78,13 @@ impl Client {
     /// Sends `req` (origin-form URI) to `authority`, over a pooled connection or
     /// a new one made within `connect_within`, and returns the response with
     /// the connection's lease, to be dropped when the response body is done.
-    pub async fn send(&self, authority: &Arc<str>, connect_within: Duration, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
+    /// With `alive_at`, a new connection is only made once `alive_at` accepted
+    /// one (see [`Backend::alive_check`](super::Backend::alive_check)).
+    pub async fn send(&self, authority: &Arc<str>, alive_at: Option<&str>, connect_within: Duration, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),
-                None => match connect(authority, connect_within).await {
+                None => match connect(authority, alive_at, connect_within).await {
                     Ok(s) => (s, false),
                     Err(error) => return Err(SendError { error, unsent: Some(req) }),
                 },
@@ -120,8 +122,15 @@ impl Client {
     }
 }
 
-async fn connect(authority: &str, within: Duration) -> Result<Sender, UpstreamError> {
+async fn connect(authority: &str, alive_at: Option<&str>, within: Duration) -> Result<Sender, UpstreamError> {
     let err = |reason: String| UpstreamError::Connect { authority: authority.into(), reason };
+    if let Some(check) = alive_at {
+        // Accepted and dropped at once: only whether something still listens there matters.
+        tokio::time::timeout(within, TcpStream::connect(check))
+            .await
+            .map_err(|_| err(format!("its published port {check} did not answer within {within:?}")))?
+            .map_err(|e| err(format!("its published port {check} refused ({e}): the container is gone")))?;
+    }
     let stream = tokio::time::timeout(within, TcpStream::connect(authority)).await.map_err(|_| err(format!("no answer within {within:?}")))?.map_err(|e| err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| err(e.to_string()))?;
