@@ -94,6 +94,11 @@ cleanup() {
     if [ -n "$WRK_PID" ]; then kill -TERM "$WRK_PID" 2>/dev/null; fi
     if [ -n "$DEPLOYED" ]; then
         "$SLUICE" --api "$API" rm "$FUNCTION" >/dev/null 2>&1 || say "could not remove function $FUNCTION (sluice rm)"
+        # The agent stops and removes the container after the rm: give it the time before stopping sluice.
+        for _ in $(seq 100); do
+            [ -z "$(docker ps -aq --filter label=io.sluice.node=b3 2>/dev/null)" ] && break
+            sleep 0.1
+        done
     fi
     for pid in $NGINX_PID $SLUICE_PID; do
         kill -TERM "$pid" 2>/dev/null || continue
