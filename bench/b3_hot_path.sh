@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-#! b3_hot_path.sh — benchmark B3: hot-path throughput and latency of one warm `hello` instance,
+#! b3_hot_path.sh — benchmark B3: hot-path throughput and latency of one warm function instance,
 #! called three ways in the same run:
-#!   direct   wrk -> the function container's published port
-#!   nginx    wrk -> Debian nginx (2 workers, upstream keepalive 64) -> the same container
-#!   gateway  wrk -> the Sluice gateway (/function/NAME) -> the same container
-#! Rounds are interleaved (direct, nginx, gateway per round) and medians are reported, plus the
-#! ratios gateway/nginx and gateway/direct. Results go to bench/results/b3.json.
+#!   direct   wrk -> the function container's own address (its IP on the Docker network, its port)
+#!   nginx    wrk -> Debian nginx (2 workers, upstream keepalive 64) -> the same address, as a user
+#!            would configure it (upstream = the container's IP:port)
+#!   gateway  wrk -> the Sluice gateway (/function/NAME) -> the instance, the way Sluice reaches it
+#! and, with PUBLISHED=1, a fourth for reference:
+#!   published  wrk -> the container's published port on loopback (Docker's userland proxy)
+#! The function is not ours by default: Debian's nginx answering `return 200` from a FROM-scratch
+#! image the script builds (FN=hello uses Sluice's example function instead). It gets 2 cores
+#! (--cpu-millis 2000). Rounds are interleaved (direct, nginx, gateway per round) and medians are
+#! reported, with every figure as a ratio to nginx in the same run. Results go to bench/results/b3.json.
 #!
 #! Usage: bench/b3_hot_path.sh
 #! Env:
 #!   DURATION=10   seconds per wrk run          ROUNDS=3     rounds (median over them)
 #!   THREADS=2 CONNECTIONS=32                  WARMUP=2     warm-up seconds per target
-#!   IMAGE=sluice/hello:latest (build it with scripts/build-images.sh)   FUNCTION=hello
+#!   FN=nginx      the function: nginx (not ours: Debian's nginx in a FROM-scratch image, built here)
+#!                 or hello (sluice/hello:latest; build it with scripts/build-images.sh)
+#!   FUNCTION=b3   its name in Sluice          PUBLISHED=0  1 adds the published-port reference
 #!   SLUICE=path   sluice binary (default $CARGO_TARGET_DIR/release/sluice, built if absent)
 #!   API_ADDR=127.0.0.1:7070 GATEWAY_ADDR=127.0.0.1:8080 NGINX_PORT=18080
-#!   MODE=no-gateway ENDPOINT=127.0.0.1:PORT   skip Sluice: benchmark direct and nginx against a
-#!                                             container you started yourself, e.g.
-#!     docker run -d -p 127.0.0.1::8080 sluice/hello:latest   (then: docker port <id>)
+#!   MODE=no-gateway ENDPOINT=IP:PORT   skip Sluice: benchmark direct and nginx against a container you
+#!                                      started yourself, e.g.
+#!     id=$(docker run -d sluice/hello:latest)
+#!     ENDPOINT=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id"):8080
 #!   OUT=bench/results/b3.json
 #! Everything it starts (sluice, nginx, the deployed function) is stopped on exit.
 set -euo pipefail
@@ -27,8 +35,9 @@ ROUNDS="${ROUNDS:-3}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WARMUP="${WARMUP:-2}"
-IMAGE="${IMAGE:-sluice/hello:latest}"
-FUNCTION="${FUNCTION:-hello}"
+FN="${FN:-nginx}"
+FUNCTION="${FUNCTION:-b3}"
+PUBLISHED="${PUBLISHED:-0}"
 MODE="${MODE:-full}"
 ENDPOINT="${ENDPOINT:-}"
 API_ADDR="${API_ADDR:-127.0.0.1:7070}"
@@ -46,12 +55,19 @@ for v in DURATION ROUNDS THREADS CONNECTIONS WARMUP NGINX_PORT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 { [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ]; } || die "ROUNDS and DURATION must be at least 1"
+case "$FN" in
+    nginx) IMAGE=sluice/b3-nginx:latest ;;
+    hello) IMAGE=sluice/hello:latest ;;
+    *) die "FN must be 'nginx' or 'hello', got '$FN'" ;;
+esac
 case "$MODE" in
     full) [ -z "$ENDPOINT" ] || die "ENDPOINT is only used with MODE=no-gateway" ;;
     no-gateway) [[ "$ENDPOINT" =~ ^[^:]+:[0-9]+$ ]] ||
-        die "MODE=no-gateway needs ENDPOINT=host:port of a running hello container (docker run -d -p 127.0.0.1::8080 $IMAGE; docker port <id>)" ;;
+        die "MODE=no-gateway needs ENDPOINT=IP:port of a running container (docker run -d $IMAGE; docker inspect it for its IP)"
+        [ "$PUBLISHED" = 0 ] || die "PUBLISHED=1 needs MODE=full" ;;
     *) die "MODE must be 'full' or 'no-gateway', got '$MODE'" ;;
 esac
+[[ "$PUBLISHED" =~ ^[01]$ ]] || die "PUBLISHED must be 0 or 1, got '$PUBLISHED'"
 
 # --- tools -------------------------------------------------------------------------------------
 apt_install() {
@@ -69,6 +85,7 @@ command -v python3 >/dev/null || apt_install python3
 WORK="$(mktemp -d -t sluice-b3.XXXXXX)"
 NGINX_PID=""
 SLUICE_PID=""
+PUBLISHED_ENDPOINT=""
 WRK_PID=""
 DEPLOYED=""
 cleanup() {
@@ -77,6 +94,11 @@ cleanup() {
     if [ -n "$WRK_PID" ]; then kill -TERM "$WRK_PID" 2>/dev/null; fi
     if [ -n "$DEPLOYED" ]; then
         "$SLUICE" --api "$API" rm "$FUNCTION" >/dev/null 2>&1 || say "could not remove function $FUNCTION (sluice rm)"
+        # The agent stops and removes the container after the rm: give it the time before stopping sluice.
+        for _ in $(seq 100); do
+            [ -z "$(docker ps -aq --filter label=io.sluice.node=b3 2>/dev/null)" ] && break
+            sleep 0.1
+        done
     fi
     for pid in $NGINX_PID $SLUICE_PID; do
         kill -TERM "$pid" 2>/dev/null || continue
@@ -86,7 +108,7 @@ cleanup() {
             kill -KILL "$pid" 2>/dev/null
         fi
     done
-    if [ -n "$DEPLOYED" ] && [ -n "$ENDPOINT" ] && curl -fsS -m 1 -o /dev/null "http://$ENDPOINT/_/health" 2>/dev/null; then
+    if [ -n "$DEPLOYED" ] && [ -n "$ENDPOINT" ] && curl -fsS -m 1 -o /dev/null "http://$ENDPOINT/" 2>/dev/null; then
         say "warning: the instance at $ENDPOINT still answers after sluice stopped; check 'docker ps'"
     fi
     if [ "$rc" -ne 0 ] && [ -f "$WORK/sluice.log" ]; then
@@ -122,21 +144,70 @@ wait_for() {
     done
 }
 
+# --- the function ---------------------------------------------------------------------------------
+# Debian's nginx with the libraries it links, FROM scratch, answering every path with 200
+# "hello, world" on kept-alive connections: a function that is not Sluice's. It runs as Sluice runs
+# every function (user 65534, read-only root, /tmp the only writable place), hence the paths.
+build_nginx_function() {
+    local ctx="$WORK/nginx-fn" lib
+    mkdir -p "$ctx/etc/nginx"
+    cp "$NGINX" "$ctx/nginx"
+    for lib in $(ldd "$NGINX" | grep -o '/[^ ]*'); do
+        mkdir -p "$ctx$(dirname "$lib")"
+        cp -L "$lib" "$ctx$lib"
+    done
+    cat >"$ctx/etc/nginx/nginx.conf" <<'CONF'
+worker_processes 2;
+daemon off;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path /tmp/body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 8080;
+        location / {
+            default_type text/plain;
+            return 200 "hello, world";
+        }
+    }
+}
+CONF
+    cat >"$ctx/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY . /
+USER 65534:65534
+EXPOSE 8080
+ENTRYPOINT ["/nginx", "-p", "/tmp/", "-c", "/etc/nginx/nginx.conf", "-e", "stderr"]
+DOCKERFILE
+    docker build -q -t "$IMAGE" "$ctx" >"$WORK/docker-build.log" 2>&1 || die "docker build of $IMAGE failed: $(cat "$WORK/docker-build.log")"
+}
+
 # --- sluice: start, deploy, find the instance ---------------------------------------------------
-# Prints host:port of a ready instance of $FUNCTION, or fails.
+# Prints "published-host:port direct-ip:port" of a ready instance of $FUNCTION, or fails.
 ready_endpoint() {
     "$SLUICE" --api "$API" ls --output json 2>/dev/null | FUNCTION="$FUNCTION" python3 -c '
 import json, os, sys
 for i in json.load(sys.stdin).get("instances") or []:
     ep = i.get("endpoint") or {}
-    if i.get("function") == os.environ["FUNCTION"] and i.get("state") == "ready" and ep.get("host"):
-        print("%s:%s" % (ep["host"], ep["port"]))
+    if i.get("function") == os.environ["FUNCTION"] and i.get("state") == "ready" and ep.get("host") and ep.get("direct"):
+        print("%s:%s %s" % (ep["host"], ep["port"], ep["direct"]))
         sys.exit(0)
 sys.exit(1)'
 }
 
 if [ "$MODE" = full ]; then
     command -v docker >/dev/null || die "docker not found; B3 needs Docker Engine"
+    if [ "$FN" = nginx ]; then
+        say "building $IMAGE from $NGINX"
+        build_nginx_function
+    fi
     docker image inspect "$IMAGE" >/dev/null 2>&1 || die "image $IMAGE not found; run scripts/build-images.sh first"
     if [ ! -x "$SLUICE" ]; then
         say "building the sluice CLI ($SLUICE not found)"
@@ -146,16 +217,21 @@ if [ "$MODE" = full ]; then
     ! port_busy "$API_ADDR" || die "something already listens on $API_ADDR; stop it or set API_ADDR"
     ! port_busy "$GATEWAY_ADDR" || die "something already listens on $GATEWAY_ADDR; stop it or set GATEWAY_ADDR"
     say "starting sluice up (api $API_ADDR, gateway $GATEWAY_ADDR; log in $WORK/sluice.log)"
-    "$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" >"$WORK/sluice.log" 2>&1 &
+    # Its own data directory (and so its own admin token), ports the OS picks for Raft and the
+    # agent's metrics, and images run as built here: no registry is involved.
+    mkdir -p "$WORK/data"
+    export SLUICE_TOKEN_FILE="$WORK/data/admin.token"
+    "$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --raft 127.0.0.1:0 --agent-metrics 127.0.0.1:0 \
+        --node b3 --data-dir "$WORK/data" --no-image-pinning >"$WORK/sluice.log" 2>&1 &
     SLUICE_PID=$!
     wait_for 30 "sluice API answering at $API" "$SLUICE" --api "$API" ls --output json >/dev/null 2>&1
-    say "deploying $FUNCTION ($IMAGE, min 1, max 1)"
+    say "deploying $FUNCTION ($IMAGE, min 1, max 1, 2 cores)"
     "$SLUICE" --api "$API" deploy "$FUNCTION" --image "$IMAGE" --port 8080 --min 1 --max 1 --concurrency 1000 --cpu-millis 2000 \
         >"$WORK/deploy.out" 2>&1 || die "sluice deploy failed: $(cat "$WORK/deploy.out")"
     DEPLOYED=1
-    wait_for 60 "a ready instance of $FUNCTION" ready_endpoint >/dev/null
-    ENDPOINT="$(ready_endpoint)"
-    say "instance ready at $ENDPOINT"
+    wait_for 60 "a ready instance of $FUNCTION with a direct address" ready_endpoint >/dev/null
+    read -r PUBLISHED_ENDPOINT ENDPOINT <<<"$(ready_endpoint)"
+    say "instance ready: its own address $ENDPOINT, published at $PUBLISHED_ENDPOINT"
 fi
 
 # --- nginx ----------------------------------------------------------------------------------------
@@ -199,9 +275,11 @@ declare -A URL=(
     [direct]="http://$ENDPOINT/"
     [nginx]="http://127.0.0.1:$NGINX_PORT/"
     [gateway]="http://$GATEWAY_ADDR/function/$FUNCTION"
+    [published]="http://${PUBLISHED_ENDPOINT:-}/"
 )
 TARGETS=(direct nginx)
 [ "$MODE" = full ] && TARGETS+=(gateway)
+[ "$PUBLISHED" = 1 ] && TARGETS+=(published)
 
 for t in "${TARGETS[@]}"; do
     wait_for 10 "$t (${URL[$t]}) answering" answers "${URL[$t]}"
@@ -255,7 +333,7 @@ done
 kill -0 "$NGINX_PID" 2>/dev/null || die "nginx died during the run; see its error log above"
 
 mkdir -p "$(dirname "$OUT")"
-ROWS="$ROWS" OUT="$OUT" MODE="$MODE" ENDPOINT="$ENDPOINT" IMAGE="$IMAGE" DURATION="$DURATION" \
+ROWS="$ROWS" OUT="$OUT" MODE="$MODE" ENDPOINT="$ENDPOINT" PUBLISHED_ENDPOINT="$PUBLISHED_ENDPOINT" FN="$FN" IMAGE="$IMAGE" DURATION="$DURATION" \
     ROUNDS="$ROUNDS" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" python3 - <<'EOF'
 import json, os, statistics, time, platform
 rows = {}
@@ -273,25 +351,31 @@ def ratio(a, b):
         return None
     return {"rps": round(results[a]["rps"] / results[b]["rps"], 3),
             "p50": round(results[a]["p50_ms"] / results[b]["p50_ms"], 3)}
-ratios = {"gateway_over_nginx": ratio("gateway", "nginx"), "gateway_over_direct": ratio("gateway", "direct"),
-          "nginx_over_direct": ratio("nginx", "direct")}
+# Every figure against nginx in the same run: the machine's load moves all of them together.
+ratios = {f"{t}_over_nginx": ratio(t, "nginx") for t in ("direct", "gateway", "published") if t in results}
+ratios["gateway_over_direct"] = ratio("gateway", "direct")
+g = ratios.get("gateway_over_nginx")
+goal = None if not g else {"throughput_at_least_nginx": g["rps"] >= 1.0, "p50_no_worse_than_nginx": g["p50"] <= 1.0,
+                           "moonshot_1_2x": g["rps"] >= 1.2, "no_errors": results["gateway"]["errors"] == 0}
 env = os.environ
 doc = {"bench": "b3_hot_path", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": env["MODE"],
-       "config": {"image": env["IMAGE"], "endpoint": env["ENDPOINT"], "duration_s": int(env["DURATION"]),
-                  "rounds": int(env["ROUNDS"]), "wrk_threads": int(env["THREADS"]),
+       "config": {"function": env["FN"], "image": env["IMAGE"], "endpoint": env["ENDPOINT"],
+                  "published_endpoint": env.get("PUBLISHED_ENDPOINT") or None, "cpu_millis": 2000,
+                  "duration_s": int(env["DURATION"]), "rounds": int(env["ROUNDS"]), "wrk_threads": int(env["THREADS"]),
                   "wrk_connections": int(env["CONNECTIONS"]), "nginx_workers": 2, "nginx_upstream_keepalive": 64},
        "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
-       "results": results, "ratios": ratios}
+       "results": results, "ratios": ratios, "goal": goal}
 with open(env["OUT"], "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
-print(f"B3 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s:")
-for t in ("direct", "nginx", "gateway"):
+print(f"B3 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s ({env['FN']} function, 2 cores):")
+for t in ("direct", "nginx", "gateway", "published"):
     if t in results:
-        r = results[t]
-        print(f"  {t:<8} {r['rps']:>10.0f} req/s   p50 {r['p50_ms']:7.3f} ms   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}")
-for name, r in ratios.items():
-    if r:
-        print(f"  {name.replace('_over_', '/'):<16} throughput {r['rps']:.2f}x   p50 {r['p50']:.2f}x")
+        r, x = results[t], ratio(t, "nginx")
+        print(f"  {t:<9} {r['rps']:>9.0f} req/s ({x['rps']:.2f}x nginx)   p50 {r['p50_ms']:7.3f} ms ({x['p50']:.2f}x)"
+              f"   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}")
+if goal:
+    print("  goal (gateway vs nginx): throughput >= 1x %s, p50 <= 1x %s, no errors %s; moonshot 1.2x %s" % tuple(
+        "met" if goal[k] else "NOT met" for k in ("throughput_at_least_nginx", "p50_no_worse_than_nginx", "no_errors", "moonshot_1_2x")))
 print(f"  written to {env['OUT']}")
 EOF

@@ -201,7 +201,7 @@ mod tests {
     }
 
     fn ep(port: u16) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port }
+        Endpoint::published("127.0.0.1", port)
     }
 
     fn c(container: &str, instance: u64, status: ContainerStatus) -> ContainerInfo {

@@ -171,6 +171,13 @@ pub struct CoordinatorCommand {
     /// The gateway certificate's private key.
     #[arg(long, requires = "gateway_tls_cert")]
     pub gateway_tls_key: Option<PathBuf>,
+    /// The node (an agent's --node) that runs on this coordinator's host, in its
+    /// network: the gateway reaches that node's instances at their containers' own
+    /// addresses, skipping Docker's port publishing, and every other node's at
+    /// their published ports. Leave it out when no agent shares the host, or when
+    /// the coordinator runs in a container on a network of its own.
+    #[arg(long, value_name = "NAME")]
+    pub local_node: Option<String>,
 }
 
 impl CoordinatorCommand {
@@ -358,6 +365,7 @@ impl CoordinatorArgs {
             },
             images: ImagesConfig { pin: !self.no_image_pinning, insecure_registries: self.insecure_registries.clone() },
             tls: CoordinatorTls::default(),
+            local_node: None,
         })
     }
 }
@@ -466,6 +474,8 @@ impl Node {
         };
         let mut config = args.coordinator.config()?;
         config.bus = Some(bus.clone());
+        // Its own agent's containers are on this host: the gateway goes to them directly.
+        config.local_node = Some(args.host.node_id()?);
         let auth = config.auth.clone();
         let coordinator = Coordinator::start(config, clock.clone()).await?;
         let agent_token = match auth.mode {
@@ -634,6 +644,7 @@ pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
     let args = &command.coordinator;
     let mut config = args.config()?;
     config.tls = command.tls()?;
+    config.local_node = command.local_node.as_deref().map(NodeId::new).transpose().map_err(|e| anyhow::anyhow!("--local-node: {}", e.message))?;
     // Load travels on the bus: without a shared one, the leader never sees a
     // follower's gateway, and requests waiting there start nothing.
     anyhow::ensure!(

@@ -6,6 +6,7 @@ use crate::clock::Timestamp;
 use crate::ids::{FunctionName, InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::SocketAddr;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,13 +55,37 @@ impl fmt::Display for InstanceState {
     }
 }
 
-/// A host and port where an instance serves HTTP, reachable from the gateway.
+/// Where an instance serves HTTP, as its agent advertises it: two ways in.
+///
+/// `host:port` is the port its host publishes, which any gateway that can reach
+/// the host can use. `direct` is the container's own address on its network with
+/// the container's port: only reachable from the instance's own host (the
+/// instance record says which node that is), and there it skips what publishes
+/// the port (Docker's userland proxy, which costs more per request than a small
+/// function does). A gateway uses `direct` for instances on the node it shares a
+/// host with and `host:port` for all others (see the gateway's `local_node`).
+/// Reports from agents that predate `direct` decode without it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<SocketAddr>,
 }
 
+impl Endpoint {
+    /// An endpoint reachable only through its published `host:port`.
+    pub fn published(host: impl Into<String>, port: u16) -> Self {
+        Self { host: host.into(), port, direct: None }
+    }
+
+    /// The same, also reachable at `direct` from its own host.
+    pub fn with_direct(self, direct: Option<SocketAddr>) -> Self {
+        Self { direct, ..self }
+    }
+}
+
+/// The published `host:port` (what any gateway can use); `direct` is left out.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
@@ -92,4 +117,21 @@ pub struct Instance {
     /// running container keeps the limits it was started with).
     #[serde(default)]
     pub reserved: crate::node::Resources,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_without_a_direct_address_still_decode_and_encode_as_before() {
+        let old: Endpoint = serde_json::from_str(r#"{"host":"127.0.0.1","port":32768}"#).unwrap();
+        assert_eq!(old, Endpoint::published("127.0.0.1", 32768));
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"host":"127.0.0.1","port":32768}"#);
+        let both = Endpoint::published("10.0.0.5", 32768).with_direct(Some("172.17.0.3:8080".parse().unwrap()));
+        let json = serde_json::to_string(&both).unwrap();
+        assert_eq!(json, r#"{"host":"10.0.0.5","port":32768,"direct":"172.17.0.3:8080"}"#);
+        assert_eq!(serde_json::from_str::<Endpoint>(&json).unwrap(), both);
+        assert_eq!(both.to_string(), "10.0.0.5:32768", "shown as what every gateway can reach");
+    }
 }

@@ -17,7 +17,7 @@ use crate::windows::{Windows, WindowsConfig};
 use rustls::{ClientConfig, ServerConfig};
 use sluice_bus::{InProcessBus, MetricsBus, Publisher, PublisherConfig, Topic};
 use sluice_common::tls::{ClientCerts, TlsError, TlsFiles};
-use sluice_common::Clock;
+use sluice_common::{Clock, NodeId};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +48,11 @@ pub struct CoordinatorConfig {
     pub auth: AuthConfig,
     pub images: ImagesConfig,
     pub tls: CoordinatorTls,
+    /// The node whose agent shares this coordinator's host (and network): the
+    /// gateway reaches its instances at their containers' own addresses rather
+    /// than through their published ports. None: every instance through its
+    /// published port.
+    pub local_node: Option<NodeId>,
 }
 
 /// TLS of a coordinator; what is `None` is plain TCP, as without any flag.
@@ -82,6 +87,7 @@ impl std::fmt::Debug for CoordinatorConfig {
             .field("raft", &self.raft)
             .field("bus", &self.bus.as_ref().map(|b| b.name()))
             .field("tls", &(self.tls.cluster.is_some(), self.tls.gateway.is_some()))
+            .field("local_node", &self.local_node)
             .finish_non_exhaustive()
     }
 }
@@ -178,7 +184,7 @@ impl Coordinator {
         let raft = RaftNode::start(config.raft, applied.clone(), clock.clone(), stop.subscribe())?;
         let raft_addr = raft.raft_addr;
         let store = Store::new(applied, raft.handle.clone(), clock.clone());
-        let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode, config.gateway_cache_bytes);
+        let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode, config.local_node.clone(), config.gateway_cache_bytes);
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
         let pinning = match config.images.pin {
             true => ImagePinning::Resolve(Resolver::new(config.images.insecure_registries.clone())),

@@ -8,6 +8,7 @@ use serde_json::json;
 use sluice_agent::runtime::ContainerRuntime;
 use sluice_tests::{eventually, hello_image, sleep_image, Cluster};
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 const START: Duration = Duration::from_secs(30);
@@ -276,4 +277,56 @@ async fn requests_to_a_killed_instance_go_to_another_one() -> Result<()> {
         assert_ne!(r.header("x-sluice-instance"), Some(victim.clone()));
     }
     c.stop().await
+}
+
+/// `sluice up`'s gateway shares its host with its agent: it reaches the
+/// instance at the container's own address (the endpoint's `direct`), never
+/// through the port Docker publishes (its userland proxy). Checked on the
+/// process's own TCP connections: the pooled keep-alive connection the call
+/// left goes to the container's address.
+#[tokio::test]
+async fn the_gateway_reaches_an_instance_on_its_host_at_the_containers_own_address() -> Result<()> {
+    let c = Cluster::start("t-direct").await?;
+    c.deploy(json!({"name": "hello", "image": hello_image(), "min_instances": 1, "max_instances": 1})).await?;
+    eventually("a ready instance", START, || async { Ok(c.instances("hello").await?.iter().any(|i| i["state"] == "ready").then_some(())) }).await?;
+    for _ in 0..3 {
+        let r = c.http.get(&c.function_url("hello", "")).await?;
+        assert_eq!((r.status, r.text()), (StatusCode::OK, "hello, world".to_string()));
+    }
+    let instance = c.instances("hello").await?.into_iter().find(|i| i["state"] == "ready").expect("a ready instance");
+    let endpoint = &instance["endpoint"];
+    let direct: SocketAddr = endpoint["direct"].as_str().expect("the endpoint names the container's own address").parse()?;
+    let published: SocketAddr = format!("{}:{}", endpoint["host"].as_str().unwrap_or_default(), endpoint["port"]).parse()?;
+    let container = c.running_containers("hello").await?.into_iter().next().expect("its container");
+    assert_eq!((Some(direct.ip()), direct.port()), (container.addr, 8080), "the container's address on its network, and its own port");
+    let connected = established_remotes()?;
+    assert!(connected.contains(&direct), "no connection of this process to {direct}: {connected:?}");
+    assert!(!connected.contains(&published), "the gateway went through the published port {published}: {connected:?}");
+    c.stop().await
+}
+
+/// The remote addresses of this process's established IPv4 TCP connections:
+/// its socket descriptors (`/proc/self/fd`) looked up by inode in `/proc/self/net/tcp`.
+fn established_remotes() -> Result<HashSet<SocketAddr>> {
+    let mut inodes = HashSet::new();
+    for fd in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else { continue };
+        if let Some(inode) = target.to_str().and_then(|t| t.strip_prefix("socket:[")).and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut remotes = HashSet::new();
+    for line in std::fs::read_to_string("/proc/self/net/tcp")?.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode; st 01 is ESTABLISHED.
+        let (Some(rem), Some(&"01"), Some(inode)) = (fields.get(2), fields.get(3), fields.get(9)) else { continue };
+        if !inodes.contains(*inode) {
+            continue;
+        }
+        let Some((ip, port)) = rem.split_once(':') else { continue };
+        // The kernel prints the address as the in-memory (network order) word read natively.
+        let ip = std::net::Ipv4Addr::from(u32::from_str_radix(ip, 16)?.to_ne_bytes());
+        remotes.insert(SocketAddr::from((ip, u16::from_str_radix(port, 16)?)));
+    }
+    Ok(remotes)
 }

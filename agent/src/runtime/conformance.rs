@@ -94,7 +94,7 @@ pub async fn run_all(rt: &dyn ContainerRuntime, ctx: &ConformanceContext) -> Res
 }
 
 /// create → start → wait_ready; the listing shows it running, labelled, at its
-/// endpoint, with an address on its network.
+/// endpoint, with an address on its network, where it is also reachable directly.
 pub async fn start_ready_and_list(rt: &dyn ContainerRuntime, ctx: &ConformanceContext) -> CheckResult {
     const CHECK: &str = "start_ready_and_list";
     let inst = ctx.instance(0);
@@ -112,10 +112,18 @@ pub async fn start_ready_and_list(rt: &dyn ContainerRuntime, ctx: &ConformanceCo
         ensure(CHECK, listed.status == ContainerStatus::Running, || format!("started container is {:?}", listed.status))?;
         ensure(CHECK, listed.endpoint.as_ref() == Some(&endpoint), || format!("listed endpoint {:?} is not {endpoint}", listed.endpoint))?;
         ensure(CHECK, listed.addr.is_some(), || "a running container has no address on its network".into())?;
+        // The gateway on this host skips the published port: the endpoint also
+        // names the container's own address, with the function's port.
+        let direct = endpoint.direct.ok_or_else(|| fail(CHECK, format!("endpoint {endpoint:?} has no direct address")))?;
+        ensure(CHECK, Some(direct.ip()) == listed.addr && direct.port() == inst.spec.port, || {
+            format!("direct address {direct} is not the container's address {:?} with its port {}", listed.addr, inst.spec.port)
+        })?;
         let inspected = expect(CHECK, "inspect", rt.inspect(&id).await)?;
         ensure(CHECK, inspected == listed, || format!("inspect {inspected:?} disagrees with list {listed:?}"))?;
         if ctx.serves_http {
             answers_2xx(CHECK, &endpoint, &inst.spec.health_path).await?;
+            let direct = Endpoint::published(direct.ip().to_string(), direct.port());
+            answers_2xx(CHECK, &direct, &inst.spec.health_path).await?;
         }
         Ok(())
     })

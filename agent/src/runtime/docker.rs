@@ -7,7 +7,7 @@ mod images;
 
 pub use audit::{check_secure_defaults, violations as secure_defaults_violations, SecureDefaultsError};
 
-use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, RuntimeError};
+use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, RuntimeError};
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
@@ -34,8 +34,9 @@ pub enum PullPolicy {
 /// How the agent uses the local Docker Engine.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
-    /// Host address container ports are published on; the gateway connects here.
-    /// Keep the loopback default unless the gateway runs on another host.
+    /// Host address container ports are published on; gateways on other hosts
+    /// connect here (one on this host reaches containers at their own address).
+    /// Keep the loopback default unless a gateway runs on another host.
     pub publish_host: String,
     pub pull: PullPolicy,
     /// How long a confirmed-present image is trusted without asking Docker again.
@@ -202,12 +203,15 @@ impl ContainerRuntime for DockerRuntime {
         let started = Instant::now();
         self.docker.start_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
         let started_ms = millis(started);
-        // The ephemeral host port is only known once Docker has bound it.
+        // The ephemeral host port, and the container's address, are only known once Docker has bound them.
         let inspect = self.docker.inspect_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
-        let port = convert::port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()))
+        let settings = inspect.network_settings.as_ref();
+        let ports = convert::port_map_ports(settings.and_then(|n| n.ports.as_ref()))
             .ok_or_else(|| RuntimeError::Backend(format!("container {} started but publishes no port; check that nothing else changed its port bindings", id.0)))?;
-        debug!(container = %id.0, start_ms = started_ms, elapsed_ms = millis(started), port, "container started");
-        Ok(Endpoint { host: self.endpoint_host().to_string(), port })
+        let addr = convert::network_address(settings.and_then(|n| n.networks.as_ref()));
+        let endpoint = convert::endpoint(self.endpoint_host(), Some(ports), addr, ContainerStatus::Running).expect("a running container with a port has an endpoint");
+        debug!(container = %id.0, start_ms = started_ms, elapsed_ms = millis(started), port = ports.published, direct = ?endpoint.direct, "container started");
+        Ok(endpoint)
     }
 
     async fn wait_ready(&self, instance: InstanceId, endpoint: &Endpoint, health_path: &str, timeout: Duration) -> Result<(), RuntimeError> {

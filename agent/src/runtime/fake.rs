@@ -70,6 +70,8 @@ struct Container {
     function: FunctionName,
     status: ContainerStatus,
     endpoint: Option<Endpoint>,
+    /// The port the function listens on inside the container.
+    port: u16,
 }
 
 #[derive(Debug, Default)]
@@ -201,11 +203,15 @@ impl FakeRuntime {
 }
 
 fn info(id: &str, c: &Container) -> ContainerInfo {
-    // Like a bridge network: an address while it runs, from the instance id.
     let live = matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused);
-    let n = c.instance.0;
-    let addr = live.then(|| std::net::IpAddr::from([10, 88, (n >> 8) as u8, n as u8]));
+    let addr = live.then(|| address(c.instance));
     ContainerInfo { id: ContainerId(id.to_string()), instance: c.instance, function: c.function.clone(), status: c.status, endpoint: c.endpoint.clone(), addr }
+}
+
+/// Like a bridge network: a container's address while it runs, from its instance id.
+fn address(instance: InstanceId) -> std::net::IpAddr {
+    let n = instance.0;
+    std::net::IpAddr::from([10, 88, (n >> 8) as u8, n as u8])
 }
 
 fn injected(op: Op) -> RuntimeError {
@@ -241,7 +247,15 @@ impl ContainerRuntime for FakeRuntime {
         }
         state.next_id += 1;
         let id = format!("fake{:04}", state.next_id);
-        let container = Container { name, node: node.clone(), instance: instance.id, function: instance.spec.name.clone(), status: ContainerStatus::Created, endpoint: None };
+        let container = Container {
+            name,
+            node: node.clone(),
+            instance: instance.id,
+            function: instance.spec.name.clone(),
+            status: ContainerStatus::Created,
+            endpoint: None,
+            port: instance.spec.port,
+        };
         state.containers.insert(id.clone(), container);
         Ok(ContainerId(id))
     }
@@ -256,7 +270,8 @@ impl ContainerRuntime for FakeRuntime {
                 ContainerStatus::Paused => return Err(conflict(key, "cannot start a paused container, try unpause instead")),
                 _ => {
                     c.status = ContainerStatus::Running;
-                    c.endpoint = Some(Endpoint { host: "127.0.0.1".into(), port });
+                    // Published on loopback, and directly at its address on the (pretend) bridge.
+                    c.endpoint = Some(Endpoint::published("127.0.0.1", port).with_direct(Some(std::net::SocketAddr::new(address(c.instance), c.port))));
                 }
             }
             let endpoint = c.endpoint.clone().ok_or_else(|| RuntimeError::Backend("running fake container has no endpoint".into()))?;

@@ -152,7 +152,7 @@ mod tests {
                 let _ = conn.write_all(answer).await;
             }
         });
-        Endpoint { host: "127.0.0.1".into(), port }
+        Endpoint::published("127.0.0.1", port)
     }
 
     #[test]
@@ -175,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_paths_that_could_inject_headers() {
-        let ep = Endpoint { host: "127.0.0.1".into(), port: 9 };
+        let ep = Endpoint::published("127.0.0.1", 9);
         for bad in ["health", "/a b", "/a\r\nX: y"] {
             assert!(matches!(get_status(&ep, bad, TRY_TIMEOUT).await, Err(ProbeError::BadPath(_))), "{bad:?}");
         }
@@ -197,7 +197,7 @@ mod tests {
     async fn gives_up_with_the_last_error() {
         // A port nobody listens on: bind, note the port, close.
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let ep = Endpoint { host: "127.0.0.1".into(), port };
+        let ep = Endpoint::published("127.0.0.1", port);
         let started = Instant::now();
         let err = wait_healthy(InstanceId(7), &ep, "/_/health", Duration::from_millis(100)).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));

@@ -210,7 +210,7 @@ async fn agents_report(store: &Arc<Store>, now: Timestamp) -> Result<()> {
                         id: i.id,
                         function: i.function.clone(),
                         state: InstanceState::Ready,
-                        endpoint: Some(sluice_common::Endpoint { host: "10.0.0.1".into(), port: 30000 }),
+                        endpoint: Some(sluice_common::Endpoint::published("10.0.0.1", 30000)),
                         reason: None,
                         addr: None,
                     })

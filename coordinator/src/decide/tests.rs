@@ -161,7 +161,7 @@ impl Sim {
                             sluice_common::InstanceState::Stopping => sluice_common::InstanceState::Gone,
                             _ => return None,
                         };
-                        let endpoint = Some(sluice_common::Endpoint { host: "127.0.0.1".into(), port: 1000 + i.id.0 as u16 });
+                        let endpoint = Some(sluice_common::Endpoint::published("127.0.0.1", 1000 + i.id.0 as u16));
                         Some(InstanceReport { id: i.id, function: i.function.clone(), state, endpoint, reason: None, addr: None })
                     })
                     .collect();

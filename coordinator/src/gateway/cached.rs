@@ -28,14 +28,14 @@ const MISS: HeaderValue = HeaderValue::from_static("miss");
 
 impl Gateway {
     /// Serves `req`, whose method `spec` caches, through the cache.
-    pub(super) async fn cached(&self, client: &Client, route: &Arc<Route>, spec: &CacheSpec, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn cached(&self, client: &Client, route: &Arc<Route>, spec: &CacheSpec, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         self.apply_purges();
         let usage = cache::request_use(req.headers());
         if usage == RequestUse::Bypass {
             route.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
             return self.invoke_uncached(client, route, forward, req).await.map(miss);
         }
-        let key = cache::key(req.method().as_str(), forward, req.headers(), spec);
+        let key = cache::key(req.method().as_str(), forward.path_and_query().map_or("/", |p| p.as_str()), req.headers(), spec);
         // What this request reads: none for a refresh, until a flight it waited for stored a fresh answer.
         let mut read = match usage {
             RequestUse::Read(max_age) => Some(max_age),

@@ -19,6 +19,8 @@
 
 mod cache;
 mod cached;
+#[cfg(test)]
+mod direct_tests;
 mod figures;
 mod proxy;
 mod route;
@@ -27,7 +29,7 @@ mod upstream;
 pub use cache::{CacheFigures, ResponseCache, CACHE_HEADER};
 pub use figures::{coordinator_node_id, FiguresTaker};
 pub use upstream::Client;
-use upstream::{Outgoing, SendError};
+use upstream::{Outgoing, SendError, UpstreamError};
 
 pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits};
 
@@ -40,7 +42,7 @@ use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sluice_common::metrics;
-use sluice_common::{Clock, Instance, InstanceId, InstanceState};
+use sluice_common::{Clock, Instance, InstanceId, InstanceState, NodeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -70,6 +72,10 @@ pub struct Gateway {
     cache: Arc<ResponseCache>,
     /// Where `/async-function/` hands requests; set once the coordinator has started it.
     pub invocations: std::sync::OnceLock<Arc<crate::invocations::Invocations>>,
+    /// The node whose agent runs on this gateway's host (`sluice up`'s own,
+    /// `sluice coordinator --local-node`): its instances are reached at their
+    /// containers' own addresses, everyone else's at their published ports.
+    local_node: Option<NodeId>,
 }
 
 /// Bytes a gateway's response cache holds by default (`--gateway-cache-mb`).
@@ -77,7 +83,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 impl Gateway {
     /// A gateway whose response cache holds at most `cache_bytes`.
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode, cache_bytes: u64) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, auth: AuthMode, local_node: Option<NodeId>, cache_bytes: u64) -> Arc<Self> {
         Arc::new(Self {
             routes: RwLock::new(HashMap::new()),
             callers: RwLock::default(),
@@ -88,6 +94,7 @@ impl Gateway {
             miss_gate: tokio::sync::Mutex::new(()),
             cache: ResponseCache::new(cache_bytes),
             invocations: std::sync::OnceLock::new(),
+            local_node,
         })
     }
 
@@ -102,7 +109,7 @@ impl Gateway {
         let mut ready: HashMap<&str, Vec<ReadyInstance>> = HashMap::new();
         let mut paused: HashMap<&str, Vec<InstanceId>> = HashMap::new();
         for i in state.instances.values() {
-            match routing(i) {
+            match routing(i, self.local_node.as_ref()) {
                 Some(Routing::Ready(r)) => ready.entry(i.function.as_str()).or_default().push(r),
                 Some(Routing::Paused(id)) => paused.entry(i.function.as_str()).or_default().push(id),
                 None => {}
@@ -144,7 +151,7 @@ impl Gateway {
             };
             let (mut ready, mut paused) = (Vec::new(), Vec::new());
             for i in state.live_of(name) {
-                match routing(i) {
+                match routing(i, self.local_node.as_ref()) {
                     Some(Routing::Ready(r)) => ready.push(r),
                     Some(Routing::Paused(id)) => paused.push(id),
                     None => {}
@@ -216,14 +223,18 @@ impl Gateway {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, "/"),
             };
-            let forward = match req.uri().query() {
-                Some(q) => format!("{below}?{q}"),
-                None => below.to_string(),
+            let forward = match proxy::upstream_uri(below, req.uri().query()) {
+                Ok(uri) => uri,
+                Err(e) => return ApiError::invalid("path", format!("cannot forward {below:?}: {e}; use a valid URL path")).into_response(),
             };
-            let name = name.to_string();
+            // The name is looked up while the request is only borrowed, so it is never copied.
+            let route = match self.route(name).await {
+                Some(route) => route,
+                None => return unknown_function(name).into_response(),
+            };
             let answer = match asynchronous {
-                false => self.invoke(&client, &name, &forward, req).await,
-                true if req.method() == Method::POST => self.submit(&name, &forward, req).await,
+                false => self.invoke(&client, route, forward, req).await,
+                true if req.method() == Method::POST => self.submit(route, forward, req).await,
                 true => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "asynchronous invocations are submitted with POST")),
             };
             return answer.unwrap_or_else(ApiError::into_response);
@@ -245,8 +256,7 @@ impl Gateway {
         auth::authorize(self.auth, header, permission, self.clock.now(), |id| self.store.read(|s| s.auth.tokens.get(id).cloned())).map(|_| ())
     }
 
-    async fn invoke(&self, client: &Client, name: &str, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let route = self.existing_route(name).await?;
+    async fn invoke(&self, client: &Client, route: Arc<Route>, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let mut req = req;
         if route.private.load(Ordering::Relaxed) {
             self.authorize(&req, Permission::Invoke)?;
@@ -262,7 +272,7 @@ impl Gateway {
     /// A `/function/` request past its checks and the cache: the rate limit
     /// (which guards the function, so cache hits never count against it), the
     /// caller noted for co-location, then an instance.
-    async fn invoke_uncached(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn invoke_uncached(&self, client: &Client, route: &Arc<Route>, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         route.admit(self.clock.now()).map_err(|wait| shed_by_rate_limit(route, wait))?;
         if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {
             if caller != route.name {
@@ -274,10 +284,7 @@ impl Gateway {
 
     /// The route of `name`, or the API error saying why there is none.
     async fn existing_route(&self, name: &str) -> Result<Arc<Route>, ApiError> {
-        self.route(name).await.ok_or_else(|| match sluice_common::FunctionName::new(name).err() {
-            Some(e) => ApiError::from(e),
-            None => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
-        })
+        self.route(name).await.ok_or_else(|| unknown_function(name))
     }
 
     /// Runs an asynchronous invocation's request (read whole from the bus) through
@@ -285,13 +292,13 @@ impl Gateway {
     /// the function's bounded queue. Its caller was authorised when it was accepted.
     pub async fn call(&self, client: &Client, name: &str, path_and_query: &str, req: Request<bytes::Bytes>) -> Result<Response<Body>, ApiError> {
         let route = self.existing_route(name).await?;
-        self.forward(client, &route, path_and_query, req.map(|b| Outgoing::Whole(http_body_util::Full::new(b)))).await
+        let uri = path_and_query.parse::<hyper::Uri>().map_err(|e| ApiError::invalid("path", format!("cannot forward {path_and_query:?}: {e}")))?;
+        self.forward(client, &route, uri, req.map(|b| Outgoing::Whole(http_body_util::Full::new(b)))).await
     }
 
     /// The `/async-function/{name}` answer: checks the function and its caller as
     /// `/function/` does, then hands the request to the invocations queue.
-    async fn submit(&self, name: &str, forward: &str, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let route = self.existing_route(name).await?;
+    async fn submit(&self, route: Arc<Route>, forward: hyper::Uri, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         if route.private.load(Ordering::Relaxed) {
             self.authorize(&req, Permission::Invoke)?;
         }
@@ -302,11 +309,12 @@ impl Gateway {
         let Some(invocations) = self.invocations.get() else {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "async_unavailable", "this coordinator is still starting its invocation queue: retry in a moment"));
         };
-        invocations.submit(route.name.as_str(), forward, req).await
+        let path = forward.path_and_query().map_or("/", |p| p.as_str());
+        invocations.submit(route.name.as_str(), path, req).await
     }
 
     /// Sends `req` to a ready instance of `route`, waiting in its queue for one.
-    async fn forward(&self, client: &Client, route: &Arc<Route>, forward: &str, req: Request<Outgoing>) -> Result<Response<Body>, ApiError> {
+    async fn forward(&self, client: &Client, route: &Arc<Route>, forward: hyper::Uri, req: Request<Outgoing>) -> Result<Response<Body>, ApiError> {
         let route = route.clone();
         let started = Instant::now();
         route.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -332,22 +340,17 @@ impl Gateway {
             route.counters.wait.observe(started.elapsed().as_secs_f64());
         }
         let mut release = proxy::Release { route: route.clone(), backend, clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
-        let mut upstream = match proxy::to_upstream(req, forward) {
-            Ok(r) => r,
-            Err(e) => {
-                release.status = StatusCode::BAD_REQUEST;
-                return Err(ApiError::invalid("path", format!("cannot forward {forward:?}: {e}; use a valid URL path")));
-            }
-        };
+        let mut upstream = proxy::to_upstream(req, forward);
         let mut retried = false;
         loop {
             let target = release.backend.clone();
+            let authority = target.authority();
             let sent = if target.thawing.load(Ordering::Relaxed) {
                 // Resumed a moment ago: its agent may not have thawed it yet, and
                 // a frozen container accepts the connection and then says nothing.
                 // Its answer is awaited as long as a start would be, no longer.
                 let (sent_at, limit) = (Instant::now(), route.limits().start_timeout);
-                match tokio::time::timeout(limit, client.send(&target.authority, upstream)).await {
+                match tokio::time::timeout(limit, client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream)).await {
                     Ok(sent) => {
                         if sent.is_ok() {
                             target.thawing.store(false, Ordering::Relaxed);
@@ -372,7 +375,7 @@ impl Gateway {
             } else {
                 // A hung or frozen instance would otherwise hold the client and the slot for ever.
                 let limit = std::time::Duration::from_millis(route.request_timeout_ms.load(Ordering::Relaxed));
-                match tokio::time::timeout(limit, client.send(&target.authority, upstream)).await {
+                match tokio::time::timeout(limit, client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream)).await {
                     Ok(sent) => sent,
                     Err(_) => {
                         route.counters.request_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -391,10 +394,21 @@ impl Gateway {
             };
             let SendError { error, unsent } = match sent {
                 Ok((resp, lease)) => {
+                    target.answered(authority);
                     release.lease = Some(lease);
                     return Ok(proxy::from_upstream(resp, release));
                 }
                 Err(e) => e,
+            };
+            // The direct way in does not work from here: the same instance,
+            // through its published port. Not the instance's failure.
+            let unsent = match unsent {
+                Some(req) if matches!(error, UpstreamError::Connect { .. }) && target.unreachable(authority) => {
+                    warn!(function = %route.name, instance = %target.id, direct = %authority, error = %error, published = %target.authority(), "cannot reach the instance's own address from this gateway; using its published port");
+                    upstream = req;
+                    continue;
+                }
+                unsent => unsent,
             };
             route.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
             warn!(function = %route.name, instance = %target.id, error = %error, "instance did not answer");
@@ -531,9 +545,14 @@ enum Routing {
     Paused(InstanceId),
 }
 
-fn routing(i: &Instance) -> Option<Routing> {
+/// `local_node`: the node this gateway shares a host with, whose instances it
+/// reaches at their direct address.
+fn routing(i: &Instance, local_node: Option<&NodeId>) -> Option<Routing> {
     match i.state {
-        InstanceState::Ready => Some(Routing::Ready(ReadyInstance { id: i.id, endpoint: i.endpoint.clone()?, since: i.state_since })),
+        InstanceState::Ready => {
+            let local = local_node == Some(&i.node);
+            Some(Routing::Ready(ReadyInstance { id: i.id, endpoint: i.endpoint.clone()?, since: i.state_since, local }))
+        }
         InstanceState::Paused => Some(Routing::Paused(i.id)),
         _ => None,
     }
@@ -612,6 +631,14 @@ fn rate_limited(route: &Route, wait: std::time::Duration) -> ApiError {
         format!("function {} takes at most {limit} requests per second here: retry after {secs} s, or raise its rate_limit", route.name),
     )
     .retry_after(secs)
+}
+
+/// The answer for a `/function/{name}` that names no function.
+fn unknown_function(name: &str) -> ApiError {
+    match sluice_common::FunctionName::new(name) {
+        Err(e) => ApiError::from(e),
+        Ok(_) => ApiError::not_found(format!("function {name:?} does not exist: deploy it with `sluice deploy {name} --image <image>`")),
+    }
 }
 
 fn refusal_error(route: &Route, refusal: Refusal) -> ApiError {

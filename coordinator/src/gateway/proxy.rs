@@ -17,33 +17,77 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
+/// Headers that describe one hop, not the message (RFC 9110 section 7.6.1), as
+/// ready-made names: removing by name then costs a lookup, not a parse (and,
+/// for the non-standard ones, an allocation) per message.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::UPGRADE,
+];
+
+/// The response header naming the instance that served the request.
+const INSTANCE_HEADER: HeaderName = HeaderName::from_static(super::INSTANCE_HEADER);
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
-/// Most messages carry none, so one pass over the names decides whether to do
-/// any work at all: this runs twice per proxied request.
+/// Most messages carry none, or only `Connection: keep-alive`, so one pass
+/// over the names decides whether to do any work at all, and the usual
+/// `Connection` values cost no header-name parsing: this runs twice per
+/// proxied request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let any = headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()));
+    let mut found = [false; 8];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            found[i] = true;
+            any = true;
+        }
+    }
     if !any {
         return;
     }
-    let named: Vec<HeaderName> =
-        headers.get_all(CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()).collect();
+    // Names listed in `Connection` other than the hop-by-hop ones and `close`
+    // (which names no header) are this hop's too.
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(found).filter(|(_, f)| *f) {
         headers.remove(name);
     }
 }
 
 /// Rewrites `req` for the instance: origin-form `path_and_query`, hop-by-hop
 /// headers out; method, other headers and body kept.
-pub fn to_upstream<B>(mut req: Request<B>, path_and_query: &str) -> Result<Request<B>, hyper::http::uri::InvalidUri> {
-    *req.uri_mut() = path_and_query.parse::<Uri>()?;
+pub fn to_upstream<B>(mut req: Request<B>, path_and_query: Uri) -> Request<B> {
+    *req.uri_mut() = path_and_query;
     strip_hop_by_hop(req.headers_mut());
-    Ok(req)
+    req
+}
+
+/// The origin-form URI for the instance: the path below the function and the
+/// query, built in one buffer that the URI then owns (no second copy).
+pub fn upstream_uri(below: &str, query: Option<&str>) -> Result<Uri, hyper::http::uri::InvalidUri> {
+    let mut buf = String::with_capacity(below.len() + query.map_or(0, |q| q.len() + 1));
+    buf.push_str(below);
+    if let Some(q) = query {
+        buf.push('?');
+        buf.push_str(q);
+    }
+    Uri::from_maybe_shared(Bytes::from(buf))
 }
 
 /// Returns the slot and records the outcome when the response is done.
@@ -118,7 +162,7 @@ impl hyper::body::Body for TrackedBody {
 pub fn from_upstream(resp: Response<Incoming>, mut release: Release) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(super::INSTANCE_HEADER, release.backend.header.clone());
+    parts.headers.insert(INSTANCE_HEADER, release.backend.header.clone());
     release.status = parts.status;
     let body = if body.is_end_stream() {
         drop(release);
@@ -146,5 +190,21 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // The usual case: only `Connection: keep-alive` (or `close`), with other headers kept.
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Keep-Alive"));
+        h.insert("content-length", HeaderValue::from_static("12"));
+        h.insert("close", HeaderValue::from_static("a header that happens to be called close"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key("content-length") && h.contains_key("close"));
+    }
+
+    #[test]
+    fn the_upstream_uri_is_the_path_below_the_function_and_the_query() {
+        assert_eq!(upstream_uri("/a/b", Some("x=1&y")).unwrap().to_string(), "/a/b?x=1&y");
+        assert_eq!(upstream_uri("/", None).unwrap().to_string(), "/");
+        assert!(upstream_uri("/a b", None).is_err());
     }
 }

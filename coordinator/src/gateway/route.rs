@@ -17,7 +17,7 @@ use sluice_common::metrics::Histogram;
 use sluice_common::rate::{RateLimit, TokenBucket};
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -26,8 +26,15 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 pub struct Backend {
     pub id: InstanceId,
-    /// `host:port` to connect to.
-    pub authority: String,
+    /// What its agent advertised, as the routing table last saw it.
+    endpoint: Endpoint,
+    /// Its published `host:port`: how a gateway on another host reaches it.
+    published: Arc<str>,
+    /// The container's own address, when the instance is on the node this
+    /// gateway shares a host with: no port publisher in between.
+    direct: Option<Arc<str>>,
+    /// Whether `direct` was seen to work (see [`Backend::unreachable`]).
+    direct_state: AtomicU8,
     /// The `x-sluice-instance` value, built once.
     pub header: hyper::header::HeaderValue,
     pub outstanding: AtomicU32,
@@ -41,6 +48,82 @@ pub struct Backend {
     pub thawing: AtomicBool,
 }
 
+/// `Backend::direct_state`: not tried yet, answered once, or not reachable from here.
+const DIRECT_UNPROVEN: u8 = 0;
+const DIRECT_WORKS: u8 = 1;
+const DIRECT_UNREACHABLE: u8 = 2;
+/// See [`Backend::connect_within`].
+const UNPROVEN_DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Backend {
+    fn new(r: &ReadyInstance, now: Timestamp, thawing: bool) -> Self {
+        Self {
+            id: r.id,
+            header: hyper::header::HeaderValue::from_str(&r.id.to_string()).expect("instance ids are ASCII"),
+            published: r.endpoint.to_string().into(),
+            direct: r.endpoint.direct.filter(|_| r.local).map(|a| a.to_string().into()),
+            direct_state: AtomicU8::new(DIRECT_UNPROVEN),
+            endpoint: r.endpoint.clone(),
+            outstanding: AtomicU32::new(0),
+            last_active: AtomicU64::new(now.0),
+            since: AtomicU64::new(r.since.0),
+            thawing: AtomicBool::new(thawing),
+        }
+    }
+
+    /// `host:port` to send the next request to: the direct address while it
+    /// may work, else the published one.
+    pub fn authority(&self) -> &Arc<str> {
+        match &self.direct {
+            Some(direct) if self.direct_state.load(Ordering::Relaxed) != DIRECT_UNREACHABLE => direct,
+            _ => &self.published,
+        }
+    }
+
+    /// How long a new connection to `authority` may take: an instance's own
+    /// address not yet seen working gets little time, since where it is not
+    /// reachable the connection may hang rather than fail; a reachable one on
+    /// this host connects at once.
+    pub fn connect_within(&self, authority: &str) -> std::time::Duration {
+        if self.direct.as_deref() == Some(authority) && self.direct_state.load(Ordering::Relaxed) == DIRECT_UNPROVEN {
+            UNPROVEN_DIRECT_CONNECT_TIMEOUT
+        } else {
+            super::upstream::CONNECT_TIMEOUT
+        }
+    }
+
+    /// Where to check, before a new connection to `authority`, that the
+    /// container is still there: its published port, when `authority` is its
+    /// own address. A container's address is handed to the next container
+    /// started on its network as soon as it is gone, which may be another
+    /// function's, while the routing table still lists it until its agent
+    /// reports it (a second or so). Its published port is withdrawn before its
+    /// address is released (Docker unmaps ports, then frees the address), so
+    /// while that port accepts, the address is still this container's. A
+    /// pooled connection needs no check: it ends with its container.
+    pub fn alive_check(&self, authority: &str) -> Option<&str> {
+        (self.direct.as_deref() == Some(authority)).then_some(&*self.published)
+    }
+
+    /// The instance answered a request sent to `authority`.
+    pub fn answered(&self, authority: &str) {
+        if self.direct_state.load(Ordering::Relaxed) == DIRECT_UNPROVEN && self.direct.as_deref() == Some(authority) {
+            self.direct_state.store(DIRECT_WORKS, Ordering::Relaxed);
+        }
+    }
+
+    /// No connection could be made to `authority`. True when that was the
+    /// direct address and it has never worked: this gateway cannot reach the
+    /// container's network although it shares the host (rootless Docker, a
+    /// gateway in a container on another network), so this instance is reached
+    /// through its published port from now on, and the request may go there.
+    /// Once the direct address has worked, a failure is the instance's, not the
+    /// network's, and is handled as any other.
+    pub fn unreachable(&self, authority: &str) -> bool {
+        self.direct.as_deref() == Some(authority) && self.direct_state.compare_exchange(DIRECT_UNPROVEN, DIRECT_UNREACHABLE, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
 /// A ready instance as the routing table learns it from the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadyInstance {
@@ -48,6 +131,9 @@ pub struct ReadyInstance {
     pub endpoint: Endpoint,
     /// When it became ready.
     pub since: Timestamp,
+    /// On the node this gateway shares a host with: its direct address is
+    /// reachable from here.
+    pub local: bool,
 }
 
 /// The part of a spec the gateway needs, refreshed on every sync.
@@ -235,8 +321,7 @@ impl Route {
             let mut backends = self.backends.lock().expect("backends lock");
             let old = std::mem::take(&mut *backends);
             for r in ready {
-                let authority = r.endpoint.to_string();
-                match old.iter().find(|b| b.id == r.id && b.authority == authority) {
+                match old.iter().find(|b| b.id == r.id && b.endpoint == r.endpoint) {
                     Some(b) => {
                         if b.since.swap(r.since.0, Ordering::Relaxed) != r.since.0 {
                             b.thawing.store(true, Ordering::Relaxed);
@@ -245,15 +330,7 @@ impl Route {
                     }
                     None => {
                         added = true;
-                        backends.push(Arc::new(Backend {
-                            id: r.id,
-                            header: hyper::header::HeaderValue::from_str(&r.id.to_string()).expect("instance ids are ASCII"),
-                            authority,
-                            outstanding: AtomicU32::new(0),
-                            last_active: AtomicU64::new(now.0),
-                            since: AtomicU64::new(r.since.0),
-                            thawing: AtomicBool::new(was_paused.ids.contains(&r.id)),
-                        }));
+                        backends.push(Arc::new(Backend::new(r, now, was_paused.ids.contains(&r.id))));
                     }
                 }
             }
@@ -414,7 +491,7 @@ mod tests {
     }
 
     fn ep(port: u16) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port }
+        Endpoint::published("127.0.0.1", port)
     }
 
     const T: Timestamp = Timestamp(5);
@@ -425,7 +502,7 @@ mod tests {
     }
 
     fn set_since(r: &Route, ready: &[u64], paused: &[u64], since: Timestamp) {
-        let ready: Vec<ReadyInstance> = ready.iter().map(|&id| ReadyInstance { id: InstanceId(id), endpoint: ep(id as u16), since }).collect();
+        let ready: Vec<ReadyInstance> = ready.iter().map(|&id| ReadyInstance { id: InstanceId(id), endpoint: ep(id as u16), since, local: false }).collect();
         let paused: Vec<InstanceId> = paused.iter().map(|&id| InstanceId(id)).collect();
         let caught = r.set_instances(r.limits(), &ready, &paused, T);
         assert!(caught.is_empty(), "no request was on an instance paused: {caught:?}");

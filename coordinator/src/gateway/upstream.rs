@@ -22,7 +22,8 @@ use tracing::debug;
 
 /// Most idle connections kept per instance; more are closed when they come back.
 const MAX_IDLE_PER_INSTANCE: usize = 512;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection to an instance may take, unless the caller says otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Sender = SendRequest<Outgoing>;
 
@@ -60,15 +61,17 @@ impl Body for Outgoing {
     }
 }
 
+/// Idle connections by `host:port`, shared (`Arc<str>`) with the backends
+/// that name them, so lending and returning a connection allocates nothing.
 #[derive(Clone, Default)]
 pub struct Client {
-    idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
+    idle: Arc<Mutex<HashMap<Arc<str>, Vec<Sender>>>>,
 }
 
 /// A connection lent to one request; it returns to the pool when dropped.
 pub struct Lease {
     client: Client,
-    authority: String,
+    authority: Arc<str>,
     sender: Option<Sender>,
 }
 
@@ -79,7 +82,10 @@ impl Drop for Lease {
             return;
         }
         let mut idle = self.client.idle.lock().expect("pool lock");
-        let list = idle.entry(std::mem::take(&mut self.authority)).or_default();
+        let list = match idle.get_mut(&*self.authority) {
+            Some(list) => list,
+            None => idle.entry(self.authority.clone()).or_default(),
+        };
         if list.len() < MAX_IDLE_PER_INSTANCE {
             list.push(sender);
         }
@@ -107,13 +113,16 @@ impl Client {
         Self::default()
     }
 
-    /// Sends `req` (origin-form URI) to `authority` and returns the response with
+    /// Sends `req` (origin-form URI) to `authority`, over a pooled connection or
+    /// a new one made within `connect_within`, and returns the response with
     /// the connection's lease, to be dropped when the response body is done.
-    pub async fn send(&self, authority: &str, mut req: Request<Outgoing>) -> Result<(Response<Incoming>, Lease), SendError> {
+    /// With `alive_at`, a new connection is only made once `alive_at` accepted
+    /// one (see [`Backend::alive_check`](super::Backend::alive_check)).
+    pub async fn send(&self, authority: &Arc<str>, alive_at: Option<&str>, connect_within: Duration, mut req: Request<Outgoing>) -> Result<(Response<Incoming>, Lease), SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),
-                None => match connect(authority).await {
+                None => match connect(authority, alive_at, connect_within).await {
                     Ok(s) => (s, false),
                     Err(error) => return Err(SendError { error, unsent: Some(req) }),
                 },
@@ -122,11 +131,11 @@ impl Client {
                 if reused {
                     continue;
                 }
-                let error = UpstreamError::Connect { authority: authority.into(), reason: "connection closed at once".into() };
+                let error = UpstreamError::Connect { authority: authority.to_string(), reason: "connection closed at once".into() };
                 return Err(SendError { error, unsent: Some(req) });
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { client: self.clone(), authority: authority.to_string(), sender: Some(sender) })),
+                Ok(resp) => return Ok((resp, Lease { client: self.clone(), authority: authority.clone(), sender: Some(sender) })),
                 Err(mut e) => match e.take_message() {
                     // Not sent: a keep-alive connection the instance had closed. Try another.
                     Some(unsent) if reused => {
@@ -151,12 +160,16 @@ impl Client {
     }
 }
 
-async fn connect(authority: &str) -> Result<Sender, UpstreamError> {
+async fn connect(authority: &str, alive_at: Option<&str>, within: Duration) -> Result<Sender, UpstreamError> {
     let err = |reason: String| UpstreamError::Connect { authority: authority.into(), reason };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
-        .await
-        .map_err(|_| err(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| err(e.to_string()))?;
+    if let Some(check) = alive_at {
+        // Accepted and dropped at once: only whether something still listens there matters.
+        tokio::time::timeout(within, TcpStream::connect(check))
+            .await
+            .map_err(|_| err(format!("its published port {check} did not answer within {within:?}")))?
+            .map_err(|e| err(format!("its published port {check} refused ({e}): the container is gone")))?;
+    }
+    let stream = tokio::time::timeout(within, TcpStream::connect(authority)).await.map_err(|_| err(format!("no answer within {within:?}")))?.map_err(|e| err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| err(e.to_string()))?;
     tokio::spawn(async move {

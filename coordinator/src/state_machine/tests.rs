@@ -17,7 +17,7 @@ fn spec(n: &str) -> FunctionSpec {
     FunctionSpec::new(name(n), ImageRef::parse("sluice/hello:latest").unwrap())
 }
 fn report(id: InstanceId, f: &str, s: InstanceState) -> InstanceReport {
-    let endpoint = (s == InstanceState::Ready).then(|| Endpoint { host: "127.0.0.1".into(), port: 4000 });
+    let endpoint = (s == InstanceState::Ready).then(|| Endpoint::published("127.0.0.1", 4000));
     InstanceReport { id, function: name(f), state: s, endpoint, reason: None, addr: None }
 }
 fn node_report(n: &str, cpu: u64, instances: Vec<InstanceReport>) -> Command {

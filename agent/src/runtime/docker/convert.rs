@@ -1,5 +1,5 @@
 //! Reading Docker's answers back into `ContainerInfo`: labels, status,
-//! published port, address on its network.
+//! published port, address on its network, and from them the endpoint.
 
 use crate::runtime::{labels, ContainerId, ContainerInfo, ContainerStatus};
 use bollard::models::{
@@ -7,6 +7,7 @@ use bollard::models::{
 };
 use sluice_common::{Endpoint, FunctionName, InstanceId};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 /// The instance and function a container's labels name, or why they do not.
 pub fn identity(labels: Option<&HashMap<String, String>>) -> Result<(InstanceId, FunctionName), String> {
@@ -48,34 +49,55 @@ pub fn inspect_status(state: Option<ContainerStateStatusEnum>, exit_code: Option
     }
 }
 
+/// A container's one published TCP port: where its host publishes it, and the
+/// container's own port behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub published: u16,
+    pub container: u16,
+}
+
 /// The first published TCP port in a listing; Sluice publishes exactly one.
-pub fn summary_port(ports: Option<&[PortSummary]>) -> Option<u16> {
-    ports?.iter().find(|p| matches!(p.typ, Some(PortSummaryTypeEnum::TCP) | None) && p.public_port.is_some())?.public_port
+pub fn summary_ports(ports: Option<&[PortSummary]>) -> Option<Ports> {
+    let p = ports?.iter().find(|p| matches!(p.typ, Some(PortSummaryTypeEnum::TCP) | None) && p.public_port.is_some())?;
+    Some(Ports { published: p.public_port?, container: p.private_port })
 }
 
-/// The first published TCP port in an inspect answer's port map.
-pub fn port_map_port(ports: Option<&PortMap>) -> Option<u16> {
-    let mut entries: Vec<_> = ports?.iter().filter(|(key, _)| key.ends_with("/tcp")).collect();
+/// The first published TCP port in an inspect answer's port map (keyed `8080/tcp`).
+pub fn port_map_ports(ports: Option<&PortMap>) -> Option<Ports> {
+    let mut entries: Vec<_> = ports?.iter().filter_map(|(key, bindings)| Some((key.strip_suffix("/tcp")?.parse::<u16>().ok()?, bindings.as_ref()?))).collect();
     // Deterministic choice should a container ever expose several ports.
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries.into_iter().filter_map(|(_, bindings)| bindings.as_ref()).flatten().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
+    entries.sort_by_key(|(container, _)| *container);
+    entries.into_iter().find_map(|(container, bindings)| {
+        let published = bindings.iter().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))?;
+        Some(Ports { published, container })
+    })
 }
 
-fn endpoint(host: &str, port: Option<u16>, status: ContainerStatus) -> Option<Endpoint> {
+/// Where a live container is reached: its published port on `host`, and, when it
+/// has an address on its network, that address with its own port (the direct
+/// way in from this host, see `Endpoint`).
+pub fn endpoint(host: &str, ports: Option<Ports>, addr: Option<IpAddr>, status: ContainerStatus) -> Option<Endpoint> {
     // Docker keeps stale bindings on stopped containers; only a live one is reachable.
     let live = matches!(status, ContainerStatus::Running | ContainerStatus::Paused);
-    port.filter(|_| live).map(|port| Endpoint { host: host.to_string(), port })
+    let ports = ports.filter(|_| live)?;
+    Some(Endpoint::published(host, ports.published).with_direct(addr.map(|ip| SocketAddr::new(ip, ports.container))))
 }
 
 /// The container's address on the first of its networks that gave it one
 /// (networks in name order, so the choice is stable).
-fn address(networks: Option<&HashMap<String, EndpointSettings>>, status: ContainerStatus) -> Option<std::net::IpAddr> {
-    if !matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
-        return None;
-    }
+pub fn network_address(networks: Option<&HashMap<String, EndpointSettings>>) -> Option<IpAddr> {
     let mut names: Vec<&String> = networks?.keys().collect();
     names.sort();
     names.into_iter().find_map(|n| networks?.get(n)?.ip_address.as_deref()?.parse().ok())
+}
+
+/// As `network_address`, for a live container only (a stopped one has none).
+fn address(networks: Option<&HashMap<String, EndpointSettings>>, status: ContainerStatus) -> Option<IpAddr> {
+    if !matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
+        return None;
+    }
+    network_address(networks)
 }
 
 /// A listing entry as `ContainerInfo`; `host` is where published ports are reached.
@@ -83,8 +105,8 @@ pub fn from_summary(summary: &ContainerSummary, host: &str) -> Result<ContainerI
     let id = summary.id.clone().ok_or("no container id")?;
     let (instance, function) = identity(summary.labels.as_ref())?;
     let status = summary_status(summary.state, summary.status.as_deref());
-    let endpoint = endpoint(host, summary_port(summary.ports.as_deref()), status);
     let addr = address(summary.network_settings.as_ref().and_then(|n| n.networks.as_ref()), status);
+    let endpoint = endpoint(host, summary_ports(summary.ports.as_deref()), addr, status);
     Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint, addr })
 }
 
@@ -94,9 +116,9 @@ pub fn from_inspect(inspect: &ContainerInspectResponse, host: &str) -> Result<Co
     let (instance, function) = identity(inspect.config.as_ref().and_then(|c| c.labels.as_ref()))?;
     let state = inspect.state.as_ref();
     let status = inspect_status(state.and_then(|s| s.status), state.and_then(|s| s.exit_code));
-    let port = port_map_port(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
+    let ports = port_map_ports(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
     let addr = address(inspect.network_settings.as_ref().and_then(|n| n.networks.as_ref()), status);
-    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint: endpoint(host, port, status), addr })
+    Ok(ContainerInfo { id: ContainerId(id), instance, function, status, endpoint: endpoint(host, ports, addr, status), addr })
 }
 
 #[cfg(test)]
@@ -157,14 +179,14 @@ mod tests {
             PortSummary { ip: Some("127.0.0.1".into()), private_port: 8080, public_port: None, typ: Some(PortSummaryTypeEnum::TCP) },
             PortSummary { ip: Some("127.0.0.1".into()), private_port: 8080, public_port: Some(49153), typ: Some(PortSummaryTypeEnum::TCP) },
         ];
-        assert_eq!(summary_port(Some(&summary)), Some(49153));
-        assert_eq!(summary_port(Some(&[])), None);
+        assert_eq!(summary_ports(Some(&summary)), Some(Ports { published: 49153, container: 8080 }));
+        assert_eq!(summary_ports(Some(&[])), None);
 
         let binding = |p: &str| Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.into()) }]);
         let map: PortMap = HashMap::from([("53/udp".to_string(), binding("1")), ("8080/tcp".to_string(), binding("49154"))]);
-        assert_eq!(port_map_port(Some(&map)), Some(49154));
-        let unbound: PortMap = HashMap::from([("8080/tcp".to_string(), None)]);
-        assert_eq!(port_map_port(Some(&unbound)), None);
+        assert_eq!(port_map_ports(Some(&map)), Some(Ports { published: 49154, container: 8080 }));
+        let unbound: PortMap = HashMap::from([("8080/tcp".to_string(), None), ("9000/tcp".to_string(), binding("0"))]);
+        assert_eq!(port_map_ports(Some(&unbound)), None);
     }
 
     #[test]
@@ -183,6 +205,29 @@ mod tests {
 
         let running = ContainerSummary { state: Some(ContainerSummaryStateEnum::RUNNING), ..summary };
         let info = from_summary(&running, "127.0.0.1").unwrap();
-        assert_eq!(info.endpoint, Some(Endpoint { host: "127.0.0.1".into(), port: 4000 }));
+        assert_eq!(info.endpoint, Some(Endpoint::published("127.0.0.1", 4000)));
+    }
+
+    #[test]
+    fn a_live_container_with_an_address_is_also_reachable_directly_at_its_own_port() {
+        let networks = HashMap::from([
+            ("zeta".to_string(), EndpointSettings { ip_address: Some("10.1.0.9".into()), ..Default::default() }),
+            ("bridge".to_string(), EndpointSettings { ip_address: Some("172.17.0.4".into()), ..Default::default() }),
+        ]);
+        let summary = ContainerSummary {
+            id: Some("abc".into()),
+            labels: Some(labels(&[(labels::INSTANCE, "i1"), (labels::FUNCTION, "f")])),
+            state: Some(ContainerSummaryStateEnum::PAUSED),
+            ports: Some(vec![PortSummary { ip: None, private_port: 9000, public_port: Some(4000), typ: None }]),
+            network_settings: Some(bollard::models::ContainerSummaryNetworkSettings { networks: Some(networks) }),
+            ..Default::default()
+        };
+        let info = from_summary(&summary, "10.0.0.5").unwrap();
+        // The published port for gateways elsewhere; the first network's address, with the container's port, from here.
+        let want = Endpoint::published("10.0.0.5", 4000).with_direct(Some("172.17.0.4:9000".parse().unwrap()));
+        assert_eq!(info.endpoint, Some(want));
+        assert_eq!(info.addr, Some("172.17.0.4".parse().unwrap()));
+        let exited = ContainerSummary { state: Some(ContainerSummaryStateEnum::EXITED), ..summary };
+        assert_eq!(from_summary(&exited, "10.0.0.5").unwrap().endpoint, None);
     }
 }
