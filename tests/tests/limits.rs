@@ -104,6 +104,9 @@ async fn hung_frozen_killed(c: &Cluster) -> Result<()> {
     assert_eq!(in_flight(c, "frozen").await?, 0, "the frozen instance's slot is free");
     // Frozen by `docker pause`: the agent thaws a container that should run, so the
     // caller gets its answer late or 504 at the timeout; never a hang.
+    // (A health check during the stop may have had the instance replaced: take the one running now.)
+    one_ready(c, "frozen").await?;
+    let container = c.running_containers("frozen").await?.pop().context("a running container")?;
     let call = frozen_call();
     tokio::time::sleep(Duration::from_millis(150)).await;
     docker(&["pause", &container.id.0])?;
