@@ -157,9 +157,32 @@ impl TlsArgs {
     }
 }
 
+/// What every node process takes besides its own flags: its config file and what it logs.
+#[derive(Args, Debug, Clone)]
+pub struct ProcessArgs {
+    /// Config file to read instead of /etc/sluice/coordinator.toml or agent.toml (`sluice up`: both):
+    /// a key per flag, below environment and flags (examples/config/).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to log, written as RUST_LOG is (info, debug, warn,sluice_coordinator=debug, ...); SIGHUP
+    /// applies a new value from the config file.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = log_filter)]
+    pub log_level: String,
+}
+
+/// `--log-level`: a filter tracing accepts.
+fn log_filter(filter: &str) -> Result<String, String> {
+    match tracing_subscriber::EnvFilter::try_new(filter) {
+        Ok(_) => Ok(filter.to_string()),
+        Err(e) => Err(format!("{e}: write it as RUST_LOG is written, e.g. info, or warn,sluice_coordinator=debug")),
+    }
+}
+
 /// `sluice coordinator`: a coordinator, with TLS if asked for.
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorCommand {
+    #[command(flatten)]
+    pub process: ProcessArgs,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
     /// With these, Raft links are mutual TLS, the API is served over TLS and agents must show a certificate from the CA.
@@ -236,8 +259,19 @@ pub struct UpArgs {
     pub host: HostArgs,
 }
 
+/// `sluice up`: its node's flags, and the process's.
+#[derive(Args, Debug, Clone)]
+pub struct UpCommand {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Coordinator API URLs, comma separated; the agent follows the one that answers.
     #[arg(long, env = "SLUICE_COORDINATORS", default_value = "http://127.0.0.1:7070", value_delimiter = ',')]
     pub coordinator: Vec<String>,
@@ -254,11 +288,6 @@ pub struct AgentArgs {
     /// With these, the agent reaches https:// coordinators over mutual TLS: it checks them against the CA and shows its certificate.
     #[command(flatten)]
     pub tls: TlsArgs,
-}
-
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
