@@ -153,16 +153,17 @@ fn main() -> ExitCode {
         let api = || -> anyhow::Result<Api> { Ok(Api::new(&cli.api, cli.tls_ca.as_deref())?.with_token(token()?)) };
         match cli.command {
             Command::Up(command) => {
-                config::start(&command.process.log_level, resolver, resolved.node.expect("a node process"));
+                // `up` applies only log_level on SIGHUP: nothing else to pass on.
+                let _ = config::start(&command.process.log_level, resolver, resolved.node.expect("a node process"));
                 node::up(command.up).await
             }
             Command::Coordinator(command) => {
-                config::start(&command.process.log_level, resolver, resolved.node.expect("a node process"));
+                let _ = config::start(&command.process.log_level, resolver, resolved.node.expect("a node process"));
                 node::coordinator(command).await
             }
             Command::Agent(args) => {
-                config::start(&args.process.log_level, resolver, resolved.node.expect("a node process"));
-                node::agent(args).await
+                let reloads = config::start(&args.process.log_level, resolver, resolved.node.expect("a node process"));
+                node::agent(args, reloads).await
             }
             Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
             Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,

@@ -15,7 +15,7 @@ mod reload;
 mod resolve;
 
 pub use file::{parse, read, settings_of, ConfigError, ConfigFile, Setting, Value};
-pub use reload::start;
+pub use reload::{start, Reloads};
 pub use resolve::{Failure, NodeSettings, Resolved, Resolver};
 
 use clap::{Args, Command};

@@ -2,11 +2,15 @@
 //! environment over them); what can change while running is applied, and
 //! every other change is logged as needing a restart.
 //!
-//! Only the log filter (`log_level`) changes while running: everything else is
-//! bound into listeners, threads, the Raft log or the agent's loop at start,
-//! and swapping it safely would need those parts rebuilt.
+//! What changes while running: the log filter (`log_level`) of every process,
+//! and the labels and instance limit (`label`, `max_instances`) of `sluice
+//! agent`, which it reports at once. Everything else is bound into listeners,
+//! threads, the Raft log or the loops at start, and swapping it safely would
+//! need those parts rebuilt.
 
 use super::{Failure, NodeSettings, Resolver};
+use clap::ArgMatches;
+use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -19,7 +23,7 @@ struct LogFilter(reload::Handle<EnvFilter, Registry>);
 /// Starts logging with `log_level`, says which config files were read and
 /// which of their settings this process has no use for, and reads them again
 /// on every SIGHUP. Call it inside the process's tokio runtime.
-pub fn start(log_level: &str, resolver: Resolver, settings: NodeSettings) {
+pub fn start(log_level: &str, resolver: Resolver, settings: NodeSettings) -> Reloads {
     let log = init_tracing(log_level);
     let files: Vec<String> = settings.files.iter().map(|f| f.display().to_string()).collect();
     match files.is_empty() {
@@ -30,7 +34,30 @@ pub fn start(log_level: &str, resolver: Resolver, settings: NodeSettings) {
         let (line, column) = setting.at;
         warn!("{}:{line}:{column}: `{}` is not a setting of `sluice {}`: ignored", file.display(), setting.key, settings.process);
     }
-    tokio::spawn(watch_sighup(resolver, settings, log));
+    let (changed, reloads) = watch::channel(None);
+    tokio::spawn(watch_sighup(resolver, settings, log, changed));
+    Reloads(reloads)
+}
+
+/// The process's command line (its subcommand's part) after each SIGHUP that
+/// changed a setting the process applies itself: the agent's placement.
+#[derive(Debug)]
+pub struct Reloads(watch::Receiver<Option<ArgMatches>>);
+
+impl Reloads {
+    /// The next such command line; None once SIGHUP is no longer watched.
+    pub async fn next(&mut self) -> Option<ArgMatches> {
+        self.0.changed().await.ok()?;
+        self.0.borrow_and_update().clone()
+    }
+}
+
+/// The settings `process` applies while running; other changes need a restart.
+pub(super) fn reloadable(process: &str) -> &'static [&'static str] {
+    match process {
+        "agent" => &["log_level", "label", "max_instances"],
+        _ => &["log_level"],
+    }
 }
 
 /// Installs the tracing subscriber with `filter` (RUST_LOG syntax, checked by
@@ -70,7 +97,7 @@ pub(super) fn changes(now: &NodeSettings, next: &NodeSettings) -> Vec<Change> {
 }
 
 /// Reads the config again on every SIGHUP for as long as the process runs.
-async fn watch_sighup(resolver: Resolver, mut current: NodeSettings, log: LogFilter) {
+async fn watch_sighup(resolver: Resolver, mut current: NodeSettings, log: LogFilter, changed: watch::Sender<Option<ArgMatches>>) {
     #[cfg(unix)]
     {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -81,17 +108,17 @@ async fn watch_sighup(resolver: Resolver, mut current: NodeSettings, log: LogFil
             }
         };
         while hangups.recv().await.is_some() {
-            current = reload(&resolver, current, &log);
+            current = reload(&resolver, current, &log, &changed);
         }
     }
     #[cfg(not(unix))]
-    let _ = (resolver, &mut current, log);
+    let _ = (resolver, &mut current, log, changed);
 }
 
 /// One reload: returns the settings in effect afterwards.
-fn reload(resolver: &Resolver, mut current: NodeSettings, log: &LogFilter) -> NodeSettings {
-    let next = match resolver.resolve() {
-        Ok(resolved) => resolved.node.expect("a node process resolves to node settings"),
+fn reload(resolver: &Resolver, mut current: NodeSettings, log: &LogFilter, changed: &watch::Sender<Option<ArgMatches>>) -> NodeSettings {
+    let (matches, next) = match resolver.resolve() {
+        Ok(resolved) => (resolved.matches, resolved.node.expect("a node process resolves to node settings")),
         Err(Failure::Config(errors)) => {
             for e in &errors {
                 warn!("config not reloaded: {e}");
@@ -108,17 +135,25 @@ fn reload(resolver: &Resolver, mut current: NodeSettings, log: &LogFilter) -> No
     if changes.is_empty() {
         info!(files = ?files, "SIGHUP: config read again, nothing changed");
     }
+    let mut placement = false;
     for Change { key, from, to } in changes {
-        match key.as_str() {
-            "log_level" => match log.set(&to) {
-                Ok(()) => {
-                    info!("log_level changed from {from} to {to}: applied");
-                    current.effective.insert(key, vec![to]);
-                }
-                Err(e) => warn!("log_level {to:?} not applied: {e}"),
-            },
-            _ => warn!("{key} changed from {from} to {to}: needs a restart"),
+        if !reloadable(&current.process).contains(&key.as_str()) {
+            warn!("{key} changed from {from} to {to}: needs a restart");
+            continue;
         }
+        if key == "log_level" {
+            if let Err(e) = log.set(&to) {
+                warn!("log_level {to:?} not applied: {e}");
+                continue;
+            }
+        } else {
+            placement = true;
+        }
+        info!("{key} changed from {from} to {to}: applied");
+        current.effective.insert(key.clone(), next.effective.get(&key).cloned().unwrap_or_default());
+    }
+    if placement {
+        changed.send_replace(matches.subcommand_matches(&current.process).cloned());
     }
     current
 }

@@ -76,6 +76,13 @@ fn bad_files_are_refused_at_line_and_column_with_the_fix() {
 }
 
 #[test]
+fn a_label_is_checked_as_the_flag_checks_it() {
+    let errors = parse(Path::new("a.toml"), "[agent]\nlabel = [\"zone=a\", \"ssd\"]\n").unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().starts_with("a.toml:2:20: `label`: invalid value \"ssd\" for --label: \"ssd\" is not key=value"), "{}", errors[0]);
+}
+
+#[test]
 fn toml_syntax_errors_and_strangers_are_placed_too() {
     let syntax = parse(Path::new("s.toml"), "[coordinator]\napi = 127.0.0.1:7070\n").unwrap_err();
     assert_eq!(syntax[0].at.map(|(line, _)| line), Some(2), "{syntax:?}");
