@@ -46,13 +46,20 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most images a report names (the coordinator accepts up to 1,024).
 const MAX_REPORTED_IMAGES: usize = 256;
 
+/// What a node reports for placement besides its capacity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub labels: Labels,
+    pub max_instances: Option<u32>,
+}
+
 /// The agent of one node. Build it with `new`, then drive it with `run`.
 pub struct Agent {
     node: NodeId,
     capacity: Resources,
-    /// Labels and instance limit the node reports, for placement.
-    labels: Labels,
-    max_instances: Option<u32>,
+    /// Labels and instance limit the node reports, for placement; they may
+    /// change while the agent runs (the next report carries them).
+    placement: watch::Sender<Placement>,
     runtime: Arc<dyn ContainerRuntime>,
     control: Arc<dyn ControlPlane>,
     clock: Arc<dyn Clock>,
@@ -71,15 +78,20 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// An agent for `node`, offering `capacity` to function instances.
     pub fn new(node: NodeId, capacity: Resources, runtime: Arc<dyn ContainerRuntime>, control: Arc<dyn ControlPlane>, clock: Arc<dyn Clock>, config: AgentConfig) -> Self {
-        Self { node, capacity, labels: Labels::new(), max_instances: None, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
+        let placement = watch::Sender::new(Placement::default());
+        Self { node, capacity, placement, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
     }
 
     /// Reports `labels` (node selectors and rules read them) and at most
     /// `max_instances` instances for this node.
-    pub fn with_placement(mut self, labels: Labels, max_instances: Option<u32>) -> Self {
-        self.labels = labels;
-        self.max_instances = max_instances;
+    pub fn with_placement(self, labels: Labels, max_instances: Option<u32>) -> Self {
+        self.placement.send_replace(Placement { labels, max_instances });
         self
+    }
+
+    /// Where a new placement goes while the agent runs: a report with it is sent at once.
+    pub fn placement(&self) -> watch::Sender<Placement> {
+        self.placement.clone()
     }
 
     /// Publishes host and container figures and instance events through `publisher`
@@ -127,6 +139,7 @@ impl Agent {
             agent: &self,
         };
 
+        let mut placement = self.placement.subscribe();
         let mut tick = interval(cfg.resync_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -148,6 +161,7 @@ impl Agent {
                     resync = true;
                 }
                 _ = tick.tick() => (resync, heartbeat) = (true, true),
+                Ok(()) = placement.changed() => heartbeat = true,
             }
             // Report before reconciling: a Ready must not wait for a container listing.
             state.publish(heartbeat);
@@ -256,8 +270,9 @@ impl LoopState<'_> {
         for r in &mut report.instances {
             r.addr = self.addresses.get(&r.id).copied();
         }
-        report.labels = a.labels.clone();
-        report.max_instances = a.max_instances;
+        let placement = a.placement.borrow().clone();
+        report.labels = placement.labels;
+        report.max_instances = placement.max_instances;
         // Images of instances that run (or ran) here are on this host: placing
         // another instance of one needs no pull. Kept once seen, up to a bound,
         // so the set changes (and is written to the log) only when it grows.

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod config;
 pub mod credentials;
 pub mod node;
 pub mod sim;

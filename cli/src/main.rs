@@ -14,8 +14,9 @@ mod table;
 mod tokens;
 use sluice_cli::node;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sluice_cli::client::Api;
+use sluice_cli::config;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -54,7 +55,7 @@ pub enum Output {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a single-node Sluice: coordinator, gateway and agent in one process, on local Docker.
-    Up(node::UpArgs),
+    Up(node::UpCommand),
     /// Run a coordinator (state, decisions, API and gateway) without an agent.
     Coordinator(node::CoordinatorCommand),
     /// Run an agent that drives this host's containers for a coordinator.
@@ -98,10 +99,32 @@ enum Command {
     /// A cluster CA and node certificates for mutual TLS.
     #[command(subcommand)]
     Certs(sluice_cli::certs::CertsCommand),
+    /// Config files of coordinators and agents: check.
+    #[command(subcommand)]
+    Config(config::check::ConfigCommand),
 }
 
+/// The exit code of a config file with mistakes, as of a usage error.
+const BAD_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The config files sit under the command line: parsed together, and again on SIGHUP.
+    let resolver = config::Resolver::new(Cli::command(), std::env::args_os().collect());
+    let resolved = match resolver.resolve() {
+        Ok(resolved) => resolved,
+        Err(config::Failure::Usage(e)) => e.exit(),
+        Err(config::Failure::Config(errors)) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("error: nothing was started; fix the config file (`sluice config check FILE` checks it)");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    let cli = Cli::from_arg_matches(&resolved.matches).unwrap_or_else(|e| e.exit());
+    if let Command::Config(command) = cli.command {
+        return config::check::run(command);
+    }
     // An agent is a few timers and sockets: one thread runs it at less CPU than
     // a worker per core (B5). Everything else gets a worker per core.
     if let Command::Sim(args) = cli.command {
@@ -129,17 +152,18 @@ fn main() -> ExitCode {
         let token = || sluice_cli::credentials::resolve(cli.token.clone(), cli.token_file.as_deref());
         let api = || -> anyhow::Result<Api> { Ok(Api::new(&cli.api, cli.tls_ca.as_deref())?.with_token(token()?)) };
         match cli.command {
-            Command::Up(args) => {
-                node::init_tracing();
-                node::up(args).await
+            Command::Up(command) => {
+                // `up` applies only log_level on SIGHUP: nothing else to pass on.
+                let _ = config::start(&command.process.log_level, resolver, resolved.node.expect("a node process"));
+                node::up(command.up).await
             }
-            Command::Coordinator(args) => {
-                node::init_tracing();
-                node::coordinator(args).await
+            Command::Coordinator(command) => {
+                let _ = config::start(&command.process.log_level, resolver, resolved.node.expect("a node process"));
+                node::coordinator(command).await
             }
             Command::Agent(args) => {
-                node::init_tracing();
-                node::agent(args).await
+                let reloads = config::start(&args.process.log_level, resolver, resolved.node.expect("a node process"));
+                node::agent(args, reloads).await
             }
             Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
             Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,
@@ -154,7 +178,7 @@ fn main() -> ExitCode {
             Command::Rules(command) => rules::run(&api()?, cli.output, command).await,
             Command::Events(args) => decisions::events(&api()?, cli.output, args).await,
             Command::Explain(command) => decisions::explain(&api()?, cli.output, command).await,
-            Command::Sim(_) => unreachable!("handled before the runtime starts"),
+            Command::Sim(_) | Command::Config(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

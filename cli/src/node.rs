@@ -4,11 +4,11 @@
 //! `sluice up`: one code path, exercised by every single-node run.
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use rustls::ClientConfig;
-use sluice_agent::agent::{Agent, AgentConfig};
+use sluice_agent::agent::{Agent, AgentConfig, Placement};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
@@ -157,9 +157,40 @@ impl TlsArgs {
     }
 }
 
+/// What every node process takes besides its own flags: its config file and what it logs.
+#[derive(Args, Debug, Clone)]
+pub struct ProcessArgs {
+    /// Config file to read instead of /etc/sluice/coordinator.toml or agent.toml (`sluice up`: both):
+    /// a key per flag, below environment and flags (examples/config/).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to log, written as RUST_LOG is (info, debug, warn,sluice_coordinator=debug, ...); SIGHUP
+    /// applies a new value from the config file.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = log_filter)]
+    pub log_level: String,
+}
+
+/// `--label`: a KEY=VALUE pair a node may carry.
+fn label_pair(text: &str) -> Result<String, String> {
+    match sluice_common::labels::parse_pair("--label", text) {
+        Ok(_) => Ok(text.to_string()),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// `--log-level`: a filter tracing accepts.
+fn log_filter(filter: &str) -> Result<String, String> {
+    match tracing_subscriber::EnvFilter::try_new(filter) {
+        Ok(_) => Ok(filter.to_string()),
+        Err(e) => Err(format!("{e}: write it as RUST_LOG is written, e.g. info, or warn,sluice_coordinator=debug")),
+    }
+}
+
 /// `sluice coordinator`: a coordinator, with TLS if asked for.
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorCommand {
+    #[command(flatten)]
+    pub process: ProcessArgs,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
     /// With these, Raft links are mutual TLS, the API is served over TLS and agents must show a certificate from the CA.
@@ -221,7 +252,7 @@ pub struct HostArgs {
     #[arg(long, default_value_t = 8192)]
     pub bus_buffer_kib: usize,
     /// A label KEY=VALUE of this node, for functions' node selectors and rules (repeatable).
-    #[arg(long = "label")]
+    #[arg(long = "label", value_parser = label_pair)]
     pub labels: Vec<String>,
     /// Most instances this node takes, whatever their size.
     #[arg(long)]
@@ -236,8 +267,19 @@ pub struct UpArgs {
     pub host: HostArgs,
 }
 
+/// `sluice up`: its node's flags, and the process's.
+#[derive(Args, Debug, Clone)]
+pub struct UpCommand {
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Coordinator API URLs, comma separated; the agent follows the one that answers.
     #[arg(long, env = "SLUICE_COORDINATORS", default_value = "http://127.0.0.1:7070", value_delimiter = ',')]
     pub coordinator: Vec<String>,
@@ -254,11 +296,6 @@ pub struct AgentArgs {
     /// With these, the agent reaches https:// coordinators over mutual TLS: it checks them against the CA and shows its certificate.
     #[command(flatten)]
     pub tls: TlsArgs,
-}
-
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -582,7 +619,18 @@ pub async fn run_agent(
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
-    let mut agent = start_agent(host, coordinators, token, tls, clock.clone()).await?;
+    let agent = start_agent(host, coordinators, token, tls, clock.clone()).await?;
+    serve_agent(agent, host, clock, bus, stop).await
+}
+
+/// Runs a started `agent` as `run_agent` does: its publishing to `bus` and its `/metrics` server.
+async fn serve_agent(
+    mut agent: Agent,
+    host: &HostArgs,
+    clock: Arc<dyn Clock>,
+    bus: Option<Arc<dyn MetricsBus>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, impl Future<Output = ()>)> {
     let mut delivery = Vec::new();
     if let Some(bus) = bus {
         anyhow::ensure!(host.bus_buffer_messages >= 1 && host.bus_buffer_kib >= 1, "--bus-buffer-messages and --bus-buffer-kib: use at least 1");
@@ -663,7 +711,8 @@ pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
+/// `sluice agent`; `reloads` brings its labels and instance limit as changed by SIGHUP.
+pub async fn agent(args: AgentArgs, mut reloads: crate::config::Reloads) -> Result<ExitCode> {
     let (stop, rx) = watch::channel(false);
     let bus = match &args.bus {
         Some(url) => Some(connect_bus(url, &args.host.node).await?),
@@ -674,7 +723,27 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         None => None,
     };
     let tls = args.tls.files()?.map(|files| files.client_config()).transpose()?;
-    let (_, agent) = run_agent(&args.host, args.coordinator, token, tls, Arc::new(SystemClock), bus, rx).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let agent = start_agent(&args.host, args.coordinator, token, tls, clock.clone()).await?;
+    let placement = agent.placement();
+    let (_, agent) = serve_agent(agent, &args.host, clock, bus, rx).await?;
+    tokio::spawn(async move {
+        while let Some(matches) = reloads.next().await {
+            let host = match AgentArgs::from_arg_matches(&matches) {
+                Ok(args) => args.host,
+                Err(e) => {
+                    tracing::warn!(error = %e, "labels and max_instances not reloaded");
+                    continue;
+                }
+            };
+            match host.labels() {
+                Ok(labels) => {
+                    placement.send_replace(Placement { labels, max_instances: host.max_instances });
+                }
+                Err(e) => tracing::warn!("labels and max_instances not reloaded: {e:#}"),
+            }
+        }
+    });
     tokio::spawn(async move {
         signal().await;
         let _ = stop.send(true);
