@@ -36,7 +36,8 @@ impl CacheArgs {
             }
             return Ok(None);
         };
-        let mut spec = CacheSpec::new(parse_ttl(&ttl)?);
+        let ttl = crate::duration::parse_secs("--cache-ttl", &ttl)?;
+        let mut spec = CacheSpec::new(u32::try_from(ttl).unwrap_or(u32::MAX));
         if !self.cache_methods.is_empty() {
             spec.methods = self
                 .cache_methods
@@ -49,22 +50,6 @@ impl CacheArgs {
             spec.max_entry_bytes = n;
         }
         Ok(Some(spec))
-    }
-}
-
-/// Seconds of `30s`, `5m`, `1h` or `45`.
-fn parse_ttl(text: &str) -> Result<u32> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => bail!("--cache-ttl {text:?}: use a number with s, m or h, e.g. 30s"),
-    };
-    match number.parse::<u32>() {
-        Ok(n) if n > 0 => Ok(n.saturating_mul(scale)),
-        _ => bail!("--cache-ttl {text:?}: use a whole number above 0 with s, m or h, e.g. 30s"),
     }
 }
 
@@ -114,9 +99,9 @@ mod tests {
         assert_eq!((spec.ttl_secs, spec.methods, spec.vary_headers, spec.max_entry_bytes), (300, vec![CacheMethod::Get, CacheMethod::Post], vec!["accept-language".into()], 4096));
         assert!(CacheArgs { cache_vary: vec!["x".into()], ..Default::default() }.spec().is_err(), "cache flags need a TTL");
         assert!(CacheArgs { cache_ttl: Some("1s".into()), cache_methods: vec!["DELETE".into()], ..Default::default() }.spec().is_err());
-        for bad in ["", "0s", "5d", "1.5m", "-1"] {
-            assert!(parse_ttl(bad).is_err(), "{bad}");
+        for bad in ["", "0s", "5w", "1.5m", "-1"] {
+            assert!(CacheArgs { cache_ttl: Some(bad.into()), ..Default::default() }.spec().is_err(), "{bad}");
         }
-        assert_eq!(parse_ttl("45").unwrap(), 45);
+        assert_eq!(CacheArgs { cache_ttl: Some("45".into()), ..Default::default() }.spec().unwrap().unwrap().ttl_secs, 45);
     }
 }

@@ -94,7 +94,11 @@ impl Http {
             req = req.header("authorization", format!("Bearer {token}"));
         }
         let req = req.body(Full::new(body.into())).with_context(|| format!("bad URL {url:?}: use http://host:port/..."))?;
-        let resp = self.client.request(req).await.map_err(|e| anyhow!("cannot reach {url}: {}; is `sluice up` running, and is --api/--gateway right?", error_chain(&e)))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| anyhow!("cannot reach {url}: {}; is `sluice up` running, and is --api/--gateway right?", sluice_common::connector::error_chain(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.context("reading the response")?.to_bytes();
@@ -192,19 +196,6 @@ impl Api {
         }
         Err(last_error.unwrap_or_else(|| anyhow!("no coordinator answered")))
     }
-}
-
-/// An error with its sources: hyper puts the useful part (connection refused,
-/// the TLS handshake's complaint) there.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `400 Bad Request: name: "Foo" is invalid ...` from an API error body.

@@ -7,6 +7,7 @@ mod cache;
 mod cluster;
 mod commands;
 mod decisions;
+mod duration;
 mod nodes;
 mod registries;
 mod rules;

@@ -2,7 +2,7 @@
 
 use crate::table;
 use crate::Output;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use hyper::Method;
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ pub async fn run(api: &Api, output: Output, command: TokensCommand) -> Result<Ex
         TokensCommand::Create { name, roles, expires_in } => {
             let mut body = json!({"name": name, "roles": roles});
             if let Some(text) = expires_in {
-                body["expires_in_secs"] = json!(parse_lifetime(&text)?);
+                body["expires_in_secs"] = json!(crate::duration::parse_secs("--expires-in", &text)?);
             }
             let made = api.call(Method::POST, "/v1/tokens", Some(&body)).await?;
             match output {
@@ -95,36 +95,4 @@ fn expiry(at_ms: u64) -> String {
 
 fn roles_of(t: &Value) -> String {
     t["roles"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
-}
-
-/// `90m`, `12h`, `30d`, `3600s` or plain seconds, in seconds.
-fn parse_lifetime(text: &str) -> Result<u64> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("--expires-in {text:?}: use a number with s, m, h or d, e.g. 30d"),
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n.saturating_mul(scale)),
-        _ => bail!("--expires-in {text:?}: use a whole number above 0 with s, m, h or d, e.g. 30d"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_lifetime;
-
-    #[test]
-    fn lifetimes() {
-        assert_eq!(parse_lifetime("90m").unwrap(), 5400);
-        assert_eq!(parse_lifetime("30d").unwrap(), 2_592_000);
-        assert_eq!(parse_lifetime("15").unwrap(), 15);
-        for bad in ["", "0h", "h", "5w", "-1d", "1.5h"] {
-            assert!(parse_lifetime(bad).is_err(), "{bad}");
-        }
-    }
 }

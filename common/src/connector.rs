@@ -24,6 +24,19 @@ use tower_service::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An error with its sources, `: `-separated: hyper puts the useful part of a
+/// failed request (connection refused, the TLS handshake's complaint) there.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// TCP with TLS for `https://` when a configuration is given.
 #[derive(Clone)]
 pub struct Connector {

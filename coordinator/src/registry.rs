@@ -152,7 +152,7 @@ impl Resolver {
         let request = Request::builder().method(method).uri(url).header(ACCEPT, MANIFEST_TYPES).body(Empty::new()).map_err(|e| unreachable(registry, e.to_string()))?;
         let response = match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
             Err(_) => return Err(unreachable(registry, format!("no answer within {TIMEOUT:?}"))),
-            Ok(Err(e)) => return Err(unreachable(registry, error_chain(&e))),
+            Ok(Err(e)) => return Err(unreachable(registry, sluice_common::connector::error_chain(&e))),
             Ok(Ok(r)) => r,
         };
         let (registry, image) = (registry.to_string(), image.to_string());
@@ -186,17 +186,6 @@ fn manifest_url(parts: &ImageParts<'_>, plain_http: bool) -> String {
 
 fn unreachable(registry: &str, reason: String) -> ResolveError {
     ResolveError::Unreachable { registry: registry.to_string(), reason }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ impl HttpControlPlane {
         };
         let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => return unreachable(format!("no answer within {timeout:?}")),
-            Ok(Err(e)) => return unreachable(error_chain(&e)),
+            Ok(Err(e)) => return unreachable(sluice_common::connector::error_chain(&e)),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -192,18 +192,6 @@ fn classify(status: StatusCode, location: Option<String>, body: Bytes, url: &str
         (421 | 502 | 503 | 504, _) => Outcome::Next(ControlError::Unreachable { addr: url.to_string(), reason: format!("answered {status}: {}", said()) }),
         _ => Outcome::Fail(ControlError::Refused(format!("{url} answered {status}: {}", said()))),
     }
-}
-
-/// hyper's errors put the useful part (connection refused…) in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Validates a base URL and drops any trailing '/'. With `https` (TLS
