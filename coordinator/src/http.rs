@@ -138,10 +138,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
-/// The address a request's connection came from, in its extensions: the
-/// gateway tells calls from a function's instances by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub std::net::IpAddr);
+/// Who a connection's requests come from, handed to the handler of
+/// [`serve_with_peers`] with each request (no per-request allocation, where
+/// request extensions would take two).
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The address the connection came from: the gateway tells calls from a
+    /// function's instances by it.
+    pub ip: Option<std::net::IpAddr>,
+    /// A verified client certificate's identity.
+    pub tls: Option<TlsPeer>,
+}
 
 /// Where a server gets its connections: a listener, or a channel fed by an
 /// acceptor on another thread.
@@ -192,10 +199,26 @@ where
 /// given: a client that fails it is refused (and counted) before any request is
 /// read, and a verified client certificate's identity is put in the requests'
 /// extensions as a `TlsPeer`.
-pub async fn serve_tls<A, H, Fut>(name: &'static str, mut acceptor: A, tls: Option<ServerTls>, handler: H, shutdown: impl Future<Output = ()>)
+pub async fn serve_tls<A, H, Fut>(name: &'static str, acceptor: A, tls: Option<ServerTls>, handler: H, shutdown: impl Future<Output = ()>)
 where
     A: Acceptor,
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let handler = move |mut req: Request<Incoming>, peer: &Peer| {
+        if let Some(client) = &peer.tls {
+            req.extensions_mut().insert(client.clone());
+        }
+        handler(req)
+    };
+    serve_with_peers(name, acceptor, tls, handler, shutdown).await
+}
+
+/// `serve_tls`, handing the handler each request with who sent it.
+pub async fn serve_with_peers<A, H, Fut>(name: &'static str, mut acceptor: A, tls: Option<ServerTls>, handler: H, shutdown: impl Future<Output = ()>)
+where
+    A: Acceptor,
+    H: Fn(Request<Incoming>, &Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -247,18 +270,14 @@ impl Connection {
     async fn serve<I, H, Fut>(self, io: I, client: Option<TlsPeer>, handler: H)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        H: Fn(Request<Incoming>, &Peer) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
-        let peer = self.peer.map(|a| PeerAddr(a.ip()));
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            if let Some(peer) = peer {
-                req.extensions_mut().insert(peer);
-            }
-            if let Some(client) = &client {
-                req.extensions_mut().insert(client.clone());
-            }
-            let fut = handler(req);
+        let peer = Peer { ip: self.peer.map(|a| a.ip()), tls: client };
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // Boxed: hyper moves a request's future into place, and a handler's
+            // (the gateway's is kilobytes) costs less to allocate than to copy.
+            let fut = Box::pin(handler(req, &peer));
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
         if let Err(e) = self.watcher.watch(self.builder.serve_connection(TokioIo::new(io), service)).await {

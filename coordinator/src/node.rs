@@ -340,8 +340,8 @@ fn serve_gateway_thread(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
         runtime.block_on(async move {
-            let client = gateway::Client::new();
-            http::serve_tls("gateway", connections, tls, move |req| gateway.clone().handle(client.clone(), req), stopped(stop)).await;
+            let worker = gateway::Worker::new(gateway);
+            http::serve_with_peers("gateway", connections, tls, move |req, peer| worker.clone().handle(peer.ip, req), stopped(stop)).await;
         })
     })
 }

@@ -368,8 +368,8 @@ impl Api {
                     FunctionView {
                         spec: spec.clone(),
                         instances,
-                        requests: live(|r| r.counters.requests.load(Ordering::Relaxed)) + last(Metric::GatewayRequestsTotal, MAX_RANGE) as u64,
-                        in_flight: live(|r| r.in_flight.load(Ordering::Relaxed).into()) as u32 + last(Metric::GatewayInFlight, fresh) as u32,
+                        requests: live(|r| r.counters.requests()) + last(Metric::GatewayRequestsTotal, MAX_RANGE) as u64,
+                        in_flight: live(|r| r.counters.in_flight().into()) as u32 + last(Metric::GatewayInFlight, fresh) as u32,
                         queued: live(|r| r.queued.load(Ordering::Relaxed).into()) as u32 + last(Metric::GatewayQueued, fresh) as u32,
                         cold_starts: live(|r| r.counters.cold_starts.load(Ordering::Relaxed)) + last(Metric::GatewayColdStartsTotal, MAX_RANGE) as u64,
                     }

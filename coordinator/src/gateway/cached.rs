@@ -9,8 +9,7 @@
 
 use super::cache::{self, Join, Lookup, RequestUse, Stored, CACHE_HEADER};
 use super::route::Route;
-use super::upstream::Client;
-use super::Gateway;
+use super::{Gateway, Worker};
 use crate::http::{self, ApiError, Body};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -18,6 +17,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, AGE, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Request, Response, StatusCode};
 use sluice_common::cache::CacheSpec;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,12 +28,20 @@ const MISS: HeaderValue = HeaderValue::from_static("miss");
 
 impl Gateway {
     /// Serves `req`, whose method `spec` caches, through the cache.
-    pub(super) async fn cached(&self, client: &Client, route: &Arc<Route>, spec: &CacheSpec, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn cached(
+        &self,
+        worker: &Arc<Worker>,
+        peer: Option<IpAddr>,
+        route: Arc<Route>,
+        spec: &CacheSpec,
+        forward: hyper::Uri,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
         self.apply_purges();
         let usage = cache::request_use(req.headers());
         if usage == RequestUse::Bypass {
             route.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-            return self.invoke_uncached(client, route, forward, req).await.map(miss);
+            return self.invoke_uncached(worker, peer, route, forward, req).await.map(miss);
         }
         let key = cache::key(req.method().as_str(), forward.path_and_query().map_or("/", |p| p.as_str()), req.headers(), spec);
         // What this request reads: none for a refresh, until a flight it waited for stored a fresh answer.
@@ -76,7 +84,7 @@ impl Gateway {
         let credentials = cache::has_credentials(req.headers());
         let epoch = self.cache.epoch();
         // An error drops the flight's guard: its waiters go to the function themselves.
-        let resp = self.invoke_uncached(client, route, forward, req).await?;
+        let resp = self.invoke_uncached(worker, peer, route.clone(), forward, req).await?;
         let settle = |stored: bool| {
             if let Some(guard) = lead {
                 guard.settle(stored);

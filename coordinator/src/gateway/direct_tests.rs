@@ -4,7 +4,7 @@
 //! reached from here. Real sockets: two tiny HTTP servers stand for the two
 //! ways in, each answering with its own name.
 
-use super::{Client, Gateway};
+use super::{Gateway, Worker};
 use crate::applied::AppliedState;
 use crate::auth::AuthMode;
 use crate::plan::{Action, Decision, Mode, PlacementNote, Plan, Reason};
@@ -107,8 +107,8 @@ async fn gateway(local_node: Option<&str>, state: &ClusterState) -> Running {
     gw.sync(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let client = Client::new();
-    tokio::spawn(crate::http::serve_tls("gateway", listener, None, move |req| gw.clone().handle(client.clone(), req), crate::node::stopped(stopped)));
+    let worker = Worker::new(gw.clone());
+    tokio::spawn(crate::http::serve_with_peers("gateway", listener, None, move |req, peer| worker.clone().handle(peer.ip, req), crate::node::stopped(stopped)));
     Running { addr, stop, raft, _dir: dir }
 }
 

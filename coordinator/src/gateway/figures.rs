@@ -2,7 +2,7 @@
 //! metrics bus: the counters as they stand, and the latency p95 of the requests
 //! answered since the previous batch.
 
-use super::Gateway;
+use super::{Gateway, StatusClass};
 use sluice_common::metrics::{HistogramSnapshot, LATENCY_BUCKETS};
 use sluice_common::wire::{CacheFigures, CallFigures, FunctionFigures, GatewayBatch, InstanceActivity};
 use sluice_common::{FunctionName, NodeId};
@@ -32,23 +32,24 @@ impl FiguresTaker {
             .iter()
             .map(|r| {
                 let c = &r.counters;
-                let latency = c.latency.snapshot();
+                let total_latency = c.latency();
+                let latency = total_latency.snapshot();
                 let before = self.previous.get(&r.name).copied().unwrap_or_default();
                 next.insert(r.name.clone(), latency);
                 FunctionFigures {
                     function: r.name.clone(),
-                    requests_total: c.requests.load(Ordering::Relaxed),
-                    responses_2xx_total: c.responses_2xx.load(Ordering::Relaxed),
-                    responses_4xx_total: c.responses_4xx.load(Ordering::Relaxed),
-                    responses_5xx_total: c.responses_5xx.load(Ordering::Relaxed),
+                    requests_total: c.requests(),
+                    responses_2xx_total: c.responses(StatusClass::Success),
+                    responses_4xx_total: c.responses(StatusClass::ClientError),
+                    responses_5xx_total: c.responses(StatusClass::ServerError),
                     cold_starts_total: c.cold_starts.load(Ordering::Relaxed),
                     shed_total: c.shed.load(Ordering::Relaxed),
-                    in_flight: r.in_flight.load(Ordering::Relaxed),
+                    in_flight: c.in_flight(),
                     queued: r.queued.load(Ordering::Relaxed),
                     latency_p95_seconds: latency.quantile_since(&before, 0.95).map(|s| s.min(LONGEST)),
                     latency_p50_seconds: latency.quantile_since(&before, 0.5).map(|s| s.min(LONGEST)),
                     latency_p99_seconds: latency.quantile_since(&before, 0.99).map(|s| s.min(LONGEST)),
-                    request_us_total: c.latency.sum_micros(),
+                    request_us_total: total_latency.sum_micros(),
                     instances: r
                         .backends()
                         .iter()

@@ -28,10 +28,9 @@ mod upstream;
 
 pub use cache::{CacheFigures, ResponseCache, CACHE_HEADER};
 pub use figures::{coordinator_node_id, FiguresTaker};
-pub use upstream::Client;
-use upstream::{Outgoing, SendError, UpstreamError};
+use upstream::{Client, Outgoing, SendError, UpstreamError};
 
-pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits};
+pub use route::{Backend, ReadyInstance, Refusal, Route, RouteLimits, StatusClass};
 
 use crate::auth::{self, AuthMode, Permission};
 use crate::http::{self, ApiError, Body};
@@ -45,6 +44,7 @@ use sluice_common::metrics;
 use sluice_common::{Clock, Instance, InstanceId, InstanceState, NodeId};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -76,6 +76,35 @@ pub struct Gateway {
     /// `sluice coordinator --local-node`): its instances are reached at their
     /// containers' own addresses, everyone else's at their published ports.
     local_node: Option<NodeId>,
+}
+
+/// What one serving thread brings to the requests it serves: the gateway and
+/// the thread's own pool of upstream connections. Each request holds a clone of
+/// its thread's worker, a count no other thread touches, where a clone of the
+/// gateway would pull the gateway's count from core to core on every request.
+pub struct Worker {
+    gateway: Arc<Gateway>,
+    client: Client,
+}
+
+impl Worker {
+    pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
+        Arc::new(Self { gateway, client: Client::new() })
+    }
+
+    /// Serves one gateway request that came from `peer`.
+    pub async fn handle(self: Arc<Self>, peer: Option<IpAddr>, req: Request<Incoming>) -> Response<Body> {
+        self.gateway.handle(&self, peer, req).await
+    }
+
+    /// Runs an asynchronous invocation's request (read whole from the bus) through
+    /// the same path as a synchronous one: a slot on a ready instance, or a wait in
+    /// the function's bounded queue. Its caller was authorised when it was accepted.
+    pub async fn call(self: &Arc<Self>, name: &str, path_and_query: &str, req: Request<bytes::Bytes>) -> Result<Response<Body>, ApiError> {
+        let route = self.gateway.existing_route(name).await?;
+        let uri = path_and_query.parse::<hyper::Uri>().map_err(|e| ApiError::invalid("path", format!("cannot forward {path_and_query:?}: {e}")))?;
+        self.gateway.forward(self, route, uri, req.map(|b| Outgoing::Whole(http_body_util::Full::new(b)))).await
+    }
 }
 
 /// Bytes a gateway's response cache holds by default (`--gateway-cache-mb`).
@@ -170,7 +199,7 @@ impl Gateway {
     }
 
     /// The function whose instance has address `ip`, if any.
-    fn caller(&self, ip: std::net::IpAddr) -> Option<sluice_common::FunctionName> {
+    fn caller(&self, ip: IpAddr) -> Option<sluice_common::FunctionName> {
         let callers = self.callers.read().expect("callers lock");
         if callers.by_ip.is_empty() {
             return None;
@@ -194,9 +223,17 @@ impl Gateway {
     /// state through the Raft barrier (ReadIndex), one miss at a time: a flood
     /// of unknown names costs the leader one confirmation at a time, not one each.
     async fn route(&self, name: &str) -> Option<Arc<Route>> {
-        if let Some(route) = self.routes.read().expect("routes lock").get(name).cloned() {
-            return Some(route);
+        let found = self.routes.read().expect("routes lock").get(name).cloned();
+        match found {
+            Some(route) => Some(route),
+            // Boxed: the miss's wait for the leader would otherwise make every
+            // request's future, which is moved on each request, that much larger.
+            None => Box::pin(self.route_miss(name)).await,
         }
+    }
+
+    /// `route` for a name not in the routing table (yet).
+    async fn route_miss(&self, name: &str) -> Option<Arc<Route>> {
         let name = sluice_common::FunctionName::new(name).ok()?;
         let _one_at_a_time = self.miss_gate.lock().await;
         // Another miss may have synced it meanwhile.
@@ -210,9 +247,9 @@ impl Gateway {
         self.routes.read().expect("routes lock").get(name.as_str()).cloned()
     }
 
-    /// Serves one gateway request, forwarding through `client` (one per serving
-    /// thread, so a request and its upstream connection stay on one thread).
-    pub async fn handle(self: Arc<Self>, client: Client, req: Request<Incoming>) -> Response<Body> {
+    /// Serves one gateway request for `worker` (its serving thread's: a request
+    /// and its upstream connection stay on one thread) from `peer`.
+    async fn handle(&self, worker: &Arc<Worker>, peer: Option<IpAddr>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
         let (asynchronous, rest) = match (path.strip_prefix("/function/"), path.strip_prefix("/async-function/")) {
             (Some(rest), _) => (false, Some(rest)),
@@ -233,8 +270,9 @@ impl Gateway {
                 None => return unknown_function(name).into_response(),
             };
             let answer = match asynchronous {
-                false => self.invoke(&client, route, forward, req).await,
-                true if req.method() == Method::POST => self.submit(route, forward, req).await,
+                false => self.invoke(worker, peer, route, forward, req).await,
+                // Boxed, as the rarer paths below: see `route`.
+                true if req.method() == Method::POST => Box::pin(self.submit(route, forward, req)).await,
                 true => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "asynchronous invocations are submitted with POST")),
             };
             return answer.unwrap_or_else(ApiError::into_response);
@@ -256,7 +294,7 @@ impl Gateway {
         auth::authorize(self.auth, header, permission, self.clock.now(), |id| self.store.read(|s| s.auth.tokens.get(id).cloned())).map(|_| ())
     }
 
-    async fn invoke(&self, client: &Client, route: Arc<Route>, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn invoke(&self, worker: &Arc<Worker>, peer: Option<IpAddr>, route: Arc<Route>, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let mut req = req;
         if route.private.load(Ordering::Relaxed) {
             self.authorize(&req, Permission::Invoke)?;
@@ -264,36 +302,34 @@ impl Gateway {
             req.headers_mut().remove(hyper::header::AUTHORIZATION);
         }
         match route.cache_spec().filter(|c| c.caches(req.method().as_str())) {
-            Some(spec) => self.cached(client, &route, &spec, forward, req).await,
-            None => self.invoke_uncached(client, &route, forward, req).await,
+            Some(spec) => Box::pin(self.cached(worker, peer, route, &spec, forward, req)).await,
+            None => self.invoke_uncached(worker, peer, route, forward, req).await,
         }
     }
 
     /// A `/function/` request past its checks and the cache: the rate limit
     /// (which guards the function, so cache hits never count against it), the
     /// caller noted for co-location, then an instance.
-    async fn invoke_uncached(&self, client: &Client, route: &Arc<Route>, forward: hyper::Uri, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        route.admit(self.clock.now()).map_err(|wait| shed_by_rate_limit(route, wait))?;
-        if let Some(caller) = req.extensions().get::<http::PeerAddr>().and_then(|p| self.caller(p.0)) {
+    async fn invoke_uncached(
+        &self,
+        worker: &Arc<Worker>,
+        peer: Option<IpAddr>,
+        route: Arc<Route>,
+        forward: hyper::Uri,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        route.admit(|| self.clock.now()).map_err(|wait| shed_by_rate_limit(&route, wait))?;
+        if let Some(caller) = peer.and_then(|ip| self.caller(ip)) {
             if caller != route.name {
                 route.counters.record_call(&caller);
             }
         }
-        self.forward(client, route, forward, req.map(Outgoing::Streamed)).await
+        self.forward(worker, route, forward, req.map(Outgoing::Streamed)).await
     }
 
     /// The route of `name`, or the API error saying why there is none.
     async fn existing_route(&self, name: &str) -> Result<Arc<Route>, ApiError> {
         self.route(name).await.ok_or_else(|| unknown_function(name))
-    }
-
-    /// Runs an asynchronous invocation's request (read whole from the bus) through
-    /// the same path as a synchronous one: a slot on a ready instance, or a wait in
-    /// the function's bounded queue. Its caller was authorised when it was accepted.
-    pub async fn call(&self, client: &Client, name: &str, path_and_query: &str, req: Request<bytes::Bytes>) -> Result<Response<Body>, ApiError> {
-        let route = self.existing_route(name).await?;
-        let uri = path_and_query.parse::<hyper::Uri>().map_err(|e| ApiError::invalid("path", format!("cannot forward {path_and_query:?}: {e}")))?;
-        self.forward(client, &route, uri, req.map(|b| Outgoing::Whole(http_body_util::Full::new(b)))).await
     }
 
     /// The `/async-function/{name}` answer: checks the function and its caller as
@@ -305,7 +341,7 @@ impl Gateway {
         // Never onto the bus: the token is for the gateway, not for the function or the broker.
         req.headers_mut().remove(hyper::header::AUTHORIZATION);
         // Limited when accepted: an invocation refused later would only be retried and dead-lettered.
-        route.admit(self.clock.now()).map_err(|wait| shed_by_rate_limit(&route, wait))?;
+        route.admit(|| self.clock.now()).map_err(|wait| shed_by_rate_limit(&route, wait))?;
         let Some(invocations) = self.invocations.get() else {
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "async_unavailable", "this coordinator is still starting its invocation queue: retry in a moment"));
         };
@@ -314,15 +350,13 @@ impl Gateway {
     }
 
     /// Sends `req` to a ready instance of `route`, waiting in its queue for one.
-    async fn forward(&self, client: &Client, route: &Arc<Route>, forward: hyper::Uri, req: Request<Outgoing>) -> Result<Response<Body>, ApiError> {
-        let route = route.clone();
+    async fn forward(&self, worker: &Arc<Worker>, route: Arc<Route>, forward: hyper::Uri, req: Request<Outgoing>) -> Result<Response<Body>, ApiError> {
         let started = Instant::now();
-        route.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let clock = self.clock.clone();
+        route.counters.received();
         let waited = std::sync::atomic::AtomicBool::new(false);
         let backend = route
             .acquire(
-                || clock.now(),
+                || self.clock.now(),
                 |cold| {
                     debug!(function = %route.name, cold, "request waits for an instance");
                     waited.store(true, Ordering::Relaxed);
@@ -333,63 +367,25 @@ impl Gateway {
             .await
             .map_err(|refusal| {
                 let err = refusal_error(&route, refusal);
-                proxy::record(&route, err.status, &route.counters.latency, started);
+                proxy::record(&route, err.status, started);
                 err
             })?;
         if waited.load(Ordering::Relaxed) {
             route.counters.wait.observe(started.elapsed().as_secs_f64());
         }
-        let mut release = proxy::Release { route: route.clone(), backend, clock: self.clock.clone(), started, status: StatusCode::OK, lease: None };
+        // The route and the instance are borrowed from `release` from here on:
+        // the request clones neither.
+        let mut release = proxy::Release { worker: worker.clone(), route, backend, started, status: StatusCode::OK, lease: None };
         let mut upstream = proxy::to_upstream(req, forward);
         let mut retried = false;
         loop {
-            let target = release.backend.clone();
+            let (route, target) = (&release.route, &release.backend);
             let authority = target.authority();
-            let sent = if target.thawing.load(Ordering::Relaxed) {
-                // Resumed a moment ago: its agent may not have thawed it yet, and
-                // a frozen container accepts the connection and then says nothing.
-                // Its answer is awaited as long as a start would be, no longer.
-                let (sent_at, limit) = (Instant::now(), route.limits().start_timeout);
-                match tokio::time::timeout(limit, client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream)).await {
-                    Ok(sent) => {
-                        if sent.is_ok() {
-                            target.thawing.store(false, Ordering::Relaxed);
-                            route.counters.thaw_first_byte.observe(sent_at.elapsed().as_secs_f64());
-                        }
-                        sent
-                    }
-                    Err(_) => {
-                        route.counters.thaw_timeouts.fetch_add(1, Ordering::Relaxed);
-                        release.status = StatusCode::GATEWAY_TIMEOUT;
-                        warn!(function = %route.name, instance = %target.id, limit_ms = limit.as_millis() as u64, "resumed instance did not answer; is its agent unpausing it?");
-                        return Err(ApiError::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "instance_not_thawed",
-                            format!(
-                                "instance {} of {} was resumed from a pause but did not answer within the start timeout ({limit:?}); its agent may not have unpaused it: retry, and check `sluice ls` and the agent's log",
-                                target.id, route.name
-                            ),
-                        ));
-                    }
-                }
-            } else {
-                // A hung or frozen instance would otherwise hold the client and the slot for ever.
-                let limit = std::time::Duration::from_millis(route.request_timeout_ms.load(Ordering::Relaxed));
-                match tokio::time::timeout(limit, client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream)).await {
-                    Ok(sent) => sent,
-                    Err(_) => {
-                        route.counters.request_timeouts.fetch_add(1, Ordering::Relaxed);
-                        release.status = StatusCode::GATEWAY_TIMEOUT;
-                        warn!(function = %route.name, instance = %target.id, limit_ms = limit.as_millis() as u64, "instance did not begin its answer in the request timeout");
-                        return Err(ApiError::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "request_timed_out",
-                            format!(
-                                "instance {} of {} did not begin its answer within the request timeout ({limit:?}); it may be hung or frozen: retry if the request is safe to repeat, or raise request_timeout_secs",
-                                target.id, route.name
-                            ),
-                        ));
-                    }
+            let sent = match self.send_once(worker, route, target, authority, upstream).await {
+                Ok(sent) => sent,
+                Err(timed_out) => {
+                    release.status = timed_out.status;
+                    return Err(timed_out);
                 }
             };
             let SendError { error, unsent } = match sent {
@@ -423,15 +419,66 @@ impl Gateway {
                     retried = true;
                 }
                 None => {
-                    release.status = StatusCode::BAD_GATEWAY;
-                    return Err(ApiError::new(
+                    let failed = ApiError::new(
                         StatusCode::BAD_GATEWAY,
                         "instance_failed",
                         format!("instance {} of {} did not answer ({error}); it may have crashed: retry, and check `sluice ls`", target.id, route.name),
-                    ));
+                    );
+                    release.status = failed.status;
+                    return Err(failed);
                 }
             }
         }
+    }
+
+    /// Sends `upstream` to `target` at `authority` once, within the time its
+    /// answer may take to begin: the request timeout, or for an instance
+    /// resumed a moment ago (its agent may not have thawed it yet, and a frozen
+    /// container accepts the connection and then says nothing) the start
+    /// timeout. Past it, the 504 to answer.
+    async fn send_once(
+        &self,
+        worker: &Worker,
+        route: &Route,
+        target: &Backend,
+        authority: &Arc<str>,
+        upstream: Request<Outgoing>,
+    ) -> Result<Result<(Response<Incoming>, upstream::Lease), SendError>, ApiError> {
+        let send = worker.client.send(authority, target.alive_check(authority), target.connect_within(authority), upstream);
+        if target.thawing.load(Ordering::Relaxed) {
+            let (sent_at, limit) = (Instant::now(), route.limits().start_timeout);
+            let Ok(sent) = tokio::time::timeout(limit, send).await else {
+                route.counters.thaw_timeouts.fetch_add(1, Ordering::Relaxed);
+                warn!(function = %route.name, instance = %target.id, limit_ms = limit.as_millis() as u64, "resumed instance did not answer; is its agent unpausing it?");
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "instance_not_thawed",
+                    format!(
+                        "instance {} of {} was resumed from a pause but did not answer within the start timeout ({limit:?}); its agent may not have unpaused it: retry, and check `sluice ls` and the agent's log",
+                        target.id, route.name
+                    ),
+                ));
+            };
+            if sent.is_ok() {
+                target.thawing.store(false, Ordering::Relaxed);
+                route.counters.thaw_first_byte.observe(sent_at.elapsed().as_secs_f64());
+            }
+            return Ok(sent);
+        }
+        // A hung or frozen instance would otherwise hold the client and the slot for ever.
+        let limit = std::time::Duration::from_millis(route.request_timeout_ms.load(Ordering::Relaxed));
+        tokio::time::timeout(limit, send).await.map_err(|_| {
+            route.counters.request_timeouts.fetch_add(1, Ordering::Relaxed);
+            warn!(function = %route.name, instance = %target.id, limit_ms = limit.as_millis() as u64, "instance did not begin its answer in the request timeout");
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timed_out",
+                format!(
+                    "instance {} of {} did not begin its answer within the request timeout ({limit:?}); it may be hung or frozen: retry if the request is safe to repeat, or raise request_timeout_secs",
+                    target.id, route.name
+                ),
+            )
+        })
     }
 
     /// Asks for a paused instance of `route`'s function to be resumed for the
@@ -466,7 +513,7 @@ impl Gateway {
         let mut out = String::new();
         type Get = fn(&Route) -> u64;
         let counters: [(&str, &str, Get); 11] = [
-            ("sluice_gateway_requests_total", "Invocations received.", |r| r.counters.requests.load(Ordering::Relaxed)),
+            ("sluice_gateway_requests_total", "Invocations received.", |r| r.counters.requests()),
             ("sluice_gateway_cold_starts_total", "Invocations that waited for an instance to start.", |r| r.counters.cold_starts.load(Ordering::Relaxed)),
             ("sluice_gateway_shed_total", "Invocations refused with 429 because the queue was full.", |r| r.counters.shed.load(Ordering::Relaxed)),
             ("sluice_gateway_start_timeouts_total", "Invocations answered 503 after waiting the start timeout.", |r| r.counters.timeouts.load(Ordering::Relaxed)),
@@ -475,7 +522,7 @@ impl Gateway {
             ("sluice_gateway_request_timeouts_total", "Invocations answered 504 because the instance did not begin its answer within the request timeout.", |r| {
                 r.counters.request_timeouts.load(Ordering::Relaxed)
             }),
-            ("sluice_gateway_in_flight", "Invocations being served now.", |r| r.in_flight.load(Ordering::Relaxed).into()),
+            ("sluice_gateway_in_flight", "Invocations being served now.", |r| r.counters.in_flight().into()),
             ("sluice_gateway_resumes_total", "Paused instances this gateway resumed for waiting invocations.", |r| r.counters.resumes.load(Ordering::Relaxed)),
             ("sluice_gateway_thaw_timeouts_total", "Invocations answered 504 because a resumed instance did not answer within the start timeout.", |r| {
                 r.counters.thaw_timeouts.load(Ordering::Relaxed)
@@ -494,8 +541,8 @@ impl Gateway {
         }
         metrics::header(&mut out, "sluice_gateway_responses_total", "counter", "Responses by status class.");
         for r in &routes {
-            for (class, c) in [("2xx", &r.counters.responses_2xx), ("4xx", &r.counters.responses_4xx), ("5xx", &r.counters.responses_5xx)] {
-                metrics::sample(&mut out, "sluice_gateway_responses_total", &format!("function=\"{}\",class=\"{class}\"", r.name), c.load(Ordering::Relaxed));
+            for (label, class) in [("2xx", StatusClass::Success), ("4xx", StatusClass::ClientError), ("5xx", StatusClass::ServerError)] {
+                metrics::sample(&mut out, "sluice_gateway_responses_total", &format!("function=\"{}\",class=\"{label}\"", r.name), r.counters.responses(class));
             }
         }
         let cached: Vec<(&Arc<Route>, CacheFigures)> = routes.iter().filter(|r| r.cache_spec().is_some()).map(|r| (r, self.cache.figures(&r.name))).collect();
@@ -519,9 +566,12 @@ impl Gateway {
         }
         metrics::header(&mut out, "sluice_gateway_cache_capacity_bytes", "gauge", "Bytes this gateway's response cache may hold, all functions together.");
         metrics::sample(&mut out, "sluice_gateway_cache_capacity_bytes", "", self.cache.capacity());
+        metrics::header(&mut out, "sluice_gateway_request_duration_seconds", "histogram", "Time from request to the end of the response.");
+        for r in &routes {
+            r.counters.latency().write(&mut out, "sluice_gateway_request_duration_seconds", &format!("function=\"{}\"", r.name));
+        }
         type Hist = fn(&Route) -> &sluice_common::metrics::Histogram;
-        let histograms: [(&str, &str, Hist); 4] = [
-            ("sluice_gateway_request_duration_seconds", "Time from request to the end of the response.", |r| &r.counters.latency),
+        let histograms: [(&str, &str, Hist); 3] = [
             ("sluice_gateway_wait_seconds", "Time invocations that found no free slot waited for one (a start or a resume).", |r| &r.counters.wait),
             ("sluice_gateway_resume_commit_seconds", "Time from asking for a resume to its applying on this coordinator.", |r| &r.counters.resume_commit),
             ("sluice_gateway_thaw_first_byte_seconds", "For invocations sent to a resumed instance not yet seen answering: time from sending to the response head.", |r| {
@@ -614,10 +664,10 @@ impl Callers {
 
 /// Counts a request the rate limit turned away, and says so.
 fn shed_by_rate_limit(route: &Route, wait: std::time::Duration) -> ApiError {
-    route.counters.requests.fetch_add(1, Ordering::Relaxed);
+    route.counters.received();
     route.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
     let err = rate_limited(route, wait);
-    proxy::record(route, err.status, &route.counters.latency, Instant::now());
+    proxy::record(route, err.status, Instant::now());
     err
 }
 

@@ -3,16 +3,14 @@
 
 use super::route::{Backend, Route};
 use super::upstream::Lease;
+use super::Worker;
 use crate::http::Body;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, CONNECTION};
 use hyper::{Request, Response, StatusCode, Uri};
-use sluice_common::metrics::Histogram;
-use sluice_common::Clock;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -92,9 +90,10 @@ pub fn upstream_uri(below: &str, query: Option<&str>) -> Result<Uri, hyper::http
 
 /// Returns the slot and records the outcome when the response is done.
 pub struct Release {
+    /// The serving thread's worker, for the gateway's clock.
+    pub worker: Arc<Worker>,
     pub route: Arc<Route>,
     pub backend: Arc<Backend>,
-    pub clock: Arc<dyn Clock>,
     pub started: Instant,
     pub status: StatusCode,
     /// The upstream connection, back to the pool once the body is read.
@@ -105,7 +104,7 @@ impl Release {
     /// Moves the request to another instance: frees this one's slot without
     /// counting a response; `next`'s slot is already taken.
     pub fn move_to(&mut self, next: Arc<Backend>) {
-        self.route.release(&self.backend, self.clock.now());
+        self.route.release(&self.backend, self.worker.gateway.clock.now());
         self.backend = next;
     }
 }
@@ -113,21 +112,14 @@ impl Release {
 impl Drop for Release {
     fn drop(&mut self) {
         drop(self.lease.take());
-        self.route.release(&self.backend, self.clock.now());
-        record(&self.route, self.status, &self.route.counters.latency, self.started);
+        self.route.release(&self.backend, self.worker.gateway.clock.now());
+        record(&self.route, self.status, self.started);
     }
 }
 
 /// Counts a finished request by status class and latency.
-pub fn record(route: &Route, status: StatusCode, latency: &Histogram, started: Instant) {
-    let c = &route.counters;
-    let counter = match status.as_u16() {
-        500..=599 => &c.responses_5xx,
-        400..=499 => &c.responses_4xx,
-        _ => &c.responses_2xx,
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    latency.observe(started.elapsed().as_secs_f64());
+pub fn record(route: &Route, status: StatusCode, started: Instant) {
+    route.counters.answered(status, started.elapsed().as_secs_f64());
 }
 
 /// The instance's response body, holding its slot until the last byte is sent

@@ -17,7 +17,7 @@ use sluice_common::metrics::Histogram;
 use sluice_common::rate::{RateLimit, TokenBucket};
 use sluice_common::{Endpoint, FunctionName, FunctionSpec, InstanceId, Timestamp};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -161,13 +161,60 @@ impl From<&FunctionSpec> for RouteLimits {
     }
 }
 
+/// How many copies of the per-request counters a route keeps. Each thread
+/// writes its own (see [`shard`]), so two cores answering one function's
+/// requests do not pull a cache line back and forth for every count; the
+/// readers (metrics, figures) add the copies up.
+const SHARDS: usize = 8;
+
+/// The counters every request of a function updates, one copy per thread.
+/// Aligned so that two copies never share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    requests: AtomicU64,
+    /// By status class: 2xx (and anything below 400), 4xx, 5xx.
+    responses: [AtomicU64; 3],
+    /// Slots taken minus slots returned on this thread (wrapping: a slot may
+    /// be returned on another thread than the one that took it).
+    in_flight: AtomicU64,
+    latency: Histogram,
+}
+
+/// Which copy of the counters this thread writes: threads take the next one
+/// when they first count (a gateway thread keeps its own while there are no
+/// more than `SHARDS` counting threads).
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    MINE.with(|s| *s)
+}
+
+/// A response's status class, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    Success = 0,
+    ClientError = 1,
+    ServerError = 2,
+}
+
+impl From<hyper::StatusCode> for StatusClass {
+    fn from(status: hyper::StatusCode) -> Self {
+        match status.as_u16() {
+            500..=599 => StatusClass::ServerError,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::Success,
+        }
+    }
+}
+
 /// Per-function counters, exported on `/metrics`.
 #[derive(Debug, Default)]
 pub struct RouteCounters {
-    pub requests: AtomicU64,
-    pub responses_2xx: AtomicU64,
-    pub responses_4xx: AtomicU64,
-    pub responses_5xx: AtomicU64,
+    /// Received, answered by class, in flight and latency: see [`Shard`].
+    shards: [Shard; SHARDS],
     /// Requests that found no ready instance, and none paused, and waited for one to start.
     pub cold_starts: AtomicU64,
     /// Requests refused because the queue was full.
@@ -191,7 +238,6 @@ pub struct RouteCounters {
     /// For requests sent to a thawing instance: time from sending to the
     /// response head, which includes the rest of the thaw.
     pub thaw_first_byte: Histogram,
-    pub latency: Histogram,
     /// Requests the response cache answered; they reach no instance and are
     /// counted in nothing above (the scaler sizes by what reaches the function).
     pub cache_hits: AtomicU64,
@@ -202,6 +248,48 @@ pub struct RouteCounters {
 }
 
 impl RouteCounters {
+    /// Counts a request received.
+    pub fn received(&self) {
+        self.shards[shard()].requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request answered with `status`, `seconds` after it was received.
+    pub fn answered(&self, status: hyper::StatusCode, seconds: f64) {
+        let mine = &self.shards[shard()];
+        mine.responses[StatusClass::from(status) as usize].fetch_add(1, Ordering::Relaxed);
+        mine.latency.observe(seconds);
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.shards.iter().map(|s| s.requests.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Requests answered so far with a status of `class`.
+    pub fn responses(&self, class: StatusClass) -> u64 {
+        self.shards.iter().map(|s| s.responses[class as usize].load(Ordering::Relaxed)).sum()
+    }
+
+    /// Time from request to the end of the response, of every request answered so far.
+    pub fn latency(&self) -> Histogram {
+        Histogram::merged(self.shards.iter().map(|s| &s.latency))
+    }
+
+    fn slot_taken(&self) {
+        self.shards[shard()].in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn slot_returned(&self) {
+        self.shards[shard()].in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Requests holding a slot on an instance now.
+    pub fn in_flight(&self) -> u32 {
+        let taken = self.shards.iter().fold(0u64, |sum, s| sum.wrapping_add(s.in_flight.load(Ordering::Relaxed)));
+        // Copies read one after another may be mid-change: never show a negative.
+        u32::try_from(taken as i64).unwrap_or(0)
+    }
+
     /// Counts a request that came from an instance of `caller`.
     pub fn record_call(&self, caller: &FunctionName) {
         let mut calls = self.calls.lock().expect("calls lock");
@@ -228,12 +316,15 @@ pub struct Route {
     limits: Mutex<RouteLimits>,
     backends: Mutex<Vec<Arc<Backend>>>,
     paused: Mutex<Paused>,
-    pub in_flight: AtomicU32,
     pub queued: AtomicU32,
     /// Callers need an invoker token (`FunctionSpec::private`).
     pub private: AtomicBool,
-    /// `RouteLimits::request_timeout` in milliseconds, read on every request without the limits' lock.
+    /// `RouteLimits::request_timeout` in milliseconds and `RouteLimits::concurrency`,
+    /// read on every request without the limits' lock.
     pub request_timeout_ms: AtomicU64,
+    concurrency: AtomicU32,
+    /// Whether `bucket` holds a limit: functions without one never take its lock.
+    has_rate_limit: AtomicBool,
     /// The rate limit's bucket, if the function has one; kept across syncs
     /// while the limit stays the same.
     bucket: Mutex<Option<TokenBucket>>,
@@ -253,10 +344,11 @@ impl Route {
             limits: Mutex::new(spec.into()),
             backends: Mutex::new(Vec::new()),
             paused: Mutex::new(Paused::default()),
-            in_flight: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             private: AtomicBool::new(spec.private),
             request_timeout_ms: AtomicU64::new(spec.request_timeout().as_millis() as u64),
+            concurrency: AtomicU32::new(spec.concurrency),
+            has_rate_limit: AtomicBool::new(false),
             bucket: Mutex::new(None),
             removed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -284,10 +376,14 @@ impl Route {
     }
 
     /// Admits a request under the rate limit, or says how long until one would be.
-    pub fn admit(&self, now: Timestamp) -> Result<(), Duration> {
+    /// `now` is only asked for when the function has a limit.
+    pub fn admit(&self, now: impl FnOnce() -> Timestamp) -> Result<(), Duration> {
+        if !self.has_rate_limit.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         match self.bucket.lock().expect("bucket lock").as_mut() {
             None => Ok(()),
-            Some(bucket) => bucket.take(now.0),
+            Some(bucket) => bucket.take(now().0),
         }
     }
 
@@ -309,11 +405,13 @@ impl Route {
         *self.limits.lock().expect("limits lock") = limits;
         self.private.store(limits.private, Ordering::Relaxed);
         self.request_timeout_ms.store(limits.request_timeout.as_millis() as u64, Ordering::Relaxed);
+        self.concurrency.store(limits.concurrency, Ordering::Relaxed);
         {
             let mut bucket = self.bucket.lock().expect("bucket lock");
             if bucket.as_ref().map(TokenBucket::limit) != limits.rate_limit {
                 *bucket = limits.rate_limit.map(|l| TokenBucket::new(l, now.0));
             }
+            self.has_rate_limit.store(bucket.is_some(), Ordering::Relaxed);
         }
         let (mut added, mut caught) = (false, Vec::new());
         {
@@ -399,13 +497,13 @@ impl Route {
 
     /// As `try_acquire`, passing over instance `except` (one that just failed).
     pub fn try_acquire_except(&self, now: Timestamp, except: Option<InstanceId>) -> Option<Arc<Backend>> {
-        let concurrency = self.limits().concurrency;
+        let concurrency = self.concurrency.load(Ordering::Relaxed);
         let backends = self.backends.lock().expect("backends lock");
         let best =
             backends.iter().filter(|b| Some(b.id) != except).map(|b| (b.outstanding.load(Ordering::Relaxed), b)).filter(|(n, _)| *n < concurrency).min_by_key(|(n, _)| *n)?.1;
         best.outstanding.fetch_add(1, Ordering::Relaxed);
         best.last_active.store(now.0, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.counters.slot_taken();
         Some(best.clone())
     }
 
@@ -413,7 +511,7 @@ impl Route {
     pub fn release(&self, backend: &Backend, now: Timestamp) {
         backend.outstanding.fetch_sub(1, Ordering::Relaxed);
         backend.last_active.store(now.0, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.counters.slot_returned();
         if self.queued.load(Ordering::Relaxed) > 0 {
             self.wake.notify_one();
         }

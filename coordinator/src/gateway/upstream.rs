@@ -122,7 +122,8 @@ impl Client {
         loop {
             let (mut sender, reused) = match self.take_idle(authority) {
                 Some(s) => (s, true),
-                None => match connect(authority, alive_at, connect_within).await {
+                // Boxed: a new connection is rare, and its future would make every send's larger.
+                None => match Box::pin(connect(authority, alive_at, connect_within)).await {
                     Ok(s) => (s, false),
                     Err(error) => return Err(SendError { error, unsent: Some(req) }),
                 },

@@ -4,7 +4,7 @@
 //!
 //! - Every coordinator runs a worker in the shared consumer group
 //!   [`WORK_GROUP`], so each invocation is taken by one coordinator. The worker
-//!   runs it through the gateway's normal path (`Gateway::call`: a slot on a
+//!   runs it through the gateway's normal path (`Worker::call`: a slot on a
 //!   ready instance or a wait in the function's bounded queue), retries failed
 //!   tries with jittered backoff, and after the last try publishes the request
 //!   on `dead-letter`.
@@ -29,7 +29,7 @@
 pub mod record;
 pub mod table;
 
-use crate::gateway::{Client, Gateway};
+use crate::gateway::{Gateway, Worker};
 use crate::http::{self, ApiError, Body};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -242,7 +242,7 @@ impl Invocations {
     /// unacknowledged: they are delivered again (what a killed coordinator does).
     pub async fn work(self: Arc<Self>, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let client = Client::new();
+        let worker = Worker::new(gateway);
         loop {
             let mut sub = tokio::select! {
                 s = subscribe(&*self.bus, WORK_GROUP, Topic::Invocation) => s,
@@ -285,7 +285,7 @@ impl Invocations {
                         if let Some(i) = waiting.iter().position(|(_, r)| !busy.contains(&r.id)) {
                             let (seq, request) = waiting.remove(i).expect("found");
                             busy.insert(request.id.clone());
-                            tasks.insert(running.spawn(self.clone().run(gateway.clone(), client.clone(), request, seq)).id(), seq);
+                            tasks.insert(running.spawn(self.clone().run(worker.clone(), request, seq)).id(), seq);
                         }
                     }
                     next = sub.next(), if running.len() < self.config.max_in_flight => {
@@ -302,7 +302,7 @@ impl Invocations {
                             Ok(request) if request.v == VERSION && busy.contains(&request.id) => waiting.push_back((seq, request)),
                             Ok(request) if request.v == VERSION => {
                                 busy.insert(request.id.clone());
-                                tasks.insert(running.spawn(self.clone().run(gateway.clone(), client.clone(), request, seq)).id(), seq);
+                                tasks.insert(running.spawn(self.clone().run(worker.clone(), request, seq)).id(), seq);
                             }
                             other => {
                                 warn!(outcome = ?other.map(|r| r.v), "skipping an invocation this coordinator cannot read");
@@ -319,7 +319,7 @@ impl Invocations {
     }
 
     /// Runs one delivered invocation to its ending; returns `seq` for the acknowledgement.
-    async fn run(self: Arc<Self>, gateway: Arc<Gateway>, client: Client, request: InvocationRequest, seq: u64) -> u64 {
+    async fn run(self: Arc<Self>, worker: Arc<Worker>, request: InvocationRequest, seq: u64) -> u64 {
         let (id, function) = (request.id.as_str(), request.function.as_str());
         let (ended, failed) = {
             let table = self.table.lock().expect("invocations table");
@@ -339,7 +339,7 @@ impl Invocations {
             if let Err(e) = self.record(id, function, State::Running { attempt, coordinator: self.node.clone() }).await {
                 debug!(%id, error = %e, "could not record a try as running");
             }
-            let error = match self.try_once(&gateway, &client, &request).await {
+            let error = match self.try_once(&worker, &request).await {
                 Ok(outcome) if !record::retryable(outcome.status) => break State::Done { attempt, result: outcome },
                 Ok(outcome) => format!("the function answered {}: {}", outcome.status, outcome.body.as_deref().unwrap_or("").chars().take(200).collect::<String>()),
                 Err(e) => e,
@@ -370,7 +370,7 @@ impl Invocations {
     }
 
     /// One try: the request through the gateway, its answer read (bounded).
-    async fn try_once(&self, gateway: &Gateway, client: &Client, request: &InvocationRequest) -> Result<Outcome, String> {
+    async fn try_once(&self, worker: &Arc<Worker>, request: &InvocationRequest) -> Result<Outcome, String> {
         let body = request.body_bytes().map_err(|e| format!("the queued body is not base64: {e}"))?;
         let method = Method::from_bytes(request.method.as_bytes()).map_err(|e| format!("bad method {:?}: {e}", request.method))?;
         let mut req = Request::builder().method(method).uri(&request.path);
@@ -381,7 +381,7 @@ impl Invocations {
         }
         let req = req.body(Bytes::from(body)).map_err(|e| format!("cannot rebuild the request: {e}"))?;
         let answer = async {
-            let resp = gateway.call(client, &request.function, &request.path, req).await.map_err(|e| format!("{} {}: {}", e.status.as_u16(), e.code, e.message))?;
+            let resp = worker.call(&request.function, &request.path, req).await.map_err(|e| format!("{} {}: {}", e.status.as_u16(), e.code, e.message))?;
             let status = resp.status().as_u16();
             let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
             // Read one byte past the limit to know whether it was cut; the rest is not read.
