@@ -230,6 +230,11 @@ pub struct HostArgs {
     /// Address that function containers' ports are published on; the gateway must reach it.
     #[arg(long, default_value = "127.0.0.1")]
     pub publish_host: String,
+    /// Address gateways on other hosts reach this host's published ports at
+    /// (default: --publish-host; with --publish-host 0.0.0.0, the address this
+    /// host reaches its first coordinator from).
+    #[arg(long)]
+    pub advertise_host: Option<String>,
     /// CPU offered to functions, in thousandths of a core (default: cores x 1000 x overcommit).
     #[arg(long)]
     pub cpu_millis: Option<u64>,
@@ -483,11 +488,48 @@ fn host_memory_mb() -> u64 {
 
 /// Starts an agent for `host` that talks to `coordinators`, with `token` (agent role) and over mutual TLS with `tls`.
 pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, token: Option<String>, tls: Option<Arc<ClientConfig>>, clock: Arc<dyn Clock>) -> Result<Agent> {
-    let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), ..DockerConfig::default() }).await.context("connecting to Docker")?;
+    let advertise_host = Some(advertised_host(host, &coordinators)?);
+    let runtime =
+        DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), advertise_host, ..DockerConfig::default() }).await.context("connecting to Docker")?;
     let control = HttpControlPlane::new(coordinators, HttpControlConfig { token, tls, ..HttpControlConfig::default() }).context("coordinator addresses")?;
     anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
     let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
     Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config).with_placement(host.labels()?, host.max_instances))
+}
+
+/// Where gateways reach this host's published ports: `--advertise-host`, or
+/// the address ports are published on, or, when they are published on every
+/// address, the one this host reaches its first coordinator from (the route a
+/// gateway on that coordinator's host takes back). Loopback is only right for
+/// gateways on this host, and `0.0.0.0` for none.
+fn advertised_host(host: &HostArgs, coordinators: &[String]) -> Result<String> {
+    if let Some(advertised) = &host.advertise_host {
+        anyhow::ensure!(
+            !is_wildcard(advertised) && !advertised.contains(['/', ' ']),
+            "--advertise-host {advertised:?}: give an address or host name other hosts reach this one at, e.g. 10.0.0.5"
+        );
+        return Ok(advertised.clone());
+    }
+    if !is_wildcard(&host.publish_host) {
+        return Ok(host.publish_host.clone());
+    }
+    let first = coordinators.first().context("no coordinator address to find this host's address from: give --advertise-host")?;
+    let uri: hyper::Uri = first.parse().with_context(|| format!("coordinator address {first:?}"))?;
+    let target = (uri.host().unwrap_or_default().trim_matches(['[', ']']), uri.port_u16().unwrap_or(80));
+    let source = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|socket| {
+            // Connecting a UDP socket sends nothing: it only picks the route, and with it our address.
+            socket.connect(target)?;
+            socket.local_addr()
+        })
+        .with_context(|| format!("finding the address this host reaches {first} from (--publish-host {}): give --advertise-host", host.publish_host))?;
+    info!(address = %source.ip(), coordinator = %first, "advertising published ports at the address this host reaches its coordinator from (--advertise-host to choose)");
+    Ok(source.ip().to_string())
+}
+
+/// An address that means every address of the host.
+fn is_wildcard(host: &str) -> bool {
+    matches!(host.trim_matches(['[', ']']), "" | "0.0.0.0" | "::")
 }
 
 /// A single-node Sluice in this process: coordinator, gateway and agent.
@@ -750,4 +792,38 @@ pub async fn agent(args: AgentArgs, mut reloads: crate::config::Reloads) -> Resu
     });
     agent.await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn host(publish: &str, advertise: Option<&str>) -> HostArgs {
+        let mut args = UpCommandForTests::parse_from(["t"]).host;
+        args.publish_host = publish.into();
+        args.advertise_host = advertise.map(str::to_string);
+        args
+    }
+
+    #[derive(clap::Parser)]
+    struct UpCommandForTests {
+        #[command(flatten)]
+        host: HostArgs,
+    }
+
+    #[test]
+    fn the_advertised_host_is_one_other_hosts_can_dial() {
+        let coordinators = vec!["http://127.0.0.1:7070".to_string()];
+        // Said, or the specific address ports are published on.
+        assert_eq!(advertised_host(&host("0.0.0.0", Some("10.0.0.5")), &coordinators).unwrap(), "10.0.0.5");
+        assert_eq!(advertised_host(&host("192.168.1.4", None), &coordinators).unwrap(), "192.168.1.4");
+        // Every address: the one the coordinator is reached from (here loopback, so loopback).
+        assert_eq!(advertised_host(&host("0.0.0.0", None), &coordinators).unwrap(), "127.0.0.1");
+        assert_eq!(advertised_host(&host("::", None), &["http://127.0.0.2:7070".to_string()]).unwrap(), "127.0.0.1");
+        // A wildcard cannot be advertised, and without a coordinator there is nothing to go by.
+        let e = advertised_host(&host("0.0.0.0", Some("0.0.0.0")), &coordinators).unwrap_err().to_string();
+        assert!(e.contains("--advertise-host"), "{e}");
+        assert!(advertised_host(&host("0.0.0.0", None), &[]).unwrap_err().to_string().contains("--advertise-host"));
+    }
 }

@@ -141,6 +141,7 @@ pub fn host_args(name: &str) -> HostArgs {
     HostArgs {
         node: name.into(),
         publish_host: "127.0.0.1".into(),
+        advertise_host: None,
         cpu_millis: None,
         cpu_overcommit: 8.0,
         memory_mb: None,

@@ -105,11 +105,15 @@ async fn a_cold_call_through_a_followers_gateway_starts_an_instance() -> Result<
 async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> {
     let leader = c.wait_for_leader(Duration::from_secs(10), None).await?;
     let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
-    // Function ports go on the host's address in the cluster's network, where the
-    // gateways inside the containers can reach them.
+    // Function ports are published on every address, and the agent works out
+    // which one to advertise: the host's address in the cluster's network, the
+    // one it reaches the coordinators from, where the gateways inside the
+    // containers can reach them. (It used to advertise loopback: no gateway in
+    // a container could reach that.)
     let host = HostArgs {
         node: node.to_string(),
-        publish_host: c.host_ip(),
+        publish_host: "0.0.0.0".into(),
+        advertise_host: None,
         cpu_millis: None,
         cpu_overcommit: 8.0,
         memory_mb: None,
@@ -131,6 +135,8 @@ async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> 
         let started = Instant::now();
         let reply = tokio::time::timeout(Duration::from_secs(40), c.http().send(Method::POST, &url, "follower", &[])).await??;
         ensure!(reply.status == StatusCode::OK && reply.text() == "hello, follower", "cold call via follower {follower}: {} {}", reply.status, reply.text());
+        let advertised = instance_hosts(c, follower, "cold").await?;
+        ensure!(advertised == [c.host_ip()], "instances of cold advertise {advertised:?}, not the host's address in the cluster's network {}", c.host_ip());
         eprintln!("cold call through follower {follower}'s gateway answered in {:?} (leader {leader})", started.elapsed());
         let r = c.request(follower, Method::DELETE, "/v1/functions/cold", None).await?;
         ensure!(r.status == StatusCode::OK, "removing the function: {} {}", r.status, r.text());
@@ -140,4 +146,13 @@ async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> 
     let _ = stop.send(true);
     let _ = agent_task.await;
     result
+}
+
+/// The hosts that `function`'s instances advertise their published ports at.
+async fn instance_hosts(c: &DockerCluster, at: u64, function: &str) -> Result<Vec<String>> {
+    let r = c.request(at, Method::GET, "/v1/instances", None).await?;
+    ensure!(r.status == StatusCode::OK, "listing instances: {} {}", r.status, r.text());
+    let listed: serde_json::Value = serde_json::from_str(&r.text())?;
+    let all = listed.as_array().or_else(|| listed["instances"].as_array()).cloned().unwrap_or_default();
+    Ok(all.iter().filter(|i| i["function"] == function).filter_map(|i| i["endpoint"]["host"].as_str().map(str::to_string)).collect())
 }

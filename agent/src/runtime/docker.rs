@@ -38,6 +38,9 @@ pub struct DockerConfig {
     /// connect here (one on this host reaches containers at their own address).
     /// Keep the loopback default unless a gateway runs on another host.
     pub publish_host: String,
+    /// The address instances advertise for their published ports, when not
+    /// `publish_host` (which may be `0.0.0.0`, every address: no one's to dial).
+    pub advertise_host: Option<String>,
     pub pull: PullPolicy,
     /// How long a confirmed-present image is trusted without asking Docker again.
     pub image_cache_ttl: Duration,
@@ -47,7 +50,7 @@ pub struct DockerConfig {
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        Self { publish_host: "127.0.0.1".into(), pull: PullPolicy::IfMissing, image_cache_ttl: Duration::from_secs(60), log_max_size: "10m".into() }
+        Self { publish_host: "127.0.0.1".into(), advertise_host: None, pull: PullPolicy::IfMissing, image_cache_ttl: Duration::from_secs(60), log_max_size: "10m".into() }
     }
 }
 
@@ -101,11 +104,15 @@ impl DockerRuntime {
         &self.docker
     }
 
-    /// Where the gateway reaches published ports: the publish host, or loopback
-    /// when ports are published on every address.
+    /// Where gateways reach published ports: the advertised host, else the
+    /// publish host, or loopback when ports are published on every address and
+    /// nothing better was said.
     fn endpoint_host(&self) -> &str {
+        if let Some(advertised) = &self.config.advertise_host {
+            return advertised;
+        }
         match self.config.publish_host.as_str() {
-            "0.0.0.0" | "" => "127.0.0.1",
+            "0.0.0.0" | "" | "::" => "127.0.0.1",
             h => h,
         }
     }
