@@ -149,6 +149,7 @@ impl Agent {
                 }
                 _ = tick.tick() => (resync, heartbeat) = (true, true),
             }
+            self.metrics.turned();
             // Report before reconciling: a Ready must not wait for a container listing.
             state.publish(heartbeat);
             if resync {

@@ -5,4 +5,5 @@ pub mod certs;
 pub mod client;
 pub mod credentials;
 pub mod node;
+pub mod service;
 pub mod sim;

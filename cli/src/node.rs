@@ -4,11 +4,12 @@
 //! `sluice up`: one code path, exercised by every single-node run.
 
 use anyhow::{Context, Result};
+use crate::service::Supervisor;
 use clap::Args;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use rustls::ClientConfig;
-use sluice_agent::agent::{Agent, AgentConfig};
+use sluice_agent::agent::{Agent, AgentConfig, AgentMetrics};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
@@ -582,6 +583,20 @@ pub async fn run_agent(
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
+    let (addr, _, run) = run_agent_with_metrics(host, coordinators, token, tls, clock, bus, stop).await?;
+    Ok((addr, run))
+}
+
+/// `run_agent`, also returning the agent's figures (what `sluice agent` tells systemd).
+async fn run_agent_with_metrics(
+    host: &HostArgs,
+    coordinators: Vec<String>,
+    token: Option<String>,
+    tls: Option<Arc<ClientConfig>>,
+    clock: Arc<dyn Clock>,
+    bus: Option<Arc<dyn MetricsBus>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, Arc<AgentMetrics>, impl Future<Output = ()>)> {
     let mut agent = start_agent(host, coordinators, token, tls, clock.clone()).await?;
     let mut delivery = Vec::new();
     if let Some(bus) = bus {
@@ -596,7 +611,8 @@ pub async fn run_agent(
     let listener = TcpListener::bind(host.metrics_addr).await.with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
     let metrics_addr = listener.local_addr()?;
     info!(addr = %metrics_addr, "agent metrics at /metrics");
-    let metrics = agent.metrics();
+    let figures = agent.metrics();
+    let metrics = figures.clone();
     let server = http::serve(
         "agent-metrics",
         listener,
@@ -611,7 +627,7 @@ pub async fn run_agent(
         },
         stopped(stop.clone()),
     );
-    Ok((metrics_addr, async move {
+    Ok((metrics_addr, figures, async move {
         tokio::join!(agent.run(stopped(stop)), server);
         for task in delivery {
             task.abort();
@@ -656,11 +672,45 @@ pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
     if let Some(url) = &args.bus {
         config.bus = Some(connect_bus(url, &format!("coordinator-{}", args.id)).await?);
     }
+    let supervisor = Supervisor::from_env();
     let coordinator = Coordinator::start(config, Arc::new(SystemClock)).await?;
-    if let Some(why) = coordinator.run_until(signal()).await {
+    supervisor.ready(&coordinator_status(&coordinator.store));
+    let store = coordinator.store.clone();
+    supervisor.watch(move || {
+        let store = store.clone();
+        async move {
+            if let Some(why) = store.raft_status().stopped {
+                return Err(why);
+            }
+            store.raft().ping().await.map_err(|e| format!("the raft loop did not answer: {e}"))?;
+            Ok(coordinator_status(&store))
+        }
+    });
+    let stopping = supervisor.clone();
+    let why = coordinator
+        .run_until(async move {
+            signal().await;
+            stopping.stopping();
+        })
+        .await;
+    if let Some(why) = why {
+        supervisor.stopping();
         anyhow::bail!("{why}. This coordinator exits so that its service manager restarts it; fix the cause first");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one-line state `systemctl status` shows: role, cluster size, leader and functions.
+fn coordinator_status(store: &sluice_coordinator::store::Store) -> String {
+    let raft = store.raft_status();
+    let voters = raft.members.iter().filter(|m| m.role == "voter").count();
+    let (functions, instances) = store.read(|s| (s.functions.len(), s.instances.len()));
+    let role = match (raft.role, raft.leader) {
+        ("leader", _) => format!("leader of {voters}"),
+        (role, Some(leader)) => format!("{role} of {voters}, leader {leader}"),
+        (role, None) => format!("{role} of {voters}, no leader known"),
+    };
+    format!("{role}; {functions} functions, {instances} instances")
 }
 
 pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
@@ -674,11 +724,41 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         None => None,
     };
     let tls = args.tls.files()?.map(|files| files.client_config()).transpose()?;
-    let (_, agent) = run_agent(&args.host, args.coordinator, token, tls, Arc::new(SystemClock), bus, rx).await?;
+    let supervisor = Supervisor::from_env();
+    let coordinators = args.coordinator.join(",");
+    supervisor.status(&format!("waiting for a coordinator ({coordinators}) to accept the first report"));
+    let (_, metrics, agent) = run_agent_with_metrics(&args.host, args.coordinator, token, tls, Arc::new(SystemClock), bus, rx).await?;
+    let stopping = supervisor.clone();
     tokio::spawn(async move {
         signal().await;
+        stopping.stopping();
         let _ = stop.send(true);
     });
+    tokio::spawn(supervise_agent(supervisor, metrics));
     agent.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells systemd the agent is ready once a coordinator has accepted its first
+/// report, then keeps its watchdog fed while the agent's loop turns.
+async fn supervise_agent(supervisor: Supervisor, metrics: Arc<AgentMetrics>) {
+    while metrics.reports_delivered() == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    supervisor.ready(&agent_status(&metrics));
+    let mut seen = metrics.loop_turns();
+    supervisor.watch(move || {
+        let (before, now) = (seen, metrics.loop_turns());
+        seen = now;
+        let verdict = match now > before {
+            true => Ok(agent_status(&metrics)),
+            false => Err(format!("the agent's loop has not turned since the last check ({now} turns)")),
+        };
+        std::future::ready(verdict)
+    });
+}
+
+fn agent_status(metrics: &AgentMetrics) -> String {
+    let (instances, ready) = metrics.instance_counts();
+    format!("serving; {instances} instances, {ready} ready; report {} accepted", metrics.reports_delivered())
 }
