@@ -52,13 +52,13 @@ say "dpkg -i"
 dpkg -i "$deb" >/dev/null
 [ "$(/usr/bin/sluice --version)" = "sluice $(dpkg-deb -f "$deb" Version | cut -d- -f1)" ] || fail "/usr/bin/sluice --version says: $(/usr/bin/sluice --version)"
 for unit in sluice-coordinator sluice-agent; do
-    f="/lib/systemd/system/$unit.service"
+    f="/usr/lib/systemd/system/$unit.service"
     [ -f "$f" ] || fail "$f is not installed"
     grep -q '^ExecStart=/usr/bin/sluice ' "$f" || fail "$f does not start /usr/bin/sluice"
     grep -q '^Type=notify$' "$f" || fail "$f is not Type=notify"
 done
 # The installed units as they are, with the installed binary.
-if out="$(systemd-analyze verify /lib/systemd/system/sluice-coordinator.service /lib/systemd/system/sluice-agent.service 2>&1 | grep -v docker.service)"; then
+if out="$(systemd-analyze verify /usr/lib/systemd/system/sluice-coordinator.service /usr/lib/systemd/system/sluice-agent.service 2>&1 | grep -v docker.service)"; then
     fail "systemd-analyze verify on the installed units: $out"
 fi
 getent passwd sluice >/dev/null || fail "no sluice user after install"
@@ -81,7 +81,7 @@ echo state > /var/lib/sluice/raft.redb
 say "dpkg -r"
 dpkg -r sluice >/dev/null
 [ -e /usr/bin/sluice ] && fail "/usr/bin/sluice is still there after dpkg -r"
-[ -e /lib/systemd/system/sluice-coordinator.service ] && fail "the coordinator unit is still there after dpkg -r"
+[ -e /usr/lib/systemd/system/sluice-coordinator.service ] && fail "the coordinator unit is still there after dpkg -r"
 getent passwd sluice >/dev/null || fail "dpkg -r removed the sluice user (only a purge should)"
 [ -f /var/lib/sluice/raft.redb ] || fail "dpkg -r removed the coordinator's state (only a purge should)"
 
