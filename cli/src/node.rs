@@ -3,8 +3,8 @@
 //! The agent always reaches its coordinator through the HTTP API, even inside
 //! `sluice up`: one code path, exercised by every single-node run.
 
-use anyhow::{Context, Result};
 use crate::service::Supervisor;
+use anyhow::{Context, Result};
 use clap::Args;
 use hyper::body::Incoming;
 use hyper::{Method, Request};

@@ -182,5 +182,4 @@ mod tests {
         let notifier = Notifier::to(dir.path().join("nobody").as_os_str()).unwrap();
         assert!(notifier.notify(&[State::Ready]).is_err());
     }
-
 }

@@ -7,7 +7,9 @@
 //! on SIGTERM. The second test wedges the Raft loop for real, by stalling the
 //! FUSE disk under its data directory (`sluice_tests::powercut`) while a write
 //! is pending: the pings must stop although `/healthz` still answers, and
-//! come back when the disk does. The binary is the static build of
+//! come back when the disk does. The third runs `sluice agent` (on the real
+//! Docker Engine) before its coordinator exists: it must say what it waits for
+//! and become ready only once the coordinator has its first report. The binary is the static build of
 //! scripts/build-images.sh, or `SLUICE_BIN`; FUSE needs `/dev/fuse` and
 //! `fusermount3` (scripts/prereqs.sh installs fuse3). Without them the tests fail.
 
@@ -49,7 +51,7 @@ impl Manager {
     }
 
     /// Waits up to `timeout` for a notification with `line`; returns it.
-    fn wait_for(&self, line: &str, timeout: Duration, coordinator: &Coordinator) -> Result<Vec<String>> {
+    fn wait_for(&self, line: &str, timeout: Duration, process: &Process) -> Result<Vec<String>> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             if let Some(lines) = self.next(left)? {
@@ -58,7 +60,7 @@ impl Manager {
                 }
             }
         }
-        bail!("no {line} within {timeout:?}; the coordinator's log:\n{}", coordinator.log())
+        bail!("no {line} within {timeout:?}; the process's log:\n{}", process.log())
     }
 
     /// When each `WATCHDOG=1` arrived during `window`, and the last status line seen.
@@ -78,34 +80,24 @@ impl Manager {
     }
 }
 
-/// A `sluice coordinator` under the test's service manager, logging to a file.
-struct Coordinator {
+/// A `sluice` process, logging to a file; killed when dropped.
+struct Process {
     child: Child,
-    api: u16,
-    gateway: u16,
     log: PathBuf,
 }
 
-impl Coordinator {
-    fn start(manager: &Manager, data: &Path, log: PathBuf) -> Result<Coordinator> {
-        let (api, gateway, raft) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?, free_port("127.0.0.1")?);
+impl Process {
+    /// Runs `sluice args...`; under `manager`, with `watchdog`, if given.
+    fn spawn(args: &[String], manager: Option<(&Manager, Duration)>, log: PathBuf) -> Result<Process> {
         let out = std::fs::File::create(&log)?;
         let binary = sluice_binary()?;
-        let child = Command::new(&binary)
-            .args(["coordinator", "--auth", "off", "--no-image-pinning", "--predict-policy", "off", "--gateway-threads", "1"])
-            .args(["--api", &format!("127.0.0.1:{api}"), "--gateway", &format!("127.0.0.1:{gateway}"), "--raft", &format!("127.0.0.1:{raft}")])
-            .arg("--data-dir")
-            .arg(data)
-            .env("NOTIFY_SOCKET", &manager.path)
-            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
-            .env_remove("WATCHDOG_PID")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Coordinator { child, api, gateway, log })
+        let mut command = Command::new(&binary);
+        command.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1").env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
+        if let Some((manager, watchdog)) = manager {
+            command.env("NOTIFY_SOCKET", &manager.path).env("WATCHDOG_USEC", watchdog.as_micros().to_string());
+        }
+        let child = command.stdout(Stdio::from(out.try_clone()?)).stderr(Stdio::from(out)).spawn().with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Process { child, log })
     }
 
     fn log(&self) -> String {
@@ -117,12 +109,47 @@ impl Coordinator {
         anyhow::ensure!(status.success(), "kill -{name} failed");
         Ok(())
     }
+
+    /// Waits for the process to exit successfully (after a SIGTERM).
+    fn exits_cleanly(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait()? {
+                anyhow::ensure!(exit.success(), "exited with {exit}:\n{}", self.log());
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "still running {within:?} after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
-impl Drop for Coordinator {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A single `sluice coordinator` (auth off) on loopback ports, its API on `api`.
+struct Coordinator {
+    process: Process,
+    api: u16,
+    gateway: u16,
+}
+
+impl Coordinator {
+    fn start(manager: Option<&Manager>, data: &Path, log: PathBuf, api: u16) -> Result<Coordinator> {
+        let (gateway, raft) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?);
+        let mut args: Vec<String> = ["coordinator", "--auth", "off", "--no-image-pinning", "--predict-policy", "off", "--gateway-threads", "1"].map(String::from).to_vec();
+        args.extend(["--api".into(), format!("127.0.0.1:{api}"), "--gateway".into(), format!("127.0.0.1:{gateway}"), "--raft".into(), format!("127.0.0.1:{raft}")]);
+        args.extend(["--data-dir".into(), data.display().to_string()]);
+        let process = Process::spawn(&args, manager.map(|m| (m, WATCHDOG)), log)?;
+        Ok(Coordinator { process, api, gateway })
+    }
+
+    fn log(&self) -> String {
+        self.process.log()
     }
 }
 
@@ -138,8 +165,8 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)
 }
 
 /// Asserts every gap between consecutive pings is about half the watchdog interval.
-fn assert_steady(pings: &[Instant], window: Duration) {
-    let half = WATCHDOG / 2;
+fn assert_steady(pings: &[Instant], window: Duration, watchdog: Duration) {
+    let half = watchdog / 2;
     let expected = (window.as_secs_f64() / half.as_secs_f64()) as usize;
     assert!(pings.len() + 1 >= expected, "{} pings in {window:?}, expected about {expected}", pings.len());
     for pair in pings.windows(2) {
@@ -152,7 +179,7 @@ fn assert_steady(pings: &[Instant], window: Duration) {
 fn ready_when_serving_then_watchdog_pings_then_stopping_on_sigterm() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let manager = Manager::bind(dir.path())?;
-    let mut coordinator = Coordinator::start(&manager, &dir.path().join("data"), dir.path().join("coordinator.log"))?;
+    let mut coordinator = Coordinator::start(Some(&manager), &dir.path().join("data"), dir.path().join("coordinator.log"), free_port("127.0.0.1")?)?;
 
     // The first thing it says is that it is ready; no watchdog ping before that.
     let first = manager.next(Duration::from_secs(30))?.with_context(|| format!("nothing on the notify socket in 30 s:\n{}", coordinator.log()))?;
@@ -165,22 +192,13 @@ fn ready_when_serving_then_watchdog_pings_then_stopping_on_sigterm() -> Result<(
 
     let window = Duration::from_millis(5500);
     let (pings, status) = manager.pings_during(window)?;
-    assert_steady(&pings, window);
+    assert_steady(&pings, window, WATCHDOG);
     let status = status.unwrap_or_default();
     assert!(status.starts_with("leader of 1;"), "the status line says it leads a cluster of one: {status:?}");
 
-    coordinator.signal("TERM")?;
-    manager.wait_for("STOPPING=1", Duration::from_secs(5), &coordinator)?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(exit) = coordinator.child.try_wait()? {
-            assert!(exit.success(), "the coordinator exited with {exit} after SIGTERM:\n{}", coordinator.log());
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "still running 15 s after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    coordinator.process.signal("TERM")?;
+    manager.wait_for("STOPPING=1", Duration::from_secs(5), &coordinator.process)?;
+    coordinator.process.exits_cleanly(Duration::from_secs(15))
 }
 
 #[test]
@@ -190,8 +208,8 @@ fn the_watchdog_goes_quiet_while_the_raft_loop_is_wedged_on_its_disk() -> Result
     std::fs::create_dir(&mount)?;
     let disk = PowerCutDisk::mount(&mount)?;
     let manager = Manager::bind(dir.path())?;
-    let coordinator = Coordinator::start(&manager, &mount.join("data"), dir.path().join("coordinator.log"))?;
-    manager.wait_for("READY=1", Duration::from_secs(30), &coordinator)?;
+    let coordinator = Coordinator::start(Some(&manager), &mount.join("data"), dir.path().join("coordinator.log"), free_port("127.0.0.1")?)?;
+    manager.wait_for("READY=1", Duration::from_secs(30), &coordinator.process)?;
     // Healthy first: it leads, has written its first entries, and pings.
     let (pings, _) = manager.pings_during(Duration::from_secs(3))?;
     anyhow::ensure!(pings.len() >= 2, "only {} pings in 3 s before the stall:\n{}", pings.len(), coordinator.log());
@@ -212,7 +230,43 @@ fn the_watchdog_goes_quiet_while_the_raft_loop_is_wedged_on_its_disk() -> Result
     assert_eq!(code, 200, "the process itself still served /healthz: {body}");
 
     // The disk answers again, and so does the loop: the pings come back.
-    manager.wait_for("WATCHDOG=1", Duration::from_secs(5), &coordinator)?;
+    manager.wait_for("WATCHDOG=1", Duration::from_secs(5), &coordinator.process)?;
     drop(coordinator);
     Ok(())
+}
+
+#[test]
+fn an_agent_is_ready_once_a_coordinator_has_accepted_its_first_report() -> Result<()> {
+    // The agent's loop turns once a second: pings every 2 s always see it move.
+    let watchdog = Duration::from_secs(4);
+    let dir = tempfile::tempdir()?;
+    let manager = Manager::bind(dir.path())?;
+    let api = free_port("127.0.0.1")?;
+    let node = format!("notify-{}", std::process::id());
+    let args: Vec<String> = ["agent", "--coordinator", &format!("http://127.0.0.1:{api}"), "--node", &node, "--agent-metrics", "127.0.0.1:0"].map(String::from).to_vec();
+    let mut agent = Process::spawn(&args, Some((&manager, watchdog)), dir.path().join("agent.log"))?;
+
+    // No coordinator yet: the agent says what it waits for, and is not ready.
+    let first = manager.next(Duration::from_secs(30))?.with_context(|| format!("nothing from the agent in 30 s:\n{}", agent.log()))?;
+    assert!(first.iter().any(|l| l.starts_with("STATUS=waiting for a coordinator")), "the agent's first notification: {first:?}");
+    let end = Instant::now() + Duration::from_secs(3);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if let Some(lines) = manager.next(left)? {
+            assert!(!lines.iter().any(|l| l == "READY=1" || l == "WATCHDOG=1"), "ready with no coordinator to report to: {lines:?}");
+        }
+    }
+
+    let coordinator = Coordinator::start(None, &dir.path().join("data"), dir.path().join("coordinator.log"), api)?;
+    let ready = manager.wait_for("READY=1", Duration::from_secs(30), &agent)?;
+    let (code, nodes) = http(coordinator.api, "GET", "/v1/nodes", "")?;
+    assert!(code == 200 && nodes.contains(&format!("\"{node}\"")), "READY=1 ({ready:?}) before the coordinator knew the node: {nodes}\n{}", coordinator.log());
+
+    let window = Duration::from_secs(7);
+    let (pings, status) = manager.pings_during(window)?;
+    assert_steady(&pings, window, watchdog);
+    assert!(status.as_deref().is_some_and(|s| s.starts_with("serving;")), "the agent's status: {status:?}");
+
+    agent.signal("TERM")?;
+    manager.wait_for("STOPPING=1", Duration::from_secs(5), &agent)?;
+    agent.exits_cleanly(Duration::from_secs(15))
 }
