@@ -30,6 +30,9 @@ export SLUICE_BIN="${STATIC_TARGET_DIR:-$HOME/.cache/sluice/target-static}/x86_6
 
 say "checking the systemd units"
 scripts/verify-units.sh
+# The debug sluice verify-units.sh just built goes into the .deb: no release build here.
+say "packaging the .deb, installing and purging it"
+scripts/test-deb.sh
 
 say "checking the code with rustfmt and clippy"
 cargo fmt --all -- --check

@@ -18,7 +18,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 # Point ExecStart at the freshly built binary; everything else is checked as shipped.
 for unit in systemd/*.service; do
-    sed "s|/usr/local/bin/sluice|$BIN|g" "$unit" > "$WORK/$(basename "$unit")"
+    sed "s|/usr/bin/sluice|$BIN|g" "$unit" > "$WORK/$(basename "$unit")"
 done
 out="$(systemd-analyze verify "$WORK"/*.service 2>&1 | grep -v 'docker.service' || true)"
 if [ -n "$out" ]; then

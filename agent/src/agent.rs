@@ -163,6 +163,7 @@ impl Agent {
                 _ = tick.tick() => (resync, heartbeat) = (true, true),
                 Ok(()) = placement.changed() => heartbeat = true,
             }
+            self.metrics.turned();
             // Report before reconciling: a Ready must not wait for a container listing.
             state.publish(heartbeat);
             if resync {

@@ -6,4 +6,5 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod node;
+pub mod service;
 pub mod sim;

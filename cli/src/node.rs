@@ -3,12 +3,13 @@
 //! The agent always reaches its coordinator through the HTTP API, even inside
 //! `sluice up`: one code path, exercised by every single-node run.
 
+use crate::service::Supervisor;
 use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use rustls::ClientConfig;
-use sluice_agent::agent::{Agent, AgentConfig, Placement};
+use sluice_agent::agent::{Agent, AgentConfig, AgentMetrics, Placement};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
@@ -662,17 +663,20 @@ pub async fn run_agent(
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
     let agent = start_agent(host, coordinators, token, tls, clock.clone()).await?;
-    serve_agent(agent, host, clock, bus, stop).await
+    let (addr, _, run) = serve_agent(agent, host, clock, bus, stop).await?;
+    Ok((addr, run))
 }
 
-/// Runs a started `agent` as `run_agent` does: its publishing to `bus` and its `/metrics` server.
+/// Runs a started `agent` as `run_agent` does: its publishing to `bus` and its
+/// `/metrics` server; also returns the agent's figures (what `sluice agent`
+/// tells systemd).
 async fn serve_agent(
     mut agent: Agent,
     host: &HostArgs,
     clock: Arc<dyn Clock>,
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
-) -> Result<(SocketAddr, impl Future<Output = ()>)> {
+) -> Result<(SocketAddr, Arc<AgentMetrics>, impl Future<Output = ()>)> {
     let mut delivery = Vec::new();
     if let Some(bus) = bus {
         anyhow::ensure!(host.bus_buffer_messages >= 1 && host.bus_buffer_kib >= 1, "--bus-buffer-messages and --bus-buffer-kib: use at least 1");
@@ -686,7 +690,8 @@ async fn serve_agent(
     let listener = TcpListener::bind(host.metrics_addr).await.with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
     let metrics_addr = listener.local_addr()?;
     info!(addr = %metrics_addr, "agent metrics at /metrics");
-    let metrics = agent.metrics();
+    let figures = agent.metrics();
+    let metrics = figures.clone();
     let server = http::serve(
         "agent-metrics",
         listener,
@@ -701,7 +706,7 @@ async fn serve_agent(
         },
         stopped(stop.clone()),
     );
-    Ok((metrics_addr, async move {
+    Ok((metrics_addr, figures, async move {
         tokio::join!(agent.run(stopped(stop)), server);
         for task in delivery {
             task.abort();
@@ -746,11 +751,45 @@ pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
     if let Some(url) = &args.bus {
         config.bus = Some(connect_bus(url, &format!("coordinator-{}", args.id)).await?);
     }
+    let supervisor = Supervisor::from_env();
     let coordinator = Coordinator::start(config, Arc::new(SystemClock)).await?;
-    if let Some(why) = coordinator.run_until(signal()).await {
+    supervisor.ready(&coordinator_status(&coordinator.store));
+    let store = coordinator.store.clone();
+    supervisor.watch(move || {
+        let store = store.clone();
+        async move {
+            if let Some(why) = store.raft_status().stopped {
+                return Err(why);
+            }
+            store.raft().ping().await.map_err(|e| format!("the raft loop did not answer: {e}"))?;
+            Ok(coordinator_status(&store))
+        }
+    });
+    let stopping = supervisor.clone();
+    let why = coordinator
+        .run_until(async move {
+            signal().await;
+            stopping.stopping();
+        })
+        .await;
+    if let Some(why) = why {
+        supervisor.stopping();
         anyhow::bail!("{why}. This coordinator exits so that its service manager restarts it; fix the cause first");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one-line state `systemctl status` shows: role, cluster size, leader and functions.
+fn coordinator_status(store: &sluice_coordinator::store::Store) -> String {
+    let raft = store.raft_status();
+    let voters = raft.members.iter().filter(|m| m.role == "voter").count();
+    let (functions, instances) = store.read(|s| (s.functions.len(), s.instances.len()));
+    let role = match (raft.role, raft.leader) {
+        ("leader", _) => format!("leader of {voters}"),
+        (role, Some(leader)) => format!("{role} of {voters}, leader {leader}"),
+        (role, None) => format!("{role} of {voters}, no leader known"),
+    };
+    format!("{role}; {functions} functions, {instances} instances")
 }
 
 /// `sluice agent`; `reloads` brings its labels and instance limit as changed by SIGHUP.
@@ -765,10 +804,13 @@ pub async fn agent(args: AgentArgs, mut reloads: crate::config::Reloads) -> Resu
         None => None,
     };
     let tls = args.tls.files()?.map(|files| files.client_config()).transpose()?;
+    let supervisor = Supervisor::from_env();
+    let coordinators = args.coordinator.join(",");
+    supervisor.status(&format!("waiting for a coordinator ({coordinators}) to accept the first report"));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let agent = start_agent(&args.host, args.coordinator, token, tls, clock.clone()).await?;
     let placement = agent.placement();
-    let (_, agent) = serve_agent(agent, &args.host, clock, bus, rx).await?;
+    let (_, metrics, agent) = serve_agent(agent, &args.host, clock, bus, rx).await?;
     tokio::spawn(async move {
         while let Some(matches) = reloads.next().await {
             let host = match AgentArgs::from_arg_matches(&matches) {
@@ -786,12 +828,39 @@ pub async fn agent(args: AgentArgs, mut reloads: crate::config::Reloads) -> Resu
             }
         }
     });
+    let stopping = supervisor.clone();
     tokio::spawn(async move {
         signal().await;
+        stopping.stopping();
         let _ = stop.send(true);
     });
+    tokio::spawn(supervise_agent(supervisor, metrics));
     agent.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells systemd the agent is ready once a coordinator has accepted its first
+/// report, then keeps its watchdog fed while the agent's loop turns.
+async fn supervise_agent(supervisor: Supervisor, metrics: Arc<AgentMetrics>) {
+    while metrics.reports_delivered() == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    supervisor.ready(&agent_status(&metrics));
+    let mut seen = metrics.loop_turns();
+    supervisor.watch(move || {
+        let (before, now) = (seen, metrics.loop_turns());
+        seen = now;
+        let verdict = match now > before {
+            true => Ok(agent_status(&metrics)),
+            false => Err(format!("the agent's loop has not turned since the last check ({now} turns)")),
+        };
+        std::future::ready(verdict)
+    });
+}
+
+fn agent_status(metrics: &AgentMetrics) -> String {
+    let (instances, ready) = metrics.instance_counts();
+    format!("serving; {instances} instances, {ready} ready; report {} accepted", metrics.reports_delivered())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod rate;
 pub mod rng;
 pub mod rules;
 pub mod scaling;
+pub mod sd_notify;
 pub mod spec;
 pub mod tls;
 pub mod validation;

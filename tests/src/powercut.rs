@@ -378,6 +378,13 @@ impl PowerCutDisk {
         Ok(())
     }
 
+    /// Stalls the disk until the returned guard is dropped: every operation
+    /// on it waits, as on a device that stopped answering (a process writing
+    /// to it hangs in the write or its fsync).
+    pub fn stall(&self) -> Stall<'_> {
+        Stall { _held: self.disk.lock().expect("disk lock poisoned") }
+    }
+
     /// How many syncs (file or directory) the disk has seen.
     pub fn syncs(&self) -> u64 {
         self.disk.lock().expect("disk lock poisoned").syncs
@@ -386,6 +393,11 @@ impl PowerCutDisk {
     pub fn path(&self) -> &Path {
         &self.mountpoint
     }
+}
+
+/// A stalled disk (`PowerCutDisk::stall`); it answers again when this is dropped.
+pub struct Stall<'a> {
+    _held: std::sync::MutexGuard<'a, Disk>,
 }
 
 impl Drop for PowerCutDisk {

@@ -24,6 +24,10 @@ pub struct AgentMetrics {
     transitions: [AtomicU64; 6],
     desired_revision: AtomicU64,
     reports_delivered: AtomicU64,
+    /// Turns of the agent's loop: it turns at least once a resync interval
+    /// while it lives, so a count that stands still means it is wedged (the
+    /// systemd watchdog reads it).
+    loop_turns: AtomicU64,
     runtime_unreachable: AtomicBool,
     /// The runtime's unpause call alone.
     unpause: Histogram,
@@ -87,6 +91,26 @@ impl AgentMetrics {
         self.thaw.observe(since_desired.as_secs_f64());
     }
 
+    pub(super) fn turned(&self) {
+        self.loop_turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the agent's loop has turned since it started.
+    pub fn loop_turns(&self) -> u64 {
+        self.loop_turns.load(Ordering::Relaxed)
+    }
+
+    /// Sequence number of the last report a coordinator accepted (0: none yet).
+    pub fn reports_delivered(&self) -> u64 {
+        self.reports_delivered.load(Ordering::Relaxed)
+    }
+
+    /// Instances on this node as of the last report (gone ones aside), and how many of them are ready.
+    pub fn instance_counts(&self) -> (u64, u64) {
+        let total = STATES.iter().zip(&self.instances).filter(|(s, _)| **s != InstanceState::Gone).map(|(_, n)| n.load(Ordering::Relaxed)).sum();
+        (total, self.instances[slot(InstanceState::Ready)].load(Ordering::Relaxed))
+    }
+
     pub(super) fn set_runtime_unreachable(&self, down: bool) {
         self.runtime_unreachable.store(down, Ordering::Relaxed);
     }
@@ -106,6 +130,8 @@ impl AgentMetrics {
         sample(&mut out, "sluice_agent_desired_revision", "", self.desired_revision.load(Ordering::Relaxed));
         header(&mut out, "sluice_agent_reports_delivered", "gauge", "Sequence number of the last report the coordinator accepted.");
         sample(&mut out, "sluice_agent_reports_delivered", "", self.reports_delivered.load(Ordering::Relaxed));
+        header(&mut out, "sluice_agent_loop_turns_total", "counter", "Turns of the agent's loop (at least one per resync interval while it is alive).");
+        sample(&mut out, "sluice_agent_loop_turns_total", "", self.loop_turns.load(Ordering::Relaxed));
         header(&mut out, "sluice_agent_runtime_unreachable", "gauge", "1 while the container runtime cannot be listed.");
         sample(&mut out, "sluice_agent_runtime_unreachable", "", u8::from(self.runtime_unreachable.load(Ordering::Relaxed)));
         header(&mut out, "sluice_agent_unpause_seconds", "histogram", "Time the container runtime took to unpause an instance.");

@@ -37,6 +37,8 @@ enum Request {
     Change(MemberChange, Reply<u64>),
     /// Encoded liveness notes (`HeardReport`) for the leader.
     ShareHeard(Bytes),
+    /// Answered by the loop itself on its next turn: proof that it turns.
+    Ping(Reply<()>),
 }
 
 /// A member as `GET /v1/cluster` shows it.
@@ -116,6 +118,13 @@ impl RaftHandle {
     /// Sends this coordinator's liveness notes (an encoded `HeardReport`) to the leader.
     pub fn share_heard(&self, report: Bytes) {
         let _ = self.requests.try_send(Request::ShareHeard(report));
+    }
+
+    /// Resolves once the Raft loop has taken this request off its queue: it
+    /// is turning (not wedged in an fsync, not overloaded past its queue).
+    /// Needs no quorum, so a follower cut off from its peers still answers.
+    pub async fn ping(&self) -> Result<(), RaftError> {
+        self.call(Request::Ping).await
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -352,6 +361,7 @@ fn handle(replica: &mut Replica, transport: &Transport, req: Request) {
                 transport.send_heard(leader, report);
             }
         }
+        Request::Ping(reply) => reply(Ok(())),
     }
 }
 
@@ -361,6 +371,7 @@ fn handle_stopped(req: Request) {
         Request::Read(reply) => reply(Err(RaftError::Stopped)),
         Request::Change(_, reply) => reply(Err(RaftError::Stopped)),
         Request::ShareHeard(_) => {}
+        Request::Ping(reply) => reply(Err(RaftError::Stopped)),
     }
 }
 
