@@ -115,6 +115,27 @@ async fn scenario(pc: &mut ProcessCluster) -> Result<()> {
     let request: Value = serde_json::from_slice(&letter.payload)?;
     ensure!(letter.key == dead && request["id"] == dead.as_str() && request["path"] == "/?key=r4&fail=99", "R4: the dead letter: {request}");
 
+    // The coordinators' counters tell the same story: four submissions (R2's second
+    // answered as the first, or queued and then deduplicated by the worker), seven
+    // tries, four of them retried, two answers and one dead letter, none running.
+    let expected = [("accepted_total+repeated_total", 4), ("tries_total", 7), ("retried_total", 4), ("done_total", 2), ("dead_lettered_total", 1), ("running", 0)];
+    eventually("the invocation counters add up", Duration::from_secs(20), || async {
+        let mut seen = Vec::new();
+        for (names, want) in expected {
+            let mut total = 0;
+            for i in pc.ids() {
+                let text = http.get(&format!("{}/metrics", pc.api_url(i))).await?.text();
+                for name in names.split('+') {
+                    total += metric(&text, &format!("sluice_invocations_{name}")).with_context(|| format!("no sluice_invocations_{name} on coordinator {i}"))?;
+                }
+            }
+            seen.push((names, total, want));
+        }
+        eprintln!("invocation counters (name, total, expected): {seen:?}");
+        Ok(seen.iter().all(|(_, total, want)| total == want).then_some(()))
+    })
+    .await?;
+
     // R3: queue more than the instances take at once, kill a coordinator running some.
     let mut ids = Vec::new();
     for n in 0..12 {
@@ -157,6 +178,11 @@ async fn scenario(pc: &mut ProcessCluster) -> Result<()> {
     ensure!(states.keys().all(|s| s == "done" || s == "dead_lettered"), "R3: {states:?}");
     ensure!(states.get("done") == Some(&ids.len()), "R3: a 4 s sleep should not fail three times: {states:?}");
     Ok(())
+}
+
+/// The value of the unlabelled metric `name` in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Submits and returns the invocation id of the 202.

@@ -411,6 +411,9 @@ impl Api {
         });
         self.telemetry.render(&mut out);
         self.tls_failures.render(&mut out);
+        if let Some(invocations) = self.gateway.invocations.get() {
+            invocations.render_metrics(&mut out);
+        }
         let raft = self.store.raft_status();
         metrics::header(&mut out, "sluice_raft_term", "gauge", "Current Raft term.");
         metrics::sample(&mut out, "sluice_raft_term", "", raft.term);

@@ -45,7 +45,7 @@ use sluice_common::connector::Connector;
 use sluice_common::Clock;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 pub use table::{Table, View};
@@ -111,6 +111,43 @@ pub struct Invocations {
     /// Set once the worker's group has subscribed: a bus may drop what is
     /// published to a group that never subscribed (the in-process bus does).
     taking: AtomicBool,
+    counters: Counters,
+}
+
+/// Counts a running invocation for as long as it lives: a task aborted
+/// mid-invocation (the coordinator stopping) is no longer running either.
+struct RunningGuard<'a>(&'a AtomicU64);
+
+impl<'a> RunningGuard<'a> {
+    fn new(running: &'a AtomicU64) -> Self {
+        running.fetch_add(1, Ordering::Relaxed);
+        Self(running)
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What this coordinator's queue and worker did, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Submissions queued on the bus (202, new).
+    accepted: AtomicU64,
+    /// Submissions answered as one already accepted (same idempotency key).
+    repeated: AtomicU64,
+    /// Tries this coordinator's worker started.
+    tries: AtomicU64,
+    /// Tries that failed and were retried after a backoff.
+    retried: AtomicU64,
+    /// Invocations this worker ended with an answer (any status not retried).
+    done: AtomicU64,
+    /// Invocations this worker sent to the dead letter topic.
+    dead_lettered: AtomicU64,
+    /// Invocations this worker is running now.
+    running: AtomicU64,
 }
 
 impl Invocations {
@@ -124,7 +161,7 @@ impl Invocations {
             .ok()
             .map(Arc::new);
         let callbacks = HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(2).build(Connector::new(Some(config.callback_timeout), tls));
-        Arc::new(Invocations { bus, table, config, node, clock, callbacks, taking: AtomicBool::new(false) })
+        Arc::new(Invocations { bus, table, config, node, clock, callbacks, taking: AtomicBool::new(false), counters: Counters::default() })
     }
 
     /// What this coordinator knows of invocation `id`.
@@ -154,6 +191,7 @@ impl Invocations {
         };
         if let Some(known) = self.view(&id) {
             // A retried submission: the first one was accepted.
+            self.counters.repeated.fetch_add(1, Ordering::Relaxed);
             return Ok(accepted(&known.id, true));
         }
         let body = http::read_body(body, self.config.max_body).await?;
@@ -187,7 +225,27 @@ impl Invocations {
         if let Err(e) = self.record(&id, function, State::Queued).await {
             debug!(%id, error = %e, "could not record an invocation as queued");
         }
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
         Ok(accepted(&id, false))
+    }
+
+    /// This coordinator's invocation counters in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let c = &self.counters;
+        for (name, kind, help, value) in [
+            ("sluice_invocations_accepted_total", "counter", "Asynchronous invocations queued on the bus by this coordinator.", &c.accepted),
+            ("sluice_invocations_repeated_total", "counter", "Submissions answered as an invocation already accepted (the same Idempotency-Key).", &c.repeated),
+            ("sluice_invocations_tries_total", "counter", "Tries this coordinator's worker started.", &c.tries),
+            ("sluice_invocations_retried_total", "counter", "Tries that failed and were retried after a backoff.", &c.retried),
+            ("sluice_invocations_done_total", "counter", "Invocations this coordinator's worker ended with the function's answer.", &c.done),
+            ("sluice_invocations_dead_lettered_total", "counter", "Invocations whose last try failed, sent to the dead letter topic.", &c.dead_lettered),
+            ("sluice_invocations_running", "gauge", "Invocations this coordinator's worker is running now.", &c.running),
+        ] {
+            sluice_common::metrics::header(out, name, kind, help);
+            sluice_common::metrics::sample(out, name, "", value.load(Ordering::Relaxed));
+        }
+        sluice_common::metrics::header(out, "sluice_invocations_known", "gauge", "Invocations in this coordinator's table (GET /v1/invocations/{id} answers for them).");
+        sluice_common::metrics::sample(out, "sluice_invocations_known", "", self.table.lock().expect("invocations table").len());
     }
 
     /// Publishes a state record and folds it into this coordinator's table at
@@ -329,6 +387,7 @@ impl Invocations {
             debug!(%id, "invocation already ended; not running it again");
             return seq;
         }
+        let _running = RunningGuard::new(&self.counters.running);
         let mut backoff = Backoff::new(self.config.backoff_base, self.config.backoff_cap, seed(&[id.as_bytes(), self.node.as_bytes()]));
         let mut attempt = failed + 1;
         let ending = loop {
@@ -339,6 +398,7 @@ impl Invocations {
             if let Err(e) = self.record(id, function, State::Running { attempt, coordinator: self.node.clone() }).await {
                 debug!(%id, error = %e, "could not record a try as running");
             }
+            self.counters.tries.fetch_add(1, Ordering::Relaxed);
             let error = match self.try_once(&worker, &request).await {
                 Ok(outcome) if !record::retryable(outcome.status) => break State::Done { attempt, result: outcome },
                 Ok(outcome) => format!("the function answered {}: {}", outcome.status, outcome.body.as_deref().unwrap_or("").chars().take(200).collect::<String>()),
@@ -348,6 +408,7 @@ impl Invocations {
                 break State::DeadLettered { attempt, error };
             }
             let delay = backoff.next_delay();
+            self.counters.retried.fetch_add(1, Ordering::Relaxed);
             info!(%id, %function, attempt, error = %error, retry_in_ms = delay.as_millis() as u64, "invocation try failed; retrying");
             self.record_final(id, function, State::Failed { attempt, error, retry_in_ms: delay.as_millis() as u64 }).await;
             tokio::time::sleep(delay).await;
@@ -363,6 +424,11 @@ impl Invocations {
             }
         }
         self.record_final(id, function, ending.clone()).await;
+        let ended = match ending {
+            State::DeadLettered { .. } => &self.counters.dead_lettered,
+            _ => &self.counters.done,
+        };
+        ended.fetch_add(1, Ordering::Relaxed);
         if let Some(url) = &request.callback {
             self.call_back(url, id, function, &ending).await;
         }
