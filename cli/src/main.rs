@@ -8,6 +8,7 @@ mod cluster;
 mod commands;
 mod decisions;
 mod duration;
+mod invocations;
 mod nodes;
 mod registries;
 mod rules;
@@ -92,6 +93,11 @@ enum Command {
     /// The gateways' response cache: purge.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// What became of an asynchronous invocation: its state, tries, errors and result.
+    Invocation {
+        /// The id the 202 of POST /async-function/<name> gave.
+        id: String,
+    },
     /// API tokens and their roles: create, ls, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
             Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,
             Command::Tokens(command) => tokens::run(&api()?, cli.output, command).await,
             Command::Cache(command) => cache::run(&api()?, cli.output, command).await,
+            Command::Invocation { id } => invocations::show(&api()?, cli.output, &id).await,
             Command::Registries(command) => registries::run(&api()?, cli.output, command).await,
             Command::Certs(command) => sluice_cli::certs::run(command),
             Command::Ls => commands::ls(&api()?, cli.output).await,
