@@ -152,7 +152,10 @@ fn main() -> ExitCode {
         return config::check::run(command);
     }
     if let Command::Completions { shell } = cli.command {
-        completions(shell, &mut std::io::stdout().lock());
+        // Written whole, so a reader that stops early (`| head`) is no error.
+        let mut script = Vec::new();
+        completions(shell, &mut script);
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
         return ExitCode::SUCCESS;
     }
     // An agent is a few timers and sockets: one thread runs it at less CPU than
