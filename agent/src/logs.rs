@@ -56,11 +56,21 @@ impl LogServer {
 
     async fn answer<B>(&self, instance: &str, req: &Request<B>) -> Result<Response<Body>, Refusal> {
         let Some(token) = &self.token else {
-            return Err((StatusCode::FORBIDDEN, "no_agent_token", None, "this agent serves no logs: it has no token (--auth off), or it reaches its coordinators over TLS and its listener is plain HTTP".into()));
+            return Err((
+                StatusCode::FORBIDDEN,
+                "no_agent_token",
+                None,
+                "this agent serves no logs: it has no token (--auth off), or it reaches its coordinators over TLS and its listener is plain HTTP".into(),
+            ));
         };
         let presented = req.headers().get(AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
         if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-            return Err((StatusCode::UNAUTHORIZED, "bad_token", None, "logs are served to the coordinator only, with this agent's token: ask the coordinator (`sluice logs`)".into()));
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                None,
+                "logs are served to the coordinator only, with this agent's token: ask the coordinator (`sluice logs`)".into(),
+            ));
         }
         let instance: InstanceId = instance.parse().map_err(|e: sluice_common::ValidationError| (StatusCode::BAD_REQUEST, "invalid_input", Some(e.field), e.message))?;
         let query = parse_query(req.uri().query().unwrap_or(""))?;

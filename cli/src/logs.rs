@@ -77,7 +77,8 @@ pub async fn run(api: &Api, output: Output, args: LogsArgs) -> Result<ExitCode> 
                 out.write_all(&raw)?;
                 continue;
             }
-            let line: InstanceLogLine = serde_json::from_slice(&raw).with_context(|| format!("the coordinator sent a line that is not a log line: {}", String::from_utf8_lossy(&raw)))?;
+            let line: InstanceLogLine =
+                serde_json::from_slice(&raw).with_context(|| format!("the coordinator sent a line that is not a log line: {}", String::from_utf8_lossy(&raw)))?;
             match line.stream {
                 LogStream::Stdout => writeln!(out, "{}", format_line(&line))?,
                 LogStream::Stderr => writeln!(err, "{}", format_line(&line))?,

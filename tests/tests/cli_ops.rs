@@ -71,7 +71,9 @@ async fn scenario(c: &Cluster) -> Result<()> {
     ensure!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "tail 0 prints nothing: {}", text(&out.stderr));
 
     // Bad input: 4xx with the field named, before any agent is asked.
-    for (query, status, field) in [("tail=20000", 400, Some("tail")), ("since=5d", 400, Some("since")), ("follow=maybe", 400, Some("follow")), ("tial=5", 400, Some("tial")), ("instance=i999999", 404, None)] {
+    for (query, status, field) in
+        [("tail=20000", 400, Some("tail")), ("since=5d", 400, Some("since")), ("follow=maybe", 400, Some("follow")), ("tial=5", 400, Some("tial")), ("instance=i999999", 404, None)]
+    {
         let r = http.get(&c.api(&format!("/v1/functions/hello/logs?{query}"))).await?;
         ensure!(r.status.as_u16() == status, "{query}: {} {}", r.status, r.text());
         let body = r.json()?;

@@ -8,15 +8,15 @@ mod images;
 pub use audit::{check_secure_defaults, violations as secure_defaults_violations, SecureDefaultsError};
 
 use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, LogLines, RuntimeError};
-use bollard::container::LogOutput;
-use sluice_common::logs::{LogLine, LogQuery, LogStream};
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use sluice_common::logs::{LogLine, LogQuery, LogStream};
 use sluice_common::{DesiredInstance, Endpoint, ImageRef, InstanceId, NodeId};
 use std::collections::HashMap;
 use std::time::Duration;

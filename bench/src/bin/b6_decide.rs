@@ -216,7 +216,16 @@ async fn agents_report(store: &Arc<Store>, now: Timestamp) -> Result<()> {
                     })
                     .collect();
                 (!instances.is_empty()).then(|| Command::Report {
-                    report: NodeReport { node: n.id.clone(), capacity: n.capacity, instances, at: now, labels: n.labels.clone(), max_instances: None, images: n.images.clone(), agent_addr: None },
+                    report: NodeReport {
+                        node: n.id.clone(),
+                        capacity: n.capacity,
+                        instances,
+                        at: now,
+                        labels: n.labels.clone(),
+                        max_instances: None,
+                        images: n.images.clone(),
+                        agent_addr: None,
+                    },
                     at: now,
                 })
             })

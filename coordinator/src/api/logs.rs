@@ -75,7 +75,11 @@ impl Api {
         self.barrier().await?;
         let instances = self.store.read(|s| {
             s.functions.contains_key(&name).then(|| {
-                s.instances.values().filter(|i| i.function == name && i.state != InstanceState::Gone && i.state != InstanceState::Pending).map(|i| (i.id, i.node.clone())).collect::<Vec<_>>()
+                s.instances
+                    .values()
+                    .filter(|i| i.function == name && i.state != InstanceState::Gone && i.state != InstanceState::Pending)
+                    .map(|i| (i.id, i.node.clone()))
+                    .collect::<Vec<_>>()
             })
         });
         let mut instances = instances.ok_or_else(|| no_function(&name))?;
@@ -129,7 +133,13 @@ impl Api {
         }
         let request = request.body(Empty::<Bytes>::new()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("request to the agent: {e}")))?;
         let client: Client<Connector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(Connector::new(Some(AGENT_TIMEOUT), None));
-        let unreachable = |why: String| ApiError::new(StatusCode::BAD_GATEWAY, "agent_unreachable", format!("node {node}'s agent at {}: {why}; check that it runs and that this coordinator can reach its --agent-metrics address", link.addr));
+        let unreachable = |why: String| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "agent_unreachable",
+                format!("node {node}'s agent at {}: {why}; check that it runs and that this coordinator can reach its --agent-metrics address", link.addr),
+            )
+        };
         let resp = match tokio::time::timeout(AGENT_TIMEOUT, client.request(request)).await {
             Err(_) => return Err(unreachable(format!("no answer within {AGENT_TIMEOUT:?}"))),
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
@@ -138,7 +148,10 @@ impl Api {
         let status = resp.status();
         if !status.is_success() {
             let body = http_body_util::Limited::new(resp.into_body(), MAX_AGENT_ERROR).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let why = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["error"]["message"].as_str().map(str::to_string)).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            let why = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             // The instance stopped between the state read and the agent's answer: nothing to show.
             if status == StatusCode::NOT_FOUND {
                 debug!(%id, %node, %why, "no logs: the instance's container is gone");

@@ -230,7 +230,11 @@ fn operation(id: RouteId) -> Operation {
             query: vec![
                 ("tail", u32_range(0, logs::MAX_TAIL), "Last lines per instance (default 100)."),
                 ("follow", json!({ "type": "boolean" }), "Keep the answer open and send new lines until the instances stop (default false)."),
-                ("since", json!({ "type": "string", "pattern": "^([1-9][0-9]{0,4}s?|[1-9][0-9]{0,3}m|([1-9]|[1-9][0-9]|1[0-5][0-9]|16[0-8])h)$" }), "Only lines of the last seconds, or a number with s, m or h; 1s to 168h."),
+                (
+                    "since",
+                    json!({ "type": "string", "pattern": "^([1-9][0-9]{0,4}s?|[1-9][0-9]{0,3}m|([1-9]|[1-9][0-9]|1[0-5][0-9]|16[0-8])h)$" }),
+                    "Only lines of the last seconds, or a number with s, m or h; 1s to 168h.",
+                ),
                 ("instance", json!({ "type": "string", "pattern": "^i[0-9]{1,19}$" }), "Only this instance (i<number>, as `sluice ls` shows)."),
             ],
             // 502: an instance's agent could not be reached or refused; 503 also when an agent has not reported to this coordinator.
