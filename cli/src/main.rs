@@ -13,6 +13,7 @@ mod registries;
 mod rules;
 mod table;
 mod tokens;
+mod top;
 use sluice_cli::node;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -69,6 +70,8 @@ enum Command {
     Ls,
     /// A function's container output, each line prefixed by its instance.
     Logs(logs::LogsArgs),
+    /// Functions and nodes with live figures, redrawn every second (Ctrl-C ends).
+    Top(top::TopArgs),
     /// Remove a function and stop its instances.
     Rm {
         /// Function name.
@@ -206,6 +209,7 @@ fn main() -> ExitCode {
             Command::Certs(command) => sluice_cli::certs::run(command),
             Command::Ls => commands::ls(&api()?, cli.output).await,
             Command::Logs(args) => logs::run(&api()?, cli.output, args).await,
+            Command::Top(args) => top::run(&api()?, cli.output, args).await,
             Command::Rm { name } => commands::rm(&api()?, cli.output, &name).await,
             Command::Cluster(command) => cluster::run(&api()?, cli.output, command).await,
             Command::Nodes(command) => nodes::run(&api()?, cli.output, command).await,

@@ -2,7 +2,7 @@
 //! required, on the real Docker Engine and registry: `sluice logs` (the tail
 //! prefixed by instance, JSON output, `--follow` receiving lines written after
 //! it started and ending when the instance goes), the logs route's 4xx answers
-//! naming the field, and `sluice completions`.
+//! naming the field, `sluice top --once` and its JSON snapshot, and `sluice completions`.
 //!
 //! Runs the binary of `sluice_tests::process_cluster::sluice_binary`
 //! (`SLUICE_BIN`, or the static build of scripts/build-images.sh) against the
@@ -67,6 +67,18 @@ async fn scenario(c: &Cluster) -> Result<()> {
     ensure!(out.status.success(), "sluice logs -o json: {}", text(&out.stderr));
     let lines: Vec<Value> = text(&out.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>().context("JSON lines")?;
     ensure!(lines.iter().any(|l| l["instance"] == id && l["stream"] == "stderr" && l["line"].as_str().is_some_and(|t| t.contains("listening on"))), "{lines:?}");
+    // top: one frame with hello's ready instance, and one JSON snapshot.
+    let out = sluice(&api, &admin, &["top", "--once"])?;
+    ensure!(out.status.success(), "sluice top --once: {}", text(&out.stderr));
+    let frame = text(&out.stdout);
+    let row: Vec<&str> = frame.lines().find(|l| l.starts_with("hello ")).with_context(|| format!("no hello row: {frame}"))?.split_whitespace().collect();
+    ensure!(row[1] == "1", "READY is not 1: {frame}");
+    ensure!(frame.lines().any(|l| l.starts_with(NODE) && l.contains("ready")), "no ready node row: {frame}");
+    let out = sluice(&api, &admin, &["--output", "json", "top"])?;
+    let snapshot: Value = serde_json::from_slice(&out.stdout).with_context(|| text(&out.stderr))?;
+    ensure!(snapshot["functions"][0]["spec"]["name"] == "hello" && snapshot["functions"][0]["instances"]["ready"] == 1, "{snapshot}");
+    ensure!(snapshot["nodes"].as_array().is_some_and(|n| n.iter().any(|n| n["id"] == NODE)), "{snapshot}");
+
     let out = sluice(&api, &admin, &["logs", "hello", "--tail", "0"])?;
     ensure!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "tail 0 prints nothing: {}", text(&out.stderr));
 
