@@ -67,6 +67,8 @@ pub struct Agent {
     metrics: Arc<AgentMetrics>,
     /// Where figures and instance events go; None when no metrics bus is set.
     publisher: Option<Arc<Publisher>>,
+    /// Where this agent serves `/metrics` and logs, told to the coordinator in each report.
+    agent_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -79,7 +81,7 @@ impl Agent {
     /// An agent for `node`, offering `capacity` to function instances.
     pub fn new(node: NodeId, capacity: Resources, runtime: Arc<dyn ContainerRuntime>, control: Arc<dyn ControlPlane>, clock: Arc<dyn Clock>, config: AgentConfig) -> Self {
         let placement = watch::Sender::new(Placement::default());
-        Self { node, capacity, placement, runtime, control, clock, config, metrics: Arc::default(), publisher: None }
+        Self { node, capacity, placement, runtime, control, clock, config, metrics: Arc::default(), publisher: None, agent_addr: None }
     }
 
     /// Reports `labels` (node selectors and rules read them) and at most
@@ -100,6 +102,17 @@ impl Agent {
         self.metrics.set_publisher(publisher.clone());
         self.publisher = Some(publisher);
         self
+    }
+
+    /// Reports `addr` as where the coordinator reaches this agent's `/v1/logs`.
+    pub fn with_agent_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.agent_addr = Some(addr);
+        self
+    }
+
+    /// The runtime the agent drives; its HTTP listener reads logs through it.
+    pub fn runtime(&self) -> Arc<dyn ContainerRuntime> {
+        self.runtime.clone()
     }
 
     /// The agent's figures, live while it runs.
@@ -274,6 +287,7 @@ impl LoopState<'_> {
         let placement = a.placement.borrow().clone();
         report.labels = placement.labels;
         report.max_instances = placement.max_instances;
+        report.agent_addr = a.agent_addr;
         // Images of instances that run (or ran) here are on this host: placing
         // another instance of one needs no pull. Kept once seen, up to a bound,
         // so the set changes (and is written to the log) only when it grows.

@@ -11,6 +11,7 @@ pub mod container_stats;
 pub mod control;
 pub mod host;
 pub mod kept_file;
+pub mod logs;
 pub mod reconcile;
 pub mod runtime;
 

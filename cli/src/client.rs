@@ -105,6 +105,16 @@ impl Http {
         Ok(Reply { status, headers, body })
     }
 
+    /// A GET whose answer is read as it comes: the status and headers, and the body to read.
+    pub async fn get_streaming(&self, url: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let mut req = Request::builder().method(Method::GET).uri(url);
+        if let Some(token) = self.token.as_deref() {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(Full::new(Bytes::new())).with_context(|| format!("bad URL {url:?}: use http://host:port/..."))?;
+        self.client.request(req).await.map_err(|e| anyhow!("cannot reach {url}: {}; is `sluice up` running, and is --api right?", sluice_common::connector::error_chain(&e)))
+    }
+
     pub async fn get(&self, url: &str) -> Result<Reply> {
         self.send(Method::GET, url, Bytes::new(), &[]).await
     }
@@ -198,6 +208,39 @@ impl Api {
     }
 }
 
+impl Api {
+    /// A GET of `path` whose body is read as it comes (a followed log), from
+    /// the first coordinator that answers; an error answer becomes an error.
+    pub async fn get_streaming(&self, path: &str) -> Result<hyper::body::Incoming> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let first = self.current.load(Relaxed);
+        let mut last_error = None;
+        for k in 0..self.bases.len() {
+            let i = (first + k) % self.bases.len();
+            let resp = match self.http.get_streaming(&format!("{}{path}", self.bases[i])).await {
+                Ok(r) => r,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status.is_success() {
+                self.current.store(i, Relaxed);
+                return Ok(resp.into_body());
+            }
+            let raw = resp.into_body().collect().await.context("reading the response")?.to_bytes();
+            let value: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            let error = anyhow!("{}", describe_error(status, &value, &raw));
+            let elsewhere = status == StatusCode::MISDIRECTED_REQUEST || ["no_leader", "agent_unknown"].contains(&value["error"]["code"].as_str().unwrap_or(""));
+            if !elsewhere {
+                return Err(error);
+            }
+            last_error = Some(error);
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("no coordinator answered")))
+    }
+}
 /// `400 Bad Request: name: "Foo" is invalid ...` from an API error body.
 pub fn describe_error(status: StatusCode, value: &Value, raw: &[u8]) -> String {
     let err = &value["error"];

@@ -51,6 +51,12 @@ pub struct DeployArgs {
     /// Seconds a cold start may take before waiting requests get 503.
     #[arg(long)]
     pub start_timeout: Option<u32>,
+    /// After deploying, wait until the minimum instances are ready, printing progress to stderr.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds --wait waits before giving up, 1 to 3600.
+    #[arg(long, default_value_t = 120, requires = "wait", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub wait_timeout: u32,
     /// Requests that may wait for an instance before 429.
     #[arg(long)]
     pub queue_limit: Option<u32>,
@@ -153,6 +159,7 @@ impl DeployArgs {
 }
 
 pub async fn deploy(api: &Api, output: Output, args: DeployArgs) -> Result<ExitCode> {
+    let wait = args.wait.then(|| std::time::Duration::from_secs(args.wait_timeout.into()));
     let spec = args.spec()?;
     let name = spec.name.clone();
     let reply = api.call(Method::POST, "/v1/functions", Some(&serde_json::to_value(&spec)?)).await?;
@@ -160,7 +167,45 @@ pub async fn deploy(api: &Api, output: Output, args: DeployArgs) -> Result<ExitC
         Output::Json => println!("{reply}"),
         Output::Table => println!("deployed {name}: invoke it with `sluice invoke {name}`"),
     }
+    if let Some(timeout) = wait {
+        wait_ready(api, &name, spec.min_instances, timeout).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `--wait` looks at the function's instances.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `b3: 1/2 ready (1 starting)`: the progress line of `--wait`.
+pub fn progress(name: &FunctionName, min: u32, instances: &Value) -> (u64, String) {
+    let count = |state: &str| instances[state].as_u64().unwrap_or(0);
+    let (ready, starting) = (count("ready"), count("pending") + count("starting"));
+    (ready, format!("{name}: {ready}/{min} ready ({starting} starting)"))
+}
+
+/// Waits until `min` instances of `name` are ready, printing each change of
+/// progress to stderr; past `timeout` an error says what to look at.
+async fn wait_ready(api: &Api, name: &FunctionName, min: u32, timeout: std::time::Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let f = api.call(Method::GET, &format!("/v1/functions/{name}"), None).await?;
+        let (ready, line) = progress(name, min, &f["function"]["instances"]);
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if ready >= u64::from(min) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{last} after {}s: see why with `sluice events --function {name}` (placement and start failures), `sluice ls` (instance states and reasons), `sluice logs {name}` (the containers' output) and `sluice nodes ls` (free capacity); or wait longer with --wait-timeout",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
 }
 
 #[derive(Args, Debug)]
@@ -305,5 +350,18 @@ fn age(d: std::time::Duration) -> String {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),
         _ => format!("{}h", s / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_progress_counts_ready_against_the_minimum() {
+        let name = FunctionName::new("b3").unwrap();
+        assert_eq!(progress(&name, 2, &json!({"ready": 1, "starting": 1})), (1, "b3: 1/2 ready (1 starting)".into()));
+        assert_eq!(progress(&name, 2, &json!({"pending": 2})), (0, "b3: 0/2 ready (2 starting)".into()));
+        assert_eq!(progress(&name, 1, &json!({})).0, 0);
     }
 }

@@ -9,11 +9,13 @@ mod commands;
 mod decisions;
 mod duration;
 mod invocations;
+mod logs;
 mod nodes;
 mod registries;
 mod rules;
 mod table;
 mod tokens;
+mod top;
 use sluice_cli::node;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -68,6 +70,10 @@ enum Command {
     Invoke(commands::InvokeArgs),
     /// List functions and their instances.
     Ls,
+    /// A function's container output, each line prefixed by its instance.
+    Logs(logs::LogsArgs),
+    /// Functions and nodes with live figures, redrawn every second (Ctrl-C ends).
+    Top(top::TopArgs),
     /// Remove a function and stop its instances.
     Rm {
         /// Function name.
@@ -109,6 +115,29 @@ enum Command {
     /// Config files of coordinators and agents: check.
     #[command(subcommand)]
     Config(config::check::ConfigCommand),
+    /// Print a shell completion script: `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions {
+        /// The shell to complete in.
+        shell: Shell,
+    },
+}
+
+/// Shells `sluice completions` writes a script for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the completion script of `shell` for the whole command line to `out`.
+fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "sluice", out);
 }
 
 /// The exit code of a config file with mistakes, as of a usage error.
@@ -131,6 +160,13 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&resolved.matches).unwrap_or_else(|e| e.exit());
     if let Command::Config(command) = cli.command {
         return config::check::run(command);
+    }
+    if let Command::Completions { shell } = cli.command {
+        // Written whole, so a reader that stops early (`| head`) is no error.
+        let mut script = Vec::new();
+        completions(shell, &mut script);
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+        return ExitCode::SUCCESS;
     }
     // An agent is a few timers and sockets: one thread runs it at less CPU than
     // a worker per core (B5). Everything else gets a worker per core.
@@ -180,13 +216,15 @@ fn main() -> ExitCode {
             Command::Registries(command) => registries::run(&api()?, cli.output, command).await,
             Command::Certs(command) => sluice_cli::certs::run(command),
             Command::Ls => commands::ls(&api()?, cli.output).await,
+            Command::Logs(args) => logs::run(&api()?, cli.output, args).await,
+            Command::Top(args) => top::run(&api()?, cli.output, args).await,
             Command::Rm { name } => commands::rm(&api()?, cli.output, &name).await,
             Command::Cluster(command) => cluster::run(&api()?, cli.output, command).await,
             Command::Nodes(command) => nodes::run(&api()?, cli.output, command).await,
             Command::Rules(command) => rules::run(&api()?, cli.output, command).await,
             Command::Events(args) => decisions::events(&api()?, cli.output, args).await,
             Command::Explain(command) => decisions::explain(&api()?, cli.output, command).await,
-            Command::Sim(_) | Command::Config(_) => unreachable!("handled before the runtime starts"),
+            Command::Sim(_) | Command::Config(_) | Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
@@ -194,6 +232,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_scripts_cover_every_command() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut script = Vec::new();
+            completions(shell, &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for word in ["sluice", "deploy", "logs", "nodes", "follow"] {
+                assert!(script.contains(word), "{shell:?} script lacks {word}");
+            }
         }
     }
 }

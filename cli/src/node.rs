@@ -11,6 +11,7 @@ use hyper::{Method, Request};
 use rustls::ClientConfig;
 use sluice_agent::agent::{Agent, AgentConfig, AgentMetrics, Placement};
 use sluice_agent::control::{HttpControlConfig, HttpControlPlane};
+use sluice_agent::logs::{logs_path, LogServer};
 use sluice_agent::runtime::{DockerConfig, DockerRuntime};
 use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
 use sluice_bus::{Publisher, PublisherConfig};
@@ -662,17 +663,22 @@ pub async fn run_agent(
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()>)> {
+    // The coordinator calls this agent's plain-HTTP listener for logs with the
+    // agent's token; with TLS that token must not cross the network in clear.
+    let logs_token = if tls.is_some() { None } else { token.clone() };
     let agent = start_agent(host, coordinators, token, tls, clock.clone()).await?;
-    let (addr, _, run) = serve_agent(agent, host, clock, bus, stop).await?;
+    let (addr, _, run) = serve_agent(agent, host, logs_token, clock, bus, stop).await?;
     Ok((addr, run))
 }
 
 /// Runs a started `agent` as `run_agent` does: its publishing to `bus` and its
-/// `/metrics` server; also returns the agent's figures (what `sluice agent`
-/// tells systemd).
+/// `/metrics` server, which also serves its instances' logs to holders of
+/// `logs_token`; also returns the agent's figures (what `sluice agent` tells
+/// systemd).
 async fn serve_agent(
     mut agent: Agent,
     host: &HostArgs,
+    logs_token: Option<String>,
     clock: Arc<dyn Clock>,
     bus: Option<Arc<dyn MetricsBus>>,
     stop: watch::Receiver<bool>,
@@ -689,18 +695,23 @@ async fn serve_agent(
     }
     let listener = TcpListener::bind(host.metrics_addr).await.with_context(|| format!("--agent-metrics {}: cannot listen there; pick a free address", host.metrics_addr))?;
     let metrics_addr = listener.local_addr()?;
-    info!(addr = %metrics_addr, "agent metrics at /metrics");
+    info!(addr = %metrics_addr, "agent metrics at /metrics, logs at /v1/instances/ID/logs");
+    agent = agent.with_agent_addr(metrics_addr);
     let figures = agent.metrics();
     let metrics = figures.clone();
+    let logs = LogServer::new(host.node_id()?, agent.runtime(), logs_token);
     let server = http::serve(
         "agent-metrics",
         listener,
         move |req: Request<Incoming>| {
             let metrics = metrics.clone();
+            let logs = logs.clone();
             async move {
-                match (req.method(), req.uri().path()) {
-                    (&Method::GET, "/metrics") => http::text(metrics.render()),
-                    _ => ApiError::not_found("the agent serves only GET /metrics").into_response(),
+                let path = req.uri().path();
+                match (req.method(), logs_path(path)) {
+                    (&Method::GET, _) if path == "/metrics" => http::text(metrics.render()),
+                    (&Method::GET, Some(instance)) => logs.serve(instance, &req).await,
+                    _ => ApiError::not_found("the agent serves only GET /metrics and, to its coordinator, GET /v1/instances/{id}/logs").into_response(),
                 }
             }
         },
@@ -808,9 +819,10 @@ pub async fn agent(args: AgentArgs, mut reloads: crate::config::Reloads) -> Resu
     let coordinators = args.coordinator.join(",");
     supervisor.status(&format!("waiting for a coordinator ({coordinators}) to accept the first report"));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let logs_token = if tls.is_some() { None } else { token.clone() };
     let agent = start_agent(&args.host, args.coordinator, token, tls, clock.clone()).await?;
     let placement = agent.placement();
-    let (_, metrics, agent) = serve_agent(agent, &args.host, clock, bus, rx).await?;
+    let (_, metrics, agent) = serve_agent(agent, &args.host, logs_token, clock, bus, rx).await?;
     tokio::spawn(async move {
         while let Some(matches) = reloads.next().await {
             let host = match AgentArgs::from_arg_matches(&matches) {

@@ -68,4 +68,9 @@ pub struct NodeReport {
     /// Images the agent holds locally.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub images: BTreeSet<String>,
+    /// Where the agent serves `/metrics` and its instances' logs (`--agent-metrics`),
+    /// as it is bound; the coordinator puts the report's source address in for
+    /// a wildcard (`0.0.0.0`). Kept in the coordinator's memory, not replicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_addr: Option<std::net::SocketAddr>,
 }

@@ -7,12 +7,14 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod channel_body;
 pub mod clock;
 pub mod command;
 pub mod connector;
 pub mod ids;
 pub mod instance;
 pub mod labels;
+pub mod logs;
 pub mod metric;
 pub mod metrics;
 pub mod node;

@@ -138,6 +138,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
+/// The address a request's connection came from, in the request's extensions
+/// for handlers served by [`serve_tls`] (the API learns agents' addresses by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::IpAddr);
+
 /// Who a connection's requests come from, handed to the handler of
 /// [`serve_with_peers`] with each request (no per-request allocation, where
 /// request extensions would take two).
@@ -197,8 +202,8 @@ where
 
 /// `serve`, with every connection first through the TLS handshake of `tls` if
 /// given: a client that fails it is refused (and counted) before any request is
-/// read, and a verified client certificate's identity is put in the requests'
-/// extensions as a `TlsPeer`.
+/// read. The connection's address and a verified client certificate's identity
+/// are put in the requests' extensions as `PeerAddr` and `TlsPeer`.
 pub async fn serve_tls<A, H, Fut>(name: &'static str, acceptor: A, tls: Option<ServerTls>, handler: H, shutdown: impl Future<Output = ()>)
 where
     A: Acceptor,
@@ -206,6 +211,9 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = move |mut req: Request<Incoming>, peer: &Peer| {
+        if let Some(ip) = peer.ip {
+            req.extensions_mut().insert(PeerAddr(ip));
+        }
         if let Some(client) = &peer.tls {
             req.extensions_mut().insert(client.clone());
         }

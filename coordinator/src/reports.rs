@@ -42,6 +42,7 @@ mod tests {
             labels: Default::default(),
             max_instances: None,
             images: Default::default(),
+            agent_addr: None,
         }
     }
 

@@ -72,6 +72,8 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
         RouteId::RevokeToken => (format!("/v1/tokens/{}", f.reader_id), none.clone(), "/v1/tokens/ffffffffffff".into(), none),
         RouteId::PurgeCache => ("/v1/functions/public-fn/cache/purge".into(), json!({}), "/v1/functions/public-fn/cache/purge".into(), json!({"path": "no-leading-slash"})),
         RouteId::GetInvocation => same(&format!("/v1/invocations/k{}", "0".repeat(32)), none),
+        // public-fn has no instances: an allowed call reads nothing from any agent.
+        RouteId::FunctionLogs => same("/v1/functions/public-fn/logs?tail=1", none),
     }
 }
 

@@ -110,6 +110,11 @@ async fn check_all(c: &Cluster) -> Result<()> {
         call(PurgeCache, "/v1/functions/nope/cache/purge", Some(json!({})), 404),
         call(GetInvocation, format!("/v1/invocations/k{}", "0".repeat(32)), None, 404),
         call(GetInvocation, "/v1/invocations/nope", None, 400),
+        // oa has no instance yet (min 0): an empty answer of JSON lines.
+        call(FunctionLogs, "/v1/functions/oa/logs?tail=5&since=10m", None, 200),
+        call(FunctionLogs, "/v1/functions/oa/logs?tail=10001", None, 400),
+        call(FunctionLogs, "/v1/functions/oa/logs?instance=i99999", None, 404),
+        call(FunctionLogs, "/v1/functions/nope/logs", None, 404),
         call(RemoveFunction, "/v1/functions/oa", None, 200),
         call(RemoveFunction, "/v1/functions/oa", None, 404),
     ];
@@ -138,7 +143,12 @@ async fn check_all(c: &Cluster) -> Result<()> {
         if ops.get(status.to_string()).is_none() {
             bail!("{method} {path}: {status} is not documented for {} {}", route.method, route.path);
         }
-        if let Some(schema) = conformance::response_schema(&doc, route.method, route.path, status) {
+        if let Some(schema) = conformance::lines_schema(&doc, route.method, route.path, status) {
+            assert_eq!(r.header("content-type").as_deref(), Some("application/x-ndjson"), "{path}");
+            for line in r.text().lines() {
+                conformance::check(&doc, schema, &serde_json::from_str(line)?, &format!("{method} {path}")).map_err(anyhow::Error::msg)?;
+            }
+        } else if let Some(schema) = conformance::response_schema(&doc, route.method, route.path, status) {
             let body: Value = r.json().with_context(|| format!("{method} {path}: not JSON"))?;
             conformance::check(&doc, schema, &body, &format!("{method} {path}")).map_err(anyhow::Error::msg)?;
             if *id == CreateToken && status == 201 {

@@ -74,7 +74,7 @@ impl ReportTable {
             }
         }
         let instances = self.entries.values().map(|e| e.report.clone()).collect();
-        (seq, NodeReport { node: node.clone(), capacity, instances, at, labels: Default::default(), max_instances: None, images: Default::default() })
+        (seq, NodeReport { node: node.clone(), capacity, instances, at, labels: Default::default(), max_instances: None, images: Default::default(), agent_addr: None })
     }
 
     /// Forgets Gone instances that are no longer desired and whose Gone state was

@@ -388,6 +388,7 @@ mod tests {
             labels: [("zone".to_string(), "edge".to_string())].into(),
             max_instances: Some(8),
             images: ["img:1".to_string()].into(),
+            agent_addr: None,
         };
         cp.report(report.clone()).await.unwrap();
         let seen = seen.lock().unwrap();
@@ -439,6 +440,7 @@ mod tests {
             labels: Default::default(),
             max_instances: None,
             images: Default::default(),
+            agent_addr: None,
         };
         cp.report(report).await.unwrap();
         assert_eq!(cp.current_base(), leader);

@@ -7,14 +7,16 @@ mod images;
 
 pub use audit::{check_secure_defaults, violations as secure_defaults_violations, SecureDefaultsError};
 
-use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, RuntimeError};
+use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, LogLines, RuntimeError};
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use sluice_common::logs::{LogLine, LogQuery, LogStream};
 use sluice_common::{DesiredInstance, Endpoint, ImageRef, InstanceId, NodeId};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -288,6 +290,27 @@ impl ContainerRuntime for DockerRuntime {
         let inspect = self.docker.inspect_container(&id.0, None).await.map_err(|e| map_error(e, &id.0))?;
         // A container without Sluice's labels is not one of ours: as far as Sluice goes, it does not exist.
         convert::from_inspect(&inspect, self.endpoint_host()).map_err(|why| RuntimeError::NotFound(format!("{} (not a Sluice container: {why})", id.0)))
+    }
+
+    async fn logs(&self, id: &ContainerId, query: &LogQuery) -> Result<LogLines, RuntimeError> {
+        // Only Sluice's own containers: `inspect` refuses any other.
+        self.inspect(id).await?;
+        let mut options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(query.follow).tail(&query.tail.to_string());
+        if let Some(secs) = query.since_secs {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            options = options.since(i32::try_from(now.saturating_sub(secs)).unwrap_or(i32::MAX));
+        }
+        let what = id.0.clone();
+        let lines = self.docker.logs(&id.0, Some(options.build())).filter_map(move |frame| {
+            let line = match frame {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => Some(Ok(LogLine::new(LogStream::Stdout, &message))),
+                Ok(LogOutput::StdErr { message }) => Some(Ok(LogLine::new(LogStream::Stderr, &message))),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(map_error(e, &what))),
+            };
+            std::future::ready(line)
+        });
+        Ok(lines.boxed())
     }
 }
 

@@ -4,8 +4,10 @@
 //! make one slow, and can crash a container, so agent tests can script failures
 //! that are hard to produce with a real engine.
 
-use super::{container_name, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, RuntimeError};
+use super::{container_name, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, LogLines, RuntimeError};
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use sluice_common::logs::{LogLine, LogQuery};
 use sluice_common::{DesiredInstance, Endpoint, FunctionName, ImageRef, InstanceId, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -72,6 +74,8 @@ struct Container {
     endpoint: Option<Endpoint>,
     /// The port the function listens on inside the container.
     port: u16,
+    /// What the container has written, for `logs`.
+    output: Vec<LogLine>,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +153,14 @@ impl FakeRuntime {
 
     /// The container of `instance` exits by itself with `code`, as on a crash.
     /// Returns false if the instance has no running or paused container.
+    /// Has `instance`'s container write `line`; false if it has no container.
+    pub fn write_log(&self, instance: InstanceId, line: LogLine) -> bool {
+        let mut state = self.lock();
+        let Some(c) = state.containers.values_mut().find(|c| c.instance == instance) else { return false };
+        c.output.push(line);
+        true
+    }
+
     pub fn crash(&self, instance: InstanceId, code: i64) -> bool {
         let mut state = self.lock();
         let live = state.containers.values_mut().find(|c| c.instance == instance && matches!(c.status, ContainerStatus::Running | ContainerStatus::Paused));
@@ -255,6 +267,7 @@ impl ContainerRuntime for FakeRuntime {
             status: ContainerStatus::Created,
             endpoint: None,
             port: instance.spec.port,
+            output: Vec::new(),
         };
         state.containers.insert(id.clone(), container);
         Ok(ContainerId(id))
@@ -357,6 +370,17 @@ impl ContainerRuntime for FakeRuntime {
     async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError> {
         self.enter(Call::Inspect(id.clone())).await.map_err(|_| injected(Op::Inspect))?;
         self.with_container(id, |state, key| Ok(info(key, &state.containers[key])))
+    }
+
+    /// The lines written so far; the fake writes nothing on its own, so a
+    /// follow ends after them.
+    async fn logs(&self, id: &ContainerId, query: &LogQuery) -> Result<LogLines, RuntimeError> {
+        let state = self.lock();
+        // Docker takes a container's name as well as its id.
+        let c = state.containers.iter().find(|(key, c)| **key == id.0 || c.name == id.0).map(|(_, c)| c).ok_or_else(|| RuntimeError::NotFound(id.0.clone()))?;
+        let skip = c.output.len().saturating_sub(query.tail as usize);
+        let lines: Vec<_> = c.output[skip..].iter().cloned().map(Ok).collect();
+        Ok(futures_util::stream::iter(lines).boxed())
     }
 }
 

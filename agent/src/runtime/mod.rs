@@ -6,6 +6,8 @@
 //! `DockerRuntime::wait_ready`.
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use sluice_common::logs::{LogLine, LogQuery};
 use sluice_common::{DesiredInstance, Endpoint, FunctionName, ImageRef, InstanceId, NodeId};
 use std::time::Duration;
 
@@ -112,4 +114,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn list(&self, node: &NodeId) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
     async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo, RuntimeError>;
+
+    /// The last `query.tail` lines of a Sluice container's output (of the last
+    /// `query.since_secs` if set), then with `query.follow` each new line until
+    /// the container stops. A container that is not Sluice's is `NotFound`.
+    async fn logs(&self, id: &ContainerId, query: &LogQuery) -> Result<LogLines, RuntimeError>;
 }
+
+/// A container's output, line by line.
+pub type LogLines = BoxStream<'static, Result<LogLine, RuntimeError>>;

@@ -216,7 +216,16 @@ async fn agents_report(store: &Arc<Store>, now: Timestamp) -> Result<()> {
                     })
                     .collect();
                 (!instances.is_empty()).then(|| Command::Report {
-                    report: NodeReport { node: n.id.clone(), capacity: n.capacity, instances, at: now, labels: n.labels.clone(), max_instances: None, images: n.images.clone() },
+                    report: NodeReport {
+                        node: n.id.clone(),
+                        capacity: n.capacity,
+                        instances,
+                        at: now,
+                        labels: n.labels.clone(),
+                        max_instances: None,
+                        images: n.images.clone(),
+                        agent_addr: None,
+                    },
                     at: now,
                 })
             })
@@ -254,6 +263,7 @@ async fn main() -> Result<()> {
                 labels: [("zone".to_string(), ["a", "b", "c"][i % 3].to_string())].into(),
                 max_instances: None,
                 images: [format!("registry.local/fn{}:1", i % 50)].into(),
+                agent_addr: None,
             },
             at: now,
         })

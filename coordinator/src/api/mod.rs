@@ -11,6 +11,7 @@
 //! read the local state, which is enough for a reconciler.
 
 mod decisions;
+mod logs;
 mod nodes;
 pub mod openapi;
 #[cfg(test)]
@@ -75,6 +76,8 @@ pub struct Api {
     images: ImagePinning,
     /// Peers this coordinator's listeners refused at the TLS handshake, for `/metrics`.
     tls_failures: Arc<HandshakeFailures>,
+    /// Where agents that report here listen, for their instances' logs.
+    agents: logs::AgentLinks,
 }
 
 /// A function as `GET /v1/functions` shows it.
@@ -99,7 +102,7 @@ impl Api {
         images: ImagePinning,
         tls_failures: Arc<HandshakeFailures>,
     ) -> Arc<Self> {
-        Arc::new(Self { store, gateway, telemetry, decide, auth, images, tls_failures })
+        Arc::new(Self { store, gateway, telemetry, decide, auth, images, tls_failures, agents: logs::AgentLinks::default() })
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -232,6 +235,7 @@ impl Api {
             RouteId::SetRegistries => self.set_registries(req).await,
             RouteId::PurgeCache => self.purge_cache(FunctionName::new(param(0))?, req).await,
             RouteId::GetInvocation => self.invocation(param(0)),
+            RouteId::FunctionLogs => self.logs(FunctionName::new(param(0))?, &req).await,
         }
     }
 

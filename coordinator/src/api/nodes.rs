@@ -51,6 +51,8 @@ impl Api {
     }
 
     pub(super) async fn report(&self, node: NodeId, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let peer = req.extensions().get::<http::PeerAddr>().cloned();
+        let authorization = req.headers().get(hyper::header::AUTHORIZATION).cloned();
         let bytes = read_body(req.into_body(), MAX_BODY * 64).await?;
         let report: NodeReport = http::parse_json(&bytes)?;
         if report.node != node {
@@ -65,6 +67,7 @@ impl Api {
         }
         let at = self.store.now();
         reports::note_heard(&self.store.raft().liveness, &report, at);
+        self.agents.note(&report, peer.as_ref(), authorization.as_ref());
         if let Some(cmd) = self.store.read(|s| reports::report_command(s, report, at)) {
             self.store.execute(cmd).await.map_err(|e| ApiError::unavailable(&e))?;
         }

@@ -23,6 +23,7 @@ use serde_json::{json, Map, Value};
 use sluice_common::cache::bounds as cache_bounds;
 use sluice_common::ids::MAX_NAME_LEN;
 use sluice_common::labels::{MAX_LABELS, MAX_LABEL_LEN};
+use sluice_common::logs;
 use sluice_common::placement::MAX_ANTI_AFFINITY;
 use sluice_common::spec::bounds;
 use sluice_common::ImageRef;
@@ -56,6 +57,9 @@ struct Operation {
     /// Error statuses besides those every route of its kind gives (400 with
     /// parameters or a body, 401/403 unless public, 413 with a body).
     errors: &'static [u16],
+    /// The success body is JSON lines (`application/x-ndjson`), each one
+    /// matching the schema, streamed rather than one JSON document.
+    lines: bool,
 }
 
 /// Errors of a route that commits or reads through Raft: 409 when the change
@@ -103,7 +107,7 @@ fn object(required: &[&str], properties: Value, closed: bool) -> Value {
 
 fn operation(id: RouteId) -> Operation {
     use RouteId::*;
-    let op = |ok: u16, schema: Value| Operation { path: vec![], query: vec![], body: None, ok: (ok, Some(schema)), also_ok: &[], errors: &[] };
+    let op = |ok: u16, schema: Value| Operation { path: vec![], query: vec![], body: None, ok: (ok, Some(schema)), also_ok: &[], errors: &[], lines: false };
     let function = || ("name", dns_label("A function name"));
     let node = || ("node", dns_label("A node name"));
     // The pattern is the part of the accepted forms that is always in range, so generated values reach the handler.
@@ -221,6 +225,23 @@ fn operation(id: RouteId) -> Operation {
             errors: CLUSTER_404,
             ..op(200, object(&["revoked"], json!({ "revoked": { "type": "string" } }), true))
         },
+        FunctionLogs => Operation {
+            path: vec![function()],
+            query: vec![
+                ("tail", u32_range(0, logs::MAX_TAIL), "Last lines per instance (default 100)."),
+                ("follow", json!({ "type": "boolean" }), "Keep the answer open and send new lines until the instances stop (default false)."),
+                (
+                    "since",
+                    json!({ "type": "string", "pattern": "^([1-9][0-9]{0,4}s?|[1-9][0-9]{0,3}m|([1-9]|[1-9][0-9]|1[0-5][0-9]|16[0-8])h)$" }),
+                    "Only lines of the last seconds, or a number with s, m or h; 1s to 168h.",
+                ),
+                ("instance", json!({ "type": "string", "pattern": "^i[0-9]{1,19}$" }), "Only this instance (i<number>, as `sluice ls` shows)."),
+            ],
+            // 502: an instance's agent could not be reached or refused; 503 also when an agent has not reported to this coordinator.
+            errors: &[404, 421, 502, 503],
+            lines: true,
+            ..op(200, r("LogLine"))
+        },
         PurgeCache => {
             let path = json!({ "type": "string", "nullable": true, "pattern": "^/[!->@-~]*$", "maxLength": 2048, "description": "One path below the function's name (any query); absent: every cached answer." });
             Operation {
@@ -275,6 +296,7 @@ fn route_operation(route: &Route) -> Value {
     let mut responses = Map::new();
     let (status, schema) = &op.ok;
     let content = match schema {
+        Some(s) if op.lines => json!({ "application/x-ndjson": { "schema": s } }),
         Some(s) => json!({ "application/json": { "schema": s } }),
         None => json!({ "text/plain": { "schema": { "type": "string" } } }),
     };
@@ -582,6 +604,11 @@ fn schemas() -> Value {
             "created_at": timestamp,
             "expires_at": timestamp
         }), true),
+        "LogLine": object(&["instance", "stream", "line"], json!({
+            "instance": u64_schema(),
+            "stream": { "type": "string", "enum": ["stdout", "stderr"] },
+            "line": { "type": "string", "maxLength": logs::MAX_LINE_BYTES, "description": "The text without its line break; longer lines are cut." }
+        }), true),
         "Invocation": object(&["id", "function", "state", "attempts", "errors", "first_seen_ms", "updated_ms"], json!({
             "id": { "type": "string" },
             "function": { "type": "string" },
@@ -712,6 +739,11 @@ pub mod conformance {
             None => resp,
         };
         resp["content"]["application/json"].get("schema")
+    }
+
+    /// The schema of each line of a JSON-lines answer, if the operation gives one.
+    pub fn lines_schema<'a>(doc: &'a Value, method: &str, path: &str, status: u16) -> Option<&'a Value> {
+        doc["paths"][path][method.to_ascii_lowercase()]["responses"].get(status.to_string())?["content"]["application/x-ndjson"].get("schema")
     }
 }
 

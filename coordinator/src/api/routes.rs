@@ -42,6 +42,7 @@ pub enum RouteId {
     SetRegistries,
     PurgeCache,
     GetInvocation,
+    FunctionLogs,
 }
 
 /// One route. `path` segments in braces match any one segment.
@@ -96,6 +97,7 @@ pub static ROUTES: &[Route] = &[
     route(SetRegistries, "PUT", "/v1/registries", Admin, "Replace the registry allow-list."),
     route(PurgeCache, "POST", "/v1/functions/{name}/cache/purge", Deploy, "Drop a function's cached responses on every gateway (all, or one path)."),
     route(GetInvocation, "GET", "/v1/invocations/{id}", Read, "An asynchronous invocation's state and result."),
+    route(FunctionLogs, "GET", "/v1/functions/{name}/logs", Read, "A function's container output from its instances' agents, as JSON lines (?tail=&follow=&since=&instance=)."),
 ];
 
 /// The outcome of looking a request up.

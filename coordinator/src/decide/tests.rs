@@ -68,6 +68,7 @@ impl Sim {
                 labels: [("zone".to_string(), if n % 2 == 0 { "a" } else { "b" }.to_string())].into(),
                 max_instances: None,
                 images: Default::default(),
+                agent_addr: None,
             };
             sim.apply(Command::Report { report, at: sim.now });
         }
@@ -174,7 +175,7 @@ impl Sim {
             }
             let capacity = self.state.nodes[&node].capacity;
             let labels = self.state.nodes[&node].labels.clone();
-            let report = NodeReport { node, capacity, instances, at: self.now, labels, max_instances: None, images: Default::default() };
+            let report = NodeReport { node, capacity, instances, at: self.now, labels, max_instances: None, images: Default::default(), agent_addr: None };
             self.apply(Command::Report { report, at: self.now });
         }
     }

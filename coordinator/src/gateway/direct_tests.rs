@@ -70,6 +70,7 @@ fn state_with(endpoint: Endpoint) -> ClusterState {
             labels: Default::default(),
             max_instances: None,
             images: Default::default(),
+            agent_addr: None,
         },
         at: Timestamp(1),
     };

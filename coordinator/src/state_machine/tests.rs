@@ -29,6 +29,7 @@ fn node_report(n: &str, cpu: u64, instances: Vec<InstanceReport>) -> Command {
         labels: Default::default(),
         max_instances: None,
         images: Default::default(),
+        agent_addr: None,
     };
     Command::Report { report, at: Timestamp(1) }
 }
