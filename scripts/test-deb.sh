@@ -36,7 +36,13 @@ if [ -z "$binary" ]; then
     binary="$CARGO_TARGET_DIR/debug/sluice"
 fi
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# A failed check must not leave the package (and its user) behind: the next run
+# would refuse to start on this machine.
+cleanup() {
+    if dpkg -s sluice >/dev/null 2>&1; then dpkg -P sluice >/dev/null 2>&1 || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 deb="$(scripts/package-deb.sh --binary "$binary" --out "$work" | tail -1)"
 say "testing $deb"
 
