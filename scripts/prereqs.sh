@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # prereqs.sh — checks the tools the run and test commands need, and installs the
 # Debian packages that are missing (curl, file, iptables: the fault tests cut
-# links between containers with it; fuse3 for the power-cut test's disk). Docker and Rust must be there.
+# links between containers with it; fuse3 for the power-cut test's disk;
+# chromium and chromium-driver for the dashboard's browser test). Docker and Rust must be there.
 set -euo pipefail
 
 die() { echo "prereqs: error: $*" >&2; exit 1; }
@@ -17,6 +18,9 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v nsenter >/dev/null || missing+=(util-linux)
 # The power-cut test mounts a FUSE file system.
 command -v fusermount3 >/dev/null || missing+=(fuse3)
+# The dashboard's browser test (tests/tests/ui.rs) drives headless Chromium through chromedriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
     echo "prereqs: installing ${missing[*]}"

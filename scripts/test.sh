@@ -40,3 +40,4 @@ cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 say "running the tests"
 cargo test --workspace --locked "$@" -- --test-threads 2
+say "dashboard screenshots (tests/tests/ui.rs): $ROOT/target/ui-screenshots"
