@@ -68,6 +68,12 @@ function clock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour12: false });
 }
 
+/// A span of time in words: "7.5 min", "12 h".
+function ago(ms) {
+  const min = ms / 60000;
+  return min < 90 ? `${+min.toFixed(1)} min` : `${+(min / 60).toFixed(1)} h`;
+}
+
 // --- views --------------------------------------------------------------------
 
 async function nodesView() {
@@ -152,7 +158,7 @@ async function functionView(name) {
     el("p", { id: "function-summary" },
       `image ${f.spec.image} · ready ${f.instances.ready || 0} · paused ${f.instances.paused || 0} · requests ${f.requests} · cold starts ${f.cold_starts} · in flight ${f.in_flight} · queued ${f.queued}`),
     range(short, "Last 15 minutes (per second)", "timeline-15m"),
-    range(day, "Last day (per minute)", "timeline-1d"),
+    range(day, "Last day (per minute: each minute's mean)", "timeline-1d"),
     el("h3", {}, "Latest decisions"),
     latest.length ? eventsTable("function-events", latest) : el("p", { class: "muted" }, "No decision about this function yet."),
   ];
@@ -218,14 +224,21 @@ function lineChart(series, from, to, marks) {
     chart.append(svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" }, v < 10 ? v.toFixed(1) : v.toFixed(0)));
   }
   chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
-  chart.append(svg("text", { x: L, y: H - 6 }, clock(from)));
-  chart.append(svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, clock(to)));
+  chart.append(svg("text", { x: L, y: H - 6 }, `${ago(to - from)} ago`));
+  chart.append(svg("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, `${ago((to - from) / 2)} ago`));
+  chart.append(svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, `now (${clock(to)})`));
   for (const m of marks.filter((m) => m.at >= from && m.at <= to)) {
     chart.append(svg("line", { class: "marker", x1: x(m.at), x2: x(m.at), y1: T, y2: H - B }, svg("title", {}, m.label)));
   }
   for (const s of series) {
     const inside = s.points.filter((p) => p[0] >= from && p[0] <= to);
     if (!inside.length) continue;
+    if (inside.length === 1) {
+      // One slot so far: a line needs two points, so show a dot.
+      const [t, v] = inside[0];
+      chart.append(svg("circle", { class: s.cls, cx: x(t), cy: y(v), r: 2.5, "data-series": s.name }, svg("title", {}, s.name)));
+      continue;
+    }
     const pts = inside.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
     chart.append(svg("polyline", { class: s.cls, points: pts, "data-series": s.name }, svg("title", {}, s.name)));
   }
@@ -275,6 +288,8 @@ async function draw() {
       sessionStorage.removeItem(TOKEN_KEY);
       showLogin(`The API refused the token: ${e.message}. Give another.`);
     } else if (e instanceof ApiError && e.status === 403) {
+      // The token is valid, only short of a role: no need to ask for one again unless the user wants to.
+      document.getElementById("login").hidden = true;
       view.replaceChildren(el("p", { class: "error", id: "forbidden" },
         `This token lacks the role this page needs: ${e.message}. The dashboard only reads: a token with the reader role is enough ` +
         "(sluice tokens create dashboard --role reader)."));

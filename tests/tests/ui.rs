@@ -32,7 +32,7 @@ const NODE: &str = "t-ui";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C name of an element reference in WebDriver answers.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f376f5d534e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn screenshots_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots")
@@ -125,6 +125,9 @@ async fn browse(c: &Cluster, d: &Driver, invoker: &str, reader: &str) -> Result<
         Ok((requests.is_some_and(|r| r > 0.0) && ready.is_some_and(|r| r >= 1.0)).then_some(()))
     })
     .await?;
+    // And on the day's, per minute (a minute's mean: part of it may predate the instance).
+    let day = peak("timeline-1d-instances", "ready").await?;
+    ensure!(day.is_some_and(|r| r > 0.0), "no ready instance on the day's timeline: {day:?}");
     let lines = d.script("return document.querySelectorAll('#timeline-15m-demand polyline').length", json!([])).await?;
     ensure!(lines.as_u64() >= Some(1), "no line drawn on the demand chart: {lines}");
     // Live: more requests show up without reloading or navigating.
@@ -225,7 +228,7 @@ impl Driver {
 
     async fn find(&self, selector: &str) -> Result<String> {
         let v = self.call(Method::POST, "/element", json!({"using": "css selector", "value": selector})).await?;
-        Ok(v[ELEMENT].as_str().with_context(|| format!("no element {selector}"))?.to_string())
+        Ok(v[ELEMENT].as_str().with_context(|| format!("no element {selector}: {v}"))?.to_string())
     }
 
     async fn click(&self, selector: &str) -> Result<()> {
