@@ -142,7 +142,8 @@ impl Timeline {
 
 /// `function`'s demand per slot over `range` before `now`, oldest first: each
 /// gateway's request and busy-time counters turned into rates between one
-/// slot's last sample and the next's, added up over gateways.
+/// slot's last sample and the next's (the first slot: within itself), added
+/// up over gateways.
 pub fn demand(windows: &Windows, function: &FunctionName, range: Duration, now: Timestamp) -> Vec<DemandPoint> {
     let mut points: BTreeMap<u64, DemandPoint> = BTreeMap::new();
     let scopes: Vec<Scope> = windows.gateway_scopes_of(function).cloned().collect();
@@ -151,9 +152,15 @@ pub fn demand(windows: &Windows, function: &FunctionName, range: Duration, now: 
             let mut prev: Option<Reading> = None;
             let mut rates = Vec::new();
             let step = windows.visit_slots(scope, metric, range, now, |r| {
-                if let Some(p) = prev.filter(|p| r.last_ms > p.last_ms) {
-                    let increase = increase_between(&p, &r) + increase_within(&r);
-                    rates.push((r.last_ms, increase * 1000.0 / (r.last_ms - p.last_ms) as f64));
+                match prev {
+                    Some(p) if r.last_ms > p.last_ms => {
+                        let increase = increase_between(&p, &r) + increase_within(&r);
+                        rates.push((r.last_ms, increase * 1000.0 / (r.last_ms - p.last_ms) as f64));
+                    }
+                    // The range's first slot: its own samples, if they span any time
+                    // (a per-minute slot's do; a per-second slot's one sample does not).
+                    None if r.last_ms > r.first_ms => rates.push((r.last_ms, increase_within(&r) * 1000.0 / (r.last_ms - r.first_ms) as f64)),
+                    _ => {}
                 }
                 prev = Some(r);
             });
@@ -223,6 +230,10 @@ mod tests {
             assert!((p.requests_per_sec - 5.0).abs() < 1e-9, "{p:?}");
             assert!((p.concurrency - 1.0).abs() < 1e-9, "{p:?}");
         }
+        // A day reads per-minute slots: the five samples share one, whose own span gives its rate.
+        let day = demand(&w, &f(), Duration::from_secs(86_400), Timestamp(t0 + 4500));
+        assert_eq!(day.len(), 1, "{day:?}");
+        assert!((day[0].requests_per_sec - 5.0).abs() < 1e-9 && (day[0].concurrency - 1.0).abs() < 1e-9, "{day:?}");
         assert!(demand(&w, &FunctionName::new("other").unwrap(), Duration::from_secs(60), Timestamp(t0 + 4500)).is_empty());
     }
 }

@@ -3,18 +3,20 @@
 //! in-process `sluice up`) with tokens required, on the real Docker Engine and
 //! registry (`sluice/hello` at 127.0.0.1:5000, as the other tests use).
 //!
-//! It deploys `hello`, invokes it through the gateway, and then, in the page:
-//! a token without the reader role is told it lacks the role (and the
-//! browser's console shows the refused request, which proves the console is
-//! read); a reader token then shows each page with real data: the node, the
-//! function and its figures, the function's timeline with the requests and
-//! the ready instance on its charts, updated live as more requests come, the
+//! It deploys `hello` with a rule (`busy`) that fires while hello is called,
+//! invokes it through the gateway, and then, in the page: a token without the
+//! reader role is told it lacks the role (and the browser's console shows the
+//! refused request, which proves the console is read); a reader token then
+//! shows each page with real data: the node, the function and its figures,
+//! the function's timelines with the requests, the ready instance and the
+//! rule's firing on their charts, updated live as more requests come, the
 //! decisions, and the cluster's leader. After that the console must hold no
 //! error (CSP violations, script errors, failed requests).
 //!
 //! Screenshots of every page are written to `target/ui-screenshots/` at the
 //! workspace root (`nodes.png`, `functions.png`, `function.png`, `events.png`,
-//! `cluster.png`, `forbidden.png`); CI keeps them as artifacts.
+//! `cluster.png`, `forbidden.png`), and stay there after the run for CI to
+//! keep as artifacts (scripts/test.sh prints where).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (scripts/prereqs.sh installs
 //! them); fails, naming the apt-get command, when either is missing.
@@ -64,6 +66,11 @@ async fn scenario(c: &Cluster) -> Result<()> {
     let invoker = token("dash-invoker", "invoker").await?;
     let r = http.json(Method::POST, &c.api("/v1/functions"), &json!({"name": "hello", "image": hello_image(), "port": 8080, "min_instances": 0, "max_instances": 2})).await?;
     ensure!(r.status.is_success(), "deploy hello: {} {}", r.status, r.text());
+    // A rule that fires while hello is called, to be marked on its timeline (with a
+    // cooldown: a rule without one acts while it holds but records no firing).
+    let rule = json!({"rules": [{"name": "busy", "scope": "function:hello", "rule": "when rate(function.requests, 10s) > 0 then set_min(1) cooldown 60s"}]});
+    let r = http.json(Method::PUT, &c.api("/v1/rules"), &rule).await?;
+    ensure!(r.status.is_success(), "rules: {} {}", r.status, r.text());
     // A cold start, then requests spread over a few seconds, so several of the timeline's slots hold some.
     invoke(c, 12).await?;
 
@@ -128,8 +135,17 @@ async fn browse(c: &Cluster, d: &Driver, invoker: &str, reader: &str) -> Result<
     // And on the day's, per minute (a minute's mean: part of it may predate the instance).
     let day = peak("timeline-1d-instances", "ready").await?;
     ensure!(day.is_some_and(|r| r > 0.0), "no ready instance on the day's timeline: {day:?}");
+    let day = peak("timeline-1d-demand", "requests/s").await?;
+    ensure!(day.is_some_and(|r| r > 0.0), "no requests on the day's timeline: {day:?}");
     let lines = d.script("return document.querySelectorAll('#timeline-15m-demand polyline').length", json!([])).await?;
     ensure!(lines.as_u64() >= Some(1), "no line drawn on the demand chart: {lines}");
+    // The rule's firing: marked on the charts and counted in their legend.
+    eventually("the rule's firing on the timeline", Duration::from_secs(20), || async {
+        let marks = d.script("return document.querySelectorAll('#timeline-15m-instances line.marker').length", json!([])).await?;
+        let legend = d.text("#timeline-15m-instances figcaption").await?.unwrap_or_default();
+        Ok((marks.as_u64() >= Some(1) && legend.contains("rules fired")).then_some(()))
+    })
+    .await?;
     // Live: more requests show up without reloading or navigating.
     let before = requests_shown(d).await?;
     invoke(c, 4).await?;
