@@ -16,7 +16,7 @@ export REGISTRY="${REGISTRY:-127.0.0.1:5000}"
 
 say() { echo "test: $*"; }
 
-scripts/prereqs.sh
+scripts/prereqs.sh --browser   # and Chromium with chromedriver, for tests/tests/ui.rs
 
 say "starting the registry on $REGISTRY"
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start

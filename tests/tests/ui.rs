@@ -18,8 +18,9 @@
 //! `cluster.png`, `forbidden.png`), and stay there after the run for CI to
 //! keep as artifacts (scripts/test.sh prints where).
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (scripts/prereqs.sh installs
-//! them); fails, naming the apt-get command, when either is missing.
+//! Needs Debian's `chromium` and `chromium-driver` (`scripts/prereqs.sh
+//! --browser`, which scripts/test.sh runs, installs them); fails, naming the
+//! apt-get command, when either is missing.
 
 use anyhow::{bail, ensure, Context, Result};
 use base64::Engine;
@@ -43,7 +44,7 @@ fn screenshots_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_renders_real_data_without_console_errors() -> Result<()> {
     for tool in [CHROMIUM, CHROMEDRIVER] {
-        ensure!(Path::new(tool).exists(), "{tool} is missing: run `sudo apt-get install -y chromium chromium-driver` (scripts/prereqs.sh does)");
+        ensure!(Path::new(tool).exists(), "{tool} is missing: run `sudo apt-get install -y chromium chromium-driver` (scripts/prereqs.sh --browser does)");
     }
     let c = Cluster::start_with(NODE, |a| a.coordinator.auth = AuthArg::Required).await?;
     let result = scenario(&c).await;
