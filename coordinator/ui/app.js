@@ -268,8 +268,11 @@ async function draw() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   document.getElementById("forget").hidden = !token;
   if (!token) {
-    // No request goes out without a token: it could only be refused.
-    showLogin("This coordinator asks for an API token. A reader token is enough: sluice tokens create dashboard --role reader");
+    // No request goes out without a token: it could only be refused. A form
+    // already showing keeps its message (why the last token was refused).
+    if (document.getElementById("login").hidden) {
+      showLogin("This coordinator asks for an API token. A reader token is enough: sluice tokens create dashboard --role reader");
+    }
     return;
   }
   const [nav, render] = current();

@@ -4,9 +4,10 @@
 //! registry (`sluice/hello` at 127.0.0.1:5000, as the other tests use).
 //!
 //! It deploys `hello` with a rule (`busy`) that fires while hello is called,
-//! invokes it through the gateway, and then, in the page: a token without the
-//! reader role is told it lacks the role (and the browser's console shows the
-//! refused request, which proves the console is read); a reader token then
+//! invokes it through the gateway, and then, in the page: an unknown token is
+//! refused and another asked for, a token without the reader role is told it
+//! lacks the role (and the browser's console shows each refused request,
+//! which proves the console is read); a reader token then
 //! shows each page with real data: the node, the function and its figures,
 //! the function's timelines with the requests, the ready instance and the
 //! rule's firing on their charts, updated live as more requests come, the
@@ -97,6 +98,15 @@ async fn browse(c: &Cluster, d: &Driver, invoker: &str, reader: &str) -> Result<
     // No token yet: the page asks for one and sends nothing.
     d.wait_text("#login-why", "asks for an API token").await?;
     ensure!(d.logs().await?.is_empty(), "the page logged something before any request");
+
+    // A token the API does not know: refused, and asked for again.
+    d.give_token("sluice_0123456789ab_notasecret").await?;
+    d.wait_text("#login-why", "refused the token").await?;
+    // The page's next redraws (every 3 s) keep telling why.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.wait_text("#login-why", "refused the token").await?;
+    let logs = d.logs().await?;
+    ensure!(logs.iter().any(|l| l["level"] == "SEVERE" && l["message"].as_str().unwrap_or("").contains("401")), "the refused token's request should be in the console: {logs:?}");
 
     // A token without the reader role: told so, by name.
     d.give_token(invoker).await?;
