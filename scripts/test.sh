@@ -16,7 +16,7 @@ export REGISTRY="${REGISTRY:-127.0.0.1:5000}"
 
 say() { echo "test: $*"; }
 
-scripts/prereqs.sh
+scripts/prereqs.sh --browser   # and Chromium with chromedriver, for tests/tests/ui.rs
 
 say "starting the registry on $REGISTRY"
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start
@@ -40,3 +40,4 @@ cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 say "running the tests"
 cargo test --workspace --locked "$@" -- --test-threads 2
+say "dashboard screenshots (tests/tests/ui.rs): $ROOT/target/ui-screenshots"

@@ -11,7 +11,8 @@
 //!
 //! On every coordinator it also feeds the keep-warm models (`predictor`) at
 //! each bin's end, so whichever leads next has their history; the leader's
-//! rounds read what they hold now.
+//! rounds read what they hold now. And it samples each function's instance
+//! counts into the dashboard's timeline once a second (`timeline`).
 
 use crate::decide::{self, DecideConfig, Inputs, Round};
 use crate::ingest::Telemetry;
@@ -21,8 +22,9 @@ use crate::predictor::{PredictConfig, Predictor};
 use crate::state::ClusterState;
 use crate::state_machine::{Command, Response};
 use crate::store::Store;
+use crate::timeline::Counts;
 use sluice_common::predict::Hold;
-use sluice_common::{FunctionName, Timestamp};
+use sluice_common::{FunctionName, InstanceState, Timestamp};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,7 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
     let liveness = store.raft().liveness.clone();
     let mut last_round = tokio::time::Instant::now() - config.tick;
     let mut predictor = config.predict.clone().map(Predictor::new);
+    let mut sampled_second = 0;
     tokio::pin!(shutdown);
     loop {
         let woken = tokio::select! {
@@ -81,6 +84,12 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
         if let Some(p) = predictor.as_mut().filter(|p| p.due(now)) {
             store.read(|state| p.advance(&telemetry.windows(), state.functions.values(), now));
         }
+        let holds = predictor.as_ref().map(|p| p.holds(now)).unwrap_or_default();
+        // Once a second, whatever woke the loop: the timeline's finest slot.
+        if now.millis() / 1000 != sampled_second {
+            sampled_second = now.millis() / 1000;
+            store.read(|state| sample_timeline(state, &telemetry, &holds, now));
+        }
         liveness.lock().expect("liveness lock poisoned").forget_older(now, LIVENESS_HORIZON);
         let lead = store.leadership();
         let (Some(since), Some(term)) = (lead.since, lead.term) else {
@@ -97,7 +106,6 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, config: Controlle
             continue;
         }
         last_round = tokio::time::Instant::now();
-        let holds = predictor.as_ref().map(|p| p.holds(now)).unwrap_or_default();
         let round = store.read_linearizable(|state| with_inputs(state, &telemetry, &liveness, (term, since), now, &config.decide, &holds, decide::plan)).await;
         match round {
             Ok(round) => commit(&store, round).await,
@@ -141,6 +149,21 @@ pub fn with_inputs<R>(
         config,
         holds,
     })
+}
+
+/// Records every function's instance counts in the timeline, and forgets
+/// removed functions' (the state first, then the timeline: the lock order).
+fn sample_timeline(state: &ClusterState, telemetry: &Telemetry, holds: &HashMap<FunctionName, Hold>, now: Timestamp) {
+    let mut states: HashMap<&FunctionName, Vec<InstanceState>> = HashMap::new();
+    for i in state.instances.values() {
+        states.entry(&i.function).or_default().push(i.state);
+    }
+    let mut timeline = telemetry.timeline();
+    timeline.retain(|f| state.functions.contains_key(f));
+    for name in state.functions.keys() {
+        let predicted = holds.get(name).map_or(0, Hold::total);
+        timeline.record(name, Counts::of(states.get(name).into_iter().flatten(), predicted), now);
+    }
 }
 
 async fn commit(store: &Store, round: Round) {

@@ -25,6 +25,7 @@ pub mod reports;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+pub mod timeline;
 pub mod tls;
 pub mod windows;
 pub mod windows_api;

@@ -5,6 +5,8 @@
 //! - `GET /v1/metrics/functions/{name}?range=60s`: each instance's series, and the
 //!   function as a whole (CPU averaged over instances, request rates added up
 //!   over gateways).
+//! - `GET /v1/metrics/functions/{name}/timeline?range=15m`: the function's
+//!   instance counts and demand per slot (`timeline`), for the dashboard.
 //! - `GET /v1/metrics/events?limit=100`: the latest instance events.
 //!
 //! `range` is a number of seconds, or a number with `s`, `m` or `h`; from 1 s to 24 h
@@ -12,6 +14,7 @@
 
 use crate::http::ApiError;
 use crate::ingest::{function_scopes, Telemetry};
+use crate::timeline::{self, CountsPoint, DemandPoint};
 use crate::windows::{Agg, Metric, Scope, SeriesSummary, Windows};
 use serde::Serialize;
 use sluice_common::{FunctionName, InstanceId, NodeId, Timestamp};
@@ -37,6 +40,24 @@ pub struct FunctionMetricsView {
     /// Figures of the whole function; absent when nothing was recorded.
     pub combined: BTreeMap<&'static str, f64>,
     pub instances: BTreeMap<String, Vec<SeriesSummary>>,
+}
+
+/// A function's timeline over a range: instance counts and demand per slot.
+#[derive(Debug, Serialize)]
+pub struct TimelineView {
+    pub function: FunctionName,
+    pub range_secs: u64,
+    /// The slots' length: 1 s up to 15 minutes, 1 min beyond (by default).
+    pub step_ms: u64,
+    pub instances: Vec<CountsPoint>,
+    pub demand: Vec<DemandPoint>,
+}
+
+pub fn timeline(t: &Telemetry, function: &FunctionName, range: Duration, now: Timestamp) -> TimelineView {
+    // The windows first, then the timeline: the lock order.
+    let demand = timeline::demand(&t.windows(), function, range, now);
+    let (step_ms, instances) = t.timeline().counts(function, range, now);
+    TimelineView { function: function.clone(), range_secs: range.as_secs(), step_ms, instances, demand }
 }
 
 /// Parses `range`: `90`, `90s`, `15m`, `2h`.

@@ -55,6 +55,7 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
         RouteId::NodeFigures => same(&format!("/v1/metrics/nodes/{NODE}"), none),
         RouteId::InstanceFigures => same("/v1/metrics/instances/1", none),
         RouteId::FunctionFigures => same("/v1/metrics/functions/public-fn", none),
+        RouteId::FunctionTimeline => same("/v1/metrics/functions/public-fn/timeline", none),
         RouteId::RecentBusEvents => same("/v1/metrics/events", none),
         RouteId::Drain => (format!("/v1/nodes/{NODE}/drain"), none.clone(), "/v1/nodes/no-such-node/drain".into(), none),
         RouteId::Undrain => (format!("/v1/nodes/{NODE}/drain"), none.clone(), "/v1/nodes/no-such-node/drain".into(), none),
@@ -74,6 +75,8 @@ fn call_for(id: RouteId, fixtures: &Fixtures) -> (String, Value, String, Value) 
         RouteId::GetInvocation => same(&format!("/v1/invocations/k{}", "0".repeat(32)), none),
         // public-fn has no instances: an allowed call reads nothing from any agent.
         RouteId::FunctionLogs => same("/v1/functions/public-fn/logs?tail=1", none),
+        RouteId::UiPage => same("/ui", none),
+        RouteId::UiAsset => same("/ui/app.js", none),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The coordinator's HTTP API (JSON): functions, instances and the cluster here;
 //! nodes, desired sets and agents' reports in `nodes`; rules, decision events
-//! and explanations in `decisions`.
+//! and explanations in `decisions`; the dashboard's files in `ui`.
 //!
 //! Every input is validated before anything changes; errors are 4xx with a JSON
 //! body naming the field and the fix, or 503 with `Retry-After` when the cluster
@@ -19,6 +19,7 @@ mod proptests;
 mod registries;
 pub mod routes;
 mod tokens;
+mod ui;
 
 use crate::auth::{self, AuthMode};
 use crate::decide::DecideConfig;
@@ -127,7 +128,7 @@ impl Api {
             }
             Found::NotFound => {
                 return Err(ApiError::not_found(format!(
-                    "no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/rules, /v1/events, /v1/explain, /v1/cluster, /v1/tokens or /v1/metrics"
+                    "no API route {path}: routes start with /v1/functions, /v1/instances, /v1/nodes, /v1/rules, /v1/events, /v1/explain, /v1/cluster, /v1/tokens or /v1/metrics; the dashboard is at /ui"
                 )))
             }
         };
@@ -206,6 +207,14 @@ impl Api {
                 let range = windows_api::parse_range(query_param(&req, "range").as_deref())?;
                 Ok(http::json(StatusCode::OK, &windows_api::function(&self.telemetry, &name, range, now)))
             }
+            RouteId::FunctionTimeline => {
+                let name = FunctionName::new(param(0))?;
+                let range = windows_api::parse_range(query_param(&req, "range").as_deref())?;
+                if !self.store.read(|s| s.functions.contains_key(&name)) {
+                    return Err(no_function(&name));
+                }
+                Ok(http::json(StatusCode::OK, &windows_api::timeline(&self.telemetry, &name, range, now)))
+            }
             RouteId::RecentBusEvents => {
                 let limit = parse_param::<usize>(&req, "limit")?.unwrap_or(100);
                 if limit == 0 || limit > windows_api::MAX_EVENTS {
@@ -236,6 +245,8 @@ impl Api {
             RouteId::PurgeCache => self.purge_cache(FunctionName::new(param(0))?, req).await,
             RouteId::GetInvocation => self.invocation(param(0)),
             RouteId::FunctionLogs => self.logs(FunctionName::new(param(0))?, &req).await,
+            RouteId::UiPage => Ok(ui::page(req.headers())),
+            RouteId::UiAsset => ui::asset(param(0), req.headers()),
         }
     }
 

@@ -60,6 +60,9 @@ struct Operation {
     /// The success body is JSON lines (`application/x-ndjson`), each one
     /// matching the schema, streamed rather than one JSON document.
     lines: bool,
+    /// The content types of a success without a JSON schema (`ok.1` None);
+    /// empty: Prometheus text.
+    media: &'static [&'static str],
 }
 
 /// Errors of a route that commits or reads through Raft: 409 when the change
@@ -107,7 +110,7 @@ fn object(required: &[&str], properties: Value, closed: bool) -> Value {
 
 fn operation(id: RouteId) -> Operation {
     use RouteId::*;
-    let op = |ok: u16, schema: Value| Operation { path: vec![], query: vec![], body: None, ok: (ok, Some(schema)), also_ok: &[], errors: &[], lines: false };
+    let op = |ok: u16, schema: Value| Operation { path: vec![], query: vec![], body: None, ok: (ok, Some(schema)), also_ok: &[], errors: &[], lines: false, media: &[] };
     let function = || ("name", dns_label("A function name"));
     let node = || ("node", dns_label("A node name"));
     // The pattern is the part of the accepted forms that is always in range, so generated values reach the handler.
@@ -175,6 +178,15 @@ fn operation(id: RouteId) -> Operation {
             ..op(200, r("ScopeView"))
         },
         FunctionFigures => Operation { path: vec![function()], query: vec![range()], ..op(200, r("FunctionMetricsView")) },
+        FunctionTimeline => Operation { path: vec![function()], query: vec![range()], errors: &[404], ..op(200, r("FunctionTimeline")) },
+        UiPage => Operation { ok: (200, None), media: &["text/html"], ..op(200, Value::Null) },
+        UiAsset => Operation {
+            path: vec![("file", json!({ "type": "string", "enum": super::ui::ASSETS.iter().map(|(name, _, _)| *name).collect::<Vec<_>>() }))],
+            ok: (200, None),
+            media: &["text/javascript", "text/css", "image/svg+xml"],
+            errors: &[404],
+            ..op(200, Value::Null)
+        },
         RecentBusEvents => Operation {
             query: vec![("limit", u32_range(1, crate::windows_api::MAX_EVENTS as u32), "How many of the latest events (default 100).")],
             ..op(200, array(r("BusEvent")))
@@ -298,7 +310,8 @@ fn route_operation(route: &Route) -> Value {
     let content = match schema {
         Some(s) if op.lines => json!({ "application/x-ndjson": { "schema": s } }),
         Some(s) => json!({ "application/json": { "schema": s } }),
-        None => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        None if op.media.is_empty() => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        None => Value::Object(op.media.iter().map(|m| (m.to_string(), json!({ "schema": { "type": "string" } }))).collect()),
     };
     for s in std::iter::once(status).chain(op.also_ok) {
         responses.insert(s.to_string(), json!({ "description": "Success.", "content": content }));
@@ -539,6 +552,22 @@ fn schemas() -> Value {
             "range_secs": u64_schema(),
             "combined": { "type": "object", "additionalProperties": nullable_number },
             "instances": { "type": "object", "description": "Each instance's series, by instance id (i<number>).", "additionalProperties": array(r("SeriesSummary")) }
+        }), true),
+        "FunctionTimeline": object(&["function", "range_secs", "step_ms", "instances", "demand"], json!({
+            "function": dns_label("The function"),
+            "range_secs": u64_schema(),
+            "step_ms": { "type": "integer", "minimum": 1, "maximum": U64_MAX, "description": "Each slot's length: the fine ring's step up to its span (1 s over 15 minutes), the coarse ring's beyond (1 min)." },
+            "instances": array(object(&["at", "ready", "desired", "predicted"], json!({
+                "at": timestamp,
+                "ready": { "type": "number", "minimum": 0, "description": "Ready instances, the mean of the slot's samples." },
+                "desired": { "type": "number", "minimum": 0, "description": "Instances not taken out of service: pending, starting, ready and paused." },
+                "predicted": { "type": "number", "minimum": 0, "description": "Instances the keep-warm model holds (hot and paused); 0 without prediction." }
+            }), true)),
+            "demand": array(object(&["at", "requests_per_sec", "concurrency"], json!({
+                "at": timestamp,
+                "requests_per_sec": { "type": "number", "minimum": 0 },
+                "concurrency": { "type": "number", "minimum": 0, "description": "Invocations in the gateways at once (queued or served), on average." }
+            }), true))
         }), true),
         "BusEvent": object(&["v", "kind", "node", "boot", "seq", "ts_ms", "body"], json!({
             "v": u32_any(),

@@ -25,6 +25,7 @@ pub enum RouteId {
     NodeFigures,
     InstanceFigures,
     FunctionFigures,
+    FunctionTimeline,
     RecentBusEvents,
     Drain,
     Undrain,
@@ -43,6 +44,8 @@ pub enum RouteId {
     PurgeCache,
     GetInvocation,
     FunctionLogs,
+    UiPage,
+    UiAsset,
 }
 
 /// One route. `path` segments in braces match any one segment.
@@ -80,6 +83,13 @@ pub static ROUTES: &[Route] = &[
     route(NodeFigures, "GET", "/v1/metrics/nodes/{node}", Read, "A node's figures over a range (?range=)."),
     route(InstanceFigures, "GET", "/v1/metrics/instances/{id}", Read, "An instance's figures over a range."),
     route(FunctionFigures, "GET", "/v1/metrics/functions/{name}", Read, "A function's figures over a range."),
+    route(
+        FunctionTimeline,
+        "GET",
+        "/v1/metrics/functions/{name}/timeline",
+        Read,
+        "A function's instance counts (ready, desired, predicted) and demand per slot over a range (?range=).",
+    ),
     route(RecentBusEvents, "GET", "/v1/metrics/events", Read, "Instance events lately read from the metrics bus (?limit=)."),
     route(Drain, "POST", "/v1/nodes/{node}/drain", Admin, "Drain a node: its instances move elsewhere."),
     route(Undrain, "DELETE", "/v1/nodes/{node}/drain", Admin, "Stop draining a node."),
@@ -98,6 +108,9 @@ pub static ROUTES: &[Route] = &[
     route(PurgeCache, "POST", "/v1/functions/{name}/cache/purge", Deploy, "Drop a function's cached responses on every gateway (all, or one path)."),
     route(GetInvocation, "GET", "/v1/invocations/{id}", Read, "An asynchronous invocation's state and result."),
     route(FunctionLogs, "GET", "/v1/functions/{name}/logs", Read, "A function's container output from its instances' agents, as JSON lines (?tail=&follow=&since=&instance=)."),
+    // The dashboard's files are public; the data it shows comes from the routes above, with the user's token.
+    route(UiPage, "GET", "/ui", Public, "The dashboard (HTML); it asks for a token and reads this API."),
+    route(UiAsset, "GET", "/ui/{file}", Public, "The dashboard's script, style sheet and icon."),
 ];
 
 /// The outcome of looking a request up.

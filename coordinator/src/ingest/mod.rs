@@ -17,6 +17,7 @@ mod dedup;
 
 use crate::decide::calls::CallGraph;
 use crate::decide::load::Activity;
+use crate::timeline::Timeline;
 use crate::windows::{Metric, Scope, Windows};
 use dedup::{Dedup, Verdict};
 use sluice_bus::{MetricsBus, Topic};
@@ -52,6 +53,9 @@ pub struct Telemetry {
     first_at: Mutex<Option<Timestamp>>,
     /// Woken when a gateway reports waiting requests: an instance is wanted now.
     pub demand: Notify,
+    /// Each function's instance counts over time, sampled by the control loop
+    /// (kept here, beside the windows it mirrors, so the API reads both).
+    timeline: Mutex<Timeline>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +79,7 @@ fn slot(kind: Kind) -> usize {
 impl Telemetry {
     pub fn new(windows: Windows) -> Arc<Self> {
         Arc::new(Self {
+            timeline: Mutex::new(Timeline::new(windows.config())),
             windows: Mutex::new(windows),
             activity: Mutex::default(),
             calls: Mutex::default(),
@@ -92,6 +97,11 @@ impl Telemetry {
 
     pub fn activity(&self) -> MutexGuard<'_, Activity> {
         self.activity.lock().expect("activity lock poisoned")
+    }
+
+    /// Taken after the windows when both are held, as everywhere.
+    pub fn timeline(&self) -> MutexGuard<'_, Timeline> {
+        self.timeline.lock().expect("timeline lock poisoned")
     }
 
     /// Who calls whom, as the gateways saw it.

@@ -29,7 +29,7 @@ mod ring;
 mod series;
 
 pub use query::{increase_between, increase_within};
-pub use ring::Reading;
+pub use ring::{Reading, Ring};
 
 use serde::Serialize;
 use series::Series;
@@ -295,6 +295,10 @@ impl Windows {
             keep
         });
         self.series -= dropped;
+    }
+
+    pub fn config(&self) -> &WindowsConfig {
+        &self.config
     }
 
     pub fn counters(&self) -> WindowCounters {
