@@ -195,6 +195,9 @@ for t in "${TARGETS[@]}"; do
 done
 
 ROWS="$WORK/rows.tsv"
+# Each cache's own CPU per request: nginx's master and workers; the whole sluice up process.
+CPU_OF[nginx_cache]="$NGINX_PID"
+CPU_OF[gateway_cache]="$SLUICE_PID"
 run_rounds
 kill -0 "$NGINX_PID" 2>/dev/null || die "nginx died during the run; see its error log above"
 # Every gateway request after the first was a hit: its misses are the first call's one.
@@ -213,19 +216,24 @@ ROWS="$ROWS" OUT="$OUT" HITS="$HITS" MISSES="$MISSES" ENDPOINT="$ENDPOINT" IMAGE
 import json, os, statistics, time, platform
 rows = {}
 for line in open(os.environ["ROWS"]):
-    t, rnd, rps, p50, p99, errs, reqs = line.split("\t")
+    t, rnd, rps, p50, p99, errs, reqs, cpu = line.split("\t")
     rows.setdefault(t, []).append({"round": int(rnd), "rps": float(rps), "p50_ms": float(p50),
-                                   "p99_ms": float(p99), "errors": int(errs), "requests": int(reqs)})
+                                   "p99_ms": float(p99), "errors": int(errs), "requests": int(reqs),
+                                   "cpu_us_per_request": None if float(cpu) < 0 else float(cpu)})
 results = {}
 for t, rs in rows.items():
     med = lambda k: statistics.median(r[k] for r in rs)
+    cpu = [r["cpu_us_per_request"] for r in rs if r["cpu_us_per_request"] is not None]
     results[t] = {"rps": round(med("rps"), 1), "p50_ms": round(med("p50_ms"), 4),
-                  "p99_ms": round(med("p99_ms"), 4), "errors": sum(r["errors"] for r in rs), "rounds": rs}
+                  "p99_ms": round(med("p99_ms"), 4), "errors": sum(r["errors"] for r in rs),
+                  "cpu_us_per_request": round(statistics.median(cpu), 2) if cpu else None, "rounds": rs}
 def ratio(a, b):
     if a not in results or b not in results:
         return None
+    ca, cb = results[a]["cpu_us_per_request"], results[b]["cpu_us_per_request"]
     return {"rps": round(results[a]["rps"] / results[b]["rps"], 3),
-            "p50": round(results[a]["p50_ms"] / results[b]["p50_ms"], 3)}
+            "p50": round(results[a]["p50_ms"] / results[b]["p50_ms"], 3),
+            "cpu_per_request": round(ca / cb, 3) if ca and cb else None}
 ratios = {"gateway_cache_over_nginx_cache": ratio("gateway_cache", "nginx_cache"),
           "gateway_cache_over_direct": ratio("gateway_cache", "direct"),
           "nginx_cache_over_direct": ratio("nginx_cache", "direct")}
@@ -244,9 +252,11 @@ print(f"B10 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s:")
 for t in ("direct", "nginx_cache", "gateway_cache"):
     if t in results:
         r = results[t]
-        print(f"  {t:<14} {r['rps']:>10.0f} req/s   p50 {r['p50_ms']:7.3f} ms   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}")
+        print(f"  {t:<14} {r['rps']:>10.0f} req/s   p50 {r['p50_ms']:7.3f} ms   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}"
+              + (f"   CPU {r['cpu_us_per_request']:.1f} us/request" if r["cpu_us_per_request"] else ""))
 for name, r in ratios.items():
     if r:
-        print(f"  {name.replace('_over_', '/'):<28} throughput {r['rps']:.2f}x   p50 {r['p50']:.2f}x")
+        print(f"  {name.replace('_over_', '/'):<28} throughput {r['rps']:.2f}x   p50 {r['p50']:.2f}x"
+              + (f"   CPU per request {r['cpu_per_request']:.2f}x" if r["cpu_per_request"] else ""))
 print(f"  written to {env['OUT']}")
 EOF

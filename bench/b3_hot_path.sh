@@ -2,7 +2,7 @@
 #! b3_hot_path.sh — benchmark B3: hot-path throughput and latency of one warm function instance,
 #! called three ways in the same run:
 #!   direct   wrk -> the function container's own address (its IP on the Docker network, its port)
-#!   nginx    wrk -> Debian nginx (2 workers, upstream keepalive 64) -> the same address, as a user
+#!   nginx    wrk -> Debian nginx (worker_processes auto, upstream keepalive 64) -> the same address, as a user
 #!            would configure it (upstream = the container's IP:port)
 #!   gateway  wrk -> the Sluice gateway (/function/NAME) -> the instance, the way Sluice reaches it
 #! and, with PUBLISHED=1, a fourth for reference:
@@ -21,6 +21,8 @@
 #!   FUNCTION=b3   its name in Sluice          PUBLISHED=0  1 adds the published-port reference
 #!   SLUICE=path   sluice binary (default $CARGO_TARGET_DIR/release/sluice, built if absent)
 #!   API_ADDR=127.0.0.1:7070 GATEWAY_ADDR=127.0.0.1:8080 NGINX_PORT=18080
+#!   NGINX_WORKERS=auto  the reference's worker_processes (auto, as its users set it: one per core)
+#!   SLUICE_GATEWAY_THREADS  passed through to sluice up like any SLUICE_* setting (default: its own)
 #!   MODE=no-gateway ENDPOINT=IP:PORT   skip Sluice: benchmark direct and nginx against a container you
 #!                                      started yourself, e.g.
 #!     id=$(docker run -d sluice/hello:latest)
@@ -43,6 +45,7 @@ ENDPOINT="${ENDPOINT:-}"
 API_ADDR="${API_ADDR:-127.0.0.1:7070}"
 GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
 NGINX_PORT="${NGINX_PORT:-18080}"
+NGINX_WORKERS="${NGINX_WORKERS:-auto}"
 OUT="${OUT:-$ROOT/bench/results/b3.json}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SLUICE="${SLUICE:-$CARGO_TARGET_DIR/release/sluice}"
@@ -56,6 +59,7 @@ say() { echo "b3: $*" >&2; }
 for v in DURATION ROUNDS THREADS CONNECTIONS WARMUP NGINX_PORT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
+[[ "$NGINX_WORKERS" =~ ^(auto|[1-9][0-9]*)$ ]] || die "NGINX_WORKERS must be 'auto' or a number of workers, got '$NGINX_WORKERS'"
 { [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ]; } || die "ROUNDS and DURATION must be at least 1"
 case "$FN" in
     nginx) IMAGE=sluice/b3-nginx:latest ;;
@@ -212,7 +216,7 @@ fi
 mkdir -p "$WORK/nginx"
 chmod 0755 "$WORK"  # nginx workers run as nobody when started as root
 cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 2;
+worker_processes $NGINX_WORKERS;
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
@@ -261,28 +265,38 @@ for t in "${TARGETS[@]}"; do
 done
 
 ROWS="$WORK/rows.tsv"
+# Each proxy's own CPU per request (the function's is the same for all): nginx's master and workers,
+# and the whole sluice up process for the gateway (its agent's work included).
+CPU_OF[nginx]="$NGINX_PID"
+[ -z "$SLUICE_PID" ] || CPU_OF[gateway]="$SLUICE_PID"
 run_rounds
 kill -0 "$NGINX_PID" 2>/dev/null || die "nginx died during the run; see its error log above"
 
 mkdir -p "$(dirname "$OUT")"
 ROWS="$ROWS" OUT="$OUT" MODE="$MODE" ENDPOINT="$ENDPOINT" PUBLISHED_ENDPOINT="$PUBLISHED_ENDPOINT" FN="$FN" IMAGE="$IMAGE" DURATION="$DURATION" \
-    ROUNDS="$ROUNDS" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" python3 - <<'EOF'
+    ROUNDS="$ROUNDS" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" NGINX_WORKERS="$(pgrep -c -P "$NGINX_PID")" \
+    GATEWAY_THREADS="$(grep -o 'gateway_threads=[0-9]*' "$WORK/sluice.log" 2>/dev/null | head -n 1 | cut -d= -f2)" python3 - <<'EOF'
 import json, os, statistics, time, platform
 rows = {}
 for line in open(os.environ["ROWS"]):
-    t, rnd, rps, p50, p99, errs, reqs = line.split("\t")
+    t, rnd, rps, p50, p99, errs, reqs, cpu = line.split("\t")
     rows.setdefault(t, []).append({"round": int(rnd), "rps": float(rps), "p50_ms": float(p50),
-                                   "p99_ms": float(p99), "errors": int(errs), "requests": int(reqs)})
+                                   "p99_ms": float(p99), "errors": int(errs), "requests": int(reqs),
+                                   "cpu_us_per_request": None if float(cpu) < 0 else float(cpu)})
 results = {}
 for t, rs in rows.items():
     med = lambda k: statistics.median(r[k] for r in rs)
+    cpu = [r["cpu_us_per_request"] for r in rs if r["cpu_us_per_request"] is not None]
     results[t] = {"rps": round(med("rps"), 1), "p50_ms": round(med("p50_ms"), 4),
-                  "p99_ms": round(med("p99_ms"), 4), "errors": sum(r["errors"] for r in rs), "rounds": rs}
+                  "p99_ms": round(med("p99_ms"), 4), "errors": sum(r["errors"] for r in rs),
+                  "cpu_us_per_request": round(statistics.median(cpu), 2) if cpu else None, "rounds": rs}
 def ratio(a, b):
     if a not in results or b not in results:
         return None
+    ca, cb = results[a]["cpu_us_per_request"], results[b]["cpu_us_per_request"]
     return {"rps": round(results[a]["rps"] / results[b]["rps"], 3),
-            "p50": round(results[a]["p50_ms"] / results[b]["p50_ms"], 3)}
+            "p50": round(results[a]["p50_ms"] / results[b]["p50_ms"], 3),
+            "cpu_per_request": round(ca / cb, 3) if ca and cb else None}
 # Every figure against nginx in the same run: the machine's load moves all of them together.
 ratios = {f"{t}_over_nginx": ratio(t, "nginx") for t in ("direct", "gateway", "published") if t in results}
 ratios["gateway_over_direct"] = ratio("gateway", "direct")
@@ -294,18 +308,24 @@ doc = {"bench": "b3_hot_path", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.
        "config": {"function": env["FN"], "image": env["IMAGE"], "endpoint": env["ENDPOINT"],
                   "published_endpoint": env.get("PUBLISHED_ENDPOINT") or None, "cpu_millis": 2000,
                   "duration_s": int(env["DURATION"]), "rounds": int(env["ROUNDS"]), "wrk_threads": int(env["THREADS"]),
-                  "wrk_connections": int(env["CONNECTIONS"]), "nginx_workers": 2, "nginx_upstream_keepalive": 64},
+                  "wrk_connections": int(env["CONNECTIONS"]), "nginx_workers": int(env["NGINX_WORKERS"]),
+                  "nginx_upstream_keepalive": 64, "gateway_threads": int(env["GATEWAY_THREADS"]) if env.get("GATEWAY_THREADS") else None},
        "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
        "results": results, "ratios": ratios, "goal": goal}
 with open(env["OUT"], "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
-print(f"B3 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s ({env['FN']} function, 2 cores):")
+print(f"B3 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s ({env['FN']} function, 2 cores;"
+      f" nginx workers {env['NGINX_WORKERS']}, gateway threads {env.get('GATEWAY_THREADS') or '-'}):")
 for t in ("direct", "nginx", "gateway", "published"):
     if t in results:
         r, x = results[t], ratio(t, "nginx")
         print(f"  {t:<9} {r['rps']:>9.0f} req/s ({x['rps']:.2f}x nginx)   p50 {r['p50_ms']:7.3f} ms ({x['p50']:.2f}x)"
-              f"   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}")
+              f"   p99 {r['p99_ms']:7.3f} ms   errors {r['errors']}"
+              + (f"   CPU {r['cpu_us_per_request']:.1f} us/request" if r["cpu_us_per_request"] else ""))
+g = ratios.get("gateway_over_nginx")
+if g and g["cpu_per_request"]:
+    print(f"  CPU per request, gateway process (coordinator and agent: sluice up) over nginx's: {g['cpu_per_request']:.2f}x")
 if goal:
     print("  goal (gateway vs nginx): throughput >= 1x %s, p50 <= 1x %s, no errors %s; moonshot 1.2x %s" % tuple(
         "met" if goal[k] else "NOT met" for k in ("throughput_at_least_nginx", "p50_no_worse_than_nginx", "no_errors", "moonshot_1_2x")))

@@ -2,6 +2,9 @@
 # and wrk rounds. Sourced; the script defines die and say (with its own prefix)
 # and sets WRK_PID="" before, for its cleanup trap to stop a running wrk.
 
+# The processes whose CPU each target's proxy spends (see run_rounds); scripts fill it in.
+declare -gA CPU_OF=()
+
 # Installs Debian package $1, or says how to when not root.
 apt_install() {
     [ "$(id -u)" = 0 ] || die "$1 is not installed; run: sudo apt-get update && sudo apt-get install -y $1"
@@ -55,11 +58,26 @@ parse_wrk() {
     }'
 }
 
+# CPU time (user + system, in clock ticks) used so far by processes $@ and their children:
+# the proxy's cost per request, which the machine's load moves far less than its throughput.
+cpu_ticks() {
+    local pid total=0 u s
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
+        read -r u s < <(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12, $13}') || continue
+        total=$((total + u + s))
+    done
+    echo "$total"
+}
+
 # Warms every target of TARGETS up (WARMUP s), then runs ROUNDS interleaved rounds of
-# DURATION s against each (URL[target]), writing "target round rps p50 p99 errors requests"
-# rows (tab-separated) to ROWS. Uses THREADS, CONNECTIONS and WORK.
+# DURATION s against each (URL[target]), writing "target round rps p50 p99 errors requests
+# cpu_us_per_request" rows (tab-separated) to ROWS; the last is the CPU the processes in
+# CPU_OF[target] (with their children) spent per request, or -1 where CPU_OF names none.
+# Uses THREADS, CONNECTIONS and WORK.
 run_rounds() {
-    local t round raw fig rps p50 p99 errs
+    local t round raw fig rps p50 p99 errs reqs before after cpu hz
+    hz="$(getconf CLK_TCK)"
     if [ "$WARMUP" -gt 0 ]; then
         for t in "${TARGETS[@]}"; do
             run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${URL[$t]}" >/dev/null ||
@@ -71,12 +89,20 @@ run_rounds() {
     for round in $(seq "$ROUNDS"); do
         for t in "${TARGETS[@]}"; do
             raw="$WORK/wrk-$t-$round.txt"
+            # shellcheck disable=SC2086  # a list of pids
+            before="$(cpu_ticks ${CPU_OF[$t]:-})"
             run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${URL[$t]}" >"$raw" 2>&1 ||
                 die "wrk against $t failed: $(cat "$raw")"
+            # shellcheck disable=SC2086
+            after="$(cpu_ticks ${CPU_OF[$t]:-})"
             fig="$(parse_wrk <"$raw")" || die "could not parse wrk output for $t: $(cat "$raw")"
-            printf '%s\t%s\t%s\n' "$t" "$round" "${fig// /$'\t'}" >>"$ROWS"
-            read -r rps p50 p99 errs _ <<<"$fig"
-            say "round $round $t: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs"
+            read -r rps p50 p99 errs reqs <<<"$fig"
+            cpu=-1
+            if [ -n "${CPU_OF[$t]:-}" ] && [ "$reqs" -gt 0 ]; then
+                cpu="$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
+            fi
+            printf '%s\t%s\t%s\t%s\n' "$t" "$round" "${fig// /$'\t'}" "$cpu" >>"$ROWS"
+            say "round $round $t: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs$([ "$cpu" = -1 ] || echo ", CPU $cpu us/request")"
         done
     done
 }

@@ -113,20 +113,28 @@ pub fn parse_status_line(line: &str) -> Result<u16, ProbeError> {
 pub async fn wait_healthy(instance: InstanceId, endpoint: &Endpoint, path: &str, limit: Duration) -> Result<(), RuntimeError> {
     let started = Instant::now();
     let deadline = started + limit;
+    let mut earlier: Option<ProbeError> = None;
     loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let outcome = match get_status(endpoint, path, remaining.min(TRY_TIMEOUT)).await {
+        let this_try = deadline.saturating_duration_since(Instant::now()).min(TRY_TIMEOUT);
+        let outcome = match get_status(endpoint, path, this_try).await {
             Ok(code) if (200..300).contains(&code) => return Ok(()),
             Ok(code) => ProbeError::Status(code),
             Err(e @ ProbeError::BadPath(_)) => return Err(not_ready(instance, limit, e)),
             Err(e) => e,
         };
-        // Give up once the next try could not start before the deadline: a try
-        // with no time left would only replace a useful error with a timeout.
+        // A try the deadline cut short (or a pause that overslept it left no
+        // time at all) says less than the answer before it: keep that one.
+        let cut_short = matches!(outcome, ProbeError::Timeout(_)) && this_try < TRY_TIMEOUT;
+        let outcome = match earlier.take() {
+            Some(answer) if cut_short => answer,
+            _ => outcome,
+        };
+        // Give up once the next try could not start before the deadline.
         let pause = poll_interval(started.elapsed());
         if Instant::now() + pause >= deadline {
             return Err(not_ready(instance, limit, outcome));
         }
+        earlier = Some(outcome);
         sleep(pause).await;
     }
 }
@@ -212,8 +220,31 @@ mod tests {
 
     #[tokio::test]
     async fn non_2xx_is_reported() {
-        let ep = serve(vec![b"HTTP/1.1 500 Oops\r\n\r\n"; 200]).await;
-        let err = wait_healthy(InstanceId(2), &ep, "/", Duration::from_millis(50)).await.unwrap_err();
+        let ep = serve(vec![b"HTTP/1.1 500 Oops\r\n\r\n"; 400]).await;
+        let err = wait_healthy(InstanceId(2), &ep, "/", Duration::from_millis(500)).await.unwrap_err();
         assert!(err.to_string().contains("HTTP 500"), "{err}");
+    }
+
+    /// A loaded machine once made the last try start at the deadline, and its
+    /// instant timeout hid the function's own answer: the deadline's cut must
+    /// not replace what the function said.
+    #[tokio::test]
+    async fn a_try_cut_short_by_the_deadline_keeps_the_answer_before_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ep = Endpoint::published("127.0.0.1", listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = first.read(&mut buf).await;
+            let _ = first.write_all(b"HTTP/1.1 503 Warming\r\n\r\n").await;
+            drop(first);
+            // Then it hangs: every later try waits until the deadline ends it.
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let err = wait_healthy(InstanceId(3), &ep, "/", Duration::from_millis(300)).await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 503"), "{err}");
     }
 }
