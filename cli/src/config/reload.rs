@@ -10,6 +10,7 @@
 
 use super::{Failure, NodeSettings, Resolver};
 use clap::ArgMatches;
+use std::io::IsTerminal;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -64,7 +65,9 @@ pub(super) fn reloadable(process: &str) -> &'static [&'static str] {
 /// `--log-level`'s parser) and returns the handle that changes it.
 fn init_tracing(filter: &str) -> LogFilter {
     let (layer, handle) = reload::Layer::new(EnvFilter::new(filter));
-    tracing_subscriber::registry().with(layer).with(fmt::layer().with_target(false)).init();
+    // fmt writes to stdout; colour only for a person at a terminal, plain text for journald and files.
+    let ansi = std::io::stdout().is_terminal();
+    tracing_subscriber::registry().with(layer).with(fmt::layer().with_target(false).with_ansi(ansi)).init();
     LogFilter(handle)
 }
 
