@@ -2,7 +2,8 @@
 //! credentials) and Docker: `sluice build --push` builds a directory and pushes
 //! it with the registry's credentials, an agent pulls it with its own, `sluice
 //! deploy --build` does all three, a wrong password is refused with an error
-//! naming the registry (at push and at the agent's pull), and the agent's image GC removes an unused image and keeps
+//! naming the registry (at push, at the coordinator's digest check and at the
+//! agent's pull), and the agent's image GC removes an unused image and keeps
 //! the one in use.
 //!
 //! The registry is the one `registry_credentials_file` names
@@ -129,6 +130,14 @@ async fn a_wrong_password_is_refused_naming_the_registry() -> Result<()> {
     // The image exists, pushed with the right password; this host forgets it.
     build_and_push(source.path(), &tag, &file).await?;
     docker(&["image", "rm", &tag])?;
+
+    // At the coordinator's digest check, in the API's answer.
+    let pinning = Cluster::start_with("t-refused-pin", |args| args.host.registry_credentials = vec![wrong.clone()]).await?;
+    let answer = pinning.http.json(Method::POST, &pinning.api("/v1/functions"), &json!({"name": "refused", "image": tag, "port": 8080})).await;
+    pinning.stop().await?;
+    let answer = answer?;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
+    assert!(answer.text().contains(&format!("registry {registry} refused the credentials of user")) && answer.text().contains("--registry-credentials"), "{}", answer.text());
 
     // At the agent's pull, in the instance's reason: a second agent, with the wrong
     // password, is the only one the function may run on.
