@@ -8,7 +8,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveImageOptions
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
-use sysinfo::Disks;
+use sysinfo::{DiskRefreshKind, Disks};
 use tracing::debug;
 
 impl DockerRuntime {
@@ -33,9 +33,12 @@ impl DockerRuntime {
                     let used_now = image.id.is_some_and(|id| in_use.contains(&id));
                     candidates.push(Candidate { reference, in_use: used_now, last_used: if used_now { now } else { last_used } });
                 }
-                // Gone by other means: nothing left to watch.
+                // Not (or no longer) on the host. A fresh note is a start still pulling it: keep
+                // watching. An old one was removed by other means: nothing left to watch.
                 Err(e) if status_code(&e) == Some(404) => {
-                    self.used.lock().unwrap_or_else(|p| p.into_inner()).remove(&reference);
+                    if now.saturating_duration_since(last_used) >= policy.min_unused {
+                        self.used.lock().unwrap_or_else(|p| p.into_inner()).remove(&reference);
+                    }
                 }
                 Err(e) => return Err(RuntimeError::Backend(format!("inspecting image {reference}: {}", docker_message(&e)))),
             }
@@ -48,6 +51,7 @@ impl DockerRuntime {
         }
         let disk = self.docker_disk_percent().await?;
         let chosen: Vec<String> = choose(&candidates, disk, policy, now).into_iter().map(str::to_string).collect();
+        debug!(disk_percent = disk, watched = candidates.len(), in_use = candidates.iter().filter(|c| c.in_use).count(), chosen = chosen.len(), "image GC pass");
         let mut removed = Vec::new();
         for reference in chosen {
             let options = RemoveImageOptionsBuilder::default().force(false).build();
@@ -68,11 +72,31 @@ impl DockerRuntime {
     async fn docker_disk_percent(&self) -> Result<f64, RuntimeError> {
         let info = self.docker.info().await.map_err(|e| RuntimeError::Backend(format!("asking Docker for its data directory: {}", docker_message(&e))))?;
         let root = info.docker_root_dir.unwrap_or_else(|| "/var/lib/docker".into());
-        let disks = Disks::new_with_refreshed_list();
-        // The mount holding the directory: the longest mount point it lies under.
-        let disk = disks.list().iter().filter(|d| Path::new(&root).starts_with(d.mount_point())).max_by_key(|d| d.mount_point().as_os_str().len());
-        let disk = disk.ok_or_else(|| RuntimeError::Backend(format!("no mounted disk holds Docker's data directory {root}")))?;
-        let total = disk.total_space().max(1) as f64;
-        Ok((total - disk.available_space() as f64) / total * 100.0)
+        // Off the runtime's thread: statvfs on a stuck mount blocks.
+        let task = tokio::task::spawn_blocking(move || disk_percent(Path::new(&root)));
+        task.await.map_err(|e| RuntimeError::Backend(format!("measuring Docker's disk: {e}")))?
+    }
+}
+
+/// How full the mount holding `dir` is. Only that mount is measured: statvfs
+/// on every mount would also touch stuck network or FUSE mounts.
+fn disk_percent(dir: &Path) -> Result<f64, RuntimeError> {
+    let mut disks = Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing());
+    // The mount holding the directory: the longest mount point it lies under.
+    let disk = disks.list_mut().iter_mut().filter(|d| dir.starts_with(d.mount_point())).max_by_key(|d| d.mount_point().as_os_str().len());
+    let disk = disk.ok_or_else(|| RuntimeError::Backend(format!("no mounted disk holds Docker's data directory {}", dir.display())))?;
+    disk.refresh_specifics(DiskRefreshKind::nothing().with_storage());
+    let total = disk.total_space().max(1) as f64;
+    Ok((total - disk.available_space() as f64) / total * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_the_mount_holding_a_directory() {
+        let percent = disk_percent(&std::env::temp_dir()).unwrap();
+        assert!((0.0..=100.0).contains(&percent), "{percent}");
     }
 }
