@@ -70,6 +70,16 @@ async fn build_and_push(dir: &Path, tag: &str, credentials: &Path) -> Result<Str
     built["digest"].as_str().map(str::to_string).context("no digest in the build's JSON")
 }
 
+/// Removes the images a test left on this host, once its containers are gone
+/// (best effort: an image still in use elsewhere stays). Removals here never prune
+/// parents: the builds share their cached first steps, and a concurrent build
+/// fails if one goes from under it.
+fn forget_images(references: &[String]) {
+    for reference in references {
+        let _ = Command::new("docker").args(["image", "rm", "--no-prune", reference]).output();
+    }
+}
+
 async fn answers(c: &Cluster, name: &str) -> Result<String> {
     eventually(&format!("{name} answers"), START, || async {
         let r = c.http.send(Method::POST, &c.function_url(name, ""), "world", &[]).await;
@@ -84,16 +94,23 @@ async fn built_images_are_pushed_and_pulled_with_credentials() -> Result<()> {
     let c = Cluster::start("t-build").await?;
     let result = build_push_pull(&c, &file, &credentials).await;
     c.stop().await?;
-    result
+    let (built, deployed) = (format!("{}/sluice-test/built", credentials.registry), format!("{}/sluice-test/deployed", credentials.registry));
+    let pid = std::process::id();
+    if let Ok(digest) = &result {
+        forget_images(&[format!("{built}@{digest}")]);
+    }
+    forget_images(&[format!("{deployed}:t{pid}")]);
+    result.map(|_| ())
 }
 
-async fn build_push_pull(c: &Cluster, file: &Path, credentials: &RegistryCredentials) -> Result<()> {
+/// Returns the digest of the first image, which the agent pulled.
+async fn build_push_pull(c: &Cluster, file: &Path, credentials: &RegistryCredentials) -> Result<String> {
     let registry = &credentials.registry;
     let tag = format!("{registry}/sluice-test/built:t{}", std::process::id());
     let dir = function_dir("built")?;
     let digest = build_and_push(dir.path(), &tag, file).await?;
     // The agent must pull it: the registry holds it, this host no longer does.
-    docker(&["image", "rm", &tag])?;
+    docker(&["image", "rm", "--no-prune", &tag])?;
     c.deploy(json!({"name": "built", "image": tag, "port": 8080, "min_instances": 1, "max_instances": 1})).await?;
     assert_eq!(c.function("built").await?["function"]["spec"]["image_digest"], digest.as_str(), "the coordinator asked the registry with credentials");
     assert_eq!(answers(c, "built").await?, "hello, world");
@@ -109,7 +126,7 @@ async fn build_push_pull(c: &Cluster, file: &Path, credentials: &RegistryCredent
     assert!(ok, "sluice deploy --build failed: {stdout} {stderr}");
     assert!(stdout.contains("deployed deployed"), "{stdout}");
     assert_eq!(answers(c, "deployed").await?, "hello, world");
-    Ok(())
+    Ok(digest)
 }
 
 #[tokio::test]
@@ -129,7 +146,7 @@ async fn a_wrong_password_is_refused_naming_the_registry() -> Result<()> {
 
     // The image exists, pushed with the right password; this host forgets it.
     build_and_push(source.path(), &tag, &file).await?;
-    docker(&["image", "rm", &tag])?;
+    docker(&["image", "rm", "--no-prune", &tag])?;
 
     // At the coordinator's digest check, in the API's answer.
     let pinning = Cluster::start_with("t-refused-pin", |args| args.host.registry_credentials = vec![wrong.clone()]).await?;
@@ -174,7 +191,7 @@ async fn image_gc_removes_unused_images_and_keeps_those_in_use() -> Result<()> {
     let (kept_dir, dropped_dir) = (function_dir("kept")?, function_dir("dropped")?);
     let kept_digest = build_and_push(kept_dir.path(), &kept, &file).await?;
     let dropped_digest = build_and_push(dropped_dir.path(), &dropped, &file).await?;
-    docker(&["image", "rm", &kept, &dropped])?;
+    docker(&["image", "rm", "--no-prune", &kept, &dropped])?;
     // Collect whatever the disk holds, once an image has gone unused for 2 s.
     let c = Cluster::start_with("t-gc", |args| {
         args.host.image_gc_disk_percent = 0.0;
@@ -204,5 +221,6 @@ async fn image_gc_removes_unused_images_and_keeps_those_in_use() -> Result<()> {
     }
     .await;
     c.stop().await?;
+    forget_images(&[format!("{kept}@{kept_digest}"), format!("{dropped}@{dropped_digest}")]);
     result
 }
