@@ -119,8 +119,11 @@ fi
 for addr in "$API_ADDR" "$GATEWAY_ADDR" "$RAFT_ADDR" "$AGENT_METRICS" "127.0.0.1:$NGINX_PORT"; do
     ! port_busy "$addr" || die "something already listens on $addr; stop it or pick another address (see Env above)"
 done
+# The registry asks for credentials: sluice up pins and pulls with the file scripts/registry.sh wrote.
+CREDENTIALS="${SLUICE_REGISTRY_CREDENTIALS:-$("$ROOT/scripts/registry.sh" credentials)}"
+[ -s "$CREDENTIALS" ] || die "no registry credentials at $CREDENTIALS; run scripts/registry.sh start (or set SLUICE_REGISTRY_CREDENTIALS)"
 say "starting sluice up (api $API_ADDR, gateway $GATEWAY_ADDR; log in $WORK/sluice.log)"
-"$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --raft "$RAFT_ADDR" --agent-metrics "$AGENT_METRICS" --data-dir "$WORK/data" \
+"$SLUICE" up --registry-credentials "$CREDENTIALS" --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --raft "$RAFT_ADDR" --agent-metrics "$AGENT_METRICS" --data-dir "$WORK/data" \
     --node "b10-$$" >"$WORK/sluice.log" 2>&1 &
 SLUICE_PID=$!
 wait_for 30 "the admin token in $TOKEN_FILE" test -s "$TOKEN_FILE"

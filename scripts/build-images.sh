@@ -6,7 +6,8 @@
 #! Usage: scripts/build-images.sh [name...]        (default: hello sleep sluice)
 #! Env:
 #!   REGISTRY=127.0.0.1:5000   also tag $REGISTRY/sluice/<name>:latest and push it
-#!                             (start one with scripts/registry.sh start)
+#!                             (start one with scripts/registry.sh start, which also logs
+#!                             Docker in with the registry's credentials)
 #!   STATIC_TARGET_DIR=dir     cargo target dir for the static build
 #!                             (default $HOME/.cache/sluice/target-static, kept apart from the
 #!                             normal CARGO_TARGET_DIR so the two builds do not thrash each other)
@@ -143,7 +144,7 @@ EOF
         remote="$REGISTRY/sluice/$name:latest"
         docker tag "$image" "$remote"
         docker push "$remote" >/dev/null ||
-            die "docker push $remote failed; is the registry up? (scripts/registry.sh status)"
+            die "docker push $remote failed; is the registry up and Docker logged in to it? (scripts/registry.sh start does both)"
         say "pushed $remote"
     fi
 done

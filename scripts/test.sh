@@ -4,6 +4,8 @@
 # first run builds tansu, ~20 minutes, cached after), builds and pushes the
 # example function images, then runs every unit, conformance and end-to-end test
 # against the real Docker Engine and brokers, after rustfmt and clippy. The brokers are stopped at the end.
+# The registry asks for credentials: its file (scripts/registry.sh credentials) is exported as
+# SLUICE_REGISTRY_CREDENTIALS, which the tests give every coordinator and agent they start.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 # Env:   CARGO_TARGET_DIR  build cache (default $HOME/.cache/sluice/target)
@@ -20,6 +22,8 @@ scripts/prereqs.sh --browser   # and Chromium with chromedriver, for tests/tests
 
 say "starting the registry on $REGISTRY"
 REGISTRY_ADDR="$REGISTRY" scripts/registry.sh start
+SLUICE_REGISTRY_CREDENTIALS="$(REGISTRY_ADDR="$REGISTRY" scripts/registry.sh credentials)"
+export SLUICE_REGISTRY_CREDENTIALS
 say "starting the message brokers"
 scripts/brokers.sh start
 trap 'scripts/brokers.sh stop || true' EXIT

@@ -4,12 +4,14 @@
 //! `control::ControlPlane`, plans the difference against what the container
 //! runtime holds (`reconcile::plan`, a pure function), carries the plan out on a
 //! `runtime::ContainerRuntime` (Docker, or an in-memory fake for tests), and
-//! reports each instance's state back.
+//! reports each instance's state back. `image_gc` removes images its instances
+//! no longer use when the disk fills.
 
 pub mod agent;
 pub mod container_stats;
 pub mod control;
 pub mod host;
+pub mod image_gc;
 pub mod kept_file;
 pub mod logs;
 pub mod reconcile;

@@ -1,4 +1,4 @@
-//! The client commands: deploy, invoke, ls, rm.
+//! The client commands: deploy (with `--build`, through `build`), invoke, ls, rm.
 
 use crate::table;
 use crate::Output;
@@ -18,9 +18,14 @@ use std::process::ExitCode;
 pub struct DeployArgs {
     /// Function name: lowercase letters, digits and '-', at most 63.
     pub name: String,
-    /// Image reference, e.g. 127.0.0.1:5000/sluice/hello:latest.
-    #[arg(long)]
-    pub image: String,
+    /// Image reference, e.g. 127.0.0.1:5000/sluice/hello:latest (with --build, the tag to build and push).
+    #[arg(long, required_unless_present = "build")]
+    pub image: Option<String>,
+    /// Build the image from this directory and push it first (as `sluice build DIR --push`), then deploy it.
+    #[arg(long, value_name = "DIR")]
+    pub build: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub registry: crate::build::RegistryArgs,
     /// Port the function serves HTTP on inside its container.
     #[arg(long)]
     pub port: Option<u16>,
@@ -118,7 +123,8 @@ pub struct DeployArgs {
 impl DeployArgs {
     /// Builds and validates the spec here, so mistakes are caught before any request.
     fn spec(self) -> Result<FunctionSpec> {
-        let mut spec = FunctionSpec::new(FunctionName::new(self.name)?, ImageRef::parse(self.image)?);
+        let image = self.image.context("--image: name the image to deploy, or give --build DIR")?;
+        let mut spec = FunctionSpec::new(FunctionName::new(self.name)?, ImageRef::parse(image)?);
         macro_rules! set {
             ($($arg:ident => $($field:ident).+),* $(,)?) => { $(if let Some(v) = self.$arg { spec.$($field).+ = v; })* };
         }
@@ -158,8 +164,14 @@ impl DeployArgs {
     }
 }
 
-pub async fn deploy(api: &Api, output: Output, args: DeployArgs) -> Result<ExitCode> {
+pub async fn deploy(api: &Api, output: Output, mut args: DeployArgs) -> Result<ExitCode> {
     let wait = args.wait.then(|| std::time::Duration::from_secs(args.wait_timeout.into()));
+    // Checked before a build that may take minutes.
+    FunctionName::new(args.name.clone())?;
+    if let Some(dir) = args.build.take() {
+        let built = crate::build::build(&dir, args.image.as_deref(), true, &args.registry, output).await?;
+        args.image = Some(built.image.to_string());
+    }
     let spec = args.spec()?;
     let name = spec.name.clone();
     let reply = api.call(Method::POST, "/v1/functions", Some(&serde_json::to_value(&spec)?)).await?;

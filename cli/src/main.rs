@@ -3,6 +3,7 @@
 //!
 //! `main` only parses arguments, sets up tracing and hands over to a command.
 
+mod build;
 mod cache;
 mod cluster;
 mod commands;
@@ -64,8 +65,10 @@ enum Command {
     Coordinator(node::CoordinatorCommand),
     /// Run an agent that drives this host's containers for a coordinator.
     Agent(node::AgentArgs),
-    /// Create or update a function.
+    /// Create or update a function (with --build DIR, build and push its image first).
     Deploy(commands::DeployArgs),
+    /// Build an image from a directory with a Dockerfile through the local Docker, and push it (--push).
+    Build(build::BuildArgs),
     /// Call a function through the gateway and print its answer.
     Invoke(commands::InvokeArgs),
     /// List functions and their instances.
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
                 node::agent(args, reloads).await
             }
             Command::Deploy(args) => commands::deploy(&api()?, cli.output, args).await,
+            Command::Build(args) => build::run(cli.output, args).await,
             Command::Invoke(args) => commands::invoke(&cli.gateway, token()?, cli.tls_ca.as_deref(), args).await,
             Command::Tokens(command) => tokens::run(&api()?, cli.output, command).await,
             Command::Cache(command) => cache::run(&api()?, cli.output, command).await,

@@ -17,6 +17,7 @@ use sluice_bus::{BusUrl, InProcessBus, MetricsBus, OutboxLimits};
 use sluice_bus::{Publisher, PublisherConfig};
 use sluice_common::labels::Labels;
 use sluice_common::predict::PolicyKind;
+use sluice_common::registry_auth::RegistryCredentials;
 use sluice_common::tls::TlsFiles;
 use sluice_common::{Clock, NodeId, Resources, SystemClock};
 use sluice_coordinator::auth::bootstrap::AuthConfig;
@@ -211,6 +212,10 @@ pub struct CoordinatorCommand {
     /// the coordinator runs in a container on a network of its own.
     #[arg(long, value_name = "NAME")]
     pub local_node: Option<String>,
+    /// A file with registry=, username= and password= lines: sent when asking that registry
+    /// for a deployed image's digest (scripts/registry.sh writes one); repeatable, one per registry.
+    #[arg(long = "registry-credentials", env = "SLUICE_REGISTRY_CREDENTIALS", value_delimiter = ',')]
+    pub registry_credentials: Vec<PathBuf>,
 }
 
 impl CoordinatorCommand {
@@ -264,6 +269,18 @@ pub struct HostArgs {
     /// Most instances this node takes, whatever their size.
     #[arg(long)]
     pub max_instances: Option<u32>,
+    /// A file with registry=, username= and password= lines: what pulls from that registry
+    /// send (scripts/registry.sh writes one); repeatable, one per registry. Under `sluice up`
+    /// the coordinator also uses them to ask for digests.
+    #[arg(long = "registry-credentials", env = "SLUICE_REGISTRY_CREDENTIALS", value_delimiter = ',')]
+    pub registry_credentials: Vec<PathBuf>,
+    /// Image GC: when the disk holding Docker's data is at least this full (percent),
+    /// images this agent's instances used and no container has used for --image-gc-unused-secs are removed.
+    #[arg(long, default_value_t = 85.0)]
+    pub image_gc_disk_percent: f64,
+    /// Image GC: seconds an image must have gone unused before it may be removed.
+    #[arg(long, default_value_t = 3600)]
+    pub image_gc_unused_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -407,7 +424,7 @@ impl CoordinatorArgs {
                 admin_token_file: Some(self.admin_token_file.clone().unwrap_or_else(|| self.data_dir().join(crate::credentials::ADMIN_TOKEN_FILE))),
                 expose_without_auth: self.insecure_expose_without_auth,
             },
-            images: ImagesConfig { pin: !self.no_image_pinning, insecure_registries: self.insecure_registries.clone() },
+            images: ImagesConfig { pin: !self.no_image_pinning, insecure_registries: self.insecure_registries.clone(), credentials: Vec::new() },
             tls: CoordinatorTls::default(),
             local_node: None,
         })
@@ -459,6 +476,22 @@ impl HostArgs {
         NodeId::new(self.node.clone()).map_err(|e| anyhow::anyhow!("--node: {}", e.message))
     }
 
+    /// The `--registry-credentials` files, read and checked.
+    pub fn registry_credentials(&self) -> Result<Vec<RegistryCredentials>> {
+        RegistryCredentials::read_all(&self.registry_credentials).map_err(|e| anyhow::anyhow!("--registry-credentials: {e}"))
+    }
+
+    /// The image GC's policy from `--image-gc-*`.
+    pub fn image_gc(&self) -> Result<sluice_agent::image_gc::Policy> {
+        anyhow::ensure!(
+            (0.0..=100.0).contains(&self.image_gc_disk_percent),
+            "--image-gc-disk-percent {}: use 0 to 100 (0 collects whatever the disk holds, 100 never)",
+            self.image_gc_disk_percent
+        );
+        anyhow::ensure!(self.image_gc_unused_secs >= 1, "--image-gc-unused-secs 0: use at least 1 (an image just pulled is about to be used)");
+        Ok(sluice_agent::image_gc::Policy { disk_percent: self.image_gc_disk_percent, min_unused: Duration::from_secs(self.image_gc_unused_secs) })
+    }
+
     /// The node's `--label`s.
     pub fn labels(&self) -> Result<Labels> {
         let mut labels = Labels::new();
@@ -491,12 +524,19 @@ fn host_memory_mb() -> u64 {
 /// Starts an agent for `host` that talks to `coordinators`, with `token` (agent role) and over mutual TLS with `tls`.
 pub async fn start_agent(host: &HostArgs, coordinators: Vec<String>, token: Option<String>, tls: Option<Arc<ClientConfig>>, clock: Arc<dyn Clock>) -> Result<Agent> {
     let advertise_host = Some(advertised_host(host, &coordinators)?);
-    let runtime =
-        DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), advertise_host, ..DockerConfig::default() }).await.context("connecting to Docker")?;
+    let registry_credentials = host.registry_credentials()?;
+    let runtime = DockerRuntime::connect(DockerConfig { publish_host: host.publish_host.clone(), advertise_host, registry_credentials, ..DockerConfig::default() })
+        .await
+        .context("connecting to Docker")?;
     let control = HttpControlPlane::new(coordinators, HttpControlConfig { token, tls, ..HttpControlConfig::default() }).context("coordinator addresses")?;
     anyhow::ensure!(host.sample_secs >= 0.1 && host.sample_secs <= 3600.0, "--sample-secs {}: use a value from 0.1 to 3600", host.sample_secs);
+    let gc = host.image_gc()?;
     let config = AgentConfig { host_sample_interval: Duration::from_secs_f64(host.sample_secs), ..AgentConfig::default() };
-    Ok(Agent::new(host.node_id()?, host.capacity(), Arc::new(runtime), Arc::new(control), clock, config).with_placement(host.labels()?, host.max_instances))
+    let runtime = Arc::new(runtime);
+    let agent = Agent::new(host.node_id()?, host.capacity(), runtime.clone(), Arc::new(control), clock, config).with_placement(host.labels()?, host.max_instances);
+    // It holds the runtime weakly: it ends when the agent and its log server drop theirs.
+    tokio::spawn(sluice_agent::image_gc::run(Arc::downgrade(&runtime), gc, agent.metrics()));
+    Ok(agent)
 }
 
 /// Where gateways reach this host's published ports: `--advertise-host`, or
@@ -555,6 +595,8 @@ impl Node {
         };
         let mut config = args.coordinator.config()?;
         config.bus = Some(bus.clone());
+        // One host, one set of registry credentials: the coordinator asks for digests with the agent's.
+        config.images.credentials = args.host.registry_credentials()?;
         // Its own agent's containers are on this host: the gateway goes to them directly.
         config.local_node = Some(args.host.node_id()?);
         let auth = config.auth.clone();
@@ -751,6 +793,7 @@ pub async fn coordinator(command: CoordinatorCommand) -> Result<ExitCode> {
     let mut config = args.config()?;
     config.tls = command.tls()?;
     config.local_node = command.local_node.as_deref().map(NodeId::new).transpose().map_err(|e| anyhow::anyhow!("--local-node: {}", e.message))?;
+    config.images.credentials = RegistryCredentials::read_all(&command.registry_credentials).map_err(|e| anyhow::anyhow!("--registry-credentials: {e}"))?;
     // Load travels on the bus: without a shared one, the leader never sees a
     // follower's gateway, and requests waiting there start nothing.
     anyhow::ensure!(

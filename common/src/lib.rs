@@ -23,6 +23,7 @@ mod parser_proptests;
 pub mod placement;
 pub mod predict;
 pub mod rate;
+pub mod registry_auth;
 pub mod rng;
 pub mod rules;
 pub mod scaling;

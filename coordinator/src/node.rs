@@ -187,7 +187,7 @@ impl Coordinator {
         let gateway = Gateway::new(store.clone(), clock.clone(), config.auth.mode, config.local_node.clone(), config.gateway_cache_bytes);
         let telemetry = Telemetry::new(Windows::new(config.metrics.windows.clone()));
         let pinning = match config.images.pin {
-            true => ImagePinning::Resolve(Resolver::new(config.images.insecure_registries.clone())),
+            true => ImagePinning::Resolve(Resolver::new(config.images.insecure_registries.clone(), config.images.credentials.clone())),
             false => ImagePinning::Off,
         };
         let api = Api::new(store.clone(), gateway.clone(), telemetry.clone(), config.controller.decide.clone(), config.auth.mode, pinning, tls_failures.clone());

@@ -4,13 +4,15 @@
 //! deployed even if the tag is pushed again later.
 
 use crate::http::ApiError;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sluice_common::connector::Connector;
+use sluice_common::registry_auth::{self, RegistryCredentials};
 use sluice_common::spec::{is_digest, ImageParts};
 use sluice_common::ImageRef;
 use std::sync::Arc;
@@ -35,11 +37,13 @@ pub struct ImagesConfig {
     pub pin: bool,
     /// Registries spoken to over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// What is sent to registries that ask for credentials (`--registry-credentials`).
+    pub credentials: Vec<RegistryCredentials>,
 }
 
 impl Default for ImagesConfig {
     fn default() -> Self {
-        Self { pin: true, insecure_registries: Vec::new() }
+        Self { pin: true, insecure_registries: Vec::new(), credentials: Vec::new() }
     }
 }
 
@@ -82,9 +86,11 @@ pub enum ResolveError {
     #[error("registry {registry} cannot be reached ({reason}): check that it runs and that this coordinator can reach it, then deploy again")]
     Unreachable { registry: String, reason: String },
     #[error(
-        "registry {registry} asks for credentials for {image}, which this coordinator does not send: make the repository public to the cluster's hosts, or deploy with its digest"
+        "registry {registry} asks for credentials for {image}, which this coordinator does not have: give the coordinator a --registry-credentials file for {registry}, or make the repository public to the cluster's hosts"
     )]
     Unauthorized { registry: String, image: String },
+    #[error("registry {registry} refused the credentials of user {username:?} for {image}: check the username and password in the --registry-credentials file for {registry}")]
+    BadCredentials { registry: String, image: String, username: String },
     #[error("registry {registry} answered {status} for {image}: {said}")]
     Refused { registry: String, image: String, status: StatusCode, said: String },
 }
@@ -103,11 +109,13 @@ pub struct Resolver {
     client: Client<Connector, Empty<Bytes>>,
     /// Registries spoken to over plain HTTP besides loopback ones (`--insecure-registry`).
     insecure: Vec<String>,
+    /// Sent as HTTP Basic auth to the registry each names (what `docker-registry` with htpasswd takes).
+    credentials: Vec<RegistryCredentials>,
 }
 
 impl Resolver {
     /// A resolver trusting the system's CA certificates for `https://` registries.
-    pub fn new(insecure: Vec<String>) -> Self {
+    pub fn new(insecure: Vec<String>, credentials: Vec<RegistryCredentials>) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -118,7 +126,7 @@ impl Resolver {
             .ok()
             .map(Arc::new);
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(Connector::new(Some(TIMEOUT), tls));
-        Self { client, insecure }
+        Self { client, insecure, credentials }
     }
 
     /// The digest (`sha256:...`) that `image` names now. A reference with a
@@ -149,7 +157,13 @@ impl Resolver {
     }
 
     async fn ask(&self, method: Method, url: &str, image: &ImageRef, registry: &str) -> Result<hyper::Response<hyper::body::Incoming>, ResolveError> {
-        let request = Request::builder().method(method).uri(url).header(ACCEPT, MANIFEST_TYPES).body(Empty::new()).map_err(|e| unreachable(registry, e.to_string()))?;
+        let credentials = registry_auth::for_registry(&self.credentials, registry);
+        let mut request = Request::builder().method(method).uri(url).header(ACCEPT, MANIFEST_TYPES);
+        if let Some(c) = credentials {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+            request = request.header(AUTHORIZATION, format!("Basic {basic}"));
+        }
+        let request = request.body(Empty::new()).map_err(|e| unreachable(registry, e.to_string()))?;
         let response = match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
             Err(_) => return Err(unreachable(registry, format!("no answer within {TIMEOUT:?}"))),
             Ok(Err(e)) => return Err(unreachable(registry, sluice_common::connector::error_chain(&e))),
@@ -159,7 +173,10 @@ impl Resolver {
         match response.status() {
             s if s.is_success() => Ok(response),
             StatusCode::NOT_FOUND => Err(ResolveError::NotFound { registry, image }),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(ResolveError::Unauthorized { registry, image }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(match credentials {
+                Some(c) => ResolveError::BadCredentials { registry, image, username: c.username.clone() },
+                None => ResolveError::Unauthorized { registry, image },
+            }),
             status => {
                 let kind = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 Err(ResolveError::Refused { registry, image, status, said: format!("unexpected answer ({kind})") })
@@ -224,7 +241,7 @@ mod tests {
 
     #[test]
     fn loopback_and_named_registries_speak_plain_http() {
-        let r = Resolver::new(vec!["10.0.0.9:5000".into()]);
+        let r = Resolver::new(vec!["10.0.0.9:5000".into()], Vec::new());
         assert!(r.plain_http("127.0.0.1:5000") && r.plain_http("localhost:5000") && r.plain_http("10.0.0.9:5000"));
         assert!(!r.plain_http("registry.example.com") && !r.plain_http("10.0.0.9:5001"));
     }

@@ -3,7 +3,9 @@
 //!
 //! Tests need the example images (`scripts/build-images.sh`) and a registry
 //! (`scripts/registry.sh start`); `scripts/test.sh` sets both up. A test whose
-//! service is missing fails with a message saying which script to run.
+//! service is missing fails with a message saying which script to run. The
+//! registry asks for credentials: every coordinator and agent the tests start
+//! gets the file `registry_credentials_file` names.
 
 use anyhow::{bail, Context, Result};
 pub use hyper::Method;
@@ -31,6 +33,25 @@ pub fn hello_image() -> String {
 }
 pub fn sleep_image() -> String {
     format!("{REGISTRY}/sluice/sleep:latest")
+}
+
+/// The credentials file of the registry (`SLUICE_REGISTRY_CREDENTIALS`, else the one
+/// `scripts/registry.sh` writes), if it exists. Without it, pulls from a registry
+/// that asks for credentials fail with an error naming the registry.
+pub fn registry_credentials_file() -> Option<std::path::PathBuf> {
+    let path = match std::env::var_os("SLUICE_REGISTRY_CREDENTIALS") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/sluice/registry/credentials"),
+    };
+    path.is_file().then_some(path)
+}
+
+/// Gives a spawned `sluice` process the registry's credentials (it reads the variable as its flag).
+pub fn with_registry_credentials(command: &mut std::process::Command) -> &mut std::process::Command {
+    match registry_credentials_file() {
+        Some(file) => command.env("SLUICE_REGISTRY_CREDENTIALS", file),
+        None => command,
+    }
 }
 
 pub fn init_logs() {
@@ -151,6 +172,9 @@ pub fn host_args(name: &str) -> HostArgs {
         bus_buffer_kib: 8192,
         labels: Vec::new(),
         max_instances: None,
+        registry_credentials: registry_credentials_file().into_iter().collect(),
+        image_gc_disk_percent: 85.0,
+        image_gc_unused_secs: 3600,
     }
 }
 

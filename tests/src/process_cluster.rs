@@ -123,7 +123,7 @@ impl ProcessCluster {
             args.extend(["--auth".into(), "off".into()]);
         }
         args.extend(self.extra.iter().cloned());
-        let child = Command::new(&self.binary)
+        let child = crate::with_registry_credentials(&mut Command::new(&self.binary))
             .args(&args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -110,20 +110,7 @@ async fn cold_call_via_follower(c: &DockerCluster, node: &NodeId) -> Result<()> 
     // one it reaches the coordinators from, where the gateways inside the
     // containers can reach them. (It used to advertise loopback: no gateway in
     // a container could reach that.)
-    let host = HostArgs {
-        node: node.to_string(),
-        publish_host: "0.0.0.0".into(),
-        advertise_host: None,
-        cpu_millis: None,
-        cpu_overcommit: 8.0,
-        memory_mb: None,
-        metrics_addr: "127.0.0.1:0".parse()?,
-        sample_secs: 1.0,
-        bus_buffer_messages: 20_000,
-        bus_buffer_kib: 8192,
-        labels: Vec::new(),
-        max_instances: None,
-    };
+    let host = HostArgs { publish_host: "0.0.0.0".into(), ..sluice_tests::host_args(node.as_str()) };
     let coordinators: Vec<String> = c.ids().into_iter().map(|i| c.api_url(i)).collect();
     let agent = sluice_cli::node::start_agent(&host, coordinators, None, None, Arc::new(SystemClock)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -34,7 +34,7 @@ struct Processes {
 impl Processes {
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<()> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = Command::new(&self.binary)
+        let child = sluice_tests::with_registry_credentials(&mut Command::new(&self.binary))
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -1,5 +1,5 @@
 //! The agent's own figures, for `/metrics`: its instances by state, the state
-//! changes it made, how long thawing paused instances takes, whether its
+//! changes it made, how long thawing paused instances takes, the images its GC removed, whether its
 //! container runtime and coordinator answer, and the host's latest sample.
 
 use crate::host::{self, HostSample};
@@ -37,6 +37,8 @@ pub struct AgentMetrics {
     host: Mutex<Option<HostSample>>,
     containers: Mutex<Vec<ContainerFigures>>,
     publisher: std::sync::OnceLock<Arc<Publisher>>,
+    /// Images the image GC removed since the agent started.
+    images_removed: AtomicU64,
 }
 
 impl AgentMetrics {
@@ -111,6 +113,11 @@ impl AgentMetrics {
         (total, self.instances[slot(InstanceState::Ready)].load(Ordering::Relaxed))
     }
 
+    /// The image GC removed `n` images.
+    pub fn images_removed(&self, n: u64) {
+        self.images_removed.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(super) fn set_runtime_unreachable(&self, down: bool) {
         self.runtime_unreachable.store(down, Ordering::Relaxed);
     }
@@ -134,6 +141,8 @@ impl AgentMetrics {
         sample(&mut out, "sluice_agent_loop_turns_total", "", self.loop_turns.load(Ordering::Relaxed));
         header(&mut out, "sluice_agent_runtime_unreachable", "gauge", "1 while the container runtime cannot be listed.");
         sample(&mut out, "sluice_agent_runtime_unreachable", "", u8::from(self.runtime_unreachable.load(Ordering::Relaxed)));
+        header(&mut out, "sluice_agent_images_removed_total", "counter", "Unused images the image GC removed from this host.");
+        sample(&mut out, "sluice_agent_images_removed_total", "", self.images_removed.load(Ordering::Relaxed));
         header(&mut out, "sluice_agent_unpause_seconds", "histogram", "Time the container runtime took to unpause an instance.");
         self.unpause.write(&mut out, "sluice_agent_unpause_seconds", "");
         header(&mut out, "sluice_agent_thaw_seconds", "histogram", "Time from a desired set wanting a paused instance running to its container unpaused.");

@@ -3,12 +3,14 @@
 mod audit;
 mod body;
 mod convert;
+mod gc;
 mod images;
 
 pub use audit::{check_secure_defaults, violations as secure_defaults_violations, SecureDefaultsError};
 
 use super::{container_name, probe, ContainerId, ContainerInfo, ContainerRuntime, ContainerStatus, LogLines, RuntimeError};
 use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
@@ -17,6 +19,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use sluice_common::logs::{LogLine, LogQuery, LogStream};
+use sluice_common::registry_auth::{self, RegistryCredentials};
 use sluice_common::{DesiredInstance, Endpoint, ImageRef, InstanceId, NodeId};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,11 +51,20 @@ pub struct DockerConfig {
     pub image_cache_ttl: Duration,
     /// Size at which a container's json-file log is rotated, in Docker's syntax (`10m`).
     pub log_max_size: String,
+    /// What pulls from each registry that asks for credentials send.
+    pub registry_credentials: Vec<RegistryCredentials>,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        Self { publish_host: "127.0.0.1".into(), advertise_host: None, pull: PullPolicy::IfMissing, image_cache_ttl: Duration::from_secs(60), log_max_size: "10m".into() }
+        Self {
+            publish_host: "127.0.0.1".into(),
+            advertise_host: None,
+            pull: PullPolicy::IfMissing,
+            image_cache_ttl: Duration::from_secs(60),
+            log_max_size: "10m".into(),
+            registry_credentials: Vec::new(),
+        }
     }
 }
 
@@ -71,6 +83,8 @@ pub struct DockerRuntime {
     docker: Docker,
     config: DockerConfig,
     images: images::ImageCache,
+    /// Images instances started with, and when: what the image GC watches (`gc`).
+    used: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -93,7 +107,7 @@ impl DockerRuntime {
         }
         info!(socket, api = %api, engine = version.version.as_deref().unwrap_or("?"), "connected to docker");
         let images = images::ImageCache::new(config.image_cache_ttl);
-        Ok(Self { docker, config, images })
+        Ok(Self { docker, config, images, used: Default::default() })
     }
 
     /// The configuration it was connected with.
@@ -123,10 +137,18 @@ impl DockerRuntime {
         let (from_image, tag) = images::pull_params(image);
         let options = CreateImageOptionsBuilder::default().from_image(&from_image).tag(&tag).build();
         let started = Instant::now();
-        info!(image = %image, "pulling image");
-        let mut progress = self.docker.create_image(Some(options), None, None);
+        let registry = image.parts().registry_or_default().to_string();
+        let credentials = registry_auth::for_registry(&self.config.registry_credentials, &registry);
+        info!(image = %image, %registry, with_credentials = credentials.is_some(), "pulling image");
+        let auth = credentials.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(c.registry.clone()),
+            ..DockerCredentials::default()
+        });
+        let mut progress = self.docker.create_image(Some(options), None, auth);
         while let Some(item) = progress.next().await {
-            item.map_err(|e| RuntimeError::Image { image: image.to_string(), reason: format!("pull failed: {}", docker_message(&e)) })?;
+            item.map_err(|e| pull_error(image, &registry, credentials, &docker_message(&e)))?;
         }
         info!(image = %image, elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
         Ok(())
@@ -148,6 +170,20 @@ fn docker_message(e: &DockerError) -> String {
         DockerError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
     }
+}
+
+/// A failed pull; one the registry refused for want of (right) credentials says
+/// which registry and what to check, since that is what the operator must fix.
+fn pull_error(image: &ImageRef, registry: &str, credentials: Option<&RegistryCredentials>, message: &str) -> RuntimeError {
+    let reason = match (registry_auth::is_auth_failure(message), credentials) {
+        (false, _) => format!("pull failed: {message}"),
+        (true, Some(c)) => format!(
+            "registry {registry} refused the credentials of user {:?} ({message}): check the username and password in the --registry-credentials file for {registry}",
+            c.username
+        ),
+        (true, None) => format!("registry {registry} asks for credentials ({message}): give the agent a --registry-credentials file for {registry}"),
+    };
+    RuntimeError::Image { image: image.to_string(), reason }
 }
 
 fn status_code(e: &DockerError) -> Option<u16> {
@@ -173,6 +209,7 @@ fn millis(since: Instant) -> u64 {
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
     async fn ensure_image(&self, image: &ImageRef) -> Result<(), RuntimeError> {
+        self.note_used(image.as_str());
         if self.images.is_fresh(image) {
             return Ok(());
         }
@@ -334,5 +371,17 @@ mod tests {
         assert!(matches!(map_error(server(409, "is running"), "c1"), RuntimeError::Conflict { reason, .. } if reason == "is running"));
         let backend = map_error(server(500, "boom"), "c1");
         assert!(matches!(&backend, RuntimeError::Backend(m) if m.contains("boom")), "{backend}");
+    }
+
+    #[test]
+    fn refused_pulls_name_the_registry_and_the_fix() {
+        let image = ImageRef::parse("127.0.0.1:5001/app:1").unwrap();
+        let creds = RegistryCredentials { registry: "127.0.0.1:5001".into(), username: "sluice".into(), password: "wrong".into() };
+        let refused = pull_error(&image, "127.0.0.1:5001", Some(&creds), "unauthorized: authentication required").to_string();
+        assert!(refused.contains("registry 127.0.0.1:5001 refused the credentials of user \"sluice\"") && refused.contains("--registry-credentials"), "{refused}");
+        let missing = pull_error(&image, "127.0.0.1:5001", None, "no basic auth credentials").to_string();
+        assert!(missing.contains("registry 127.0.0.1:5001 asks for credentials") && missing.contains("--registry-credentials"), "{missing}");
+        let other = pull_error(&image, "127.0.0.1:5001", None, "manifest unknown").to_string();
+        assert!(other.contains("pull failed: manifest unknown"), "{other}");
     }
 }

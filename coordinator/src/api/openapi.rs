@@ -276,7 +276,7 @@ fn reason(status: u16) -> &'static str {
         409 => "The cluster refused the change (say, a limit or a pending membership change).",
         413 => "The body is too large.",
         421 => "This coordinator stopped leading while serving the call: retry.",
-        502 => "The image's registry could not be asked for its digest: check that it runs and is reachable, then retry.",
+        502 => "The image's registry could not be asked for its digest, or refused the coordinator's credentials: check that it runs and is reachable and the coordinator's --registry-credentials for it, then retry.",
         503 => "The cluster cannot commit or confirm now (no quorum): retry after `Retry-After`.",
         504 => "The new coordinator was added as a learner but did not catch up in time.",
         _ => "Error.",

@@ -26,6 +26,11 @@ impl ImageCache {
         seen.get(image).is_some_and(|at| at.elapsed() < self.ttl)
     }
 
+    /// Forgets `image` (the image GC removed it), so the next start checks again.
+    pub fn forget(&self, image: &str) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).retain(|i, _| i.as_str() != image);
+    }
+
     /// Notes that Docker just confirmed `image` present.
     pub fn remember(&self, image: &ImageRef) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
