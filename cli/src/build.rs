@@ -80,7 +80,7 @@ pub async fn build(dir: &Path, tag: Option<&str>, push: bool, registry: &Registr
     };
     let context = tar_context(dir)?;
     let docker = Docker::connect_with_local_defaults().context("cannot use the local Docker daemon; is it running, and may this user use it?")?;
-    let say = Progress { tty: std::io::stderr().is_terminal(), quiet: matches!(output, Output::Json) };
+    let say = Progress::new(std::io::stderr().is_terminal(), matches!(output, Output::Json));
     say.line(&format!("building {image} from {} ({} KiB of context)", dir.display(), context.len() / 1024));
     let options = BuildImageOptionsBuilder::default().t(image.as_str()).rm(true).forcerm(true).build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
@@ -137,7 +137,8 @@ async fn push_image(docker: &Docker, image: &ImageRef, credentials: &[RegistryCr
             return Err(refused(&error));
         }
         if let Some(status) = info.status {
-            say.push_status(&status);
+            let bytes = info.progress_detail.and_then(|d| Some((d.current?, d.total?)));
+            say.push_status(&status, bytes);
         }
     }
     let inspected = docker.inspect_image(image.as_str()).await.map_err(|e| anyhow::anyhow!("pushed {image}, but Docker cannot show its digest: {}", docker_message(&e)))?;
@@ -207,33 +208,99 @@ fn tar_context(dir: &Path) -> Result<Vec<u8>> {
     archive.into_inner().context("finishing the build context")
 }
 
-/// What the user sees while it works, on stderr.
+/// What the user sees while it works, on stderr: on a terminal, a bar redrawn
+/// in place (the build's `Step n/m`, the bytes of the layer being pushed) with
+/// the build's output above it; otherwise plain lines, one per step or layer.
 struct Progress {
     tty: bool,
     /// `--output json`: stdout is for the result, stderr stays quiet but for steps.
     quiet: bool,
+    /// A bar is on the terminal's last line, to be cleared before other output.
+    bar_shown: std::cell::Cell<bool>,
 }
 
+/// Columns of the bar itself.
+const BAR_WIDTH: usize = 30;
+
 impl Progress {
+    fn new(tty: bool, quiet: bool) -> Self {
+        Self { tty, quiet, bar_shown: std::cell::Cell::new(false) }
+    }
+
     fn line(&self, text: &str) {
+        self.clear_bar();
         eprintln!("{text}");
     }
 
-    /// Build output: every line on a terminal, the `Step n/m` lines otherwise.
+    /// Build output: on a terminal every line, under a bar of the steps done;
+    /// otherwise the `Step n/m` lines alone.
     fn build_output(&self, text: &str) {
         for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-            if line.starts_with("Step ") || (self.tty && !self.quiet) {
-                eprintln!("  {line}");
+            let step = step_of(line);
+            if !self.tty || self.quiet {
+                if step.is_some() {
+                    eprintln!("  {line}");
+                }
+                continue;
+            }
+            self.line(&format!("  {line}"));
+            if let Some((n, of)) = step {
+                self.draw_bar(n.saturating_sub(1) as f64 / of.max(1) as f64, &format!("step {n} of {of}"));
             }
         }
     }
 
-    /// Push status: on a terminal every layer's changes, otherwise only finished layers.
-    fn push_status(&self, status: &str) {
-        if (self.tty && !self.quiet) || status == "Pushed" || status == "Layer already exists" || status.contains("digest:") {
-            eprintln!("  {status}");
+    /// Push status: on a terminal a bar of the current layer's bytes and a line per
+    /// finished layer; otherwise only the finished layers' lines.
+    fn push_status(&self, status: &str, bytes: Option<(i64, i64)>) {
+        let finished = status == "Pushed" || status == "Layer already exists" || status.contains("digest:");
+        if !self.tty || self.quiet {
+            if finished {
+                eprintln!("  {status}");
+            }
+            return;
+        }
+        match bytes {
+            Some((current, total)) if total > 0 && !finished => {
+                let mb = |b: i64| b as f64 / 1_048_576.0;
+                self.draw_bar(current as f64 / total as f64, &format!("{status}: {:.1} of {:.1} MB", mb(current), mb(total)));
+            }
+            _ if finished => self.line(&format!("  {status}")),
+            _ => {}
         }
     }
+
+    fn draw_bar(&self, fraction: f64, label: &str) {
+        eprint!("\r\x1b[2K  [{}] {label}", bar(fraction));
+        self.bar_shown.set(true);
+    }
+
+    /// Leaves the terminal's last line empty again.
+    fn clear_bar(&self) {
+        if self.bar_shown.replace(false) {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// Whichever way the work ends (errors included), the bar goes first.
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.clear_bar();
+    }
+}
+
+/// `Step 3/7 : COPY ...` as (3, 7).
+fn step_of(line: &str) -> Option<(u32, u32)> {
+    let (n, rest) = line.strip_prefix("Step ")?.split_once('/')?;
+    let of = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    Some((n.parse().ok()?, of.parse().ok()?))
+}
+
+/// `#########.....` for a fraction done, clamped to 0..=1.
+fn bar(fraction: f64) -> String {
+    let done = ((fraction.clamp(0.0, 1.0) * BAR_WIDTH as f64).round() as usize).min(BAR_WIDTH);
+    format!("{}{}", "#".repeat(done), ".".repeat(BAR_WIDTH - done))
 }
 
 fn docker_message(e: &bollard::errors::Error) -> String {
@@ -247,6 +314,17 @@ fn docker_message(e: &bollard::errors::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_and_bars() {
+        assert_eq!(step_of("Step 3/7 : COPY fn /fn"), Some((3, 7)));
+        assert_eq!(step_of("Step 12/12 : ENTRYPOINT [\"/fn\"]"), Some((12, 12)));
+        assert_eq!(step_of(" ---> Running in abc"), None);
+        assert_eq!(step_of("Step x/7"), None);
+        assert_eq!(bar(0.0), ".".repeat(BAR_WIDTH));
+        assert_eq!(bar(1.5), "#".repeat(BAR_WIDTH));
+        assert_eq!(bar(0.5).matches('#').count(), BAR_WIDTH / 2);
+    }
 
     #[test]
     fn the_default_tag_comes_from_the_directory_and_the_registry() {
