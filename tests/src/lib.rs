@@ -90,10 +90,19 @@ impl Cluster {
 
     /// Starts another agent in this process for node `name` (its containers are
     /// removed first), reaching the coordinator at `coordinator` (default: its API).
+    /// Starts another agent (through `coordinator`, e.g. a relay, if given) and
+    /// returns once the coordinator lists its node as ready: a function deployed
+    /// before that would be placed as if the node did not exist.
     pub async fn add_agent(&self, name: &str, coordinator: Option<String>) -> Result<AgentHandle> {
         remove_containers(&self.docker, &NodeId::new(name)?).await?;
         let url = coordinator.unwrap_or_else(|| self.node.api_url());
-        self.node.add_agent(&host_args(name), vec![url]).await
+        let agent = self.node.add_agent(&host_args(name), vec![url]).await?;
+        eventually(&format!("node {name} listed as ready"), Duration::from_secs(15), || async {
+            let nodes = self.http.get(&self.api("/v1/nodes")).await?.json()?;
+            Ok(nodes.as_array().is_some_and(|n| n.iter().any(|n| n["id"] == name && n["state"] == "ready")).then_some(()))
+        })
+        .await?;
+        Ok(agent)
     }
 
     pub fn api(&self, path: &str) -> String {
