@@ -105,6 +105,12 @@ impl Cluster {
         Ok(agent)
     }
 
+    /// The admin token `sluice up` wrote to its data directory (with `--auth required`).
+    pub fn admin_token(&self) -> Result<String> {
+        let text = std::fs::read_to_string(self.data_dir.path().join("admin.token")).context("sluice up writes the admin token")?;
+        Ok(text.trim().to_string())
+    }
+
     pub fn api(&self, path: &str) -> String {
         format!("{}{path}", self.node.api_url())
     }

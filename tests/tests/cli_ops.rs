@@ -54,7 +54,7 @@ async fn logs_through_the_agent_and_completions() -> Result<()> {
 }
 
 async fn scenario(c: &Cluster) -> Result<()> {
-    let admin = std::fs::read_to_string(c.data_dir.path().join("admin.token")).context("sluice up writes the admin token")?.trim().to_string();
+    let admin = c.admin_token()?;
     let http = c.http.clone().with_token(Some(admin.clone()));
     let api = c.node.api_url();
     // deploy --wait returns once the minimum is ready, with progress on stderr.

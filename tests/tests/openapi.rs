@@ -37,7 +37,7 @@ async fn real_answers_match_the_served_document() -> Result<()> {
 }
 
 async fn check_all(c: &Cluster) -> Result<()> {
-    let admin = std::fs::read_to_string(c.data_dir.path().join("admin.token")).context("sluice up writes the admin token")?.trim().to_string();
+    let admin = c.admin_token()?;
     let http = c.http.clone().with_token(Some(admin));
     // The document is public and is the one the code builds.
     let served = sluice_cli::client::Http::new().get(&c.api("/v1/openapi.json")).await?;

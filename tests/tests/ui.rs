@@ -54,7 +54,7 @@ async fn every_page_renders_real_data_without_console_errors() -> Result<()> {
 }
 
 async fn scenario(c: &Cluster) -> Result<()> {
-    let admin = std::fs::read_to_string(c.data_dir.path().join("admin.token")).context("sluice up writes the admin token")?.trim().to_string();
+    let admin = c.admin_token()?;
     let http = c.http.clone().with_token(Some(admin));
     let token = |name: &'static str, role: &'static str| {
         let http = http.clone();
