@@ -6,8 +6,10 @@
 //! to, and has room for the reservation. Then a weighted score picks among
 //! the nodes left:
 //!
-//! - **fit**: `binpack` prefers the fullest node that fits (after placing),
-//!   `spread` the emptiest;
+//! - **fit**: `binpack` prefers the fullest node that fits (after placing);
+//!   `spread` the node with the smallest share of this function's instances,
+//!   then the emptiest (by reservations alone, a few small instances on big
+//!   nodes differ too little to outweigh the other scores, and all land on one);
 //! - **image**: the node already holds the image (no pull);
 //! - **load**: the host's measured CPU over the last 30 s (from the windows);
 //! - **colocation**: the node runs functions this one calls or is called by
@@ -224,6 +226,7 @@ impl<'a> Placer<'a> {
             partners: self.calls.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]),
             conflicts: self.conflicts.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]),
             prefs,
+            instances: self.nodes.iter().filter_map(|n| n.functions.get(&spec.name)).sum(),
         }
     }
 
@@ -326,6 +329,8 @@ struct Wanted<'p> {
     partners: &'p [(FunctionName, f64)],
     conflicts: &'p [FunctionName],
     prefs: &'p Preferences,
+    /// Live instances of the function on all nodes, before this one.
+    instances: u32,
 }
 
 fn scores(node: &Candidate, spec: &FunctionSpec, need: &Resources, wanted: &Wanted<'_>, w: &Weights) -> Scores {
@@ -333,7 +338,11 @@ fn scores(node: &Candidate, spec: &FunctionSpec, need: &Resources, wanted: &Want
     let used = utilisation(&after, &node.capacity);
     let fit = match spec.placement.strategy {
         Strategy::Binpack => used,
-        Strategy::Spread => 1.0 - used,
+        Strategy::Spread => {
+            let mine = node.functions.get(&spec.name).copied().unwrap_or(0);
+            let share = f64::from(mine) / f64::from(wanted.instances + 1);
+            0.8 * (1.0 - share) + 0.2 * (1.0 - used)
+        }
     };
     let image = if wanted.image.is_some_and(|id| node.images.contains(&id)) { 1.0 } else { 0.0 };
     let load = node.cpu_percent.map_or(0.5, |cpu| 1.0 - (cpu / 100.0).clamp(0.0, 1.0));

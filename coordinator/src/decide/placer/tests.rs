@@ -136,3 +136,21 @@ fn weights_parse_and_bad_ones_say_what_is_allowed() {
     assert!(Weights::parse("fit=-1").is_err());
     assert!(Weights::parse("fit").is_err());
 }
+
+/// CI found four instances of a spread function on one of two big, empty
+/// nodes: their small reservations barely moved the emptiness score, so a
+/// small difference in host CPU (or a node not measured yet) decided all four.
+#[test]
+fn spread_evens_a_functions_instances_out_despite_a_small_load_difference() {
+    let mut f = spec("f");
+    f.limits.cpu_millis = 250;
+    f.limits.memory_mb = 128;
+    let st = cluster(std::slice::from_ref(&f), &[("a", 16000, &[], &[]), ("b", 16000, &[], &[])]);
+    let calls = HashMap::new();
+    let count = |placed: &[String], node: &str| placed.iter().filter(|n| *n == node).count();
+    for cpu in [|n: &NodeId| Some(if n.as_str() == "a" { 30.0 } else { 50.0 }), |n: &NodeId| (n.as_str() == "a").then_some(60.0)] {
+        let mut p = Placer::new(&st, Weights::default(), cpu, &calls);
+        let placed: Vec<String> = (0..4).filter_map(|_| p.place(&f, &Preferences::default(), None)).map(|c| c.node.to_string()).collect();
+        assert_eq!((count(&placed, "a"), count(&placed, "b")), (2, 2), "{placed:?}");
+    }
+}
