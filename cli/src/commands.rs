@@ -101,7 +101,7 @@ pub struct DeployArgs {
     /// No keep-warm prediction for this function: demand, rules and bounds alone.
     #[arg(long)]
     pub no_predict: bool,
-    /// Placement: fill the fullest node first (binpack) or the emptiest (spread, the default).
+    /// Placement: fill the fullest node first (binpack), or the node with the fewest of this function's instances, then the emptiest (spread, the default).
     #[arg(long, value_parser = ["binpack", "spread"])]
     pub strategy: Option<String>,
     /// Only on nodes with this label KEY=VALUE (repeatable; all must match).

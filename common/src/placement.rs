@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum Strategy {
     /// Fill the fullest node that fits first: fewer busy hosts, more room for big instances.
     Binpack,
-    /// Prefer the emptiest node: a lost host takes fewer instances with it.
+    /// Prefer the node with the fewest of this function's instances, then the
+    /// emptiest: a lost host takes fewer instances with it.
     #[default]
     Spread,
 }
