@@ -22,6 +22,7 @@ pub mod predictor;
 pub mod raft;
 pub mod registry;
 pub mod reports;
+pub mod scheduling;
 pub mod state;
 pub mod state_machine;
 pub mod store;
