@@ -22,8 +22,7 @@
 #!   SLUICE=path   sluice binary (default $CARGO_TARGET_DIR/release/sluice, built if absent)
 #!   API_ADDR=127.0.0.1:7070 GATEWAY_ADDR=127.0.0.1:8080 NGINX_PORT=18080
 #!   NGINX_WORKERS=auto  the reference's worker_processes (auto, as its users set it: one per core)
-#!   GATEWAY_THREADS=N        sluice up --gateway-threads N (default: its own, one per core)
-#!   GATEWAY_SCHEDULING=batch|normal  sluice up --gateway-scheduling (default: its own, batch)
+#!   SLUICE_GATEWAY_THREADS  passed through to sluice up like any SLUICE_* setting (default: its own)
 #!   MODE=no-gateway ENDPOINT=IP:PORT   skip Sluice: benchmark direct and nginx against a container you
 #!                                      started yourself, e.g.
 #!     id=$(docker run -d sluice/hello:latest)
@@ -200,9 +199,7 @@ if [ "$MODE" = full ]; then
     mkdir -p "$WORK/data"
     export SLUICE_TOKEN_FILE="$WORK/data/admin.token"
     "$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --raft 127.0.0.1:0 --agent-metrics 127.0.0.1:0 \
-        --node b3 --data-dir "$WORK/data" --no-image-pinning \
-        ${GATEWAY_THREADS:+--gateway-threads "$GATEWAY_THREADS"} ${GATEWAY_SCHEDULING:+--gateway-scheduling "$GATEWAY_SCHEDULING"} \
-        >"$WORK/sluice.log" 2>&1 &
+        --node b3 --data-dir "$WORK/data" --no-image-pinning >"$WORK/sluice.log" 2>&1 &
     SLUICE_PID=$!
     wait_for 30 "sluice API answering at $API" "$SLUICE" --api "$API" ls --output json >/dev/null 2>&1
     say "deploying $FUNCTION ($IMAGE, min 1, max 1, 2 cores)"
@@ -278,8 +275,7 @@ kill -0 "$NGINX_PID" 2>/dev/null || die "nginx died during the run; see its erro
 mkdir -p "$(dirname "$OUT")"
 ROWS="$ROWS" OUT="$OUT" MODE="$MODE" ENDPOINT="$ENDPOINT" PUBLISHED_ENDPOINT="$PUBLISHED_ENDPOINT" FN="$FN" IMAGE="$IMAGE" DURATION="$DURATION" \
     ROUNDS="$ROUNDS" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" NGINX_WORKERS="$(pgrep -c -P "$NGINX_PID")" \
-    GATEWAY_THREADS="$(grep -o 'gateway_threads=[0-9]*' "$WORK/sluice.log" 2>/dev/null | head -n 1 | cut -d= -f2)" \
-    GATEWAY_SCHEDULING="$(grep -o 'gateway_scheduling=[A-Za-z]*' "$WORK/sluice.log" 2>/dev/null | head -n 1 | cut -d= -f2)" python3 - <<'EOF'
+    GATEWAY_THREADS="$(grep -o 'gateway_threads=[0-9]*' "$WORK/sluice.log" 2>/dev/null | head -n 1 | cut -d= -f2)" python3 - <<'EOF'
 import json, os, statistics, time, platform
 rows = {}
 for line in open(os.environ["ROWS"]):
@@ -313,16 +309,14 @@ doc = {"bench": "b3_hot_path", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.
                   "published_endpoint": env.get("PUBLISHED_ENDPOINT") or None, "cpu_millis": 2000,
                   "duration_s": int(env["DURATION"]), "rounds": int(env["ROUNDS"]), "wrk_threads": int(env["THREADS"]),
                   "wrk_connections": int(env["CONNECTIONS"]), "nginx_workers": int(env["NGINX_WORKERS"]),
-                  "nginx_upstream_keepalive": 64, "gateway_threads": int(env["GATEWAY_THREADS"]) if env.get("GATEWAY_THREADS") else None,
-                  "gateway_scheduling": env.get("GATEWAY_SCHEDULING", "").lower() or None},
+                  "nginx_upstream_keepalive": 64, "gateway_threads": int(env["GATEWAY_THREADS"]) if env.get("GATEWAY_THREADS") else None},
        "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
        "results": results, "ratios": ratios, "goal": goal}
 with open(env["OUT"], "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 print(f"B3 medians over {env['ROUNDS']} round(s) of {env['DURATION']}s ({env['FN']} function, 2 cores;"
-      f" nginx workers {env['NGINX_WORKERS']}, gateway threads {env.get('GATEWAY_THREADS') or '-'}"
-      f" scheduled {env.get('GATEWAY_SCHEDULING', '').lower() or '-'}):")
+      f" nginx workers {env['NGINX_WORKERS']}, gateway threads {env.get('GATEWAY_THREADS') or '-'}):")
 for t in ("direct", "nginx", "gateway", "published"):
     if t in results:
         r, x = results[t], ratio(t, "nginx")

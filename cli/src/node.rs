@@ -30,7 +30,6 @@ use sluice_coordinator::node::{stopped, ClusterTls, Coordinator, CoordinatorConf
 use sluice_coordinator::predictor::PredictConfig;
 use sluice_coordinator::raft::RaftConfig;
 use sluice_coordinator::registry::ImagesConfig;
-use sluice_coordinator::scheduling::GatewayScheduling;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,12 +63,6 @@ pub struct CoordinatorArgs {
     /// Threads serving the gateway (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub gateway_threads: usize,
-    /// How the kernel schedules the gateway's threads: batch (SCHED_BATCH: a
-    /// woken thread does not preempt the client or the function, and takes the
-    /// requests ready by then together; fewer wake-ups a request) or normal
-    /// (the process's own policy).
-    #[arg(long, value_enum, default_value = "batch")]
-    pub gateway_scheduling: GatewaySchedulingArg,
     /// MiB the gateway's response cache holds, all functions with a cache together
     /// (least recently used responses go first).
     #[arg(long, default_value_t = 64)]
@@ -138,22 +131,6 @@ pub struct CoordinatorArgs {
     /// A registry host:port spoken to over plain HTTP (loopback ones always are); repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-}
-
-/// `--gateway-scheduling`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewaySchedulingArg {
-    Batch,
-    Normal,
-}
-
-impl From<GatewaySchedulingArg> for GatewayScheduling {
-    fn from(arg: GatewaySchedulingArg) -> Self {
-        match arg {
-            GatewaySchedulingArg::Batch => GatewayScheduling::Batch,
-            GatewaySchedulingArg::Normal => GatewayScheduling::Normal,
-        }
-    }
 }
 
 /// `--auth`.
@@ -375,7 +352,6 @@ impl CoordinatorArgs {
             predict_policy: "off".into(),
             predict_bin_secs: 60,
             gateway_threads: 2,
-            gateway_scheduling: GatewaySchedulingArg::Batch,
             gateway_cache_mb: 64,
             id: 1,
             raft_addr: any,
@@ -423,7 +399,6 @@ impl CoordinatorArgs {
             api_addr: self.api_addr,
             gateway_addr: self.gateway_addr,
             gateway_threads: self.gateway_threads,
-            gateway_scheduling: self.gateway_scheduling.into(),
             gateway_cache_bytes: self.gateway_cache_mb << 20,
             controller: self.controller()?,
             raft: RaftConfig {

@@ -22,7 +22,6 @@ pub mod predictor;
 pub mod raft;
 pub mod registry;
 pub mod reports;
-pub mod scheduling;
 pub mod state;
 pub mod state_machine;
 pub mod store;

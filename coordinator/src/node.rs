@@ -11,7 +11,6 @@ use crate::ingest::{self, Telemetry};
 use crate::invocations::{InvocationConfig, Invocations};
 use crate::raft::{RaftConfig, RaftNode, StartError};
 use crate::registry::{ImagesConfig, Resolver};
-use crate::scheduling::GatewayScheduling;
 use crate::store::Store;
 use crate::tls::{HandshakeFailures, Listener, RaftTls, ServerTls};
 use crate::windows::{Windows, WindowsConfig};
@@ -37,8 +36,6 @@ pub struct CoordinatorConfig {
     /// Threads serving the gateway, each with its own runtime and upstream
     /// connection pool; 0 means one per core.
     pub gateway_threads: usize,
-    /// How the kernel schedules those threads (`SCHED_BATCH` by default).
-    pub gateway_scheduling: GatewayScheduling,
     /// Bytes the gateway's response cache holds, all functions together.
     pub gateway_cache_bytes: u64,
     pub controller: ControllerConfig,
@@ -226,7 +223,7 @@ impl Coordinator {
         for i in 0..threads {
             let (tx, rx) = mpsc::unbounded_channel();
             workers.push(tx);
-            let thread = serve_gateway_thread(i, rx, gateway.clone(), gateway_tls.clone(), config.gateway_scheduling, stop.subscribe()).map_err(|source| BindError::Listen {
+            let thread = serve_gateway_thread(i, rx, gateway.clone(), gateway_tls.clone(), stop.subscribe()).map_err(|source| BindError::Listen {
                 what: "gateway",
                 addr: gateway_addr,
                 source,
@@ -234,7 +231,7 @@ impl Coordinator {
             gateway_threads.push(thread);
         }
         let (cluster_tls, gateway_tls) = (config.tls.cluster.is_some(), config.tls.gateway.is_some());
-        info!(api = %api_addr, gateway = %gateway_addr, raft = %raft_addr, gateway_threads = threads, gateway_scheduling = ?config.gateway_scheduling, cluster_tls, gateway_tls, "coordinator listening");
+        info!(api = %api_addr, gateway = %gateway_addr, raft = %raft_addr, gateway_threads = threads, cluster_tls, gateway_tls, "coordinator listening");
         tasks.spawn(deal_connections(gateway_listener, workers, stopped(stop.subscribe())));
         Ok(Self { store, gateway, api_addr, gateway_addr, raft_addr, tls_failures, stop, raft: Some(raft), tasks, gateway_threads, admin_ready })
     }
@@ -338,14 +335,10 @@ fn serve_gateway_thread(
     connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
     gateway: Arc<Gateway>,
     tls: Option<ServerTls>,
-    scheduling: GatewayScheduling,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
-        if let Err(e) = scheduling.apply_to_this_thread() {
-            tracing::warn!(thread = index, ?scheduling, error = %e, "cannot set the gateway thread's scheduling policy; it serves under the inherited one (set --gateway-scheduling normal to silence this)");
-        }
         runtime.block_on(async move {
             let worker = gateway::Worker::new(gateway);
             http::serve_with_peers("gateway", connections, tls, move |req, peer| worker.clone().handle(peer.ip, req), stopped(stop)).await;
