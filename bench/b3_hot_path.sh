@@ -22,7 +22,7 @@
 #!   SLUICE=path   sluice binary (default $CARGO_TARGET_DIR/release/sluice, built if absent)
 #!   API_ADDR=127.0.0.1:7070 GATEWAY_ADDR=127.0.0.1:8080 NGINX_PORT=18080
 #!   NGINX_WORKERS=auto  the reference's worker_processes (auto, as its users set it: one per core)
-#!   SLUICE_GATEWAY_THREADS  passed through to sluice up like any SLUICE_* setting (default: its own)
+#!   GATEWAY_THREADS=N        sluice up --gateway-threads N (default: its own, one per core)
 #!   MODE=no-gateway ENDPOINT=IP:PORT   skip Sluice: benchmark direct and nginx against a container you
 #!                                      started yourself, e.g.
 #!     id=$(docker run -d sluice/hello:latest)
@@ -199,7 +199,9 @@ if [ "$MODE" = full ]; then
     mkdir -p "$WORK/data"
     export SLUICE_TOKEN_FILE="$WORK/data/admin.token"
     "$SLUICE" up --api "$API_ADDR" --gateway "$GATEWAY_ADDR" --raft 127.0.0.1:0 --agent-metrics 127.0.0.1:0 \
-        --node b3 --data-dir "$WORK/data" --no-image-pinning >"$WORK/sluice.log" 2>&1 &
+        --node b3 --data-dir "$WORK/data" --no-image-pinning \
+        ${GATEWAY_THREADS:+--gateway-threads "$GATEWAY_THREADS"} \
+        >"$WORK/sluice.log" 2>&1 &
     SLUICE_PID=$!
     wait_for 30 "sluice API answering at $API" "$SLUICE" --api "$API" ls --output json >/dev/null 2>&1
     say "deploying $FUNCTION ($IMAGE, min 1, max 1, 2 cores)"
