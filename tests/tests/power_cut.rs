@@ -26,21 +26,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Held by each test for its whole run: the tests of this file run one at a
-/// time. A process spawned by one test (its coordinator) starts as a copy of
-/// this test process, with every open file of the other test, and keeps them
-/// until it execs; a FUSE disk the other test unmounts in that moment is busy
-/// (EBUSY), and the test fails for nothing to do with what it checks.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    // A test that failed while holding it poisons it; the next still runs.
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// The tests take turns. A process spawned by one test (its coordinator)
+/// starts as a copy of this test process, with every open file of the other
+/// test, and keeps them until it execs; a FUSE disk the other test unmounts in
+/// that moment is busy (EBUSY), and that test fails for nothing it checks.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[test]
 fn the_disk_loses_what_was_not_synced() -> Result<()> {
-    let _serial = one_at_a_time();
+    let _turn = SERIAL.blocking_lock();
     let dir = tempfile::tempdir()?;
     let mut disk = PowerCutDisk::mount(dir.path())?;
     let kept = disk.path().join("kept");
@@ -115,14 +109,9 @@ impl Drop for Coordinator {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_a_power_cut() -> Result<()> {
-    let _serial = one_at_a_time();
-    // The lock is held outside the runtime: it must not be held across an await.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(writes_then_a_power_cut())
-}
-
-async fn writes_then_a_power_cut() -> Result<()> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_power_cut() -> Result<()> {
+    let _turn = SERIAL.lock().await;
     sluice_tests::init_logs();
     let binary = sluice_binary()?;
     let dir = tempfile::tempdir()?;
