@@ -112,7 +112,7 @@ impl DockerCluster {
             ClusterBus::Mosquitto => {
                 let ip = format!("{prefix}.1");
                 let dir = tempfile::tempdir().context("a directory for the cluster's broker")?;
-                let broker = crate::mosquitto::Mosquitto::start(&ip, crate::mosquitto::free_port(&ip)?, dir.path()).await?;
+                let broker = crate::mosquitto::Mosquitto::start(&ip, crate::ports::free_port(&ip)?, dir.path()).await?;
                 Some((broker, dir))
             }
         };

@@ -22,6 +22,7 @@ pub mod docker_cluster;
 pub mod linearizability;
 pub mod mosquitto;
 pub mod nemesis;
+pub mod ports;
 pub mod powercut;
 pub mod process_cluster;
 pub mod workload;

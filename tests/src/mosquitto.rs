@@ -57,8 +57,3 @@ impl Drop for Mosquitto {
         let _ = self.child.wait();
     }
 }
-
-/// A port free on `ip` now.
-pub fn free_port(ip: &str) -> Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
-}

@@ -6,7 +6,8 @@
 //! `SLUICE_BIN`); without it the test fails and says how to build it. Each
 //! coordinator logs to `<dir>/<id>.log`, shown when a test fails.
 
-use crate::mosquitto::{free_port, Mosquitto};
+use crate::mosquitto::Mosquitto;
+use crate::ports::free_port;
 use crate::Http;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;

@@ -14,7 +14,7 @@
 use anyhow::{ensure, Context, Result};
 use hyper::Method;
 use serde_json::json;
-use sluice_tests::mosquitto::free_port;
+use sluice_tests::ports::free_port;
 use sluice_tests::process_cluster::sluice_binary;
 use sluice_tests::{eventually, Http};
 use std::path::Path;

@@ -8,7 +8,8 @@
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use sluice_tests::mosquitto::{free_port, Mosquitto};
+use sluice_tests::mosquitto::Mosquitto;
+use sluice_tests::ports::free_port;
 use sluice_tests::{eventually, Cluster};
 use std::time::{Duration, Instant};
 

@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use sluice_tests::mosquitto::free_port;
+use sluice_tests::ports::free_port;
 use sluice_tests::powercut::PowerCutDisk;
 use sluice_tests::process_cluster::sluice_binary;
 use sluice_tests::{Http, Method};

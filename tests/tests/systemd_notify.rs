@@ -14,7 +14,7 @@
 //! `fusermount3` (scripts/prereqs.sh installs fuse3). Without them the tests fail.
 
 use anyhow::{bail, Context, Result};
-use sluice_tests::mosquitto::free_port;
+use sluice_tests::ports::free_port;
 use sluice_tests::powercut::PowerCutDisk;
 use sluice_tests::process_cluster::sluice_binary;
 use std::io::{Read, Write};

@@ -17,7 +17,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use hyper::Method;
 use serde_json::{json, Value};
-use sluice_tests::mosquitto::free_port;
+use sluice_tests::ports::free_port;
 use sluice_tests::process_cluster::sluice_binary;
 use sluice_tests::{hello_image, Http};
 use std::path::{Path, PathBuf};

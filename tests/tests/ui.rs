@@ -192,7 +192,7 @@ struct Driver {
 
 impl Driver {
     async fn start() -> Result<Driver> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = sluice_tests::ports::free_port("127.0.0.1")?;
         let child = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting chromedriver")?;
         let http = Http::new();
         let base = format!("http://127.0.0.1:{port}");
