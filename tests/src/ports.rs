@@ -5,15 +5,14 @@
 //! for the life of the test process and never given out twice.
 
 use anyhow::{bail, Result};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-static GIVEN_OUT: Mutex<Option<HashSet<(String, u16)>>> = Mutex::new(None);
+static GIVEN_OUT: Mutex<BTreeSet<(String, u16)>> = Mutex::new(BTreeSet::new());
 
 /// A port free on `ip` now, and one this test process has not been given before.
 pub fn free_port(ip: &str) -> Result<u16> {
     let mut given_out = GIVEN_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let given_out = given_out.get_or_insert_with(HashSet::new);
     // Holding every probe open until a new port turns up keeps the kernel
     // from offering the same already-given port on each try.
     let mut probes = Vec::new();
@@ -36,7 +35,7 @@ mod tests {
     fn no_port_is_given_out_twice() {
         // 2000 draws from the ~14000 ports bind(0) picks from would repeat one
         // almost surely (the birthday bound) if nothing remembered them.
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         for _ in 0..2000 {
             let port = free_port("127.0.0.1").unwrap();
             assert!(seen.insert(port), "port {port} given out twice");
